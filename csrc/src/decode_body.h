@@ -1,0 +1,145 @@
+// The CUDA kernel's per-thread body, written as a __host__ __device__ function of
+// plain arguments so that the CPU test suite can run the very same code over the
+// whole index space (decode_cuda_body_on_host) and check the GPU indexing without a GPU.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+
+#include "e3dmm/decode.h"
+
+#if defined(__CUDACC__)
+#include <cuda_fp16.h>
+#define E3DMM_HD __host__ __device__ __forceinline__
+#else
+#define E3DMM_HD inline
+#endif
+
+namespace e3dmm {
+namespace body {
+
+// IEEE binary16 bits -> float. Portable, exact for every input (normals,
+// subnormals, infinities, NaN); the device path uses the hardware conversion.
+E3DMM_HD float half_bits_to_float(uint16_t h) {
+#if defined(__CUDA_ARCH__)
+  return __half2float(__ushort_as_half(h));
+#else
+  const uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+  const uint32_t exp = (h >> 10) & 0x1fu;
+  uint32_t mant = h & 0x3ffu;
+  uint32_t bits;
+  if (exp == 0x1fu) {
+    bits = sign | 0x7f800000u | (mant << 13);  // inf / nan
+  } else if (exp != 0) {
+    bits = sign | ((exp + 112u) << 23) | (mant << 13);  // normal: rebias 15 -> 127
+  } else if (mant == 0) {
+    bits = sign;  // signed zero
+  } else {
+    // subnormal half: normalise into a float
+    int e = -1;
+    do {
+      ++e;
+      mant <<= 1;
+    } while ((mant & 0x400u) == 0);
+    bits = sign | ((uint32_t)(112 - e) << 23) | ((mant & 0x3ffu) << 13);
+  }
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+#endif
+}
+
+E3DMM_HD float load_basis(const float* p, int64_t i) { return p[i]; }
+E3DMM_HD float load_basis(const uint16_t* p, int64_t i) { return half_bits_to_float(p[i]); }
+
+// Colour rule of the release: clamp to [0, 255], then truncate. fmaxf/fminf map a
+// NaN to 0, so the float -> int conversion is always defined.
+E3DMM_HD uint8_t to_color(float v) {
+  v = fminf(fmaxf(v, 0.0f), 255.0f);
+  return (uint8_t)(int)v;
+}
+
+// Largest batch tile one thread handles; the accumulators live in registers.
+constexpr int kTile = 16;
+
+// One thread's work: vertex `v` for batch rows b0 .. b0 + nb - 1 (nb <= kTile).
+// `coef` points at the tile's coefficients: row r (0 <= r < nb) has alpha at
+// coef[r * coef_stride + shape_offset + k] and beta at coef[r * coef_stride + tex_offset + k]
+// (on the GPU a shared-memory copy, on the host the caller's rows).
+template <typename BasisT>
+E3DMM_HD void decode_vertex(const DecodeParams& p, const float* coef, int coef_stride, int shape_offset,
+                            int tex_offset, int64_t b0, int nb, int64_t v) {
+  const int64_t n3 = 3 * p.num_vertices;
+  const int64_t col = 3 * v;
+  const BasisT* shape_basis = static_cast<const BasisT*>(p.shape_basis);
+  const BasisT* tex_basis = static_cast<const BasisT*>(p.tex_basis);
+
+  float acc[kTile][3];
+  // Shape: the mean plus the folded basis times alpha.
+  for (int r = 0; r < kTile; ++r)
+    for (int c = 0; c < 3; ++c) acc[r][c] = p.shape_mean[col + c];
+  for (int k = 0; k < p.shape_components; ++k) {
+    const float b_x = load_basis(shape_basis, k * n3 + col);
+    const float b_y = load_basis(shape_basis, k * n3 + col + 1);
+    const float b_z = load_basis(shape_basis, k * n3 + col + 2);
+#pragma unroll
+    for (int r = 0; r < kTile; ++r) {
+      if (r < nb) {
+        const float a = coef[r * coef_stride + shape_offset + k];
+        acc[r][0] = fmaf(a, b_x, acc[r][0]);
+        acc[r][1] = fmaf(a, b_y, acc[r][1]);
+        acc[r][2] = fmaf(a, b_z, acc[r][2]);
+      }
+    }
+  }
+  for (int r = 0; r < nb; ++r) {
+    const int64_t b = b0 + r;
+    if (p.vertices) {
+      float* out = p.vertices + b * n3 + col;
+      out[0] = acc[r][0];
+      out[1] = acc[r][1];
+      out[2] = acc[r][2];
+    }
+    if (p.records) {
+      uint8_t* rec = p.records + (b * p.num_vertices + v) * kRecordBytes;
+      memcpy(rec, acc[r], 3 * sizeof(float));
+    }
+  }
+
+  // Texture: same sum with beta, then the release's clamp-and-truncate.
+  for (int r = 0; r < kTile; ++r)
+    for (int c = 0; c < 3; ++c) acc[r][c] = p.tex_mean[col + c];
+  for (int k = 0; k < p.tex_components; ++k) {
+    const float b_r = load_basis(tex_basis, k * n3 + col);
+    const float b_g = load_basis(tex_basis, k * n3 + col + 1);
+    const float b_b = load_basis(tex_basis, k * n3 + col + 2);
+#pragma unroll
+    for (int r = 0; r < kTile; ++r) {
+      if (r < nb) {
+        const float t = coef[r * coef_stride + tex_offset + k];
+        acc[r][0] = fmaf(t, b_r, acc[r][0]);
+        acc[r][1] = fmaf(t, b_g, acc[r][1]);
+        acc[r][2] = fmaf(t, b_b, acc[r][2]);
+      }
+    }
+  }
+  for (int r = 0; r < nb; ++r) {
+    const int64_t b = b0 + r;
+    const uint8_t c0 = to_color(acc[r][0]), c1 = to_color(acc[r][1]), c2 = to_color(acc[r][2]);
+    if (p.colors) {
+      uint8_t* out = p.colors + b * n3 + col;
+      out[0] = c0;
+      out[1] = c1;
+      out[2] = c2;
+    }
+    if (p.records) {
+      uint8_t* rec = p.records + (b * p.num_vertices + v) * kRecordBytes + 12;
+      rec[0] = c0;
+      rec[1] = c1;
+      rec[2] = c2;
+    }
+  }
+}
+
+}  // namespace body
+}  // namespace e3dmm

@@ -1,0 +1,119 @@
+// Argument checks, the non-finite policy and the run-time choice of CPU kernel.
+#include <cmath>
+#include <sstream>
+
+#include "decode_body.h"
+#include "e3dmm/decode.h"
+#include "e3dmm/errors.h"
+
+namespace e3dmm {
+namespace isa_avx512 { void decode(const DecodeParams&, int); }
+namespace isa_avx2 { void decode(const DecodeParams&, int); }
+namespace isa_generic { void decode(const DecodeParams&, int); }
+
+namespace {
+
+[[noreturn]] void fail(const char* field, const std::string& expected, long long found) {
+  std::ostringstream os;
+  os << "decode: " << field << ": expected " << expected << ", found " << found;
+  throw InvalidInput(os.str());
+}
+
+}  // namespace
+
+void validate(const DecodeParams& p) {
+  if (p.num_vertices < 1) fail("num_vertices", ">= 1", p.num_vertices);
+  if (p.shape_components < 0) fail("shape_components", ">= 0", p.shape_components);
+  if (p.tex_components < 0) fail("tex_components", ">= 0", p.tex_components);
+  if (p.batch < 1) fail("batch", ">= 1 coefficient row", p.batch);
+  if (p.basis_type != BasisType::Float32 && p.basis_type != BasisType::Float16)
+    fail("basis_type", "1 (float32) or 2 (float16)", (long long)p.basis_type);
+  if (p.shape_offset < 0) fail("shape_offset", ">= 0", p.shape_offset);
+  if (p.tex_offset < 0) fail("tex_offset", ">= 0", p.tex_offset);
+  if (p.shape_offset + p.shape_components > p.coeff_stride)
+    fail("coeff_stride", ">= shape_offset + shape_components = " +
+                             std::to_string(p.shape_offset + p.shape_components), p.coeff_stride);
+  if (p.tex_offset + p.tex_components > p.coeff_stride)
+    fail("coeff_stride", ">= tex_offset + tex_components = " + std::to_string(p.tex_offset + p.tex_components),
+         p.coeff_stride);
+  if (!p.coeffs) throw InvalidInput("decode: coeffs: expected a pointer, found null");
+  if (!p.shape_mean || !p.tex_mean) throw InvalidInput("decode: shape_mean/tex_mean: expected pointers, found null");
+  if ((p.shape_components > 0 && !p.shape_basis) || (p.tex_components > 0 && !p.tex_basis))
+    throw InvalidInput("decode: shape_basis/tex_basis: expected pointers, found null");
+  if (!p.vertices && !p.colors && !p.records)
+    throw InvalidInput("decode: outputs: expected at least one of vertices, colors, records; found none");
+}
+
+namespace {
+
+// Policy: NaN or Inf coefficients are an input error; nothing is written.
+void check_finite(const DecodeParams& p) {
+  for (int64_t b = 0; b < p.batch; ++b) {
+    const float* row = p.coeffs + b * p.coeff_stride;
+    for (int k = 0; k < p.shape_components; ++k)
+      if (!std::isfinite(row[p.shape_offset + k])) {
+        std::ostringstream os;
+        os << "decode: coeffs[" << b << ", " << p.shape_offset + k << "]: expected a finite number, found "
+           << row[p.shape_offset + k];
+        throw InvalidInput(os.str());
+      }
+    for (int k = 0; k < p.tex_components; ++k)
+      if (!std::isfinite(row[p.tex_offset + k])) {
+        std::ostringstream os;
+        os << "decode: coeffs[" << b << ", " << p.tex_offset + k << "]: expected a finite number, found "
+           << row[p.tex_offset + k];
+        throw InvalidInput(os.str());
+      }
+  }
+}
+
+enum class Isa { Avx512, Avx2, Generic };
+
+Isa pick_isa() {
+#if defined(E3DMM_HAVE_X86_KERNELS)
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl")) return Isa::Avx512;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"))
+    return Isa::Avx2;
+#endif
+  return Isa::Generic;
+}
+
+const Isa kIsa = pick_isa();
+
+}  // namespace
+
+const char* cpu_kernel_isa() {
+  switch (kIsa) {
+    case Isa::Avx512: return "avx512";
+    case Isa::Avx2: return "avx2";
+    default: return "generic";
+  }
+}
+
+void decode_cpu(const DecodeParams& p, int num_threads) {
+  validate(p);
+  check_finite(p);
+#if defined(E3DMM_HAVE_X86_KERNELS)
+  if (kIsa == Isa::Avx512) return isa_avx512::decode(p, num_threads);
+  if (kIsa == Isa::Avx2) return isa_avx2::decode(p, num_threads);
+#endif
+  isa_generic::decode(p, num_threads);
+}
+
+void decode_cuda_body_on_host(const DecodeParams& p) {
+  validate(p);
+  check_finite(p);
+  for (int64_t b0 = 0; b0 < p.batch; b0 += body::kTile) {
+    const int nb = (int)std::min<int64_t>(body::kTile, p.batch - b0);
+    const float* coef = p.coeffs + b0 * p.coeff_stride;
+    for (int64_t v = 0; v < p.num_vertices; ++v) {
+      if (p.basis_type == BasisType::Float16)
+        body::decode_vertex<uint16_t>(p, coef, p.coeff_stride, p.shape_offset, p.tex_offset, b0, nb, v);
+      else
+        body::decode_vertex<float>(p, coef, p.coeff_stride, p.shape_offset, p.tex_offset, b0, nb, v);
+    }
+  }
+}
+
+}  // namespace e3dmm

@@ -1,0 +1,198 @@
+// CPU decode kernel, compiled once per instruction set (see decode_cpu_*.cpp): the
+// including file defines E3DMM_ISA_NS and is built with that ISA's compiler flags.
+//
+// Blocking, and why:
+//  - Columns (3N floats) are cut into blocks of kBlockCols. Threads take whole blocks,
+//    so each basis element is read from DRAM exactly once per call, whatever B is.
+//  - Within a block, batch rows go in tiles of up to kRowTile; the block's basis slice
+//    (K x kBlockCols) stays in L2 across tiles, the tile's accumulators in L1.
+//  - k advances four rows at a time: four basis vectors are loaded (and widened from
+//    float16) once and reused by every row of the tile, and each accumulator vector is
+//    loaded and stored once per four FMAs.
+// No full-size temporaries: outputs are written from the accumulators per block.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+
+#if defined(__AVX512F__) || defined(__F16C__)
+#include <immintrin.h>
+#endif
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
+#include "decode_body.h"
+#include "e3dmm/decode.h"
+
+namespace e3dmm {
+namespace E3DMM_ISA_NS {
+
+typedef float v16 __attribute__((vector_size(64)));
+
+constexpr int kBlockCols = 384;  // 128 vertices; a multiple of 3 and of 16
+constexpr int kRowTile = 8;
+
+inline v16 load16(const float* p) {
+  v16 v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+
+inline v16 load16(const uint16_t* p) {
+#if defined(__AVX512F__)
+  return (v16)_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+#elif defined(__F16C__)
+  const __m256 lo = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  const __m256 hi = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 8)));
+  v16 v;
+  std::memcpy(&v, &lo, 32);
+  std::memcpy(reinterpret_cast<char*>(&v) + 32, &hi, 32);
+  return v;
+#else
+  v16 v;
+  for (int i = 0; i < 16; ++i) v[i] = body::half_bits_to_float(p[i]);
+  return v;
+#endif
+}
+
+inline float load1(const float* p) { return *p; }
+inline float load1(const uint16_t* p) { return body::half_bits_to_float(*p); }
+
+// acc[r][0..w) += sum_k coef[r][k] * basis[k][col0 .. col0 + w), for NB rows.
+template <int NB, typename BasisT>
+inline void accumulate(float (*acc)[kBlockCols], const BasisT* basis, int64_t n3, int64_t col0, int w,
+                       int K, const float* coef, int64_t coef_stride) {
+  const int wv = w / 16 * 16;
+  int k = 0;
+  for (; k + 4 <= K; k += 4) {
+    float c[NB][4];
+    for (int r = 0; r < NB; ++r)
+      for (int q = 0; q < 4; ++q) c[r][q] = coef[r * coef_stride + k + q];
+    const BasisT* b0 = basis + (int64_t)k * n3 + col0;
+    const BasisT* b1 = b0 + n3;
+    const BasisT* b2 = b1 + n3;
+    const BasisT* b3 = b2 + n3;
+    for (int j = 0; j < wv; j += 16) {
+      const v16 x0 = load16(b0 + j), x1 = load16(b1 + j), x2 = load16(b2 + j), x3 = load16(b3 + j);
+#pragma GCC unroll 8
+      for (int r = 0; r < NB; ++r) {
+        v16 a = *reinterpret_cast<v16*>(&acc[r][j]);
+        a += c[r][0] * x0;
+        a += c[r][1] * x1;
+        a += c[r][2] * x2;
+        a += c[r][3] * x3;
+        *reinterpret_cast<v16*>(&acc[r][j]) = a;
+      }
+    }
+    for (int j = wv; j < w; ++j) {
+      const float x0 = load1(b0 + j), x1 = load1(b1 + j), x2 = load1(b2 + j), x3 = load1(b3 + j);
+      for (int r = 0; r < NB; ++r) acc[r][j] += c[r][0] * x0 + c[r][1] * x1 + c[r][2] * x2 + c[r][3] * x3;
+    }
+  }
+  for (; k < K; ++k) {
+    float c[NB];
+    for (int r = 0; r < NB; ++r) c[r] = coef[r * coef_stride + k];
+    const BasisT* b0 = basis + (int64_t)k * n3 + col0;
+    for (int j = 0; j < wv; j += 16) {
+      const v16 x0 = load16(b0 + j);
+      for (int r = 0; r < NB; ++r) {
+        v16 a = *reinterpret_cast<v16*>(&acc[r][j]);
+        a += c[r] * x0;
+        *reinterpret_cast<v16*>(&acc[r][j]) = a;
+      }
+    }
+    for (int j = wv; j < w; ++j) {
+      const float x0 = load1(b0 + j);
+      for (int r = 0; r < NB; ++r) acc[r][j] += c[r] * x0;
+    }
+  }
+}
+
+template <int NB, typename BasisT>
+inline void accumulate_tile(float (*acc_s)[kBlockCols], float (*acc_t)[kBlockCols], const DecodeParams& p,
+                            int64_t b0, int64_t col0, int w) {
+  const int64_t n3 = 3 * p.num_vertices;
+  for (int r = 0; r < NB; ++r) {
+    std::memcpy(acc_s[r], p.shape_mean + col0, w * sizeof(float));
+    std::memcpy(acc_t[r], p.tex_mean + col0, w * sizeof(float));
+  }
+  const float* coef = p.coeffs + b0 * p.coeff_stride;
+  accumulate<NB>(acc_s, static_cast<const BasisT*>(p.shape_basis), n3, col0, w, p.shape_components,
+                 coef + p.shape_offset, p.coeff_stride);
+  accumulate<NB>(acc_t, static_cast<const BasisT*>(p.tex_basis), n3, col0, w, p.tex_components,
+                 coef + p.tex_offset, p.coeff_stride);
+}
+
+template <typename BasisT>
+inline void run_tile(int nb, float (*acc_s)[kBlockCols], float (*acc_t)[kBlockCols], const DecodeParams& p,
+                     int64_t b0, int64_t col0, int w) {
+  switch (nb) {
+    case 8: accumulate_tile<8, BasisT>(acc_s, acc_t, p, b0, col0, w); break;
+    case 7: accumulate_tile<7, BasisT>(acc_s, acc_t, p, b0, col0, w); break;
+    case 6: accumulate_tile<6, BasisT>(acc_s, acc_t, p, b0, col0, w); break;
+    case 5: accumulate_tile<5, BasisT>(acc_s, acc_t, p, b0, col0, w); break;
+    case 4: accumulate_tile<4, BasisT>(acc_s, acc_t, p, b0, col0, w); break;
+    case 3: accumulate_tile<3, BasisT>(acc_s, acc_t, p, b0, col0, w); break;
+    case 2: accumulate_tile<2, BasisT>(acc_s, acc_t, p, b0, col0, w); break;
+    default: accumulate_tile<1, BasisT>(acc_s, acc_t, p, b0, col0, w); break;
+  }
+}
+
+// Writes the tile's outputs for columns [col0, col0 + w) from the accumulators.
+inline void store_tile(int nb, const float (*acc_s)[kBlockCols], const float (*acc_t)[kBlockCols],
+                       const DecodeParams& p, int64_t b0, int64_t col0, int w) {
+  const int64_t n3 = 3 * p.num_vertices;
+  for (int r = 0; r < nb; ++r) {
+    const int64_t b = b0 + r;
+    alignas(64) uint8_t col8[kBlockCols];
+    for (int j = 0; j < w; ++j) col8[j] = body::to_color(acc_t[r][j]);
+    if (p.vertices) std::memcpy(p.vertices + b * n3 + col0, acc_s[r], w * sizeof(float));
+    if (p.colors) std::memcpy(p.colors + b * n3 + col0, col8, w);
+    if (p.records) {
+      uint8_t* rec = p.records + (b * p.num_vertices + col0 / 3) * kRecordBytes;
+      for (int v = 0; v < w / 3; ++v, rec += kRecordBytes) {
+        std::memcpy(rec, &acc_s[r][3 * v], 12);
+        std::memcpy(rec + 12, &col8[3 * v], 3);
+      }
+    }
+  }
+}
+
+template <typename BasisT>
+void decode_typed(const DecodeParams& p, int num_threads) {
+  const int64_t n3 = 3 * p.num_vertices;
+  const int64_t nblocks = (n3 + kBlockCols - 1) / kBlockCols;
+#if defined(_OPENMP)
+  const int nt = num_threads > 0 ? num_threads : omp_get_max_threads();
+#pragma omp parallel num_threads(nt)
+#endif
+  {
+    alignas(64) float acc_s[kRowTile][kBlockCols];
+    alignas(64) float acc_t[kRowTile][kBlockCols];
+#if defined(_OPENMP)
+#pragma omp for schedule(static)
+#endif
+    for (int64_t blk = 0; blk < nblocks; ++blk) {
+      const int64_t col0 = blk * kBlockCols;
+      const int w = (int)std::min<int64_t>(kBlockCols, n3 - col0);
+      for (int64_t b0 = 0; b0 < p.batch; b0 += kRowTile) {
+        const int nb = (int)std::min<int64_t>(kRowTile, p.batch - b0);
+        run_tile<BasisT>(nb, acc_s, acc_t, p, b0, col0, w);
+        store_tile(nb, acc_s, acc_t, p, b0, col0, w);
+      }
+    }
+  }
+  (void)num_threads;
+}
+
+void decode(const DecodeParams& p, int num_threads) {
+  if (p.basis_type == BasisType::Float16)
+    decode_typed<uint16_t>(p, num_threads);
+  else
+    decode_typed<float>(p, num_threads);
+}
+
+}  // namespace E3DMM_ISA_NS
+}  // namespace e3dmm
