@@ -3,6 +3,8 @@
 // whole index space (decode_cuda_body_on_host) and check the GPU indexing without a GPU.
 #pragma once
 
+#include <math.h>
+
 #include <cstdint>
 #include <cstring>
 
@@ -11,8 +13,10 @@
 #if defined(__CUDACC__)
 #include <cuda_fp16.h>
 #define E3DMM_HD __host__ __device__ __forceinline__
+#define E3DMM_UNROLL _Pragma("unroll")
 #else
 #define E3DMM_HD inline
+#define E3DMM_UNROLL
 #endif
 
 namespace e3dmm {
@@ -82,7 +86,7 @@ E3DMM_HD void decode_vertex(const DecodeParams& p, const float* coef, int coef_s
     const float b_x = load_basis(shape_basis, k * n3 + col);
     const float b_y = load_basis(shape_basis, k * n3 + col + 1);
     const float b_z = load_basis(shape_basis, k * n3 + col + 2);
-#pragma unroll
+E3DMM_UNROLL
     for (int r = 0; r < kTile; ++r) {
       if (r < nb) {
         const float a = coef[r * coef_stride + shape_offset + k];
@@ -113,7 +117,7 @@ E3DMM_HD void decode_vertex(const DecodeParams& p, const float* coef, int coef_s
     const float b_r = load_basis(tex_basis, k * n3 + col);
     const float b_g = load_basis(tex_basis, k * n3 + col + 1);
     const float b_b = load_basis(tex_basis, k * n3 + col + 2);
-#pragma unroll
+E3DMM_UNROLL
     for (int r = 0; r < kTile; ++r) {
       if (r < nb) {
         const float t = coef[r * coef_stride + tex_offset + k];

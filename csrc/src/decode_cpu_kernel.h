@@ -5,10 +5,10 @@
 //  - Columns (3N floats) are cut into blocks of kBlockCols. Threads take whole blocks,
 //    so each basis element is read from DRAM exactly once per call, whatever B is.
 //  - Within a block, batch rows go in tiles of up to kRowTile; the block's basis slice
-//    (K x kBlockCols) stays in L2 across tiles, the tile's accumulators in L1.
-//  - k advances four rows at a time: four basis vectors are loaded (and widened from
-//    float16) once and reused by every row of the tile, and each accumulator vector is
-//    loaded and stored once per four FMAs.
+//    (K x kBlockCols, 150 KB in float32) stays in L2 across tiles.
+//  - The inner kernel keeps a register tile (rows x 32 or 64 columns) for the whole k
+//    loop, so each FMA needs one broadcast coefficient and no accumulator traffic;
+//    float16 bases are widened in registers (vcvtph2ps), never in memory.
 // No full-size temporaries: outputs are written from the accumulators per block.
 #pragma once
 
@@ -61,51 +61,43 @@ inline float load1(const float* p) { return *p; }
 inline float load1(const uint16_t* p) { return body::half_bits_to_float(*p); }
 
 // acc[r][0..w) += sum_k coef[r][k] * basis[k][col0 .. col0 + w), for NB rows.
+// Register-blocked: a tile of NB rows x NV vectors of 16 columns stays in registers
+// for the whole k loop (no accumulator traffic); the block's basis slice comes from
+// L2 after the first batch tile, and is prefetched a few lines ahead on the first.
+template <int NB, int NV, typename BasisT>
+inline void accumulate_regs(float (*acc)[kBlockCols], const BasisT* basis, int64_t n3, int64_t col0, int j,
+                            int K, const float* coef, int64_t coef_stride) {
+  v16 a[NB][NV];
+  for (int r = 0; r < NB; ++r)
+    for (int q = 0; q < NV; ++q) a[r][q] = *reinterpret_cast<const v16*>(&acc[r][j + 16 * q]);
+  const BasisT* bk = basis + col0 + j;
+  for (int k = 0; k < K; ++k, bk += n3) {
+    __builtin_prefetch(bk + 16 * NV * 2);
+    v16 x[NV];
+    for (int q = 0; q < NV; ++q) x[q] = load16(bk + 16 * q);
+    for (int r = 0; r < NB; ++r) {
+      const float c = coef[r * coef_stride + k];
+      for (int q = 0; q < NV; ++q) a[r][q] += c * x[q];
+    }
+  }
+  for (int r = 0; r < NB; ++r)
+    for (int q = 0; q < NV; ++q) *reinterpret_cast<v16*>(&acc[r][j + 16 * q]) = a[r][q];
+}
+
 template <int NB, typename BasisT>
 inline void accumulate(float (*acc)[kBlockCols], const BasisT* basis, int64_t n3, int64_t col0, int w,
                        int K, const float* coef, int64_t coef_stride) {
-  const int wv = w / 16 * 16;
-  int k = 0;
-  for (; k + 4 <= K; k += 4) {
-    float c[NB][4];
-    for (int r = 0; r < NB; ++r)
-      for (int q = 0; q < 4; ++q) c[r][q] = coef[r * coef_stride + k + q];
-    const BasisT* b0 = basis + (int64_t)k * n3 + col0;
-    const BasisT* b1 = b0 + n3;
-    const BasisT* b2 = b1 + n3;
-    const BasisT* b3 = b2 + n3;
-    for (int j = 0; j < wv; j += 16) {
-      const v16 x0 = load16(b0 + j), x1 = load16(b1 + j), x2 = load16(b2 + j), x3 = load16(b3 + j);
-#pragma GCC unroll 8
-      for (int r = 0; r < NB; ++r) {
-        v16 a = *reinterpret_cast<v16*>(&acc[r][j]);
-        a += c[r][0] * x0;
-        a += c[r][1] * x1;
-        a += c[r][2] * x2;
-        a += c[r][3] * x3;
-        *reinterpret_cast<v16*>(&acc[r][j]) = a;
-      }
-    }
-    for (int j = wv; j < w; ++j) {
-      const float x0 = load1(b0 + j), x1 = load1(b1 + j), x2 = load1(b2 + j), x3 = load1(b3 + j);
-      for (int r = 0; r < NB; ++r) acc[r][j] += c[r][0] * x0 + c[r][1] * x1 + c[r][2] * x2 + c[r][3] * x3;
-    }
-  }
-  for (; k < K; ++k) {
-    float c[NB];
-    for (int r = 0; r < NB; ++r) c[r] = coef[r * coef_stride + k];
-    const BasisT* b0 = basis + (int64_t)k * n3 + col0;
-    for (int j = 0; j < wv; j += 16) {
-      const v16 x0 = load16(b0 + j);
-      for (int r = 0; r < NB; ++r) {
-        v16 a = *reinterpret_cast<v16*>(&acc[r][j]);
-        a += c[r] * x0;
-        *reinterpret_cast<v16*>(&acc[r][j]) = a;
-      }
-    }
-    for (int j = wv; j < w; ++j) {
-      const float x0 = load1(b0 + j);
-      for (int r = 0; r < NB; ++r) acc[r][j] += c[r] * x0;
+  // Few rows give few independent FMA chains: widen the tile to hide FMA latency.
+  constexpr int NV = NB <= 2 ? 4 : 2;
+  int j = 0;
+  for (; j + 16 * NV <= w; j += 16 * NV) accumulate_regs<NB, NV>(acc, basis, n3, col0, j, K, coef, coef_stride);
+  for (; j + 16 <= w; j += 16) accumulate_regs<NB, 1>(acc, basis, n3, col0, j, K, coef, coef_stride);
+  for (; j < w; ++j) {  // the last < 16 columns of the model
+    for (int r = 0; r < NB; ++r) {
+      float s = acc[r][j];
+      // fmaf, like the vector loop's contracted FMAs, so both basis types round alike.
+      for (int k = 0; k < K; ++k) s = fmaf(coef[r * coef_stride + k], load1(basis + (int64_t)k * n3 + col0 + j), s);
+      acc[r][j] = s;
     }
   }
 }

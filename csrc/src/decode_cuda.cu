@@ -61,8 +61,8 @@ int cuda_device_count() {
 }
 
 void decode_cuda(const DecodeParams& p, void* stream, int* nonfinite_flag) {
-  validate(p);
   if (cuda_device_count() == 0) throw Unavailable("decode_cuda: no CUDA device is available (driver or GPU missing)");
+  validate(p);
   const int64_t vblocks = (p.num_vertices + kThreads - 1) / kThreads;
   const int64_t btiles = (p.batch + body::kTile - 1) / body::kTile;
   if (vblocks > 65535)

@@ -1,0 +1,200 @@
+"""Decode kernels against the numpy reference and the machine's memory bandwidth.
+
+    python bench/bench_decode.py [--batches 1 8 64] [--json PATH] [--markdown PATH]
+
+All rows run in one process on the same model (the built-in synthetic model, full
+trimmed-BFM size: 46,990 vertices, 99 + 99 components) and the same coefficients.
+Every implementation produces the same outputs: float32 vertices and uint8 colours.
+
+- numpy: the natural fast way: float32 matmul + add + clip + astype.
+- cpu: our kernel (float32 or float16 bases).
+- cuda: our kernel on the GPU (where present); torch-cuda: addmm + clamp + cast.
+
+Effective bandwidth = (bytes of bases and means read + bytes of outputs written) / time,
+reported as a fraction of the measured copy bandwidth (bytes read + written per second
+of a large memcpy, the best of one thread per core and one thread).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from engine import _core  # noqa: E402
+from engine.decode import Decoder  # noqa: E402
+from engine.morphable import MorphableModel  # noqa: E402
+
+
+def _time(fn, min_reps=5, min_seconds=0.5):
+    fn()  # warm-up
+    times = []
+    t_end = time.perf_counter() + min_seconds
+    while len(times) < min_reps or time.perf_counter() < t_end:
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+        if len(times) >= 200:
+            break
+    return statistics.median(times)
+
+
+def host_copy_bandwidth(nbytes=512 << 20):
+    """Bytes read + written per second of a large copy (best of 1 and nproc threads)."""
+    src = np.ones(nbytes // 4, np.float32)
+    dst = np.empty_like(src)
+    best = 0.0
+    for nt in sorted({1, os.cpu_count() or 1}):
+        parts = np.array_split(np.arange(src.size), nt)
+        bounds = [(p[0], p[-1] + 1) for p in parts]
+
+        def copy():
+            ts = [threading.Thread(target=np.copyto, args=(dst[a:b], src[a:b])) for a, b in bounds]
+            for t in ts:
+                t.start()
+            for t in ts:
+                t.join()
+
+        best = max(best, 2 * nbytes / _time(copy, min_reps=3, min_seconds=0.3))
+    return best
+
+
+def machine_name():
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()}, {os.cpu_count()} cores"
+    except OSError:
+        pass
+    return f"{platform.processor()}, {os.cpu_count()} cores"
+
+
+def run(batches, model):
+    n3 = model.shape_mean.shape[0]
+    ks, kt = model.shape_basis.shape[0], model.tex_basis.shape[0]
+    rows = []
+    bw = host_copy_bandwidth()
+    print(f"host copy bandwidth (read + write): {bw / 1e9:.1f} GB/s", file=sys.stderr)
+
+    sb32 = np.ascontiguousarray(model.shape_basis, np.float32)
+    tb32 = np.ascontiguousarray(model.tex_basis, np.float32)
+    smu, tmu = np.asarray(model.shape_mean, np.float32), np.asarray(model.tex_mean, np.float32)
+    decoders = {b: Decoder(model, basis_dtype=b) for b in ("fp32", "fp16")}
+    for batch in batches:
+        coeffs = np.random.default_rng(batch).normal(0, 1, (batch, ks + kt)).astype(np.float32)
+        ref64 = smu.astype(np.float64) + coeffs[:, :ks].astype(np.float64) @ sb32.astype(np.float64)
+
+        def numpy_decode():
+            v = coeffs[:, :ks] @ sb32
+            v += smu
+            t = coeffs[:, ks:] @ tb32
+            t += tmu
+            np.clip(t, 0, 255, out=t)
+            return v, t.astype(np.uint8)
+
+        out_bytes = batch * n3 * (4 + 1)
+        t_np = _time(numpy_decode)
+        v_np, _ = numpy_decode()
+        results = [("numpy", "fp32", t_np, np.abs(v_np - ref64).max(), 4)]
+        for basis, d in decoders.items():
+            fn = lambda d=d: d.decode(coeffs, outputs=("vertices", "colors"))  # noqa: E731
+            v = fn().vertices.reshape(batch, -1)
+            results.append(("cpu", basis, _time(fn), np.abs(v - ref64).max(), 4 if basis == "fp32" else 2))
+        for impl, basis, t, err, item in results:
+            read = (ks + kt) * n3 * item + 2 * n3 * 4
+            eff = (read + out_bytes) / t
+            rows.append(dict(impl=impl, basis=basis, batch=batch, ms_per_batch=t * 1e3, faces_per_s=batch / t,
+                             effective_gbps=eff / 1e9, bandwidth_fraction=eff / bw,
+                             speedup_vs_numpy=t_np / t, max_abs_err_mm=float(err)))
+        rows.extend(_gpu_rows(model, coeffs, ref64, batch))
+    return rows, bw
+
+
+def _gpu_rows(model, coeffs, ref64, batch):
+    if not _core.has_cuda():
+        return []
+    import torch
+
+    n3 = model.shape_mean.shape[0]
+    ks, kt = model.shape_basis.shape[0], model.tex_basis.shape[0]
+    x = torch.empty(1 << 28, dtype=torch.uint8, device="cuda")
+    y = torch.empty_like(x)
+
+    def sync(fn):
+        def g():
+            fn()
+            torch.cuda.synchronize()
+        return g
+
+    bw = 2 * x.numel() / _time(sync(lambda: y.copy_(x)))
+    c = torch.from_numpy(coeffs).cuda()
+    rows = []
+    out_bytes = batch * n3 * (4 + 1)
+    sb = torch.from_numpy(np.asarray(model.shape_basis, np.float32)).cuda()
+    tb = torch.from_numpy(np.asarray(model.tex_basis, np.float32)).cuda()
+    smu = torch.from_numpy(np.asarray(model.shape_mean, np.float32)).cuda()
+    tmu = torch.from_numpy(np.asarray(model.tex_mean, np.float32)).cuda()
+
+    def torch_decode():
+        v = torch.addmm(smu, c[:, :ks], sb)
+        t = torch.addmm(tmu, c[:, ks:], tb).clamp_(0, 255).to(torch.uint8)
+        return v, t
+
+    t_torch = _time(sync(torch_decode))
+    err = np.abs(torch_decode()[0].cpu().numpy() - ref64).max()
+    cand = [("torch-cuda", "fp32", t_torch, err, 4)]
+    for basis in ("fp32", "fp16"):
+        d = Decoder(model, device="cuda", basis_dtype=basis)
+        fn = lambda d=d: d.decode(c, outputs=("vertices", "colors"), check_finite=False)  # noqa: E731
+        v = fn().vertices.reshape(batch, -1).cpu().numpy()
+        cand.append(("cuda", basis, _time(sync(fn)), np.abs(v - ref64).max(), 4 if basis == "fp32" else 2))
+    for impl, basis, t, err, item in cand:
+        eff = ((ks + kt) * n3 * item + 2 * n3 * 4 + out_bytes) / t
+        rows.append(dict(impl=impl, basis=basis, batch=batch, ms_per_batch=t * 1e3, faces_per_s=batch / t,
+                         effective_gbps=eff / 1e9, bandwidth_fraction=eff / bw, speedup_vs_numpy=None,
+                         speedup_vs_torch_cuda=t_torch / t, max_abs_err_mm=float(err)))
+    return rows
+
+
+def markdown(rows, bw, machine):
+    lines = [f"Machine: {machine}. Host copy bandwidth (read + write): {bw / 1e9:.1f} GB/s.", "",
+             "| impl | basis | batch | ms/batch | faces/s | effective GB/s | of copy bw | vs numpy | max err (mm) |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        vs = f"{r['speedup_vs_numpy']:.2f}x" if r.get("speedup_vs_numpy") else \
+            f"{r.get('speedup_vs_torch_cuda', 0):.2f}x vs torch"
+        lines.append(f"| {r['impl']} | {r['basis']} | {r['batch']} | {r['ms_per_batch']:.3f} | "
+                     f"{r['faces_per_s']:.0f} | {r['effective_gbps']:.1f} | {r['bandwidth_fraction']:.0%} | "
+                     f"{vs} | {r['max_abs_err_mm']:.2e} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--batches", type=int, nargs="+", default=[1, 8, 64])
+    ap.add_argument("--json", type=Path, help="write the rows as JSON here")
+    ap.add_argument("--markdown", type=Path, help="write a markdown table here")
+    args = ap.parse_args(argv)
+    model = MorphableModel.synthetic()
+    rows, bw = run(args.batches, model)
+    machine = machine_name()
+    table = markdown(rows, bw, machine)
+    print(table)
+    if args.json:
+        args.json.write_text(json.dumps({"machine": machine, "copy_bandwidth_gbps": bw / 1e9,
+                                         "model": model.metadata.get("name"), "rows": rows}, indent=1))
+    if args.markdown:
+        args.markdown.write_text("# Decode benchmark (bench/bench_decode.py)\n\n" + table)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,17 @@
+/// @file e3dmm.h
+/// @brief Umbrella header of the e3dmm C++ API: include this one file.
+///
+/// - model.h: MorphableModel::load of the `.e3dmm` cache
+/// - decode.h: DecodeParams, decode_cpu, decode_cuda (the kernels)
+/// - decoder.h: Decoder (CPU) and CudaDecoder (GPU) that own a model
+/// - mesh.h: write_ply, write_obj, ply_bytes
+/// - tensorrt_runner.h: TensorRTRunner (where built with TensorRT)
+/// - errors.h: the typed exceptions
+#pragma once
+
+#include "e3dmm/decode.h"
+#include "e3dmm/decoder.h"
+#include "e3dmm/errors.h"
+#include "e3dmm/mesh.h"
+#include "e3dmm/model.h"
+#include "e3dmm/tensorrt_runner.h"

@@ -1,0 +1,93 @@
+/// @file model.h
+/// @brief Loading a decode-ready morphable model from the `.e3dmm` cache file.
+///
+/// The cache format is specified in docs/model_cache_format.md; the Python side
+/// (`engine.morphable.MorphableModel.save_cache`) writes it. The C++ reader maps the
+/// file read-only and hands out pointers into the mapping: nothing is parsed or copied.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "e3dmm/decode.h"
+
+namespace e3dmm {
+
+/// Where alpha (shape) and beta (texture) sit inside one coefficient row.
+struct CoeffLayout {
+  int stride = 198;       ///< floats from one row to the next
+  int shape_offset = 0;   ///< column of alpha_0
+  int tex_offset = 99;    ///< column of beta_0
+};
+
+/// A morphable model loaded from a `.e3dmm` cache (version 1).
+///
+/// All pointers returned by the accessors point into a read-only memory mapping of the
+/// file and stay valid while this object lives. Movable, not copyable. Const methods
+/// may be called from several threads at once.
+class MorphableModel {
+ public:
+  /// Maps and validates the cache at `path`: magic, version, file size, every array
+  /// inside the file and 64-byte aligned, sizes consistent with dtype and dims, all
+  /// required arrays present with consistent N, Ks, Kt, every face and landmark index
+  /// in [0, N), and the metadata JSON (an object with "format": "e3dmm-cache" and a
+  /// boolean "synthetic").
+  /// @throws ModelFileError naming the file, the field, what was expected and what was found.
+  static MorphableModel load(const std::string& path);
+
+  MorphableModel(MorphableModel&&) noexcept;             ///< Moves the mapping.
+  MorphableModel& operator=(MorphableModel&&) noexcept;  ///< Moves the mapping.
+  MorphableModel(const MorphableModel&) = delete;
+  MorphableModel& operator=(const MorphableModel&) = delete;
+  ~MorphableModel();  ///< Unmaps the file.
+
+  const std::string& path() const;   ///< The file this model was loaded from.
+  int64_t num_vertices() const;      ///< N
+  int64_t num_faces() const;         ///< F
+  int shape_components() const;      ///< Ks
+  int tex_components() const;        ///< Kt
+
+  const float* shape_mean() const;   ///< [3N] millimetres, x y z per vertex
+  const float* shape_basis() const;  ///< [Ks, 3N] sigma folded in (K-major)
+  const float* shape_sigma() const;  ///< [Ks] the folded standard deviations
+  const float* tex_mean() const;     ///< [3N] colour 0..255, r g b per vertex
+  const float* tex_basis() const;    ///< [Kt, 3N] sigma folded in (K-major)
+  const float* tex_sigma() const;    ///< [Kt]
+  const int32_t* faces() const;      ///< [F, 3] 0-based vertex indices
+  const int32_t* landmarks() const;  ///< [68] 0-based vertex indices, or null when the file has none
+  int64_t num_landmarks() const;     ///< 0 when the file has no landmarks
+
+  const std::string& metadata_json() const;  ///< The metadata object, verbatim UTF-8 JSON.
+  const std::string& name() const;           ///< metadata "name" ("" when absent)
+  /// True for the built-in synthetic model (metadata "synthetic"): not a real face
+  /// model; every tool that shows the model must say so.
+  bool synthetic() const;
+
+  /// The default layout of a network output row: alpha at 0, beta at Ks, stride Ks + Kt.
+  CoeffLayout default_layout() const;
+
+  /// Builds a float16 (round-to-nearest-even) copy of both bases, owned by this object,
+  /// for decode_params(..., BasisType::Float16). Halves the bytes the decode streams.
+  /// Not thread-safe with concurrent decode_params(Float16) calls. Idempotent.
+  void make_float16_bases();
+  /// True after make_float16_bases().
+  bool has_float16_bases() const;
+
+  /// Fills the model half of DecodeParams plus the coefficient fields for host (CPU)
+  /// decoding of `batch` rows at `coeffs`. The caller sets the outputs
+  /// (vertices, colors, records) on the returned struct.
+  /// @throws InvalidInput if the layout does not fit the model, or Float16 is asked
+  ///         for before make_float16_bases().
+  DecodeParams decode_params(const float* coeffs, int64_t batch, const CoeffLayout& layout,
+                             BasisType basis = BasisType::Float32) const;
+  /// decode_params() with default_layout().
+  DecodeParams decode_params(const float* coeffs, int64_t batch) const;
+
+ private:
+  struct Impl;
+  explicit MorphableModel(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace e3dmm

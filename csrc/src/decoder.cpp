@@ -1,0 +1,198 @@
+// Decoder (CPU) and CudaDecoder (GPU): thin owners of a model around the decode kernels.
+#include <cstring>
+#include <vector>
+
+#include "e3dmm/decoder.h"
+#include "e3dmm/errors.h"
+
+#if defined(E3DMM_WITH_CUDA)
+#include <cuda_runtime.h>
+#endif
+
+namespace e3dmm {
+
+// ---------------------------------------------------------------- CPU
+
+struct Decoder::Impl {
+  MorphableModel model;
+  BasisType basis;
+  int num_threads;
+};
+
+Decoder::Decoder(MorphableModel model, BasisType basis, int num_threads) {
+  if (basis != BasisType::Float32 && basis != BasisType::Float16)
+    throw InvalidInput("Decoder: basis: expected Float32 or Float16, found " + std::to_string((int)basis));
+  if (basis == BasisType::Float16) model.make_float16_bases();
+  impl_.reset(new Impl{std::move(model), basis, num_threads});
+}
+
+Decoder Decoder::load(const std::string& path, BasisType basis, int num_threads) {
+  return Decoder(MorphableModel::load(path), basis, num_threads);
+}
+
+Decoder::Decoder(Decoder&&) noexcept = default;
+Decoder& Decoder::operator=(Decoder&&) noexcept = default;
+Decoder::~Decoder() = default;
+
+const MorphableModel& Decoder::model() const { return impl_->model; }
+
+void Decoder::decode(const float* coeffs, int64_t batch, const CoeffLayout& layout, float* vertices,
+                     uint8_t* colors, uint8_t* records) const {
+  DecodeParams p = impl_->model.decode_params(coeffs, batch, layout, impl_->basis);
+  p.vertices = vertices;
+  p.colors = colors;
+  p.records = records;
+  decode_cpu(p, impl_->num_threads);  // validates everything, including non-finite coefficients
+}
+
+void Decoder::decode(const float* coeffs, int64_t batch, float* vertices, uint8_t* colors,
+                     uint8_t* records) const {
+  decode(coeffs, batch, impl_->model.default_layout(), vertices, colors, records);
+}
+
+void Decoder::decode_to_ply(const float* coeffs_row, const std::string& path, PlyFormat format,
+                            const std::vector<std::string>& comments) const {
+  const MorphableModel& m = impl_->model;
+  std::vector<uint8_t> records((size_t)m.num_vertices() * kRecordBytes);
+  decode(coeffs_row, 1, nullptr, nullptr, records.data());
+  write_ply(path, records.data(), m.num_vertices(), m.faces(), m.num_faces(), format, comments);
+}
+
+// ---------------------------------------------------------------- CUDA
+
+#if defined(E3DMM_WITH_CUDA)
+
+namespace {
+
+void cuda_check(cudaError_t err, const char* what) {
+  if (err != cudaSuccess) throw BackendError(std::string("CudaDecoder: ") + what + " failed: " + cudaGetErrorString(err));
+}
+
+}  // namespace
+
+struct CudaDecoder::Impl {
+  int64_t n = 0;
+  int ks = 0, kt = 0;
+  BasisType basis = BasisType::Float32;
+  void* shape_basis = nullptr;
+  void* tex_basis = nullptr;
+  float* shape_mean = nullptr;
+  float* tex_mean = nullptr;
+  int* flag = nullptr;  // device int, set by the kernel on a non-finite coefficient
+
+  ~Impl() {
+    // Frees may not be reordered before kernels still reading the buffers.
+    if (shape_basis || tex_basis || shape_mean || tex_mean || flag) cudaDeviceSynchronize();
+    cudaFree(shape_basis);
+    cudaFree(tex_basis);
+    cudaFree(shape_mean);
+    cudaFree(tex_mean);
+    cudaFree(flag);
+  }
+  template <typename T>
+  T* upload(const void* src, size_t bytes, const char* what) {
+    void* d = nullptr;
+    cuda_check(cudaMalloc(&d, bytes ? bytes : 1), what);
+    if (bytes) {
+      cudaError_t e = cudaMemcpy(d, src, bytes, cudaMemcpyHostToDevice);
+      if (e != cudaSuccess) {
+        cudaFree(d);
+        cuda_check(e, what);
+      }
+    }
+    return static_cast<T*>(d);
+  }
+};
+
+CudaDecoder::CudaDecoder(const MorphableModel& model, BasisType basis) {
+  if (cuda_device_count() == 0) throw Unavailable("CudaDecoder: no CUDA device is available (driver or GPU missing)");
+  if (basis != BasisType::Float32 && basis != BasisType::Float16)
+    throw InvalidInput("CudaDecoder: basis: expected Float32 or Float16, found " + std::to_string((int)basis));
+  auto m = std::make_unique<Impl>();
+  m->n = model.num_vertices();
+  m->ks = model.shape_components();
+  m->kt = model.tex_components();
+  m->basis = basis;
+  const size_t n3 = (size_t)(3 * m->n);
+  if (basis == BasisType::Float16) {
+    if (!model.has_float16_bases())
+      throw InvalidInput("CudaDecoder: basis: Float16 needs model.make_float16_bases() first, found none");
+    DecodeParams hp = model.decode_params(nullptr, 1, model.default_layout(), BasisType::Float16);
+    m->shape_basis = m->upload<void>(hp.shape_basis, 2 * n3 * m->ks, "upload shape_basis");
+    m->tex_basis = m->upload<void>(hp.tex_basis, 2 * n3 * m->kt, "upload tex_basis");
+  } else {
+    m->shape_basis = m->upload<void>(model.shape_basis(), 4 * n3 * m->ks, "upload shape_basis");
+    m->tex_basis = m->upload<void>(model.tex_basis(), 4 * n3 * m->kt, "upload tex_basis");
+  }
+  m->shape_mean = m->upload<float>(model.shape_mean(), 4 * n3, "upload shape_mean");
+  m->tex_mean = m->upload<float>(model.tex_mean(), 4 * n3, "upload tex_mean");
+  cuda_check(cudaMalloc(reinterpret_cast<void**>(&m->flag), sizeof(int)), "cudaMalloc(flag)");
+  cuda_check(cudaMemset(m->flag, 0, sizeof(int)), "cudaMemset(flag)");
+  impl_ = std::move(m);
+}
+
+int64_t CudaDecoder::num_vertices() const { return impl_->n; }
+
+CoeffLayout CudaDecoder::default_layout() const {
+  CoeffLayout l;
+  l.stride = impl_->ks + impl_->kt;
+  l.shape_offset = 0;
+  l.tex_offset = impl_->ks;
+  return l;
+}
+
+void CudaDecoder::decode(const float* coeffs, int64_t batch, const CoeffLayout& layout, float* vertices,
+                         uint8_t* colors, uint8_t* records, void* stream) {
+  DecodeParams p;
+  p.shape_basis = impl_->shape_basis;
+  p.tex_basis = impl_->tex_basis;
+  p.shape_mean = impl_->shape_mean;
+  p.tex_mean = impl_->tex_mean;
+  p.basis_type = impl_->basis;
+  p.num_vertices = impl_->n;
+  p.shape_components = impl_->ks;
+  p.tex_components = impl_->kt;
+  p.coeffs = coeffs;
+  p.batch = batch;
+  p.coeff_stride = layout.stride;
+  p.shape_offset = layout.shape_offset;
+  p.tex_offset = layout.tex_offset;
+  p.vertices = vertices;
+  p.colors = colors;
+  p.records = records;
+  decode_cuda(p, stream, impl_->flag);
+}
+
+void CudaDecoder::synchronize(void* stream) {
+  cudaStream_t s = static_cast<cudaStream_t>(stream);
+  int flag = 0;
+  cuda_check(cudaMemcpyAsync(&flag, impl_->flag, sizeof(int), cudaMemcpyDeviceToHost, s), "read non-finite flag");
+  cuda_check(cudaStreamSynchronize(s), "cudaStreamSynchronize");
+  if (flag) {
+    cuda_check(cudaMemsetAsync(impl_->flag, 0, sizeof(int), s), "reset non-finite flag");
+    cuda_check(cudaStreamSynchronize(s), "cudaStreamSynchronize");
+    throw InvalidInput("CudaDecoder: coeffs: expected finite numbers, found NaN or Inf in a decoded batch");
+  }
+}
+
+#else  // no CUDA in this build
+
+struct CudaDecoder::Impl {};
+
+CudaDecoder::CudaDecoder(const MorphableModel&, BasisType) {
+  throw Unavailable("CudaDecoder: this build has no CUDA kernel; reconfigure with nvcc on PATH (-DENGINE_WITH_CUDA=ON)");
+}
+int64_t CudaDecoder::num_vertices() const { return 0; }
+CoeffLayout CudaDecoder::default_layout() const { return CoeffLayout{}; }
+void CudaDecoder::decode(const float*, int64_t, const CoeffLayout&, float*, uint8_t*, uint8_t*, void*) {
+  throw Unavailable("CudaDecoder: this build has no CUDA kernel");
+}
+void CudaDecoder::synchronize(void*) { throw Unavailable("CudaDecoder: this build has no CUDA kernel"); }
+
+#endif
+
+CudaDecoder::CudaDecoder(CudaDecoder&&) noexcept = default;
+CudaDecoder& CudaDecoder::operator=(CudaDecoder&&) noexcept = default;
+CudaDecoder::~CudaDecoder() = default;
+
+}  // namespace e3dmm

@@ -1,0 +1,25 @@
+"""Plain numpy float64 decode: the oracle every kernel is tested against.
+
+Written for clarity, not speed: the straightforward formula of the release with
+sigma already folded into the bases (row k of a basis is PC[:, k] * EV[k]).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def decode_reference(shape_mean, shape_basis, tex_mean, tex_basis, coeffs, shape_offset=0, tex_offset=None):
+    """Returns (vertices float64 [B,N,3], texture float64 [B,N,3] before clamping,
+    colors uint8 [B,N,3] = clamp(texture, 0, 255) truncated)."""
+    coeffs = np.atleast_2d(np.asarray(coeffs, dtype=np.float64))
+    shape_basis = np.asarray(shape_basis, dtype=np.float64)
+    tex_basis = np.asarray(tex_basis, dtype=np.float64)
+    ks, kt = shape_basis.shape[0], tex_basis.shape[0]
+    tex_offset = ks if tex_offset is None else tex_offset
+    alpha = coeffs[:, shape_offset : shape_offset + ks]
+    beta = coeffs[:, tex_offset : tex_offset + kt]
+    b = coeffs.shape[0]
+    vertices = np.asarray(shape_mean, np.float64)[None, :] + alpha @ shape_basis
+    texture = np.asarray(tex_mean, np.float64)[None, :] + beta @ tex_basis
+    colors = np.trunc(np.clip(texture, 0.0, 255.0)).astype(np.uint8)
+    return vertices.reshape(b, -1, 3), texture.reshape(b, -1, 3), colors.reshape(b, -1, 3)

@@ -1,0 +1,238 @@
+"""The release's crop rule: face box -> 224x224 network input (planar BGR float32 0..255).
+
+This reproduces ``utils.cropImg`` + ``cv2.resize`` of the original 3DMM-CNN demo:
+
+1. centre (cx, cy) of the box, half-size t = max(w, h) / 2 with w = x1 - x0, h = y1 - y0;
+2. crop [cx - r0*t, cy - r1*t, cx + r2*t, cy + r3*t] with
+   r = (1.785974, 1.951171, 1.835600, 1.670403) for detector (and caller-given) boxes,
+   r = (1.9255, 2.2591, 1.9423, 1.6087) for landmark boxes;
+3. each bound rounded half away from zero (Python 2 ``round``, as the release ran);
+4. pixels outside the image are zero (black);
+5. the integer crop is resized to size x size with bilinear interpolation on uint8
+   (``cv2.resize(..., INTER_LINEAR)``), then laid out as planar BGR float32 0..255.
+   The mean image is NOT subtracted here: the network graph does that.
+
+Pixel convention. Box coordinates are pixel indices as dlib reports them: x0 = left(),
+x1 = right() (dlib's right/bottom are the last column/row inside the box, and the
+release still used w = right - left; we keep that so crops match the release). The
+rounded crop bounds select columns [bl, br) and rows [bt, bb) of the image. The resize
+uses OpenCV's half-pixel-centre mapping: output pixel j samples the crop at
+src = (j + 0.5) * n_in / n_out - 0.5, clamped to [0, n_in - 1] (edge replication
+of the already zero-padded crop).
+
+Public API
+----------
+- ``RATIOS``: {"detector": (...), "landmarks": (...)}
+- ``crop_region(box, kind=None) -> (x0, y0, x1, y1)``  float bounds before rounding
+- ``crop_bounds(box, kind=None) -> (bl, bt, br, bb)``  integer bounds actually cropped
+- ``crop_face(image_rgb, box, kind=None, size=224, out=None) -> float32 [3, size, size]``
+- ``crop_faces(images, boxes, kind=None, size=224, out=None) -> float32 [B, 3, size, size]``
+- ``prepare_cropped(image_rgb, size=224, out=None) -> float32 [3, size, size]``
+  ("already cropped" mode: the whole image is resized, as the release's needCrop=0)
+"""
+from __future__ import annotations
+
+import functools
+import math
+from typing import Sequence
+
+import numpy as np
+
+from engine.errors import InputError, describe_array
+
+RATIOS: dict[str, tuple[float, float, float, float]] = {
+    # utils.rescaleBB of the release: expansion of a dlib detector box.
+    "detector": (1.785974, 1.951171, 1.835600, 1.670403),
+    # utils.rescaleCASIA: expansion of the tight box around the 68 landmarks.
+    "landmarks": (1.9255, 2.2591, 1.9423, 1.6087),
+}
+# Caller-given boxes are taken to be face-detector-like boxes.
+_KIND_TO_RATIOS = {"detector": "detector", "given": "detector", "landmarks": "landmarks"}
+
+
+@functools.lru_cache(maxsize=1)
+def _cv2_or_none():
+    """OpenCV when installed (imported on first crop, not at import); else None and the
+    numpy fallback below is used (same sampling, within 1 grey level)."""
+    try:
+        import cv2
+    except ImportError:  # pragma: no cover - depends on the installation
+        return None
+    return cv2
+
+
+def _box_and_kind(box, kind: str | None) -> tuple[tuple[float, float, float, float], str]:
+    """Accept a FaceBox (any object with x0..y1 and kind) or a 4-sequence."""
+    if hasattr(box, "x0"):
+        coords = (box.x0, box.y0, box.x1, box.y1)
+        kind = kind if kind is not None else getattr(box, "kind", "detector")
+    else:
+        try:
+            coords = tuple(box)
+        except TypeError:
+            raise InputError(f"box: expected a FaceBox or (x0, y0, x1, y1), found {type(box).__name__}") from None
+        if len(coords) != 4:
+            raise InputError(f"box: expected 4 numbers (x0, y0, x1, y1), found {len(coords)}")
+        kind = kind if kind is not None else "detector"
+    try:
+        coords = tuple(float(c) for c in coords)
+    except (TypeError, ValueError):
+        raise InputError(f"box: expected numbers, found {coords!r}") from None
+    x0, y0, x1, y1 = coords
+    if not all(math.isfinite(c) for c in coords):
+        raise InputError(f"box: expected finite coordinates, found {coords}")
+    if not (x1 > x0 and y1 > y0):
+        raise InputError(f"box: expected x1 > x0 and y1 > y0, found {coords}")
+    if kind not in _KIND_TO_RATIOS:
+        raise InputError(f"kind: expected one of {sorted(_KIND_TO_RATIOS)}, found {kind!r}")
+    return coords, _KIND_TO_RATIOS[kind]
+
+
+def crop_region(box, kind: str | None = None) -> tuple[float, float, float, float]:
+    """Crop rectangle (x0, y0, x1, y1) in image pixels, before rounding.
+
+    `kind` selects the ratios ("detector", "landmarks"; "given" = detector); when None
+    it is taken from ``box.kind`` (FaceBox) or defaults to "detector".
+    """
+    (x0, y0, x1, y1), rk = _box_and_kind(box, kind)
+    r0, r1, r2, r3 = RATIOS[rk]
+    cx = x0 + (x1 - x0) / 2.0
+    cy = y0 + (y1 - y0) / 2.0
+    t = max(x1 - x0, y1 - y0) / 2.0
+    return (cx - r0 * t, cy - r1 * t, cx + r2 * t, cy + r3 * t)
+
+
+def _round_half_away(v: float) -> int:
+    # The release ran under Python 2, whose round() rounds halves away from zero
+    # (Python 3's round() goes to even, which would move some crops by a pixel).
+    return int(math.floor(v + 0.5)) if v >= 0 else -int(math.floor(-v + 0.5))
+
+
+def crop_bounds(box, kind: str | None = None) -> tuple[int, int, int, int]:
+    """Integer crop bounds (bl, bt, br, bb): columns [bl, br), rows [bt, bb)."""
+    return tuple(_round_half_away(v) for v in crop_region(box, kind))  # type: ignore[return-value]
+
+
+def _check_image(image: np.ndarray, name: str = "image") -> None:
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise InputError(f"{name}: expected RGB uint8 [H, W, 3] (see engine.images.as_rgb), found {describe_array(image)}")
+    if image.shape[0] == 0 or image.shape[1] == 0:
+        raise InputError(f"{name}: expected a non-empty image, found {describe_array(image)}")
+
+
+def _check_out(out, shape: tuple[int, ...]) -> np.ndarray:
+    if out is None:
+        return np.empty(shape, dtype=np.float32)
+    if not isinstance(out, np.ndarray) or out.dtype != np.float32 or tuple(out.shape) != shape:
+        raise InputError(f"out: expected float32{list(shape)}, found {describe_array(out)}")
+    return out
+
+
+def _padded_crop(image: np.ndarray, bl: int, bt: int, br: int, bb: int) -> np.ndarray:
+    """image[bt:bb, bl:br] with zeros where the rectangle leaves the image (a view when inside)."""
+    h, w = image.shape[:2]
+    if bl >= 0 and bt >= 0 and br <= w and bb <= h:
+        return image[bt:bb, bl:br]
+    region = np.zeros((bb - bt, br - bl, 3), dtype=np.uint8)
+    sx0, sy0, sx1, sy1 = max(bl, 0), max(bt, 0), min(br, w), min(bb, h)
+    if sx1 > sx0 and sy1 > sy0:
+        region[sy0 - bt : sy1 - bt, sx0 - bl : sx1 - bl] = image[sy0:sy1, sx0:sx1]
+    return region
+
+
+def _resize(region: np.ndarray, size: int) -> np.ndarray:
+    """Bilinear uint8 resize to [size, size, 3] with OpenCV's INTER_LINEAR convention."""
+    cv2 = _cv2_or_none()
+    if cv2 is not None:
+        return cv2.resize(region, (size, size), interpolation=cv2.INTER_LINEAR)
+    return _resize_bilinear_numpy(region, size)
+
+
+def _axis_weights(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    src = (np.arange(n_out, dtype=np.float64) + 0.5) * (n_in / n_out) - 0.5
+    src = np.clip(src, 0.0, n_in - 1)
+    i0 = np.floor(src).astype(np.intp)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    return i0, i1, (src - i0)
+
+
+def _resize_bilinear_numpy(region: np.ndarray, size: int) -> np.ndarray:
+    """Fallback without OpenCV: same sampling; exact float weights (OpenCV uses 11-bit
+    fixed point, so results can differ by 1 grey level)."""
+    h, w = region.shape[:2]
+    y0, y1, fy = _axis_weights(h, size)
+    x0, x1, fx = _axis_weights(w, size)
+    r = region.astype(np.float32)
+    top = r[y0] * (1 - fy)[:, None, None] + r[y1] * fy[:, None, None]
+    res = top[:, x0] * (1 - fx)[None, :, None] + top[:, x1] * fx[None, :, None]
+    return np.clip(np.rint(res), 0, 255).astype(np.uint8)
+
+
+def _to_planar_bgr(resized: np.ndarray, out: np.ndarray) -> np.ndarray:
+    # RGB HWC uint8 -> BGR CHW float32 in one strided copy into the caller's buffer.
+    np.copyto(out, resized[:, :, ::-1].transpose(2, 0, 1), casting="unsafe")
+    return out
+
+
+def crop_face(image_rgb: np.ndarray, box, kind: str | None = None, size: int = 224, out: np.ndarray | None = None) -> np.ndarray:
+    """Crop one face by the release's rule; returns float32 [3, size, size], planar BGR 0..255.
+
+    `image_rgb` is RGB uint8 [H, W, 3] (engine.images gives exactly that). `box` is a
+    FaceBox or (x0, y0, x1, y1); `kind` as in `crop_region`. `out`, when given, is a
+    float32 [3, size, size] buffer written in place and returned.
+    """
+    _check_image(image_rgb)
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
+        raise InputError(f"size: expected a positive integer, found {size!r}")
+    out = _check_out(out, (3, size, size))
+    bl, bt, br, bb = crop_bounds(box, kind)
+    if br - bl < 1 or bb - bt < 1:
+        raise InputError(f"box: crop rectangle is empty after rounding: columns [{bl}, {br}), rows [{bt}, {bb})")
+    return _to_planar_bgr(_resize(_padded_crop(image_rgb, bl, bt, br, bb), int(size)), out)
+
+
+def crop_faces(
+    images: np.ndarray | Sequence[np.ndarray],
+    boxes: Sequence,
+    kind: str | None = None,
+    size: int = 224,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """Crop many faces into one [B, 3, size, size] float32 batch (B = len(boxes)).
+
+    `images` is either one image (all boxes refer to it) or a sequence with one image
+    per box. `out` may be a preallocated float32 buffer with at least B rows; the
+    first B rows are written and ``out[:B]`` is returned (no allocation per call).
+    """
+    boxes = list(boxes)
+    n = len(boxes)
+    if isinstance(images, np.ndarray):
+        per_box = [images] * n
+    else:
+        per_box = list(images)
+        if len(per_box) != n:
+            raise InputError(f"images: expected one image per box ({n}), found {len(per_box)}")
+    if out is None:
+        out = np.empty((n, 3, size, size), dtype=np.float32)
+    elif (
+        not isinstance(out, np.ndarray)
+        or out.dtype != np.float32
+        or out.ndim != 4
+        or tuple(out.shape[1:]) != (3, size, size)
+        or out.shape[0] < n
+    ):
+        raise InputError(f"out: expected float32[>={n}, 3, {size}, {size}], found {describe_array(out)}")
+    for i, (img, box) in enumerate(zip(per_box, boxes)):
+        crop_face(img, box, kind=kind, size=size, out=out[i])
+    return out[:n]
+
+
+def prepare_cropped(image_rgb: np.ndarray, size: int = 224, out: np.ndarray | None = None) -> np.ndarray:
+    """'Already cropped' mode: resize the whole image to size x size (release, needCrop=0).
+
+    Use it for images that already follow the release's crop (e.g. CASIA-like
+    square crops); returns float32 [3, size, size] planar BGR 0..255.
+    """
+    _check_image(image_rgb)
+    out = _check_out(out, (3, size, size))
+    return _to_planar_bgr(_resize(image_rgb, int(size)), out)

@@ -1,0 +1,207 @@
+"""Coefficients to meshes: the Python face of the compiled decode kernels.
+
+    S = shape_mean + alpha @ shape_basis                 (millimetres)
+    T = clamp(tex_mean + beta @ tex_basis, 0, 255)       truncated to uint8
+
+Bases arrive with sigma folded in (see engine.morphable), so alpha and beta are
+the network's outputs in standard deviations. The Decoder prepares the bases
+once (float16 conversion, upload to the GPU) and then decodes batches.
+
+Non-finite policy: a NaN or Inf coefficient is an input error (InputError naming
+the row and column); on the CPU nothing is written. On the GPU the kernel raises a
+device flag that `decode` checks after synchronising (`check_finite=True`, the
+default); with `check_finite=False` no synchronisation happens and rows with
+non-finite coefficients produce NaN vertices and clamped colours.
+
+float16 bases: storage only, accumulation is float32. Each basis element is
+rounded with relative error at most 2**-11, so a decoded value moves by at most
+2**-11 * sum_k |c_k * basis[k, j]| (see `fp16_error_bound`): for the synthetic and
+BFM models with |c| <= 3 that is a few hundredths of a millimetre and under one
+colour level (measured values are in bench/results/decode_cpu.md).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from engine import _core
+from engine.errors import InputError, describe_array
+from engine.mesh_io import VERTEX_DTYPE
+
+BASIS_DTYPES = {"fp32": np.float32, "fp16": np.float16}
+_BASIS_TYPE_CODE = {"fp32": 1, "fp16": 2}  # e3dmm::BasisType
+OUTPUTS = ("vertices", "colors", "records")
+
+
+@dataclass
+class DecodedBatch:
+    """Decoded meshes of one batch. Arrays are numpy on the CPU, torch tensors on CUDA.
+
+    vertices: float32 [B, N, 3] millimetres; colors: uint8 [B, N, 3];
+    records: [B, N] of VERTEX_DTYPE (on CUDA: uint8 [B, N, 15]), byte-for-byte the
+    vertex block of a binary little-endian PLY. Outputs not requested are None.
+    faces: int32 [F, 3], 0-based, shared by every mesh of the batch.
+    """
+
+    vertices: Any
+    colors: Any
+    records: Any
+    faces: np.ndarray
+
+    def __len__(self) -> int:
+        for a in (self.vertices, self.colors, self.records):
+            if a is not None:
+                return int(a.shape[0])
+        return 0
+
+
+class Decoder:
+    """Decodes coefficient rows [B, C] (alpha at columns shape_offset.., beta at
+    tex_offset..; the release's 198-vector by default) into meshes.
+
+    device: "cpu" (numpy in, numpy out) or "cuda" (torch CUDA tensors in and out,
+    bases kept on the device, one kernel launch per batch on the given stream).
+    basis_dtype: "fp32" or "fp16" storage of the bases.
+    """
+
+    def __init__(self, model, *, device: str = "cpu", basis_dtype: str = "fp32", num_threads: int = 0,
+                 shape_offset: int = 0, tex_offset: int | None = None):
+        if device not in ("cpu", "cuda"):
+            raise InputError(f"Decoder: device: expected 'cpu' or 'cuda', found {device!r}")
+        if basis_dtype not in BASIS_DTYPES:
+            raise InputError(f"Decoder: basis_dtype: expected one of {sorted(BASIS_DTYPES)}, found {basis_dtype!r}")
+        self.model = model
+        self.device = device
+        self.basis_dtype = basis_dtype
+        self.num_threads = int(num_threads)
+        self.shape_offset = int(shape_offset)
+        self.tex_offset = int(model.shape_basis.shape[0] if tex_offset is None else tex_offset)
+        self.num_vertices = int(model.shape_mean.shape[0] // 3)
+        self.faces = model.faces
+        self._check_model(model)
+        dt = BASIS_DTYPES[basis_dtype]
+        arrays = {
+            "shape_mean": _contiguous(model.shape_mean, np.float32),
+            "shape_basis": _contiguous(model.shape_basis, dt),
+            "tex_mean": _contiguous(model.tex_mean, np.float32),
+            "tex_basis": _contiguous(model.tex_basis, dt),
+        }
+        if device == "cuda":
+            _core.require_cuda("Decoder(device='cuda')")
+            import torch
+
+            arrays = {k: torch.from_numpy(np.array(v)).cuda() for k, v in arrays.items()}
+            self._flag = torch.zeros(1, dtype=torch.int32, device="cuda")
+        self._arrays = arrays
+        self.coeff_width = max(self.shape_offset + self.shape_components, self.tex_offset + self.tex_components)
+
+    @property
+    def shape_components(self) -> int:
+        return int(self.model.shape_basis.shape[0])
+
+    @property
+    def tex_components(self) -> int:
+        return int(self.model.tex_basis.shape[0])
+
+    @staticmethod
+    def _check_model(model) -> None:
+        n3 = model.shape_mean.shape[0]
+        for name, a, shape in (
+            ("shape_basis", model.shape_basis, (model.shape_basis.shape[0], n3)),
+            ("tex_mean", model.tex_mean, (n3,)),
+            ("tex_basis", model.tex_basis, (model.tex_basis.shape[0], n3)),
+        ):
+            if tuple(a.shape) != shape:
+                raise InputError(
+                    f"Decoder: model.{name}: expected shape {list(shape)} (3N = {n3} from shape_mean), "
+                    f"found {describe_array(a)}"
+                )
+
+    def decode(self, coeffs, *, outputs=OUTPUTS, stream=None, check_finite: bool = True) -> DecodedBatch:
+        """Decode coefficient rows; returns the requested outputs (a subset of OUTPUTS)."""
+        unknown = set(outputs) - set(OUTPUTS)
+        if unknown or not outputs:
+            raise InputError(f"decode: outputs: expected a non-empty subset of {OUTPUTS}, found {tuple(outputs)}")
+        if self.device == "cuda":
+            return self._decode_cuda(coeffs, outputs, stream, check_finite)
+        return self._decode_cpu(coeffs, outputs)
+
+    # -- CPU -------------------------------------------------------------------
+    def _host_coeffs(self, coeffs) -> np.ndarray:
+        c = np.asarray(coeffs)
+        if c.dtype.kind != "f":
+            raise InputError(f"decode: coeffs: expected a floating-point array [B, {self.coeff_width}], "
+                             f"found {describe_array(c)}")
+        if c.ndim == 1:
+            c = c[None, :]
+        if c.ndim != 2 or c.shape[0] < 1 or c.shape[1] < self.coeff_width:
+            raise InputError(f"decode: coeffs: expected [B >= 1, {self.coeff_width}] coefficient rows, "
+                             f"found {describe_array(c)}")
+        return np.ascontiguousarray(c, dtype=np.float32)
+
+    def _decode_cpu(self, coeffs, outputs) -> DecodedBatch:
+        c = self._host_coeffs(coeffs)
+        b, n = c.shape[0], self.num_vertices
+        v = np.empty((b, n, 3), np.float32) if "vertices" in outputs else None
+        col = np.empty((b, n, 3), np.uint8) if "colors" in outputs else None
+        rec = np.empty((b, n), VERTEX_DTYPE) if "records" in outputs else None
+        a = self._arrays
+        _core.core().decode_cpu(a["shape_mean"], a["shape_basis"], a["tex_mean"], a["tex_basis"], c,
+                                self.shape_offset, self.tex_offset, vertices=v, colors=col, records=rec,
+                                num_threads=self.num_threads)
+        return DecodedBatch(v, col, rec, self.faces)
+
+    # -- CUDA ------------------------------------------------------------------
+    def _decode_cuda(self, coeffs, outputs, stream, check_finite) -> DecodedBatch:
+        import torch
+
+        if not isinstance(coeffs, torch.Tensor):
+            coeffs = torch.from_numpy(self._host_coeffs(coeffs))
+        if coeffs.dtype != torch.float32 or coeffs.ndim != 2 or coeffs.shape[0] < 1 \
+                or coeffs.shape[1] < self.coeff_width:
+            raise InputError(f"decode: coeffs: expected float32 [B >= 1, {self.coeff_width}], "
+                             f"found {coeffs.dtype}{list(coeffs.shape)}")
+        coeffs = coeffs.to("cuda", non_blocking=True).contiguous()
+        b, n = coeffs.shape[0], self.num_vertices
+        dev = coeffs.device
+        v = torch.empty((b, n, 3), dtype=torch.float32, device=dev) if "vertices" in outputs else None
+        col = torch.empty((b, n, 3), dtype=torch.uint8, device=dev) if "colors" in outputs else None
+        rec = torch.empty((b, n, 15), dtype=torch.uint8, device=dev) if "records" in outputs else None
+        s = torch.cuda.current_stream(dev) if stream is None else stream
+        a = self._arrays
+        with torch.cuda.stream(s):
+            if check_finite:
+                self._flag.zero_()
+            _core.core().decode_cuda(
+                a["shape_mean"].data_ptr(), a["shape_basis"].data_ptr(), a["tex_mean"].data_ptr(),
+                a["tex_basis"].data_ptr(), _BASIS_TYPE_CODE[self.basis_dtype], n, self.shape_components,
+                self.tex_components, coeffs.data_ptr(), b, coeffs.shape[1], self.shape_offset, self.tex_offset,
+                _ptr(v), _ptr(col), _ptr(rec), s.cuda_stream, self._flag.data_ptr() if check_finite else 0)
+        if check_finite and int(self._flag.item()):
+            bad = (~torch.isfinite(coeffs)).nonzero()[0].tolist()
+            raise InputError(f"decode: coeffs[{bad[0]}, {bad[1]}]: expected a finite number, "
+                             f"found {coeffs[bad[0], bad[1]].item()}")
+        return DecodedBatch(v, col, rec, self.faces)
+
+
+def fp16_error_bound(model, coeffs) -> tuple[np.ndarray, np.ndarray]:
+    """Worst-case change of vertices (mm) and of texture values (colour levels) per
+    row caused by storing the bases in float16: 2**-11 * sum_k |c_k * basis[k, j]|,
+    maximised over j. Returns (shape_bound [B], tex_bound [B])."""
+    c = np.atleast_2d(np.asarray(coeffs, np.float64))
+    ks, kt = model.shape_basis.shape[0], model.tex_basis.shape[0]
+    u = 2.0 ** -11
+    sb = u * (np.abs(c[:, :ks]) @ np.abs(np.asarray(model.shape_basis, np.float64))).max(axis=1)
+    tb = u * (np.abs(c[:, ks : ks + kt]) @ np.abs(np.asarray(model.tex_basis, np.float64))).max(axis=1)
+    return sb, tb
+
+
+def _contiguous(a, dtype) -> np.ndarray:
+    # A read-only memmap of the right dtype passes through without a copy.
+    return np.ascontiguousarray(a, dtype=dtype)
+
+
+def _ptr(t) -> int:
+    return 0 if t is None else t.data_ptr()

@@ -1,0 +1,139 @@
+"""Basel Face Model loaders: BFM 2009 trimmed by the release's rule, and the release's
+already-trimmed `BaselFaceModel_mod.mat` / `.h5`.
+
+Dataset quirks, each handled in exactly one place below:
+- BFM 2009 stores micrometres (shapeMU, shapeEV); the release divides both by 1000. The
+  release's trimmed files already hold millimetres.
+- The release shifts the trimmed mean shape by mod_struct.tx along x (after /1000).
+- BFM 2009 has 199 components per basis; the release keeps the first 99 (the network's
+  output is 99 shape + 99 texture coefficients).
+- Vertex k occupies rows 3k, 3k+1, 3k+2 of every [3N, ...] array (x y z interleaved).
+- All MATLAB indices are 1-based: mod_struct.vertex_indices, faces, landmark indices.
+- shapeEV/texEV are standard deviations: the release decodes mu + PC * (coeff .* EV).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+
+from engine.errors import ModelFileError, describe_array
+from engine.morphable.matfiles import FieldSource
+from engine.morphable.model import MorphableModel, check_index_range
+
+COMPONENTS = 99  # kept per basis, as the release does
+BFM2009_VERTICES = 53_490
+_BASIS_FIELDS = ("shapeMU", "shapePC", "shapeEV", "texMU", "texPC", "texEV")
+# `segbin` is read only to recognise the untrimmed BFM 2009 (it has no other use here).
+_TRIMMED_FIELDS = (*_BASIS_FIELDS, "faces", "tl", "innerLandmarkIndex", "segbin")
+_MOD_STRUCT_FIELDS = ("vertex_indices", "faces", "tx", "innerLandmarkIndex")
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _one_based(src_path: Path, name: str, values: np.ndarray, n: int) -> np.ndarray:
+    """1-based MATLAB indices (stored as any numeric type) -> 0-based int32, range-checked."""
+    if values.dtype.kind == "f":
+        if not np.all(np.isfinite(values)) or not np.array_equal(values, np.round(values)):
+            raise ModelFileError(f"{src_path}: {name}: expected integer vertex indices, found non-integer values")
+    idx = values.astype(np.int64)
+    check_index_range(idx, n, str(src_path), name, base=1)
+    return (idx - 1).astype(np.int32)
+
+
+def _basis(src: FieldSource, prefix: str, n3: int, ev_scale: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(mean [n3_file], K-major folded basis [99, n3_file], sigma [99]) before any row selection
+    for the mean; `ev_scale` converts EV to the model's units (1/1000 for BFM 2009 shape)."""
+    mean = src.vector(f"{prefix}MU", n3).astype(np.float64)
+    pc = src.matrix(f"{prefix}PC", n3, None, min_cols=COMPONENTS)
+    k = pc.shape[1]
+    ev = src.vector(f"{prefix}EV", k)
+    sigma = ev[:COMPONENTS].astype(np.float64) * ev_scale
+    return mean, pc.T[:COMPONENTS], sigma
+
+
+def _fold(pc_t: np.ndarray, sigma: np.ndarray) -> np.ndarray:
+    """Row k = PC[:, k] * sigma[k], computed in float64 and stored as C-contiguous float32."""
+    return np.ascontiguousarray((pc_t * sigma[:, None]).astype(np.float32))
+
+
+def _sizes(src: FieldSource) -> int:
+    """3N from shapeMU, the one field every form has."""
+    n3 = src.vector("shapeMU").size
+    if n3 == 0 or n3 % 3:
+        raise ModelFileError(f"{src.path}: shapeMU: expected 3N values (x y z per vertex), "
+                             f"found {describe_array(src.raw('shapeMU'))}")
+    return n3
+
+
+def load_trimmed(path: str | os.PathLike) -> MorphableModel:
+    """The release's `BaselFaceModel_mod.mat` (v5 or v7.3) or `.h5`: already in millimetres,
+    already trimmed; faces and landmark indices 1-based."""
+    src = FieldSource(path, _TRIMMED_FIELDS)
+    n3 = _sizes(src)
+    n = n3 // 3
+    if src.has("segbin") or n == BFM2009_VERTICES:
+        raise ModelFileError(f"{src.path}: shapeMU: expected an already-trimmed model (the release's "
+                             f"BaselFaceModel_mod), found the untrimmed Basel Face Model 2009 ({n} vertices); "
+                             f"trim it with load_model(path, mod_struct_mat=...) or "
+                             f"MorphableModel.from_bfm2009(path, mod_struct_mat) and the release's "
+                             f"mod_struct_expr.mat")
+    arrays = {}
+    for prefix, name in (("shape", "shape"), ("tex", "tex")):
+        mean, pc_t, sigma = _basis(src, prefix, n3, 1.0)
+        arrays[f"{name}_mean"] = mean.astype(np.float32)
+        arrays[f"{name}_basis"] = _fold(pc_t, sigma)
+        arrays[f"{name}_sigma"] = sigma.astype(np.float32)
+    face_field = "faces" if src.has("faces") else "tl" if src.has("tl") else None
+    if face_field is None:
+        raise ModelFileError(f"{src.path}: faces: expected a field 'faces' (or 'tl'), found only {src.names()}")
+    faces = src.matrix(face_field, None, 3)
+    arrays["faces"] = np.ascontiguousarray(_one_based(src.path, face_field, faces, n))
+    arrays["landmarks"] = (_one_based(src.path, "innerLandmarkIndex", src.vector("innerLandmarkIndex"), n)
+                           if src.has("innerLandmarkIndex") else None)
+    return MorphableModel(**arrays, metadata={
+        "synthetic": False,
+        "name": Path(path).name,
+        "source": f"{Path(path).name} (sha256 {sha256_of(src.path)}), {src.container}, {src.location}",
+    })
+
+
+def load_bfm2009(bfm_mat: str | os.PathLike, mod_struct_mat: str | os.PathLike) -> MorphableModel:
+    """Trim BFM 2009 to the release's 46,990-vertex model, exactly as the release's
+    trimBaselFace.py does with mod_struct_expr.mat (without the optional expression basis)."""
+    ms = FieldSource(mod_struct_mat, _MOD_STRUCT_FIELDS)
+    src = FieldSource(bfm_mat, _BASIS_FIELDS)
+    n3_bfm = _sizes(src)
+    kept = _one_based(ms.path, "vertex_indices", ms.vector("vertex_indices"), n3_bfm // 3).astype(np.int64)
+    n = kept.size
+    # Rows 3k, 3k+1, 3k+2 of every kept vertex k, in the order of vertex_indices.
+    rows = (3 * kept[:, None] + np.arange(3)).reshape(-1)
+    tx = ms.vector("tx", 1)[0]
+
+    arrays = {}
+    for prefix, scale in (("shape", 1.0 / 1000.0), ("tex", 1.0)):
+        mean, pc_t, sigma = _basis(src, prefix, n3_bfm, scale)
+        mean = mean[rows] * scale  # shapeMU: micrometres -> millimetres; texMU: 0..255 as is
+        if prefix == "shape":
+            mean[0::3] += tx  # the release re-centres x after the unit change
+        arrays[f"{prefix}_mean"] = mean.astype(np.float32)
+        arrays[f"{prefix}_basis"] = _fold(pc_t[:, rows], sigma)  # PC itself is not scaled
+        arrays[f"{prefix}_sigma"] = sigma.astype(np.float32)
+    arrays["faces"] = np.ascontiguousarray(_one_based(ms.path, "faces", ms.matrix("faces", None, 3), n))
+    arrays["landmarks"] = (_one_based(ms.path, "innerLandmarkIndex", ms.vector("innerLandmarkIndex"), n)
+                           if ms.has("innerLandmarkIndex") else None)
+    bfm_name, ms_name = Path(bfm_mat).name, Path(mod_struct_mat).name
+    return MorphableModel(**arrays, metadata={
+        "synthetic": False,
+        "name": f"bfm2009-trimmed-{n}",
+        "source": (f"{bfm_name} (sha256 {sha256_of(src.path)}) trimmed by {ms_name} "
+                   f"(sha256 {sha256_of(ms.path)}) with the 3DMM-CNN release's rule"),
+    })

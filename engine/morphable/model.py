@@ -1,0 +1,182 @@
+"""`MorphableModel`: a decode-ready morphable model and the one check of its consistency.
+
+Every source (BFM 2009 + mod_struct, the release's trimmed .mat/.h5, the `.e3dmm`
+cache, the synthetic model) ends in the same arrays, laid out for the decode kernel:
+
+- means are flat [3N] (x y z / r g b per vertex), float32;
+- bases are K-major [K, 3N] with the standard deviation already folded in
+  (row k = PC[:, k] * EV[k]), so decoding is mean + coeffs @ basis and a warp on
+  the GPU reads consecutive floats of one component;
+- faces are int32 [F, 3], 0-based.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from engine.errors import ModelFileError, describe_array
+
+# Array names as they appear in the `.e3dmm` cache and in error messages.
+FLOAT_FIELDS = ("shape_mean", "shape_basis", "shape_sigma", "tex_mean", "tex_basis", "tex_sigma")
+
+
+@dataclass(eq=False)
+class MorphableModel:
+    """A linear face model: S = shape_mean + alpha @ shape_basis, T = tex_mean + beta @ tex_basis.
+
+    `alpha` and `beta` are in standard deviations (the network's output); the sigmas are
+    already folded into the bases and kept separately only for reference.
+    """
+
+    shape_mean: np.ndarray  # float32 [3N], millimetres
+    shape_basis: np.ndarray  # float32 [Ks, 3N], sigma folded in
+    shape_sigma: np.ndarray  # float32 [Ks], millimetres
+    tex_mean: np.ndarray  # float32 [3N], 0..255
+    tex_basis: np.ndarray  # float32 [Kt, 3N], sigma folded in
+    tex_sigma: np.ndarray  # float32 [Kt]
+    faces: np.ndarray  # int32 [F, 3], 0-based
+    landmarks: np.ndarray | None = None  # int32 [68], 0-based vertex indices
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        origin = str(self.metadata.get("name", "<MorphableModel arrays>"))
+        validate_arrays(self._arrays(), origin)
+        self.metadata.setdefault("synthetic", False)
+        self.metadata.setdefault("name", "unnamed")
+        self.metadata.setdefault("source", "arrays")
+
+    # --- sizes -------------------------------------------------------------
+    @property
+    def num_vertices(self) -> int:
+        return self.shape_mean.shape[0] // 3
+
+    @property
+    def num_faces(self) -> int:
+        return self.faces.shape[0]
+
+    @property
+    def shape_components(self) -> int:
+        return self.shape_basis.shape[0]
+
+    @property
+    def tex_components(self) -> int:
+        return self.tex_basis.shape[0]
+
+    def __repr__(self) -> str:
+        tag = " SYNTHETIC" if self.synthetic else ""
+        return (f"MorphableModel({self.metadata.get('name')!r}{tag}: {self.num_vertices} vertices, "
+                f"{self.num_faces} faces, {self.shape_components}+{self.tex_components} components)")
+
+    def _arrays(self) -> dict[str, np.ndarray | None]:
+        return {name: getattr(self, name) for name in (*FLOAT_FIELDS, "faces", "landmarks")}
+
+    # --- constructors (each lives in its own module; these are the public doors) ---
+    @classmethod
+    def from_bfm2009(cls, bfm_mat: str | os.PathLike, mod_struct_mat: str | os.PathLike) -> "MorphableModel":
+        """Trim the Basel Face Model 2009 (`01_MorphableModel.mat`) exactly as the release does,
+        using its `mod_struct_expr.mat` (46,990 vertices, 93,323 triangles, 99 + 99 components)."""
+        from engine.morphable.bfm import load_bfm2009
+
+        return load_bfm2009(bfm_mat, mod_struct_mat)
+
+    @classmethod
+    def from_mod_mat(cls, path: str | os.PathLike) -> "MorphableModel":
+        """The release's already-trimmed `BaselFaceModel_mod.mat` (MATLAB v5, or v7.3 = HDF5)."""
+        from engine.morphable.bfm import load_trimmed
+
+        return load_trimmed(path)
+
+    @classmethod
+    def from_mod_h5(cls, path: str | os.PathLike) -> "MorphableModel":
+        """The release's `BaselFaceModel_mod.h5` (h5py layout or MATLAB v7.3 transposed layout)."""
+        from engine.morphable.bfm import load_trimmed
+
+        return load_trimmed(path)
+
+    @classmethod
+    def load_cache(cls, path: str | os.PathLike) -> "MorphableModel":
+        """Memory-map a `.e3dmm` cache (read-only, zero-copy) after validating all of it."""
+        from engine.morphable.cache import read_cache
+
+        return read_cache(path)
+
+    def save_cache(self, path: str | os.PathLike) -> None:
+        """Write this model as a `.e3dmm` cache (atomically)."""
+        from engine.morphable.cache import write_cache
+
+        write_cache(self, path)
+
+
+def _synthetic(seed: int = 0) -> MorphableModel:
+    """The built-in synthetic model (deterministic from `seed`, memoised, read-only arrays),
+    labelled synthetic in its metadata: 46,990 vertices, 93,323 faces, 99 + 99 components."""
+    from engine.morphable.synthetic import synthetic_model
+
+    return synthetic_model(seed)
+
+
+# `synthetic` is both a property of an instance (is this model synthetic?) and, on the
+# class, the constructor of the built-in model. A descriptor gives each access its meaning.
+class _SyntheticAccess:
+    def __get__(self, obj, objtype=None):
+        if obj is None:
+            return _synthetic
+        return bool(obj.metadata.get("synthetic", False))
+
+
+MorphableModel.synthetic = _SyntheticAccess()  # type: ignore[assignment]
+
+
+def _fail(origin: str, field_name: str, expected: str, found: str) -> ModelFileError:
+    return ModelFileError(f"{origin}: {field_name}: expected {expected}, found {found}")
+
+
+def validate_arrays(arrays: dict[str, np.ndarray | None], origin: str) -> None:
+    """Check dtypes, shapes, mutual consistency and face/landmark ranges.
+
+    The single consistency check for every way a model is made; `origin` (a file name)
+    leads every message so the user knows which file is wrong.
+    """
+    for name in (*FLOAT_FIELDS, "faces"):
+        a = arrays.get(name)
+        if not isinstance(a, np.ndarray):
+            raise _fail(origin, name, "a numpy array", type(a).__name__)
+    for name in FLOAT_FIELDS:
+        if arrays[name].dtype != np.float32:
+            raise _fail(origin, name, "float32", describe_array(arrays[name]))
+    mean = arrays["shape_mean"]
+    if mean.ndim != 1 or mean.shape[0] == 0 or mean.shape[0] % 3:
+        raise _fail(origin, "shape_mean", "float32[3N] with N >= 1", describe_array(mean))
+    n3 = mean.shape[0]
+    for prefix in ("shape", "tex"):
+        m, b, s = (arrays[f"{prefix}_{x}"] for x in ("mean", "basis", "sigma"))
+        if m.shape != (n3,):
+            raise _fail(origin, f"{prefix}_mean", f"float32[{n3}]", describe_array(m))
+        if b.ndim != 2 or b.shape[1] != n3 or b.shape[0] == 0:
+            raise _fail(origin, f"{prefix}_basis", f"float32[K, {n3}] with K >= 1", describe_array(b))
+        if s.shape != (b.shape[0],):
+            raise _fail(origin, f"{prefix}_sigma", f"float32[{b.shape[0]}] (one per basis row)",
+                        describe_array(s))
+    faces = arrays["faces"]
+    if faces.dtype != np.int32 or faces.ndim != 2 or faces.shape[1] != 3:
+        raise _fail(origin, "faces", "int32[F, 3]", describe_array(faces))
+    check_index_range(faces, n3 // 3, origin, "faces")
+    lm = arrays.get("landmarks")
+    if lm is not None:
+        if not isinstance(lm, np.ndarray) or lm.dtype != np.int32 or lm.ndim != 1:
+            raise _fail(origin, "landmarks", "int32[68]", describe_array(lm))
+        check_index_range(lm, n3 // 3, origin, "landmarks")
+
+
+def check_index_range(idx: np.ndarray, n: int, origin: str, field_name: str, base: int = 0) -> None:
+    """Every index in [base, n - 1 + base]; the message gives the offending extreme."""
+    if idx.size == 0:
+        return
+    lo, hi = int(idx.min()), int(idx.max())
+    if lo < base or hi > n - 1 + base:
+        bad = lo if lo < base else hi
+        raise _fail(origin, field_name, f"{'0' if base == 0 else '1'}-based vertex indices in "
+                    f"[{base}, {n - 1 + base}] (N = {n})", f"index {bad} (min {lo}, max {hi})")

@@ -1,0 +1,126 @@
+"""Which weights the engine runs, and the artifacts derived from them.
+
+A model folder (default `models/cnn3dmm/` of the checkout; `ENGINE3DMM_MODEL_DIR` or an
+explicit `model_dir` override it) holds the model card and, once a user has run
+`convert_caffe`, the converted weights `cnn3dmm.safetensors`. When that file is absent
+the built-in synthetic weights are used, and everything says so: `ResolvedModel.synthetic`,
+`describe()`, the ONNX metadata, the runners' `synthetic` attribute and a log warning.
+
+ONNX files are derived artifacts: written next to the weights on first use (with a
+log message, never silently), tagged with the weights' sha256, and rebuilt when the
+weights change.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from engine.errors import ModelFileError
+from engine.network import weights as W
+
+log = logging.getLogger("engine.network")
+
+WEIGHTS_FILE = "cnn3dmm.safetensors"
+ENV_MODEL_DIR = "ENGINE3DMM_MODEL_DIR"
+
+
+def default_model_dir() -> Path:
+    env = os.environ.get(ENV_MODEL_DIR)
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[2] / "models" / "cnn3dmm"
+
+
+def weights_fingerprint(weights: dict[str, np.ndarray], mean: np.ndarray) -> str:
+    """sha256 over names and bytes of every tensor: identifies the weights in derived artifacts."""
+    h = hashlib.sha256()
+    for k in sorted(weights):
+        h.update(k.encode())
+        h.update(np.ascontiguousarray(weights[k], np.float32).tobytes())
+    h.update(b"mean")
+    h.update(np.ascontiguousarray(mean, np.float32).tobytes())
+    return h.hexdigest()
+
+
+@functools.lru_cache(maxsize=2)
+def _synthetic(seed: int):
+    from engine.network.synthetic import make_synthetic
+
+    w, mean, meta = make_synthetic(seed)
+    for a in (*w.values(), mean):
+        a.setflags(write=False)  # shared between callers through the cache
+    return w, mean, meta, weights_fingerprint(w, mean)
+
+
+@dataclass
+class ResolvedModel:
+    model_dir: Path
+    synthetic: bool
+    weights: dict[str, np.ndarray] = field(repr=False)
+    mean: np.ndarray = field(repr=False)
+    metadata: dict
+    fingerprint: str
+    weights_path: Path | None = None
+
+    def describe(self) -> str:
+        if self.synthetic:
+            return (f"SYNTHETIC weights (built-in, seed {self.metadata.get('seed')}): coefficients are meaningless; "
+                    f"run `convert` on the release's caffemodel to use the trained network")
+        return f"converted 3DMM-CNN weights from {self.weights_path}"
+
+    @property
+    def tag(self) -> str:
+        """File-name tag of derived artifacts: 'cnn3dmm' or 'cnn3dmm.synthetic-seed0'."""
+        return f"cnn3dmm.synthetic-seed{self.metadata.get('seed')}" if self.synthetic else "cnn3dmm"
+
+    def onnx_path(self, precision: str = "fp32") -> Path:
+        """The ONNX file of these weights at `precision`, exported now if absent or stale."""
+        from engine.network.onnx_export import read_metadata
+
+        path = self.model_dir / f"{self.tag}.{precision}.onnx"
+        if path.is_file():
+            try:
+                if read_metadata(path).get("weights_sha256") == self.fingerprint:
+                    return path
+                log.warning("%s was built from other weights; rebuilding it", path)
+            except Exception as e:  # unreadable: rebuild rather than fail
+                log.warning("%s is unreadable (%s); rebuilding it", path, e)
+        export_onnx(self, precision, path)
+        return path
+
+
+def export_onnx(model: ResolvedModel, precision: str, path: Path) -> Path:
+    from engine.fileio import atomic_write
+    from engine.network.onnx_export import build_onnx
+
+    log.warning("exporting %s ONNX of the %s weights to %s (one time)", precision,
+                "synthetic" if model.synthetic else "converted", path)
+    meta = {"weights_sha256": model.fingerprint, "synthetic": str(model.synthetic).lower(),
+            "source": model.describe()}
+    onnx_model = build_onnx(W.fuse(model.weights), model.mean, precision, meta)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path) as f:
+        f.write(onnx_model.SerializeToString())
+    return path
+
+
+def resolve_model(model_dir=None, *, synthetic_seed: int = 0, allow_synthetic: bool = True) -> ResolvedModel:
+    """The converted weights in `model_dir` if present, else the synthetic set (logged)."""
+    model_dir = Path(model_dir) if model_dir is not None else default_model_dir()
+    path = model_dir / WEIGHTS_FILE
+    if path.is_file():
+        w, mean, meta = W.load_weights(path)
+        return ResolvedModel(model_dir, bool(meta.get("synthetic")), w, mean, meta,
+                             weights_fingerprint(w, mean), path)
+    if not allow_synthetic:
+        raise ModelFileError(f"{path}: converted weights not found; run convert_caffe (CLI: convert) "
+                             "on the release's deploy_network.prototxt, caffemodel and mean.binaryproto")
+    w, mean, meta, fp = _synthetic(synthetic_seed)
+    log.warning("no converted weights at %s: using the built-in SYNTHETIC weights (seed %d)", path, synthetic_seed)
+    return ResolvedModel(model_dir, True, w, mean, dict(meta), fp, None)

@@ -1,0 +1,198 @@
+"""engine.crop: the release's crop rule, checked against hand-computed boxes and an
+independent bilinear computation."""
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import pytest
+
+from engine import crop as crop_mod
+from engine.crop import RATIOS, crop_bounds, crop_face, crop_faces, crop_region, prepare_cropped
+from engine.detect import FaceBox
+from engine.errors import InputError
+
+
+def test_ratios_are_the_releases():
+    assert RATIOS["detector"] == (1.785974, 1.951171, 1.835600, 1.670403)
+    assert RATIOS["landmarks"] == (1.9255, 2.2591, 1.9423, 1.6087)
+
+
+def test_detector_box_by_hand():
+    # box 100..200 square: centre 150, t = 50
+    x0, y0, x1, y1 = crop_region((100, 100, 200, 200), "detector")
+    assert x0 == pytest.approx(150 - 1.785974 * 50)  # 60.7013
+    assert y0 == pytest.approx(150 - 1.951171 * 50)  # 52.44145
+    assert x1 == pytest.approx(150 + 1.835600 * 50)  # 241.78
+    assert y1 == pytest.approx(150 + 1.670403 * 50)  # 233.52015
+    assert crop_bounds((100, 100, 200, 200), "detector") == (61, 52, 242, 234)
+
+
+def test_landmark_box_by_hand_uses_the_longer_side():
+    # box x 10..50 (w 40), y 20..100 (h 80): centre (30, 60), t = max(40, 80) / 2 = 40
+    r = crop_region((10, 20, 50, 100), "landmarks")
+    assert r == pytest.approx((30 - 1.9255 * 40, 60 - 2.2591 * 40, 30 + 1.9423 * 40, 60 + 1.6087 * 40))
+    assert crop_bounds((10, 20, 50, 100), "landmarks") == (-47, -30, 108, 124)  # -47.02, -30.364, 107.692, 124.348
+
+
+def test_kind_comes_from_the_facebox():
+    lm = FaceBox(10, 20, 50, 100, 1.0, "landmarks")
+    assert crop_region(lm) == crop_region((10, 20, 50, 100), "landmarks")
+    given = FaceBox(10, 20, 50, 100, 1.0, "given")  # caller's boxes crop like detector boxes
+    assert crop_region(given) == crop_region((10, 20, 50, 100), "detector")
+    assert crop_region((10, 20, 50, 100)) == crop_region((10, 20, 50, 100), "detector")
+
+
+def test_rounding_is_half_away_from_zero_like_python2():
+    f = crop_mod._round_half_away
+    assert [f(2.5), f(-2.5), f(0.5), f(-0.5), f(1.4999), f(-1.5001)] == [3, -3, 1, -1, 1, -2]
+
+
+def _reference_crop(image: np.ndarray, bounds, size: int = 224) -> np.ndarray:
+    """Independent oracle: bilinear sampling with half-pixel centres written out per
+    output pixel, reading the image through a zero-outside lookup (no padded copy)."""
+    bl, bt, br, bb = bounds
+    nw, nh = br - bl, bb - bt
+    h, w = image.shape[:2]
+
+    def px(r, c):
+        rr, cc = bt + r, bl + c
+        if 0 <= rr < h and 0 <= cc < w:
+            return image[rr, cc].astype(np.float64)
+        return np.zeros(3)
+
+    out = np.zeros((size, size, 3))
+    for i in range(size):
+        sy = min(max((i + 0.5) * nh / size - 0.5, 0.0), nh - 1)
+        ya = int(math.floor(sy))
+        yb, fy = min(ya + 1, nh - 1), sy - ya
+        for j in range(size):
+            sx = min(max((j + 0.5) * nw / size - 0.5, 0.0), nw - 1)
+            xa = int(math.floor(sx))
+            xb, fx = min(xa + 1, nw - 1), sx - xa
+            out[i, j] = (px(ya, xa) * (1 - fy) * (1 - fx) + px(ya, xb) * (1 - fy) * fx
+                         + px(yb, xa) * fy * (1 - fx) + px(yb, xb) * fy * fx)
+    return out[:, :, ::-1].transpose(2, 0, 1)  # planar BGR
+
+
+def _smooth_image(h=120, w=160) -> np.ndarray:
+    y, x = np.mgrid[0:h, 0:w]
+    return np.stack([(x * 1.5) % 256, (y * 2.0) % 256, (x + y) % 256], axis=2).astype(np.uint8)
+
+
+@pytest.mark.parametrize("box,kind", [((40, 30, 100, 90), "detector"), ((2, 3, 40, 45), "landmarks")])
+def test_crop_matches_independent_bilinear(box, kind):
+    img = _smooth_image()
+    out = crop_face(img, box, kind, size=48)
+    ref = _reference_crop(img, crop_bounds(box, kind), size=48)
+    assert out.dtype == np.float32 and out.shape == (3, 48, 48)
+    # OpenCV interpolates uint8 with 11-bit fixed-point weights: within 1 grey level.
+    assert np.abs(out - ref).max() <= 1.0
+
+
+def test_numpy_fallback_agrees_with_opencv():
+    pytest.importorskip("cv2")
+    img = np.random.default_rng(1).integers(0, 256, (90, 130, 3), dtype=np.uint8)
+    region = crop_mod._padded_crop(img, -10, -5, 120, 95)
+    a = crop_mod._resize(region, 224)
+    b = crop_mod._resize_bilinear_numpy(region, 224)
+    assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
+
+
+def test_face_at_the_border_is_zero_filled():
+    img = np.empty((100, 100, 3), np.uint8)
+    img[...] = (10, 20, 30)  # R, G, B
+    bounds = crop_bounds((0, 0, 40, 40), "detector")
+    assert bounds == (-16, -19, 57, 53)  # -15.72, -19.02, 56.71, 53.41 rounded
+    out = crop_face(img, (0, 0, 40, 40), "detector")
+    # 16 of 73 columns and 19 of 72 rows lie outside: the top-left block is black ...
+    col_edge = int(16 / 73 * 224)  # 49
+    row_edge = int(19 / 72 * 224)  # 59
+    assert np.all(out[:, : row_edge - 1, :] == 0)
+    assert np.all(out[:, :, : col_edge - 1] == 0)
+    # ... and the rest is the image colour, in planar BGR order.
+    inside = out[:, row_edge + 2 :, col_edge + 2 :]
+    assert np.all(inside[0] == 30) and np.all(inside[1] == 20) and np.all(inside[2] == 10)
+    np.testing.assert_allclose(out, _reference_crop(img, bounds), atol=1.0)
+
+
+def test_face_far_outside_gives_black():
+    img = np.full((50, 50, 3), 200, np.uint8)
+    assert np.all(crop_face(img, (500, 500, 540, 540)) == 0)
+
+
+def test_exact_224_crop_is_copied_unchanged():
+    # Find a square box whose rounded crop is exactly 224 x 224 (t * 3.621574 ~ 224):
+    # the resize is then the identity and the output is the pixels themselves.
+    img = np.random.default_rng(2).integers(0, 256, (400, 400, 3), dtype=np.uint8)
+    for s in np.arange(123.0, 125.0, 0.05):
+        box = (150.0, 140.0, 150.0 + s, 140.0 + s)
+        bl, bt, br, bb = crop_bounds(box)
+        if br - bl == 224 and bb - bt == 224:
+            break
+    else:
+        pytest.fail("no box with a 224 x 224 crop found")
+    out = crop_face(img, box)
+    np.testing.assert_array_equal(out, img[bt:bb, bl:br, ::-1].transpose(2, 0, 1).astype(np.float32))
+
+
+def test_prepare_cropped_resizes_whole_image():
+    img = np.random.default_rng(3).integers(0, 256, (224, 224, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(prepare_cropped(img), img[:, :, ::-1].transpose(2, 0, 1))
+    small = _smooth_image(60, 80)
+    ref = _reference_crop(small, (0, 0, 80, 60), size=32)
+    assert np.abs(prepare_cropped(small, size=32) - ref).max() <= 1.0
+
+
+def test_crop_faces_fills_a_preallocated_batch():
+    img = _smooth_image()
+    boxes = [(40, 30, 100, 90), FaceBox(2, 3, 40, 45, 0.9, "landmarks"), (60, 50, 90, 80)]
+    buf = np.full((5, 3, 224, 224), -1, np.float32)
+    got = crop_faces(img, boxes, out=buf)
+    assert got.shape == (3, 3, 224, 224) and np.shares_memory(got, buf)
+    for i, b in enumerate(boxes):
+        np.testing.assert_array_equal(buf[i], crop_face(img, b))
+    assert np.all(buf[3:] == -1)  # rows past B untouched
+    other = _smooth_image(80, 80)
+    per = crop_faces([img, other], [boxes[0], boxes[2]])
+    np.testing.assert_array_equal(per[1], crop_face(other, boxes[2]))
+    with pytest.raises(InputError, match="one image per box"):
+        crop_faces([img], boxes)
+    with pytest.raises(InputError, match="out"):
+        crop_faces(img, boxes, out=np.empty((2, 3, 224, 224), np.float32))
+
+
+@pytest.mark.parametrize(
+    "args,msg",
+    [
+        ((np.zeros((10, 10), np.uint8), (1, 1, 5, 5)), "RGB uint8"),
+        ((np.zeros((10, 10, 3), np.float32), (1, 1, 5, 5)), "RGB uint8"),
+        ((np.zeros((10, 10, 3), np.uint8), (5, 1, 5, 5)), "x1 > x0"),
+        ((np.zeros((10, 10, 3), np.uint8), (1, 1, 5)), "4 numbers"),
+        ((np.zeros((10, 10, 3), np.uint8), (1, 1, float("nan"), 5)), "finite"),
+    ],
+)
+def test_bad_arguments(args, msg):
+    with pytest.raises(InputError, match=msg):
+        crop_face(*args)
+
+
+def test_bad_kind_and_out():
+    img = np.zeros((10, 10, 3), np.uint8)
+    with pytest.raises(InputError, match="kind"):
+        crop_face(img, (1, 1, 5, 5), kind="casia")
+    with pytest.raises(InputError, match=r"out: expected float32\[3, 224, 224\]"):
+        crop_face(img, (1, 1, 5, 5), out=np.empty((3, 224, 224), np.float64))
+
+
+def test_fast_enough_for_the_pipeline():
+    img = np.random.default_rng(4).integers(0, 256, (720, 1280, 3), dtype=np.uint8)
+    out = np.empty((3, 224, 224), np.float32)
+    best = float("inf")
+    for _ in range(3):
+        t = time.perf_counter()
+        for k in range(20):
+            crop_face(img, (500 + k, 200, 700 + k, 400), out=out)
+        best = min(best, (time.perf_counter() - t) / 20)
+    assert best < 5e-3, f"{best * 1e3:.2f} ms per face"

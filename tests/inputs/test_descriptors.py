@@ -1,0 +1,254 @@
+"""engine.descriptors: similarity, pooling, the LFW pairs format and verification
+metrics, on synthetic data whose answer is known."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from engine.descriptors import (
+    PairsList,
+    average_descriptors,
+    best_threshold,
+    cosine_similarity,
+    descriptor,
+    evaluate_pairs,
+    evaluate_verification,
+    lfw_image_name,
+    pair_scores,
+    parse_pairs,
+    pool_by_label,
+    roc_auc,
+    roc_curve,
+    similarity_matrix,
+)
+from engine.errors import InputError
+
+
+def test_descriptor_parts():
+    c = np.arange(2 * 198, dtype=np.float64).reshape(2, 198)
+    np.testing.assert_array_equal(descriptor(c), c.astype(np.float32))
+    np.testing.assert_array_equal(descriptor(c, "alpha"), c[:, :99])
+    np.testing.assert_array_equal(descriptor(c[0], "beta"), c[0, 99:])
+    assert descriptor(c).dtype == np.float32
+    with pytest.raises(InputError, match=r"coeffs: expected numbers \[\.\.\., 198\], found float64\[2, 99\]"):
+        descriptor(c[:, :99])
+    with pytest.raises(InputError, match="part"):
+        descriptor(c, "gamma")
+
+
+def test_cosine_similarity_known_values():
+    assert float(cosine_similarity([1, 0], [0, 1])) == pytest.approx(0.0)
+    assert float(cosine_similarity([1, 1], [2, 2])) == pytest.approx(1.0)
+    assert float(cosine_similarity([1, 0], [-3, 0])) == pytest.approx(-1.0)
+    assert float(cosine_similarity([1, 0], [1, 1])) == pytest.approx(1 / math.sqrt(2))
+    got = cosine_similarity(np.array([[1, 0], [0, 2]]), np.array([1, 1]))  # broadcasting
+    np.testing.assert_allclose(got, [1 / math.sqrt(2)] * 2)
+    with pytest.raises(InputError, match="all-zero"):
+        cosine_similarity([0, 0], [1, 0])
+    with pytest.raises(InputError, match="length 2"):
+        cosine_similarity([1, 0], [1, 0, 0])
+    with pytest.raises(InputError, match="finite"):
+        cosine_similarity([np.nan, 0], [1, 0])
+
+
+def test_similarity_matrix_matches_pairwise():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(5, 198)), rng.normal(size=(3, 198))
+    m = similarity_matrix(a, b)
+    assert m.shape == (5, 3)
+    for i in range(5):
+        for j in range(3):
+            assert m[i, j] == pytest.approx(a[i] @ b[j] / np.linalg.norm(a[i]) / np.linalg.norm(b[j]))
+    s = similarity_matrix(a)
+    np.testing.assert_allclose(np.diag(s), 1.0)
+    np.testing.assert_allclose(s, s.T)
+
+
+def test_pooling():
+    d = np.array([[1.0, 2.0], [3.0, 6.0], [10.0, 0.0]])
+    np.testing.assert_allclose(average_descriptors(d[:2]), [2.0, 4.0])
+    np.testing.assert_allclose(average_descriptors(d[:2], weights=[3, 1]), [1.5, 3.0])
+    with pytest.raises(InputError, match="positive weight"):
+        average_descriptors(d, weights=[0, 0, 0])
+    with pytest.raises(InputError, match="weights"):
+        average_descriptors(d, weights=[1, 1])
+    labels, pooled = pool_by_label(d, ["bob", "al", "bob"])
+    assert labels == ["al", "bob"]
+    np.testing.assert_allclose(pooled, [[3.0, 6.0], [5.5, 1.0]])
+    with pytest.raises(InputError, match="one row per label"):
+        pool_by_label(d, ["a", "b"])
+
+
+def test_best_threshold_by_hand():
+    # sorted: 0.1 diff, 0.35 same, 0.4 diff, 0.8 same. Cuts at 0.225 and 0.6 both get 3/4
+    # right; the rule takes the median of the best cuts -> 0.6.
+    thr, acc = best_threshold([0.1, 0.4, 0.35, 0.8], [False, False, True, True])
+    assert (thr, acc) == (pytest.approx(0.6), 0.75)
+    thr, acc = best_threshold([0.2, 0.9], [False, True])
+    assert thr == pytest.approx(0.55) and acc == 1.0
+    # all scores equal: a cut inside the tie is impossible; only "all same" or "all different"
+    thr, acc = best_threshold([0.5, 0.5, 0.5], [True, True, False])
+    assert thr == -math.inf and acc == pytest.approx(2 / 3)
+
+
+def _auc_bruteforce(s, y) -> float:
+    pos, neg = s[y], s[~y]
+    return float(np.mean((pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :])))
+
+
+def test_roc_auc_against_bruteforce_and_curve():
+    assert roc_auc([0.1, 0.4, 0.35, 0.8], [False, False, True, True]) == pytest.approx(0.75)
+    assert roc_auc([1, 2, 3, 4], [0, 0, 1, 1]) == 1.0
+    assert roc_auc([1, 2, 3, 4], [1, 1, 0, 0]) == 0.0
+    assert roc_auc([5, 5, 5, 5], [1, 0, 1, 0]) == 0.5
+    rng = np.random.default_rng(1)
+    s = rng.integers(0, 20, 400).astype(float)  # many ties on purpose
+    y = rng.random(400) < 0.4
+    y[s > 15] = True
+    auc = roc_auc(s, y)
+    assert auc == pytest.approx(_auc_bruteforce(s, y), abs=1e-12)
+    fpr, tpr, thr = roc_curve(s, y)
+    assert (fpr[0], tpr[0], fpr[-1], tpr[-1]) == (0.0, 0.0, 1.0, 1.0) and thr[0] == math.inf
+    assert np.all(np.diff(fpr) >= 0) and np.all(np.diff(tpr) >= 0)
+    assert np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2) == pytest.approx(auc)  # trapezoid area
+    with pytest.raises(InputError, match="both same and different"):
+        roc_auc([1, 2], [True, True])
+
+
+def _cluster_pairs(noise: float, n_subjects=60, n_pairs=600, seed=0):
+    """Descriptors of subjects = centre + noise; half the pairs same subject, half not."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(n_subjects, 198))
+    a, b, same = [], [], []
+    for k in range(n_pairs):
+        i = rng.integers(n_subjects)
+        j = i if k % 2 == 0 else (i + 1 + rng.integers(n_subjects - 1)) % n_subjects
+        a.append(centres[i] + noise * rng.normal(size=198))
+        b.append(centres[j] + noise * rng.normal(size=198))
+        same.append(i == j)
+    return cosine_similarity(np.array(a), np.array(b)), np.array(same)
+
+
+def test_separable_clusters_give_perfect_scores():
+    s, y = _cluster_pairs(noise=0.1)
+    r = evaluate_verification(s, y)
+    assert r.accuracy == 1.0 and r.auc == 1.0
+    assert len(r.fold_accuracies) == 10 and r.accuracy_std == 0.0 and r.n_pairs == 600
+
+
+def test_random_scores_give_chance():
+    rng = np.random.default_rng(3)
+    s, y = rng.random(6000), rng.random(6000) < 0.5
+    r = evaluate_verification(s, y)
+    assert abs(r.accuracy - 0.5) < 0.03 and abs(r.auc - 0.5) < 0.03
+
+
+def test_gaussian_scores_match_theory():
+    # same ~ N(+1, 1), different ~ N(-1, 1): best accuracy Phi(1) = 0.8413,
+    # AUC = P(X - Y > 0) with X - Y ~ N(2, 2) = Phi(sqrt(2)) = 0.9214.
+    rng = np.random.default_rng(4)
+    y = np.arange(20000) % 2 == 0
+    s = np.where(y, 1.0, -1.0) + rng.normal(size=y.size)
+    r = evaluate_verification(s, y)
+    phi = lambda x: 0.5 * (1 + math.erf(x / math.sqrt(2)))  # noqa: E731
+    assert r.accuracy == pytest.approx(phi(1.0), abs=0.01)
+    assert r.auc == pytest.approx(phi(math.sqrt(2)), abs=0.01)
+    assert all(abs(t) < 0.15 for t in r.thresholds)  # the optimum is 0
+    assert r.standard_error == pytest.approx(r.accuracy_std / math.sqrt(10))
+
+
+def test_thresholds_come_from_the_other_folds():
+    # fold 0 alone would want a threshold near 10, the other folds near 0: the fold's own
+    # data must not leak into its threshold, so fold 0 scores badly.
+    s = np.array([9.0, 11.0] + [-1.0, 1.0] * 9)
+    y = np.array([False, True] * 10)
+    r = evaluate_verification(s, y, folds=np.repeat(np.arange(10), 2))
+    assert r.fold_accuracies[0] == 0.5 and all(a == 1.0 for a in r.fold_accuracies[1:])
+    assert r.thresholds[0] == pytest.approx(0.0)
+
+
+PAIRS = """2\t2
+Ann\t1\t2
+Bob\t1\t3
+Ann\t1\tBob\t2
+Cid\t1\tAnn\t2
+
+Dee 2 4
+Cid 1 2
+Dee 1 Cid 2
+Bob 3 Dee 4
+"""
+
+
+def test_parse_pairs(tmp_path):
+    p = tmp_path / "pairs.txt"
+    p.write_text(PAIRS)
+    pl = parse_pairs(p)
+    assert (pl.n_folds, pl.per_fold, len(pl)) == (2, 2, 8)
+    assert pl.same.tolist() == [True, True, False, False] * 2
+    assert pl.folds.tolist() == [0, 0, 0, 0, 1, 1, 1, 1]
+    first, diff = pl.pairs[0], pl.pairs[2]
+    assert (first.name1, first.n1, first.name2, first.n2, first.line) == ("Ann", 1, "Ann", 2, 2)
+    assert (diff.name1, diff.n1, diff.name2, diff.n2) == ("Ann", 1, "Bob", 2)
+    assert pl.pairs[4].line == 7  # blank line skipped, numbering kept
+    assert lfw_image_name("Ann", 1) == "Ann/Ann_0001.jpg"
+    one = tmp_path / "dev.txt"
+    one.write_text("1\nAnn 1 2\nAnn 1 Bob 1\n")
+    assert parse_pairs(one).n_folds == 1
+
+
+@pytest.mark.parametrize(
+    "text,msg",
+    [
+        ("", "empty pairs file"),
+        ("10 300 7\n", "line 1: header"),
+        ("x 3\n", "line 1, header folds: expected a positive integer, found 'x'"),
+        ("1 1\nAnn 1 2\nAnn 1 Bob\n", "line 3, field n2: expected a positive integer, found 'Bob'"),
+        ("1 1\nAnn 1\nAnn 1 Bob 2\n", "line 2: expected 'name n1 n2'.*found 2 fields"),
+        ("1 1\nAnn 1 2\nAnn 1 Bob 2 extra\n", "line 3: expected .*found 5 fields"),
+        ("1 1\nAnn one 2\nAnn 1 Bob 2\n", "line 2, field n1: expected a positive integer, found 'one'"),
+        ("1 1\nAnn 1 0\nAnn 1 Bob 2\n", "line 2, field n2"),
+        ("1 2\nAnn 1 2\nAnn 1 Bob 2\n", "promises 1 folds x 4 pairs = 4 pairs, found 2"),
+    ],
+)
+def test_parse_pairs_malformed(tmp_path, text, msg):
+    p = tmp_path / "pairs.txt"
+    p.write_text(text)
+    with pytest.raises(InputError, match=msg) as e:
+        parse_pairs(p)
+    assert "pairs.txt" in str(e.value)
+
+
+def test_evaluate_pairs_end_to_end(tmp_path):
+    # Ten folds of LFW-like pairs over 30 synthetic people; every image's descriptor is
+    # its person's centre plus small noise, so the answer is known: accuracy 1.
+    rng = np.random.default_rng(5)
+    people = [f"Person_{k:02d}" for k in range(30)]
+    centres = {p: rng.normal(size=198) for p in people}
+    lines, descs = ["10\t3"], {}
+    for f in range(10):
+        for _ in range(3):
+            p = people[rng.integers(30)]
+            lines.append(f"{p}\t1\t2")
+        for _ in range(3):
+            i, j = rng.choice(30, 2, replace=False)
+            lines.append(f"{people[i]}\t1\t{people[j]}\t3")
+    for p in people:
+        for n in (1, 2, 3):
+            descs[lfw_image_name(p, n)] = centres[p] + 0.05 * rng.normal(size=198)
+    path = tmp_path / "pairs.txt"
+    path.write_text("\n".join(lines) + "\n")
+    r = evaluate_pairs(path, descs)
+    assert r.accuracy == 1.0 and r.auc == 1.0 and r.n_pairs == 60 and r.n_skipped == 0
+    assert evaluate_pairs(parse_pairs(path), descs, part="alpha").accuracy == 1.0
+    gone = lines[1].split("\t")[0]
+    del descs[lfw_image_name(gone, 2)]
+    with pytest.raises(InputError, match=rf"missing \(e\.g\. {gone}/{gone}_0002\.jpg"):
+        evaluate_pairs(path, descs)
+    r2 = evaluate_pairs(path, descs, missing="skip")
+    assert r2.n_skipped >= 1 and r2.n_pairs == 60 - r2.n_skipped
+    scores, kept = pair_scores(parse_pairs(path), descs, missing="skip")
+    assert scores.shape == kept.shape and 0 not in kept.tolist()
+    assert isinstance(parse_pairs(path), PairsList)

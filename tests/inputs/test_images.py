@@ -1,0 +1,232 @@
+"""engine.images: every supported input decodes to RGB uint8 [H, W, 3]; every bad input
+raises InputError naming the file."""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from engine.errors import InputError
+from engine.images import as_rgb, decode_image, expand_inputs, iter_video_frames, load_image
+
+
+def pattern(h=12, w=17) -> np.ndarray:
+    """An RGB image whose every pixel and channel differ (catches flips and swaps)."""
+    y, x = np.mgrid[0:h, 0:w]
+    return np.stack([x * 13 % 256, y * 19 % 256, (x * 7 + y * 11) % 256], axis=2).astype(np.uint8)
+
+
+@pytest.mark.parametrize("ext,kw", [(".png", {}), (".bmp", {}), (".tiff", {}), (".webp", {"lossless": True})])
+def test_lossless_formats_roundtrip_exactly(tmp_path, ext, kw):
+    rgb = pattern()
+    p = tmp_path / f"a{ext}"
+    Image.fromarray(rgb).save(p, **kw)
+    out = load_image(p)
+    assert out.dtype == np.uint8 and out.shape == rgb.shape and out.flags.c_contiguous and out.flags.writeable
+    np.testing.assert_array_equal(out, rgb)
+
+
+def test_jpeg_decodes_close_to_source(tmp_path):
+    rgb = np.full((16, 16, 3), (200, 40, 90), np.uint8)
+    p = tmp_path / "a.jpg"
+    Image.fromarray(rgb).save(p, quality=95)
+    out = load_image(p)
+    assert out.shape == (16, 16, 3)
+    assert np.abs(out.astype(int) - rgb).max() <= 4
+
+
+def test_grey_and_palette_become_three_equal_channels(tmp_path):
+    g = pattern()[:, :, 0]
+    Image.fromarray(g, "L").save(tmp_path / "g.png")
+    out = load_image(tmp_path / "g.png")
+    np.testing.assert_array_equal(out, np.repeat(g[:, :, None], 3, axis=2))
+    rgb = pattern()
+    Image.fromarray(rgb).quantize(256).save(tmp_path / "p.png")
+    pal = load_image(tmp_path / "p.png")
+    assert pal.shape == rgb.shape and np.abs(pal.astype(int) - rgb).mean() < 8
+
+
+def test_rgba_drops_alpha_without_compositing(tmp_path):
+    rgba = np.zeros((4, 5, 4), np.uint8)
+    rgba[..., :3] = pattern(4, 5)
+    rgba[..., 3] = 0  # fully transparent: the colour must survive untouched
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
+    np.testing.assert_array_equal(load_image(tmp_path / "a.png"), pattern(4, 5))
+
+
+def test_cmyk_is_converted(tmp_path):
+    cmyk = np.zeros((1, 3, 4), np.uint8)
+    cmyk[0, 1] = (255, 0, 0, 0)  # pure cyan ink
+    cmyk[0, 2] = (0, 0, 0, 255)  # pure black ink
+    Image.fromarray(cmyk, "CMYK").save(tmp_path / "c.tif")
+    out = load_image(tmp_path / "c.tif")
+    np.testing.assert_array_equal(out[0], [[255, 255, 255], [0, 255, 255], [0, 0, 0]])
+
+
+@pytest.mark.parametrize("ext", [".png", ".tif"])
+def test_16bit_grey_is_scaled_not_clipped(tmp_path, ext):
+    g = np.array([[0, 1000, 257 * 128, 65535]], np.uint16)
+    Image.fromarray(g).save(tmp_path / f"g{ext}")  # Pillow writes I;16
+    out = load_image(tmp_path / f"g{ext}")
+    # round(v * 255 / 65535): 1000 -> 3.89 -> 4 (convert("L") would clip it to 255)
+    np.testing.assert_array_equal(out[0, :, 0], [0, 4, 128, 255])
+    assert np.all(out[..., 0] == out[..., 2])
+
+
+def test_16bit_rgb_keeps_channel_order_and_scale(tmp_path):
+    cv2 = pytest.importorskip("cv2")
+    bgr = np.zeros((2, 2, 3), np.uint16)
+    bgr[0, 0] = (1000, 30000, 65535)  # OpenCV order: B, G, R
+    cv2.imwrite(str(tmp_path / "c16.png"), bgr)
+    out = load_image(tmp_path / "c16.png")
+    # Pillow keeps the high byte of 16-bit RGB: within 1 of round(v * 255 / 65535).
+    expected = np.array([65535, 30000, 1000]) * 255 / 65535
+    assert np.abs(out[0, 0].astype(float) - expected).max() <= 1.0
+    assert out[0, 0, 0] == 255 and out[0, 0, 2] <= 4
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    rgb = pattern(2, 3)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    Image.fromarray(rgb).save(tmp_path / "e.png", exif=exif)
+    out = load_image(tmp_path / "e.png")
+    np.testing.assert_array_equal(out, np.rot90(rgb, k=-1))
+
+
+def test_decode_bytes_and_arrays():
+    rgb = pattern()
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="PNG")
+    np.testing.assert_array_equal(decode_image(buf.getvalue()), rgb)
+    np.testing.assert_array_equal(load_image(buf.getvalue()), rgb)
+    np.testing.assert_array_equal(load_image(rgb), rgb)
+
+
+def test_as_rgb_conversions():
+    g = np.array([[0, 255]], np.uint8)
+    np.testing.assert_array_equal(as_rgb(g), [[[0, 0, 0], [255, 255, 255]]])
+    np.testing.assert_array_equal(as_rgb(g[:, :, None])[..., 1], g)
+    rgba = np.zeros((1, 2, 4), np.uint8)
+    rgba[..., 0] = 9
+    np.testing.assert_array_equal(as_rgb(rgba)[..., 0], [[9, 9]])
+    np.testing.assert_array_equal(as_rgb(np.array([[[0, 1000, 65535]]], np.uint16)), [[[0, 4, 255]]])
+    np.testing.assert_array_equal(as_rgb(np.array([[0.0, 0.5, 1.0]]))[0, :, 0], [0, 128, 255])
+    np.testing.assert_array_equal(as_rgb(np.array([[True, False]]))[0, :, 0], [255, 0])
+
+
+@pytest.mark.parametrize(
+    "arr,msg",
+    [
+        (np.zeros((4, 4, 2), np.uint8), "shape"),
+        (np.zeros((4,), np.uint8), "shape"),
+        (np.zeros((0, 4, 3), np.uint8), "non-empty"),
+        (np.zeros((4, 4, 3), np.int32), "dtype"),
+        (np.full((2, 2), 255.0), r"\[0, 1\]"),
+        (np.full((2, 2), np.nan), r"\[0, 1\]"),
+    ],
+)
+def test_as_rgb_rejects_bad_arrays(arr, msg):
+    with pytest.raises(InputError, match=msg):
+        as_rgb(arr, "myarray")
+
+
+def _good_jpeg(tmp_path) -> Path:
+    p = tmp_path / "good.jpg"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8)).save(p, quality=90)
+    return p
+
+
+def test_missing_empty_folder_and_non_image_files(tmp_path):
+    with pytest.raises(InputError, match=r"nope\.jpg: no such file"):
+        load_image(tmp_path / "nope.jpg")
+    (tmp_path / "empty.png").write_bytes(b"")
+    with pytest.raises(InputError, match=r"empty\.png: empty file \(0 bytes\)"):
+        load_image(tmp_path / "empty.png")
+    with pytest.raises(InputError, match="is a folder"):
+        load_image(tmp_path)
+    (tmp_path / "text.jpg").write_text("hello, I am not a JPEG\n")
+    with pytest.raises(InputError, match=r"text\.jpg: not a recognised image format"):
+        load_image(tmp_path / "text.jpg")
+    with pytest.raises(InputError, match="empty image data"):
+        decode_image(b"")
+
+
+@pytest.mark.parametrize("fmt", ["jpg", "png"])
+def test_truncated_files(tmp_path, fmt):
+    src = _good_jpeg(tmp_path)
+    if fmt == "png":
+        Image.open(src).save(tmp_path / "good.png")
+        src = tmp_path / "good.png"
+    data = src.read_bytes()
+    bad = tmp_path / f"cut.{fmt}"
+    bad.write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError, match=rf"cut\.{fmt}: (truncated|cannot decode)"):
+        load_image(bad)
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+def test_pixel_limit(tmp_path, monkeypatch):
+    Image.fromarray(pattern(20, 20)).save(tmp_path / "a.png")
+    with pytest.raises(InputError, match=r"a\.png: image too large: 20x20 = 400 pixels, limit is 399"):
+        load_image(tmp_path / "a.png", max_pixels=399)
+    assert load_image(tmp_path / "a.png", max_pixels=400).shape == (20, 20, 3)
+    # DEFAULT follows Pillow's MAX_IMAGE_PIXELS ...
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 300)
+    with pytest.raises(InputError, match="too large"):
+        load_image(tmp_path / "a.png")
+    # ... and Pillow's own bomb error (above 2x the limit) becomes an InputError too.
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
+    with pytest.raises(InputError, match=r"a\.png: image too large \(decompression-bomb guard\)"):
+        load_image(tmp_path / "a.png")
+    with pytest.raises(InputError, match="max_pixels"):
+        load_image(tmp_path / "a.png", max_pixels=0)
+
+
+def test_expand_inputs(tmp_path):
+    for name in ["b.png", "a.JPG", "c.webp", "notes.txt", "sub/d.png", "sub/e.tif"]:
+        p = tmp_path / name
+        p.parent.mkdir(exist_ok=True)
+        p.write_bytes(b"x")
+    assert [p.name for p in expand_inputs(tmp_path)] == ["a.JPG", "b.png", "c.webp"]
+    assert [p.name for p in expand_inputs(tmp_path, recursive=True)] == ["a.JPG", "b.png", "c.webp", "d.png", "e.tif"]
+    assert [p.name for p in expand_inputs(str(tmp_path / "sub" / "*"))] == ["d.png", "e.tif"]
+    assert [p.name for p in expand_inputs(str(tmp_path / "**" / "*.png"))] == ["b.png", "d.png"]
+    # explicit files are kept whatever the extension; duplicates are dropped, order kept
+    got = expand_inputs([tmp_path / "notes.txt", tmp_path / "b.png", tmp_path])
+    assert [p.name for p in got] == ["notes.txt", "b.png", "a.JPG", "c.webp"]
+    with pytest.raises(InputError, match="no such file or folder"):
+        expand_inputs([tmp_path / "missing.png"])
+    with pytest.raises(InputError, match="matched no image files"):
+        expand_inputs(str(tmp_path / "*.gif"))
+    (tmp_path / "void").mkdir()
+    with pytest.raises(InputError, match="folder holds no image files"):
+        expand_inputs(tmp_path / "void")
+
+
+def test_video_frames(tmp_path):
+    cv2 = pytest.importorskip("cv2")
+    path = tmp_path / "v.avi"
+    colours = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (0, 255, 255)]  # RGB
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (32, 24))
+    assert w.isOpened()
+    for c in colours:
+        w.write(np.full((24, 32, 3), c[::-1], np.uint8))  # OpenCV writes BGR
+    w.release()
+    frames = list(iter_video_frames(path))
+    assert [i for i, _ in frames] == [0, 1, 2, 3, 4]
+    for (_, f), c in zip(frames, colours):
+        assert f.shape == (24, 32, 3) and f.dtype == np.uint8
+        assert np.abs(f.reshape(-1, 3).mean(0) - c).max() < 12  # RGB order, JPEG-coded
+    assert [i for i, _ in iter_video_frames(path, step=2)] == [0, 2, 4]
+    assert [i for i, _ in iter_video_frames(path, step=2, max_frames=2)] == [0, 2]
+    (tmp_path / "fake.mp4").write_text("not a video")
+    with pytest.raises(InputError, match=r"fake\.mp4"):
+        list(iter_video_frames(tmp_path / "fake.mp4"))
+    with pytest.raises(InputError, match="no such video"):
+        list(iter_video_frames(tmp_path / "none.mp4"))
+    with pytest.raises(InputError, match="step"):
+        list(iter_video_frames(path, step=0))
