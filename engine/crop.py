@@ -120,6 +120,12 @@ def _check_image(image: np.ndarray, name: str = "image") -> None:
         raise InputError(f"{name}: expected a non-empty image, found {describe_array(image)}")
 
 
+def _check_size(size) -> int:
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
+        raise InputError(f"size: expected a positive integer, found {size!r}")
+    return int(size)
+
+
 def _check_out(out, shape: tuple[int, ...]) -> np.ndarray:
     if out is None:
         return np.empty(shape, dtype=np.float32)
@@ -182,13 +188,12 @@ def crop_face(image_rgb: np.ndarray, box, kind: str | None = None, size: int = 2
     float32 [3, size, size] buffer written in place and returned.
     """
     _check_image(image_rgb)
-    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
-        raise InputError(f"size: expected a positive integer, found {size!r}")
+    size = _check_size(size)
     out = _check_out(out, (3, size, size))
     bl, bt, br, bb = crop_bounds(box, kind)
     if br - bl < 1 or bb - bt < 1:
         raise InputError(f"box: crop rectangle is empty after rounding: columns [{bl}, {br}), rows [{bt}, {bb})")
-    return _to_planar_bgr(_resize(_padded_crop(image_rgb, bl, bt, br, bb), int(size)), out)
+    return _to_planar_bgr(_resize(_padded_crop(image_rgb, bl, bt, br, bb), size), out)
 
 
 def crop_faces(
@@ -204,6 +209,7 @@ def crop_faces(
     per box. `out` may be a preallocated float32 buffer with at least B rows; the
     first B rows are written and ``out[:B]`` is returned (no allocation per call).
     """
+    size = _check_size(size)
     boxes = list(boxes)
     n = len(boxes)
     if isinstance(images, np.ndarray):
@@ -234,5 +240,6 @@ def prepare_cropped(image_rgb: np.ndarray, size: int = 224, out: np.ndarray | No
     square crops); returns float32 [3, size, size] planar BGR 0..255.
     """
     _check_image(image_rgb)
+    size = _check_size(size)
     out = _check_out(out, (3, size, size))
-    return _to_planar_bgr(_resize(image_rgb, int(size)), out)
+    return _to_planar_bgr(_resize(image_rgb, size), out)

@@ -26,6 +26,7 @@ A pair is predicted "same person" when its score >= threshold.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -414,4 +415,4 @@ def evaluate_pairs(
     if scores.size == 0:
         raise InputError("descriptors: no pair has both descriptors; nothing to evaluate")
     r = evaluate_verification(scores, plist.same[kept], folds=plist.folds[kept])
-    return VerificationResult(**{**r.__dict__, "n_skipped": len(plist) - int(kept.size)})
+    return dataclasses.replace(r, n_skipped=len(plist) - int(kept.size))

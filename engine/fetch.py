@@ -178,6 +178,8 @@ def download(
     ModelFileError.
     """
     dest = Path(dest)
+    if sha256 is not None and not (len(sha256) == 64 and all(c in "0123456789abcdefABCDEF" for c in sha256)):
+        raise InputError(f"sha256: expected 64 hexadecimal digits, found {sha256!r}")
     if not dest.parent.is_dir():
         raise InputError(f"{dest}: destination folder {dest.parent} does not exist")
     if not (isinstance(timeout, (int, float)) and timeout > 0):
@@ -277,12 +279,14 @@ def extract_zip(zip_path: str | os.PathLike, target_dir: str | os.PathLike, *, m
         for info, dest in plan:
             if dest is None:
                 continue
-            dest.parent.mkdir(parents=True, exist_ok=True)
             try:
+                dest.parent.mkdir(parents=True, exist_ok=True)
                 with zf.open(info) as src, atomic_write(dest) as f:
                     shutil.copyfileobj(src, f, CHUNK)
             except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as e:
                 raise ModelFileError(f"{zip_path}: member {info.filename!r} is corrupt: {e}") from None
+            except OSError as e:
+                raise InputError(f"{dest}: cannot write member {info.filename!r} of {zip_path}: {e.strerror or e}") from None
             out.append(dest)
     return out
 
@@ -297,7 +301,9 @@ def fetch(
 ) -> dict[str, FetchResult]:
     """Download (and extract) the named assets into `dest_dir` (created if missing).
 
-    A file already present whose sha256 matches is not downloaded again. `base_url`
+    A file already under its final name is not downloaded again (downloads are renamed
+    into place only when complete); when the asset's sha256 is known the file must also
+    match it, else it is fetched again. `base_url`
     replaces every asset's host (a mirror, or a local test server). Zips are extracted
     into ``dest_dir`` itself (the release's files sit at the top of the archive).
     """

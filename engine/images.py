@@ -51,6 +51,7 @@ class _Default:
 
 
 DEFAULT = _Default()
+_EXIF_ORIENTATION = 0x0112
 Source = Union[str, os.PathLike, bytes, bytearray, memoryview, np.ndarray]
 
 
@@ -131,9 +132,10 @@ def _decode(fp, name: str, max_pixels) -> np.ndarray:
             if w == 0 or h == 0:
                 raise InputError(f"{name}: image has zero size ({w}x{h})")
             fmt = im.format
-            # exif_transpose decodes the pixels; truncation errors surface here.
-            im.load()
-            im = ImageOps.exif_transpose(im) or im
+            im.load()  # decode now: truncation errors surface here, inside our handler
+            # Orientation 1 (or none) needs no transpose; skipping it saves a full-image copy.
+            if im.getexif().get(_EXIF_ORIENTATION, 1) not in (0, 1):
+                im = ImageOps.exif_transpose(im)
             return _to_rgb(im, name)
     except EngineError:
         raise
@@ -277,7 +279,8 @@ def iter_video_frames(
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Yield (frame_index, RGB uint8 [H, W, 3]) from a video file or a camera.
 
-    `source` is a video path or an integer camera index (OpenCV's VideoCapture).
+    `source` is a video path or an integer camera index (OpenCV's VideoCapture; a
+    CLI should turn "0" into 0 itself).
     `frame_index` counts decoded frames from 0, so it is stable for naming outputs;
     with `step` > 1 only every step-th frame is yielded (the others are grabbed, not
     decoded). `max_frames` bounds the number yielded. Camera streams end when the

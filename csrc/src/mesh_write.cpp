@@ -132,7 +132,7 @@ void write_ply(const std::string& path, const uint8_t* records, int64_t n, const
   file.commit();
 }
 
-std::string obj_bytes(const uint8_t* records, int64_t n, const int32_t* faces, int64_t f,
+static std::string obj_bytes(const uint8_t* records, int64_t n, const int32_t* faces, int64_t f,
                       const std::vector<std::string>& comments) {
   std::string s;
   s.reserve((size_t)(n * 72 + f * 24));

@@ -10,10 +10,10 @@ Topology. Vertices lie on R = 250 horizontal rows of an oval; neighbouring rows 
 by a "zipper" strip (every triangle has two vertices on one row and one on the other), which
 gives L_i + L_{i+1} - 2 triangles per strip. Summed: F = 2V - L_first - L_last - 2(R - 1).
 With V = 46,990 and F = 93,323 that fixes L_first + L_last = 159, and the interior row
-lengths follow an ellipse scaled so they add up to V exactly.
+lengths follow a rounded profile scaled so they add up to V exactly.
 
-Modes. Per-vertex fields are spanned by 2D polynomials up to degree 8 (45 smooth functions: Legendre
-products, orthonormalised over the vertices). A mode is a unit vector in the 3 x 45 coefficient space,
+Modes. Per-vertex fields are spanned by 45 smooth functions (products of cosines of total
+frequency up to 8 over the oval, orthonormalised over the vertices). A mode is a unit vector in the 3 x 45 coefficient space,
 so the [3N] principal components are orthonormal like the BFM's; a QR of random directions
 weighted towards low degrees makes the first modes the smoothest. Sigmas follow BFM-like
 magnitudes for unit-norm components (shape: about 880 mm for the first, i.e. a few mm of
@@ -24,7 +24,6 @@ from __future__ import annotations
 import functools
 
 import numpy as np
-from numpy.polynomial import legendre
 
 from engine.errors import InputError
 from engine.morphable.model import MorphableModel
@@ -38,7 +37,7 @@ _ROWS = 250
 _END_SUM = 2 * NUM_VERTICES - NUM_FACES - 2 * (_ROWS - 1)  # L_first + L_last, see module doc
 _HALF_WIDTH_MM = 75.0  # face about 150 mm wide
 _HALF_HEIGHT_MM = 95.0  # forehead to chin about 190 mm
-_POLY_DEGREE = 8
+_POLY_DEGREE = 8  # highest total frequency of the mode functions
 
 
 def _row_lengths() -> np.ndarray:
@@ -46,7 +45,9 @@ def _row_lengths() -> np.ndarray:
     end0 = _END_SUM // 2
     end1 = _END_SUM - end0
     t = np.linspace(-1.0, 1.0, _ROWS)
-    bulge = np.sqrt(np.clip(1.0 - t * t, 0.0, None))[1:-1]
+    # 1 - |t|^2.5 rather than an ellipse: its finite slope at the ends keeps neighbouring rows
+    # within a few vertices of each other, so no long sliver fans form at the top and bottom.
+    bulge = (1.0 - np.abs(t) ** 2.5)[1:-1]
     base = (end0 + end1) / 2.0
     # Interior rows: base + scale * bulge; solve for scale so the real-valued total is right,
     # then distribute the rounding remainder by largest fractional part (stays smooth).
@@ -150,15 +151,20 @@ def _mean_colour(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 @functools.lru_cache(maxsize=1)
 def _smooth_fields() -> tuple[np.ndarray, np.ndarray]:
-    """(Q, degree): orthonormal columns [N, M] spanning 2D polynomials of total degree up to
-    _POLY_DEGREE in (u, v), and each column's degree (to weight low frequencies first)."""
+    """(Q, degree): orthonormal columns [N, M] spanning the cosines
+    cos(pi i (u+1)/2) cos(pi j (v+1)/2) with i + j <= _POLY_DEGREE, and each column's i + j
+    (to weight low frequencies first)."""
     u, v, _ = _topology()
     d = _POLY_DEGREE
-    # Legendre rather than monomials: well conditioned on [-1, 1]^2, so the QR is accurate.
-    vander = legendre.legvander2d(u, v, [d, d])
+    # Cosines rather than polynomials: they oscillate evenly, while high-degree polynomials
+    # orthonormalised over the oval pile their variation up at the border (steep rims).
     i, j = np.divmod(np.arange((d + 1) ** 2), d + 1)
+    order = np.argsort(i + j, kind="stable")  # QR keeps column order: lowest frequencies first
+    i, j = i[order], j[order]
     keep = (i + j) <= d
-    q, _ = np.linalg.qr(vander[:, keep])
+    cu = np.cos(np.pi * np.arange(d + 1)[None, :] * (u[:, None] + 1.0) / 2.0)
+    cv = np.cos(np.pi * np.arange(d + 1)[None, :] * (v[:, None] + 1.0) / 2.0)
+    q, _ = np.linalg.qr(cu[:, i[keep]] * cv[:, j[keep]])
     return q.astype(np.float32), (i + j)[keep].astype(float)
 
 

@@ -60,7 +60,7 @@ class _Net(nn.Module):
     def __init__(self, mean: np.ndarray | None = None):
         super().__init__()
         m = W.channel_mean_image() if mean is None else mean
-        self.register_buffer("mean", torch.from_numpy(np.ascontiguousarray(m, np.float32)))
+        self.register_buffer("mean", torch.tensor(np.asarray(m, np.float32)))
         self.conv1 = ConvBN(arch.STEM, self.fused)
         # Caffe rounds pooled sizes up (112 -> 56); PyTorch's ceil_mode does the same.
         self.pool1 = nn.MaxPool2d(3, 2, ceil_mode=True)
@@ -94,7 +94,7 @@ class _Net(nn.Module):
         W.report_mismatch(where, missing, unexpected, misshaped)
         with torch.no_grad():
             for c, k in own.items():
-                sd[k].copy_(torch.from_numpy(np.asarray(tensors[c])))
+                sd[k].copy_(torch.tensor(np.asarray(tensors[c])))
         return self
 
     @staticmethod

@@ -230,3 +230,5 @@ def test_video_frames(tmp_path):
         list(iter_video_frames(tmp_path / "none.mp4"))
     with pytest.raises(InputError, match="step"):
         list(iter_video_frames(path, step=0))
+    with pytest.raises(InputError, match="camera 97: OpenCV cannot open"):
+        list(iter_video_frames(97))  # no such camera on any test machine
