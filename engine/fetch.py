@@ -249,8 +249,8 @@ def _safe_member_path(info: zipfile.ZipInfo, target: Path, zip_path: Path) -> Pa
     pure = PurePosixPath(norm)
     if norm.startswith("/") or (len(norm) > 1 and norm[1] == ":") or ".." in pure.parts:
         raise InputError(f"{zip_path}: member {name!r} escapes the target folder; refusing to extract this archive")
-    if name.endswith("/"):
-        return None
+    if name.endswith("/") or not pure.parts or pure.parts == (".",):
+        return None  # a folder entry: folders are created for the files inside them
     out = (target / Path(*pure.parts)).resolve()
     root = target.resolve()
     if root != out and root not in out.parents:

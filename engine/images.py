@@ -131,7 +131,6 @@ def _decode(fp, name: str, max_pixels) -> np.ndarray:
                 )
             if w == 0 or h == 0:
                 raise InputError(f"{name}: image has zero size ({w}x{h})")
-            fmt = im.format
             im.load()  # decode now: truncation errors surface here, inside our handler
             # Orientation 1 (or none) needs no transpose; skipping it saves a full-image copy.
             if im.getexif().get(_EXIF_ORIENTATION, 1) not in (0, 1):

@@ -195,10 +195,10 @@ def synthetic_model(seed: int = 0) -> MorphableModel:
     k = np.arange(NUM_COMPONENTS)
     shape_sigma = 880.0 / (1.0 + k) ** 0.75
     # Depth varies most between faces; colour modes favour overall brightness/redness.
-    shape_basis = _folded_modes(rng, shape_sigma, np.array([1.0, 0.8, 1.4]), falloff=2.5)
+    shape_basis = _folded_modes(rng, shape_sigma, np.array([1.0, 0.8, 1.4]), falloff=1.5)
     tex_mean = _mean_colour(x, y).ravel()
     tex_sigma = 4000.0 / (1.0 + k) ** 0.8
-    tex_basis = _folded_modes(rng, tex_sigma, np.array([1.2, 1.0, 0.9]), falloff=2.0)
+    tex_basis = _folded_modes(rng, tex_sigma, np.array([1.2, 1.0, 0.9]), falloff=1.5)
 
     arrays = dict(
         shape_mean=shape_mean.astype(np.float32),

@@ -100,6 +100,45 @@ def test_numpy_fallback_agrees_with_opencv():
     assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
 
 
+def _release_style(img, l, t, r, b, rescale):
+    """The original demo's steps (utils.cropImg, then cv2.resize), restated: expanded
+    bounds, a zero canvas, the in-image part pasted at its offset, resize to 224."""
+    import cv2
+
+    p2round = lambda v: int(math.floor(v + 0.5)) if v >= 0 else -int(math.floor(-v + 0.5))  # noqa: E731
+    ww, hh = r - l, b - t
+    cx, cy, ts = l + ww / 2.0, t + hh / 2.0, max(ww, hh) / 2.0
+    bl, bt = p2round(cx - rescale[0] * ts), p2round(cy - rescale[1] * ts)
+    br, bb = p2round(cx + rescale[2] * ts), p2round(cy + rescale[3] * ts)
+    nw, nh = br - bl, bb - bt
+    h, w = img.shape[:2]
+    canvas = np.zeros((nh, nw, 3), np.uint8)
+    ll, rr, tt, bbb = 0, nw, 0, nh
+    if bl < 0:
+        ll, bl = -bl, 0
+    if br > w:
+        rr, br = w + nw - br, w
+    if bt < 0:
+        tt, bt = -bt, 0
+    if bb > h:
+        bbb, bb = h + nh - bb, h
+    canvas[tt:bbb, ll:rr] = img[bt:bb, bl:br]
+    return cv2.resize(canvas, (224, 224))
+
+
+def test_identical_to_the_release_pipeline():
+    pytest.importorskip("cv2")
+    rng = np.random.default_rng(5)
+    img = rng.integers(0, 256, (300, 400, 3), dtype=np.uint8)
+    for k in range(40):
+        x0, y0 = rng.uniform(-40, 380), rng.uniform(-40, 280)
+        box = (x0, y0, x0 + rng.uniform(20, 160), y0 + rng.uniform(20, 160))
+        kind = "landmarks" if k % 2 else "detector"
+        ref = _release_style(img, *box, RATIOS[kind])
+        got = crop_face(img, box, kind)
+        np.testing.assert_array_equal(got, ref[:, :, ::-1].transpose(2, 0, 1))
+
+
 def test_face_at_the_border_is_zero_filled():
     img = np.empty((100, 100, 3), np.uint8)
     img[...] = (10, 20, 30)  # R, G, B

@@ -28,6 +28,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         srv = self.server
         srv.requests.append((self.path, self.headers.get("Range")))
+        if self.path in srv.redirects:  # like GitHub release assets -> a storage host
+            self.send_response(302)
+            self.send_header("Location", srv.redirects[self.path])
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         data = srv.files.get(self.path)
         if data is None:
             self.send_error(404, "Not Found")
@@ -59,7 +65,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def server():
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    srv.files, srv.requests, srv.bytes_sent = {}, [], 0
+    srv.files, srv.requests, srv.bytes_sent, srv.redirects = {}, [], 0, {}
     srv.truncate_at, srv.ignore_range = None, False
     t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
     t.start()
@@ -122,6 +128,16 @@ def test_resume_from_existing_partial(server, tmp_path):
     assert (tmp_path / "f.bin").read_bytes() == data
     assert server.requests == [("/f.bin", "bytes=12345-")]
     assert server.bytes_sent == len(data) - 12345
+
+
+def test_resume_through_a_redirect(server, tmp_path):
+    data = payload()
+    server.files["/storage/f.bin"] = data
+    server.redirects["/release/f.bin"] = server.base + "/storage/f.bin"
+    (tmp_path / "f.bin.partial").write_bytes(data[:5000])
+    download(server.base + "/release/f.bin", tmp_path / "f.bin", sha256=sha(data))
+    assert (tmp_path / "f.bin").read_bytes() == data
+    assert server.requests == [("/release/f.bin", "bytes=5000-"), ("/storage/f.bin", "bytes=5000-")]
 
 
 def test_server_ignoring_range_restarts_cleanly(server, tmp_path):
