@@ -1,0 +1,67 @@
+"""The command line: `python -m engine ...` (also installed as `engine3dmm`).
+
+`main(argv)` parses, runs one subcommand and returns the exit code:
+0 every input succeeded, 1 something failed (per-input failures, or an engine error
+such as a corrupt model file), 2 usage error (argparse), 130 interrupted (Ctrl-C).
+
+Only argparse and the engine's error classes are imported here, so `--help` is fast;
+each subcommand imports what it needs (numpy, the pipeline, PyTorch...) when it runs.
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+import traceback
+
+from engine.cli.parser import build_parser
+from engine.errors import EngineError
+
+PROG = "engine3dmm"
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def _setup_logging(quiet: bool, verbose: bool) -> None:
+    """Engine log records (e.g. 'using SYNTHETIC weights') go to stderr, above any
+    progress bar. --quiet keeps errors only; --verbose shows the engine's info lines."""
+    from engine.cli.common import TqdmHandler
+
+    level = logging.ERROR if quiet else (logging.DEBUG if verbose else logging.WARNING)
+    log = logging.getLogger("engine")
+    for h in list(log.handlers):
+        if isinstance(h, TqdmHandler):
+            log.removeHandler(h)
+    handler = TqdmHandler(PROG)
+    log.addHandler(handler)
+    log.setLevel(level)
+    log.propagate = False  # one line per record, whatever the host program configured
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser(PROG)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help (0) or a usage error (2): return it instead of exiting
+        return int(e.code or 0) if not isinstance(e.code, str) else EXIT_USAGE
+    if not getattr(args, "handler", None):
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    quiet, verbose = bool(getattr(args, "quiet", False)), bool(getattr(args, "verbose", False))
+    _setup_logging(quiet, verbose)
+    module, func = args.handler.split(":")
+    try:
+        return int(getattr(importlib.import_module(module), func)(args))
+    except KeyboardInterrupt:
+        # Every file is written to a temporary name and renamed when complete, and the
+        # temporary is removed when an exception (this one too) passes through, so what
+        # is on disk now is only finished files.
+        print(f"{PROG}: interrupted (Ctrl-C); finished outputs were kept, no partial files were left",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except EngineError as e:
+        if verbose:
+            traceback.print_exc()
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    except BrokenPipeError:  # e.g. `engine3dmm info | head`: not an error of ours
+        return EXIT_OK
