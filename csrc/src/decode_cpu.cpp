@@ -1,5 +1,7 @@
 // Argument checks, the non-finite policy and the run-time choice of CPU kernel.
 #include <cmath>
+#include <cstdlib>
+#include <string>
 #include <sstream>
 
 #include "decode_body.h"
@@ -69,12 +71,19 @@ void check_finite(const DecodeParams& p) {
 
 enum class Isa { Avx512, Avx2, Generic };
 
+// The best kernel this CPU runs. E3DMM_CPU_KERNEL=avx2|generic picks a lesser one
+// (tests use it to check every code path on one machine); a kernel the CPU cannot
+// run is never picked.
 Isa pick_isa() {
+  const char* want = std::getenv("E3DMM_CPU_KERNEL");
+  const std::string w = want ? want : "";
 #if defined(E3DMM_HAVE_X86_KERNELS)
   __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl")) return Isa::Avx512;
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"))
-    return Isa::Avx2;
+  const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl");
+  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+  if (w == "generic") return Isa::Generic;
+  if (avx512 && w != "avx2") return Isa::Avx512;
+  if (avx2) return Isa::Avx2;
 #endif
   return Isa::Generic;
 }

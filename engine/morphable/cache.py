@@ -36,7 +36,7 @@ def _align(n: int) -> int:
 
 # --- writing -------------------------------------------------------------------
 
-def cache_bytes_layout(arrays: dict[str, np.ndarray], meta: bytes) -> tuple[bytes, list[tuple[int, np.ndarray]]]:
+def _layout(arrays: dict[str, np.ndarray], meta: bytes) -> tuple[bytes, list[tuple[int, np.ndarray]]]:
     """(header + table + metadata, [(offset, array)]): metadata right after the table,
     then every array at the next 64-byte boundary."""
     table_end = HEADER.size + RECORD.size * len(arrays)
@@ -56,15 +56,16 @@ def cache_bytes_layout(arrays: dict[str, np.ndarray], meta: bytes) -> tuple[byte
 
 def write_cache(model: MorphableModel, path: str | os.PathLike) -> None:
     """Write `model` to `path` atomically (a temporary sibling renamed into place)."""
-    arrays = {name: np.ascontiguousarray(getattr(model, name), dtype=dt)
-              for name, code in REQUIRED.items() for dt in [DTYPES[code]]}
-    if model.landmarks is not None:
-        arrays["landmarks"] = np.ascontiguousarray(model.landmarks, dtype="<i4")
+    arrays = {}
+    for name, code in {**REQUIRED, **OPTIONAL}.items():
+        a = getattr(model, name)
+        if a is not None:  # only the optional landmarks can be absent
+            arrays[name] = np.ascontiguousarray(a, dtype=DTYPES[code])  # explicit little-endian
     meta = {**model.metadata, "format": "e3dmm-cache", "synthetic": bool(model.synthetic),
             "name": str(model.metadata.get("name", "unnamed")),
             "source": str(model.metadata.get("source", "unknown"))}
-    meta_bytes = json.dumps(meta, ensure_ascii=False, sort_keys=True).encode("utf-8")
-    head, placed = cache_bytes_layout(arrays, meta_bytes)
+    meta_bytes = json.dumps(meta, ensure_ascii=False, sort_keys=True, default=str).encode("utf-8")
+    head, placed = _layout(arrays, meta_bytes)
     with atomic_write(path, "wb") as f:
         f.write(head)
         for offset, a in placed:

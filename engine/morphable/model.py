@@ -44,6 +44,10 @@ class MorphableModel:
     def __post_init__(self) -> None:
         origin = str(self.metadata.get("name", "<MorphableModel arrays>"))
         validate_arrays(self._arrays(), origin)
+        # Kernels take raw pointers: hand them C-contiguous arrays (a no-op for every loader).
+        for name, a in self._arrays().items():
+            if a is not None and not a.flags.c_contiguous:
+                setattr(self, name, np.ascontiguousarray(a))
         self.metadata.setdefault("synthetic", False)
         self.metadata.setdefault("name", "unnamed")
         self.metadata.setdefault("source", "arrays")
@@ -125,6 +129,9 @@ class _SyntheticAccess:
         if obj is None:
             return _synthetic
         return bool(obj.metadata.get("synthetic", False))
+
+    def __set__(self, obj, value):  # a data descriptor, so an instance cannot shadow the label
+        raise AttributeError("MorphableModel.synthetic is read-only (it reads metadata['synthetic'])")
 
 
 MorphableModel.synthetic = _SyntheticAccess()  # type: ignore[assignment]

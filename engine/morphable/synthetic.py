@@ -13,9 +13,10 @@ With V = 46,990 and F = 93,323 that fixes L_first + L_last = 159, and the interi
 lengths follow a rounded profile scaled so they add up to V exactly.
 
 Modes. Per-vertex fields are spanned by 45 smooth functions (products of cosines of total
-frequency up to 8 over the oval, orthonormalised over the vertices). A mode is a unit vector in the 3 x 45 coefficient space,
-so the [3N] principal components are orthonormal like the BFM's; a QR of random directions
-weighted towards low degrees makes the first modes the smoothest. Sigmas follow BFM-like
+frequency up to 8 over the oval, orthonormalised over the vertices). A mode is a unit vector
+in the 3 x 45 coefficient space, so the [3N] principal components are orthonormal like the
+BFM's; a QR of random directions weighted towards low frequencies makes the first modes the
+smoothest. Sigmas follow BFM-like
 magnitudes for unit-norm components (shape: about 880 mm for the first, i.e. a few mm of
 displacement per vertex at one standard deviation, falling off as a power law).
 """
@@ -37,11 +38,11 @@ _ROWS = 250
 _END_SUM = 2 * NUM_VERTICES - NUM_FACES - 2 * (_ROWS - 1)  # L_first + L_last, see module doc
 _HALF_WIDTH_MM = 75.0  # face about 150 mm wide
 _HALF_HEIGHT_MM = 95.0  # forehead to chin about 190 mm
-_POLY_DEGREE = 8  # highest total frequency of the mode functions
+_MAX_FREQUENCY = 8  # highest total frequency of the mode functions
 
 
 def _row_lengths() -> np.ndarray:
-    """Row lengths of the oval: fixed ends, elliptic interior, summing to NUM_VERTICES."""
+    """Row lengths of the oval: fixed ends, rounded interior, summing to NUM_VERTICES."""
     end0 = _END_SUM // 2
     end1 = _END_SUM - end0
     t = np.linspace(-1.0, 1.0, _ROWS)
@@ -152,10 +153,10 @@ def _mean_colour(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 @functools.lru_cache(maxsize=1)
 def _smooth_fields() -> tuple[np.ndarray, np.ndarray]:
     """(Q, degree): orthonormal columns [N, M] spanning the cosines
-    cos(pi i (u+1)/2) cos(pi j (v+1)/2) with i + j <= _POLY_DEGREE, and each column's i + j
+    cos(pi i (u+1)/2) cos(pi j (v+1)/2) with i + j <= _MAX_FREQUENCY, and each column's i + j
     (to weight low frequencies first)."""
     u, v, _ = _topology()
-    d = _POLY_DEGREE
+    d = _MAX_FREQUENCY
     # Cosines rather than polynomials: they oscillate evenly, while high-degree polynomials
     # orthonormalised over the oval pile their variation up at the border (steep rims).
     i, j = np.divmod(np.arange((d + 1) ** 2), d + 1)

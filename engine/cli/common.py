@@ -1,0 +1,219 @@
+"""Pieces every run-type subcommand shares: the failure report, progress bars,
+input expansion, output naming and folders, and building the Reconstructor."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import tempfile
+from collections import Counter
+from pathlib import Path
+from typing import Iterable
+
+from engine.errors import InputError
+
+ENV_MAX_PIXELS = "ENGINE3DMM_MAX_PIXELS"
+
+
+class TqdmHandler(logging.Handler):
+    """Log lines printed through tqdm.write, so they never tear a progress bar."""
+
+    def __init__(self, prog: str):
+        super().__init__()
+        self.prog = prog
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            from tqdm import tqdm
+
+            tqdm.write(f"{self.prog}: {record.levelname.lower()}: {record.getMessage()}", file=sys.stderr)
+        except Exception:
+            self.handleError(record)
+
+
+def say(message: str) -> None:
+    """A line on stderr that coexists with a progress bar."""
+    from tqdm import tqdm
+
+    tqdm.write(message, file=sys.stderr)
+
+
+class Report:
+    """Per-input failures: printed as they happen (which input, why) and kept for the
+    JSON summary and the exit code. A failure never stops the run."""
+
+    def __init__(self, prog: str = "engine3dmm"):
+        self.prog = prog
+        self.failures: list[dict] = []
+
+    def fail(self, source, message: str, **extra) -> None:
+        source = str(source)
+        self.failures.append({"source": source, "error": message, **extra})
+        # Engine messages already start with the file name; do not repeat it.
+        text = message if message.startswith(source) else f"{source}: {message}"
+        say(f"{self.prog}: failed: {text}")
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.failures else 0
+
+
+def progress(total: int | None, unit: str, desc: str, quiet: bool):
+    """A tqdm bar on stderr that appears only after a second (short runs stay clean)
+    and never when stderr is not a terminal (logs, pipes, tests)."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit=unit, desc=desc, file=sys.stderr, delay=1.0, leave=False,
+                disable=quiet or not sys.stderr.isatty(), dynamic_ncols=True)
+
+
+def apply_max_pixels(value: int | None) -> None:
+    """Decompression-bomb limit for this process: --max-pixels, else $ENGINE3DMM_MAX_PIXELS,
+    else Pillow's default. engine.images reads Pillow's limit at load time."""
+    if value is None:
+        env = os.environ.get(ENV_MAX_PIXELS)
+        if not env:
+            return
+        try:
+            value = int(env)
+        except ValueError:
+            raise InputError(f"${ENV_MAX_PIXELS}: expected a positive integer, found {env!r}") from None
+        if value < 1:
+            raise InputError(f"${ENV_MAX_PIXELS}: expected a positive integer, found {env!r}")
+    from PIL import Image
+
+    Image.MAX_IMAGE_PIXELS = value
+
+
+def prepare_output_dir(path: str | os.PathLike) -> Path:
+    """Create the output folder and prove it is writable now, before any model loads:
+    a run that cannot write anything should fail in a second, not after the first batch."""
+    p = Path(path)
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise InputError(f"{p}: output path exists and is not a folder") from None
+    except OSError as e:
+        raise InputError(f"{p}: cannot create the output folder: {e.strerror or e}") from None
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".engine3dmm-probe.", dir=p)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise InputError(f"{p}: output folder is not writable: {e.strerror or e}") from None
+    return p
+
+
+def expand_each(inputs: Iterable[str], report: Report, *, recursive: bool) -> list[Path]:
+    """Files from every input argument. A missing file or an empty folder is reported
+    as that input's failure; the others still run."""
+    from engine.images import expand_inputs
+
+    out: list[Path] = []
+    seen: set[str] = set()
+    for item in inputs:
+        try:
+            found = expand_inputs([item], recursive=recursive)
+        except InputError as e:
+            report.fail(item, str(e))
+            continue
+        for q in found:
+            key = os.path.normpath(os.path.abspath(q))
+            if key not in seen:
+                seen.add(key)
+                out.append(q)
+    return out
+
+
+def source_key(source) -> str:
+    """How a result's `source` is matched to an input path (absolute, normalised)."""
+    return os.path.normpath(os.path.abspath(os.fspath(source)))
+
+
+def output_stems(paths: list[Path]) -> dict[str, str]:
+    """{source_key: output stem}. The stem is the file stem; inputs that share one
+    (a/img.jpg and b/img.jpg) get their path below the common folder instead
+    (a_img, b_img), then the extension too (img_jpg, img_png) if still ambiguous."""
+    keys = [source_key(p) for p in paths]
+    stems = {k: Path(k).stem for k in keys}
+    clash = Counter(stems.values())
+    dup = [k for k in keys if clash[stems[k]] > 1]
+    if dup:
+        root = os.path.commonpath([os.path.dirname(k) for k in dup])
+        for k in dup:
+            rel = Path(os.path.relpath(k, root))
+            stems[k] = "_".join(rel.with_suffix("").parts)
+        clash = Counter(stems.values())
+        for k in dup:
+            if clash[stems[k]] > 1:
+                stems[k] = f"{stems[k]}_{Path(k).suffix.lstrip('.').lower()}"
+    return stems
+
+
+def write_json(path: Path, data) -> None:
+    from engine.fileio import atomic_write
+
+    with atomic_write(path, "w") as f:
+        json.dump(data, f, indent=1, default=_json_default)
+        f.write("\n")
+
+
+def _json_default(o):
+    import numpy as np
+
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, (np.floating, np.integer, np.bool_)):
+        return o.item()
+    if isinstance(o, Path):
+        return str(o)
+    return str(o)
+
+
+def save_npy(path: Path, array) -> None:
+    import numpy as np
+
+    from engine.fileio import atomic_write
+
+    with atomic_write(path) as f:
+        np.save(f, array, allow_pickle=False)
+
+
+def detector_mode(args) -> str | None:
+    """What the pipeline uses to find faces: None when the caller's boxes or crops decide."""
+    if getattr(args, "cropped", False) or getattr(args, "boxes", None):
+        return None
+    return args.detector
+
+
+def load_boxes_arg(args):
+    if not getattr(args, "boxes", None):
+        return None
+    from engine.detect import load_boxes
+
+    return load_boxes(args.boxes)
+
+
+def make_reconstructor(args, *, decode: bool):
+    """The pipeline object configured from the shared options."""
+    from engine.pipeline import Reconstructor
+
+    kwargs = dict(runner=args.runner, network_dir=args.network_dir, batch_size=args.batch_size,
+                  detector=detector_mode(args), workers=args.workers, threads=args.threads)
+    if decode:
+        kwargs["model"] = getattr(args, "model", None)
+    return Reconstructor(**kwargs)
+
+
+def box_list(box):
+    """A result's face box as [x0, y0, x1, y1] (or None) for JSON/CSV."""
+    if box is None:
+        return None
+    if hasattr(box, "as_tuple"):
+        return [float(v) for v in box.as_tuple()]
+    return [float(v) for v in list(box)[:4]]
+
+
+def box_score(box):
+    return float(box.score) if hasattr(box, "score") else None

@@ -1,0 +1,165 @@
+"""`info` / `doctor`: what is installed and usable, and which models are active.
+
+Each probe is guarded: a broken piece is reported as a problem (and makes the exit
+code 1), never a crash, since this is the command people run when something is wrong.
+TensorRT is never imported here (creating its objects without a driver can crash);
+its version comes from the package metadata.
+"""
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import json
+import platform
+import sys
+from pathlib import Path
+
+PACKAGES = (("numpy", "numpy"), ("pillow", "PIL"), ("torch", "torch"), ("onnxruntime", "onnxruntime"),
+            ("onnx", "onnx"), ("tensorrt", "tensorrt"), ("cuda-python", "cuda"), ("opencv", "cv2"),
+            ("dlib", "dlib"), ("face-recognition-models", "face_recognition_models"), ("pyarrow", "pyarrow"),
+            ("safetensors", "safetensors"), ("tqdm", "tqdm"))
+_DIST = {"pillow": ("pillow", "Pillow"), "opencv": ("opencv-python-headless", "opencv-python"),
+         "dlib": ("dlib-bin", "dlib"), "onnxruntime": ("onnxruntime", "onnxruntime-gpu"),
+         "tensorrt": ("tensorrt", "tensorrt-cu12", "tensorrt-cu13", "tensorrt_cu12", "tensorrt_cu13"),
+         "cuda-python": ("cuda-python", "cuda-bindings")}
+
+
+def _version(name: str, module: str) -> str | None:
+    if importlib.util.find_spec(module) is None:
+        return None
+    for dist in _DIST.get(name, (name,)):
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return "installed"
+
+
+def _guard(problems: list[str], what: str, fn):
+    try:
+        return fn()
+    except Exception as e:  # reported, not raised: see module docstring
+        problems.append(f"{what}: {e}")
+        return None
+
+
+def _network(args, problems):
+    from engine.network.resolve import WEIGHTS_FILE, default_model_dir
+
+    folder = Path(args.network_dir) if args.network_dir else default_model_dir()
+    weights = folder / WEIGHTS_FILE
+    out = {"folder": str(folder), "weights": str(weights) if weights.is_file() else None}
+    if not weights.is_file():
+        out.update(status="SYNTHETIC", detail=f"no {WEIGHTS_FILE}: the built-in synthetic weights are used "
+                                              "(meaningless coefficients); run `fetch` then `convert`")
+        return out
+    from engine.network.weights import load_weights
+
+    try:
+        _, _, meta = load_weights(weights)  # validates every tensor name and shape
+    except Exception as e:
+        problems.append(f"network: {e}")
+        out.update(status="BROKEN", detail=str(e))
+        return out
+    synthetic = bool(meta.get("synthetic"))
+    out.update(status="SYNTHETIC" if synthetic else "official",
+               detail=f"converted from {json.dumps(meta.get('source'))}" if not synthetic else "synthetic weights file")
+    return out
+
+
+def _morphable(args, problems):
+    if not args.model:
+        # The pipeline decides the default morphable model; ask it when it can say.
+        default = None
+        try:
+            from engine import pipeline
+
+            default = getattr(pipeline, "default_model_path", lambda: None)()
+        except ImportError:
+            pass
+        if default is None:
+            return {"file": None, "status": "SYNTHETIC",
+                    "detail": "built-in synthetic face model; `convert --bfm ... --topology ...` makes the real one"}
+        args_model = default
+    else:
+        args_model = args.model
+    from engine.morphable import load_model
+
+    try:
+        m = load_model(args_model)
+    except Exception as e:
+        problems.append(f"morphable model: {e}")
+        return {"file": str(args_model), "status": "BROKEN", "detail": str(e)}
+    return {"file": str(args_model), "status": "SYNTHETIC" if m.synthetic else "official",
+            "detail": f"{m.metadata.get('name')}: {m.num_vertices} vertices, {m.num_faces} faces, "
+                      f"{m.shape_components}+{m.tex_components} components"}
+
+
+def collect(args) -> tuple[dict, list[str]]:
+    from engine import __version__, _core
+
+    problems: list[str] = []
+    report = {"engine": __version__, "python": sys.version.split()[0], "platform": platform.platform(),
+              "packages": {n: _version(n, m) for n, m in PACKAGES}}
+    build = _guard(problems, "compiled core", _core.build_info)
+    report["compiled_core"] = build
+    report["cuda_kernel_compiled"] = bool(_guard(problems, "compiled core", _core.cuda_compiled))
+    report["gpu"] = bool(_guard(problems, "CUDA device", _core.has_cuda))
+    report["tensorrt_usable"] = bool(_guard(problems, "TensorRT", _core.has_tensorrt))
+    torch_cuda = None
+    if report["packages"]["torch"]:
+        def _torch():
+            import torch
+
+            return {"cuda_available": torch.cuda.is_available(), "cuda_version": torch.version.cuda,
+                    "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+        torch_cuda = _guard(problems, "torch", _torch)
+    report["torch_cuda"] = torch_cuda
+    from engine.runners import available_runners
+
+    runners = _guard(problems, "runners", available_runners) or []
+    report["runners"] = runners
+    report["auto_runner"] = runners[0] if runners else None
+    if not runners:
+        problems.append("no network runner is usable: pip install onnxruntime onnx (CPU) or torch")
+    report["network"] = _network(args, problems)
+    report["morphable_model"] = _morphable(args, problems)
+    return report, problems
+
+
+def _print(report: dict, problems: list[str]) -> None:
+    w = sys.stdout.write
+    w(f"engine3dmm {report['engine']}  (Python {report['python']}, {report['platform']})\n\n")
+    w("network:         " + f"{report['network']['status']}  {report['network']['detail']}\n")
+    w("                 " + f"model card {report['network']['folder']}\n")
+    m = report["morphable_model"]
+    w("morphable model: " + f"{m['status']}  {m['detail']}" + (f"  ({m['file']})" if m["file"] else "") + "\n")
+    w("runners:         " + (", ".join(report["runners"]) or "none") + f"  (auto picks {report['auto_runner']})\n")
+    w(f"GPU:             {'yes' if report['gpu'] else 'no'}"
+      f"  (CUDA decode kernel compiled: {'yes' if report['cuda_kernel_compiled'] else 'no'};"
+      f" TensorRT usable: {'yes' if report['tensorrt_usable'] else 'no'})\n")
+    tc = report["torch_cuda"]
+    if tc:
+        w(f"PyTorch CUDA:    {'yes' if tc['cuda_available'] else 'no'}"
+          + (f" (CUDA {tc['cuda_version']}, {tc['device']})" if tc["cuda_available"] else "") + "\n")
+    b = report["compiled_core"]
+    if b:
+        w("compiled core:   " + ", ".join(f"{k}={v}" for k, v in b.items()) + "\n")
+    w("\npackages:\n")
+    for name, ver in report["packages"].items():
+        w(f"  {name:24s} {ver or '-'}\n")
+    if problems:
+        w("\nproblems:\n")
+        for p in problems:
+            w(f"  - {p}\n")
+
+
+def run(args) -> int:
+    report, problems = collect(args)
+    report["problems"] = problems
+    if args.json:
+        json.dump(report, sys.stdout, indent=1, default=str)
+        sys.stdout.write("\n")
+    else:
+        _print(report, problems)
+    return 1 if problems else 0

@@ -1,0 +1,216 @@
+"""argparse definitions of every subcommand (no heavy imports: `--help` must be instant).
+
+Each subparser sets `handler="module:function"`; engine.cli.main imports it only when
+that subcommand runs.
+"""
+from __future__ import annotations
+
+import argparse
+
+RUNNERS = ("auto", "tensorrt", "torch-cuda", "onnxruntime", "torch-cpu")
+MESH_FORMATS = ("ply", "ply-ascii", "obj")
+PARTS = ("all", "alpha", "beta")
+ASSET_NAMES = ("network", "topology")  # engine.fetch.ASSETS (not imported here: keep --help fast)
+DEFAULT_THRESHOLD = 0.5
+
+MAIN_EPILOG = """\
+quick start:
+  %(prog)s info                                   what is installed, which model is active
+  %(prog)s reconstruct photo.jpg -o out/          face photo -> out/photo_face0.ply + .npy
+  %(prog)s embed photos/ -o descriptors/          198-d descriptors + metadata.csv (resumable)
+  %(prog)s verify a.jpg b.jpg                     cosine similarity, same/different
+
+real results (the defaults are SYNTHETIC stand-ins until you convert the official files):
+  %(prog)s fetch                                  public network release + mesh topology
+  %(prog)s convert                                Caffe files (and your Basel Face Model) -> model card
+
+exit codes: 0 every input succeeded, 1 some input or step failed, 2 usage error, 130 Ctrl-C.
+"""
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Keep the examples' line breaks and show defaults."""
+
+
+def _common(sub: bool) -> argparse.ArgumentParser:
+    """-q/-v, accepted before or after the subcommand. On subparsers the default is
+    SUPPRESS so a subcommand does not overwrite a flag given before it."""
+    p = argparse.ArgumentParser(add_help=False)
+    d = argparse.SUPPRESS if sub else False
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("-q", "--quiet", action="store_true", default=d, help="errors only: no progress bar, no warnings")
+    g.add_argument("-v", "--verbose", action="store_true", default=d,
+                   help="more detail, and a traceback with every error")
+    return p
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, found {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, found {text!r}")
+    return v
+
+
+def _network_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("network")
+    g.add_argument("--runner", choices=RUNNERS, default="auto",
+                   help="auto: TensorRT on a GPU, else PyTorch CUDA, else the fastest CPU runner")
+    g.add_argument("--network-dir", metavar="DIR",
+                   help="model card folder holding cnn3dmm.safetensors (default: models/cnn3dmm, "
+                        "or $ENGINE3DMM_MODEL_DIR); without converted weights the SYNTHETIC ones are used")
+    g.add_argument("--batch-size", type=_positive_int, default=8, help="faces per network batch")
+    g.add_argument("--threads", type=_positive_int, help="CPU threads for the network (default: the runner's)")
+    g.add_argument("--workers", type=_positive_int, default=2, help="threads decoding and cropping images")
+
+
+def _input_options(p: argparse.ArgumentParser, nargs: str | None = "+") -> None:
+    if nargs:
+        p.add_argument("inputs", nargs=nargs, metavar="INPUT",
+                       help="image files, folders, glob patterns ('photos/*.jpg', quote it) or video files")
+    g = p.add_argument_group("faces")
+    m = g.add_mutually_exclusive_group()
+    m.add_argument("--cropped", action="store_true", help="inputs are already face crops: no detection")
+    m.add_argument("--boxes", metavar="FILE",
+                   help="face boxes sidecar (.csv: image,x0,y0,x1,y1[,score]; .json: {image: [[x0,y0,x1,y1], ...]}); "
+                        "no detector is run")
+    m.add_argument("--detector", choices=("auto", "dlib"), default="auto",
+                   help="face detector when neither --cropped nor --boxes is given (dlib: pip install dlib-bin)")
+    g.add_argument("--recursive", action="store_true", help="also take images in sub-folders of folder inputs")
+    g.add_argument("--max-pixels", type=_positive_int, metavar="N",
+                   help="refuse images larger than N pixels (decompression-bomb guard; default: Pillow's "
+                        "limit, about 89 million; also $ENGINE3DMM_MAX_PIXELS)")
+
+
+def _sub(subs, name: str, help_: str, epilog: str, handler: str, aliases=()) -> argparse.ArgumentParser:
+    p = subs.add_parser(name, help=help_, description=help_, epilog=epilog, aliases=list(aliases),
+                        formatter_class=_Formatter, parents=[_common(True)])
+    p.set_defaults(handler=handler)
+    return p
+
+
+def build_parser(prog: str = "engine3dmm") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog, formatter_class=_Formatter, epilog=MAIN_EPILOG, parents=[_common(False)],
+        description="3DMM-CNN (Tran et al., CVPR 2017): face photos to 3D Morphable Model coefficients, "
+                    "textured meshes and face descriptors.")
+    from engine import __version__
+
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    subs = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    p = _sub(subs, "reconstruct", "face photos or a video -> textured meshes (PLY/OBJ) and coefficients (.npy)",
+             """examples:
+  %(prog)s astronaut.png -o out/                 out/astronaut_face0.ply, astronaut_face0.npy, summary.json
+  %(prog)s photos/ 'more/*.jpg' -o out/ --format obj
+  %(prog)s crops/ --cropped -o out/              inputs are already face crops
+  %(prog)s photos/ --boxes boxes.csv -o out/     your own face boxes (image,x0,y0,x1,y1)
+  %(prog)s clip.mp4 -o out/                      every frame: clip_frame000000_face0.ply, ...""",
+             "engine.cli.reconstruct:run")
+    _input_options(p)
+    p.add_argument("-o", "--output", metavar="DIR", default="out", help="output folder (created)")
+    p.add_argument("--format", choices=MESH_FORMATS, default="ply",
+                   help="mesh file format: binary PLY, the release's ASCII PLY, or OBJ with vertex colours")
+    p.add_argument("--no-mesh", action="store_true", help="write coefficients only")
+    p.add_argument("--model", metavar="FILE",
+                   help="morphable model (.e3dmm cache, BaselFaceModel_mod.mat/.h5); default: the converted "
+                        "Basel Face Model if present, else the SYNTHETIC model")
+    p.add_argument("--summary-limit", type=int, default=100, metavar="N",
+                   help="summary.json lists each face with its coefficients when the run has at most N faces")
+    _network_options(p)
+
+    p = _sub(subs, "embed", "face photos -> 198-d descriptors (.npy + metadata.csv, or Parquet); resumable",
+             """examples:
+  %(prog)s photos/ -o desc/                      desc/descriptors.npy [N, 198] + desc/metadata.csv
+  %(prog)s photos/ -o desc/                      run again: inputs already done are skipped
+  %(prog)s 'lfw/**/*.jpg' -o desc/ --parquet     desc/descriptors.parquet (needs pyarrow)
+  %(prog)s crops/ --cropped --part alpha -o d/   shape coefficients only (99-d)""",
+             "engine.cli.embed:run")
+    _input_options(p)
+    p.add_argument("-o", "--output", metavar="DIR", default="descriptors", help="output folder (created)")
+    p.add_argument("--parquet", action="store_true", help="write descriptors.parquet instead of .npy + .csv")
+    p.add_argument("--part", choices=PARTS, default="all",
+                   help="all 198 coefficients, alpha (99 shape) or beta (99 texture)")
+    p.add_argument("--retry-failed", action="store_true",
+                   help="on a rerun, try again the inputs that failed before (default: skip them too)")
+    p.add_argument("--flush-every", type=_positive_int, default=64, metavar="N",
+                   help="save progress every N inputs (what a crash or Ctrl-C can lose at most)")
+    _network_options(p)
+
+    p = _sub(subs, "verify", "are two faces the same person? cosine similarity of their descriptors",
+             """examples:
+  %(prog)s a.jpg b.jpg                           similarity and same/different at --threshold
+  %(prog)s person1/ person2/ --threshold 0.6     folders: descriptors averaged per folder (a template)
+  %(prog)s a.jpg b.jpg --json                    machine-readable answer on stdout
+
+Calibrate --threshold on labelled pairs with `evaluate` (it prints the best threshold).""",
+             "engine.cli.verify:run_verify")
+    p.add_argument("first", metavar="A", help="an image or a folder of images of one person")
+    p.add_argument("second", metavar="B", help="an image or a folder of images of one person")
+    p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help="'same' when similarity >= threshold")
+    p.add_argument("--part", choices=PARTS, default="all", help="which coefficients form the descriptor")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    _input_options(p, nargs=None)
+    _network_options(p)
+
+    p = _sub(subs, "evaluate", "verification accuracy (10-fold) and ROC AUC on an LFW-style pairs file",
+             """examples:
+  %(prog)s pairs.txt lfw/                        LFW: lfw/Name/Name_0001.jpg; the paper reports 92.35%%
+  %(prog)s pairs.txt lfw-crops/ --cropped --json result.json""",
+             "engine.cli.verify:run_evaluate")
+    p.add_argument("pairs", help="pairs file in LFW pairs.txt format ('FOLDS N' header, then name n1 n2 / name1 n1 name2 n2)")
+    p.add_argument("root", help="image root: each image is ROOT/name/name_NNNN.jpg")
+    p.add_argument("--part", choices=PARTS, default="all", help="which coefficients form the descriptor")
+    p.add_argument("--json", metavar="FILE", help="also write the result to FILE")
+    _input_options(p, nargs=None)
+    _network_options(p)
+
+    p = _sub(subs, "convert", "official files -> the model card: Caffe network (and your Basel Face Model)",
+             """examples:
+  %(prog)s                                        use what `fetch` downloaded (models/cnn3dmm/downloads)
+  %(prog)s --prototxt deploy_network.prototxt --caffemodel 3dmm_cnn_resnet_101.caffemodel \\
+           --mean mean.binaryproto
+  %(prog)s --bfm 01_MorphableModel.mat --topology mod_struct_expr.mat""",
+             "engine.cli.setup:run_convert")
+    p.add_argument("--prototxt", metavar="FILE", help="deploy_network.prototxt")
+    p.add_argument("--caffemodel", metavar="FILE", help="3dmm_cnn_resnet_101.caffemodel")
+    p.add_argument("--mean", metavar="FILE", help="mean.binaryproto (default: the release's per-channel mean)")
+    p.add_argument("--bfm", metavar="FILE", help="01_MorphableModel.mat of the Basel Face Model 2009 (registration)")
+    p.add_argument("--topology", metavar="FILE", help="the release's mod_struct_expr.mat (`fetch topology`)")
+    p.add_argument("--downloads", metavar="DIR", help="where to look for files not named (default: NETWORK_DIR/downloads)")
+    p.add_argument("--network-dir", metavar="DIR", help="model card folder to write (default: models/cnn3dmm)")
+    p.add_argument("--no-onnx", action="store_true", help="write the weights only (ONNX is exported on first use)")
+
+    p = _sub(subs, "build", "build (or load from cache) the TensorRT engine: needs an NVIDIA GPU and TensorRT",
+             """examples:
+  %(prog)s                                        FP16 engine for batch 1..128
+  %(prog)s --precision fp32 --max-batch 32""",
+             "engine.cli.setup:run_build")
+    p.add_argument("--precision", choices=("fp16", "fp32"), default="fp16")
+    p.add_argument("--max-batch", type=_positive_int, default=128, help="largest batch the engine accepts")
+    p.add_argument("--opt-batch", type=_positive_int, help="batch size TensorRT optimises for (default: max)")
+    p.add_argument("--network-dir", metavar="DIR", help="model card folder (default: models/cnn3dmm)")
+
+    p = _sub(subs, "fetch", "download the public files (network release, mesh topology); explain the Basel Face Model",
+             """examples:
+  %(prog)s                                        both assets into models/cnn3dmm/downloads
+  %(prog)s topology --dest somewhere/
+  %(prog)s --base-url http://mirror.example/files   same paths, another host""",
+             "engine.cli.setup:run_fetch")
+    p.add_argument("assets", nargs="*", metavar="ASSET",
+                   help=f"what to download: {', '.join(ASSET_NAMES)} (default: all)")
+    p.add_argument("--dest", metavar="DIR", help="download folder (default: models/cnn3dmm/downloads)")
+    p.add_argument("--base-url", metavar="URL", help="replace the host of every asset URL (a mirror)")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds without data before giving up")
+
+    p = _sub(subs, "info", "what is installed and usable, and which models are active (synthetic or official)",
+             """examples:
+  %(prog)s
+  %(prog)s --json""",
+             "engine.cli.info:run", aliases=("doctor",))
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--network-dir", metavar="DIR", help="model card folder to inspect (default: models/cnn3dmm)")
+    p.add_argument("--model", metavar="FILE", help="morphable model file to inspect")
+    return parser

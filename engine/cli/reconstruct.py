@@ -1,0 +1,104 @@
+"""`reconstruct`: images, folders, globs or videos -> meshes + coefficients per face.
+
+Per face: STEM_faceK.ply (or .obj) and STEM_faceK.npy (float32 [198]: alpha then beta);
+video frames are STEM_fFFFFFF_faceK. One summary.json per run lists the failures
+(which input, why), the provenance (runner, synthetic flags) and, for small runs, every
+face with its coefficients. Every file is written atomically (temporary name, then
+rename), so a failure or Ctrl-C never leaves a partial file.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from engine.cli import common as C
+from engine.errors import EngineError
+
+MESH_SUFFIX = {"ply": ".ply", "ply-ascii": ".ply", "obj": ".obj"}
+
+
+def face_stem(stems: dict[str, str], r) -> str:
+    """Output stem of result `r`: the input's stem (disambiguated), frame, face index."""
+    stem = stems.get(C.source_key(r.source)) or Path(str(r.source)).stem or "input"
+    frame = "" if r.frame is None else f"_f{r.frame:06d}"
+    return f"{stem}{frame}_face{r.face_index}"
+
+
+def _has_video(paths) -> bool:
+    from engine.images import is_video_path
+
+    return any(is_video_path(p) for p in paths)
+
+
+def run(args) -> int:
+    out = C.prepare_output_dir(args.output)
+    C.apply_max_pixels(args.max_pixels)
+    report = C.Report()
+    paths = C.expand_each(args.inputs, report, recursive=args.recursive)
+    boxes = C.load_boxes_arg(args)
+    summary = {"command": "reconstruct", "output": str(out), "inputs": len(paths), "format": args.format,
+               "provenance": None, "faces": [], "failures": report.failures, "interrupted": False}
+    if not paths:
+        _write_summary(out, summary, report)
+        return 1
+    stems = C.output_stems(paths)
+    suffix = MESH_SUFFIX[args.format]
+    faces: list[dict] = []
+    with C.make_reconstructor(args, decode=not args.no_mesh) as rec:
+        bar = C.progress(None if _has_video(paths) else len(paths), "img", "reconstruct", args.quiet)
+        results = rec.reconstruct([str(p) for p in paths], boxes=boxes, cropped=args.cropped,
+                                  decode=not args.no_mesh)
+        last = None
+        try:
+            for r in results:
+                item = (r.source, r.frame)
+                if item != last:
+                    bar.update(1)
+                    last = item
+                if r.error is not None:
+                    report.fail(r.source, r.error, frame=r.frame)
+                    continue
+                if summary["provenance"] is None:
+                    summary["provenance"] = dict(r.provenance)
+                stem = face_stem(stems, r)
+                files = {"coeffs": f"{stem}.npy"}
+                try:
+                    # Coefficients first: a mesh on disk always has its .npy beside it.
+                    C.save_npy(out / files["coeffs"], r.coeffs)
+                    if not args.no_mesh:
+                        files["mesh"] = f"{stem}{suffix}"
+                        r.write_mesh(out / files["mesh"], fmt=args.format)
+                except (EngineError, OSError) as e:  # e.g. disk full: this face fails, the run goes on
+                    report.fail(r.source, f"{out}: cannot write {stem}: {getattr(e, 'strerror', None) or e}",
+                                frame=r.frame, face_index=r.face_index)
+                    continue
+                faces.append({"source": str(r.source), "frame": r.frame, "face_index": r.face_index,
+                              "box": C.box_list(r.box), "score": C.box_score(r.box), "files": files,
+                              "coeffs": r.coeffs})
+        except KeyboardInterrupt:
+            summary["interrupted"] = True
+            raise
+        finally:
+            results.close()  # stop the pipeline's threads now, not at garbage collection
+            bar.close()
+            summary["faces_written"] = len(faces)
+            if len(faces) <= args.summary_limit:
+                summary["faces"] = faces
+            else:
+                summary["faces"] = None
+                summary["faces_note"] = f"{len(faces)} faces: more than --summary-limit {args.summary_limit}, not listed"
+            _write_summary(out, summary, report)
+    if not args.quiet:
+        failed = len({f["source"] for f in report.failures})
+        C.say(f"engine3dmm: reconstruct: {len(faces)} face(s) from {len(paths)} input(s) written to {out}"
+              + (f"; {failed} input(s) failed (listed above and in {out / 'summary.json'})" if failed else ""))
+        if summary["provenance"] and (summary["provenance"].get("network_synthetic")
+                                      or summary["provenance"].get("morphable_synthetic")):
+            C.say("engine3dmm: note: results come from SYNTHETIC models (see `engine3dmm info`)")
+    return report.exit_code
+
+
+def _write_summary(out: Path, summary: dict, report: C.Report) -> None:
+    try:
+        C.write_json(out / "summary.json", summary)
+    except (EngineError, OSError) as e:  # the meshes are fine; say so and fail the exit code
+        report.fail(out / "summary.json", f"cannot write the run summary: {getattr(e, 'strerror', None) or e}")

@@ -1,0 +1,178 @@
+"""Inputs to work items, and one work item to its face crops.
+
+`iter_items` turns what the caller passed (paths, folders, globs, videos, arrays,
+encoded bytes, (name, data) pairs) into a lazy, ordered stream of `Item`s. It never
+raises for one bad input: a missing file, an empty folder or a video OpenCV cannot
+open becomes an item whose `load` raises InputError, so the failure is reported in
+its place in the output order and the run goes on.
+
+`prepare` runs on a worker thread: load (decode) the image, find the boxes (caller's,
+detector's, or none in already-cropped mode) and crop every face.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Mapping
+
+import numpy as np
+
+from engine.detect import FaceBox, lookup_boxes
+from engine.errors import InputError
+
+_GLOB_CHARS = set("*?[")
+
+
+@dataclass
+class Item:
+    """One image to process, not yet decoded."""
+
+    source: str
+    load: Callable[[], np.ndarray]  # -> RGB uint8 [H, W, 3]; raises InputError
+    frame: int | None = None
+    path: str | None = None  # for box lookup by path / file name
+
+
+@dataclass
+class Prepared:
+    """An item after decoding and cropping: crops [F, 3, 224, 224] and their boxes, or an error."""
+
+    item: Item
+    boxes: list
+    crops: np.ndarray | None
+    error: str | None = None
+
+
+def _failing(source: str, message: str) -> Item:
+    def load():
+        raise InputError(message)
+
+    return Item(source, load)
+
+
+def _image_item(source: str, data, path: str | None = None) -> Item:
+    from engine import images
+
+    if isinstance(data, np.ndarray):
+        return Item(source, lambda: images.as_rgb(data, source), path=path)
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return Item(source, lambda: images.decode_image(data, source), path=path)
+    if isinstance(data, (str, os.PathLike)):
+        p = os.fspath(data)
+        return Item(source, lambda: images.load_image(p), path=p)
+    return _failing(source, f"{source}: expected a path, encoded bytes or a numpy array, "
+                            f"found {type(data).__name__}")
+
+
+def _video_items(path: str) -> Iterator[Item]:
+    from engine import images
+
+    try:
+        for index, rgb in images.iter_video_frames(path):
+            yield Item(path, (lambda a=rgb: a), frame=index, path=path)
+    except InputError as e:
+        yield _failing(path, str(e))
+
+
+def _path_items(s: str) -> Iterator[Item]:
+    from engine import images
+
+    p = Path(s)
+    if p.is_file():
+        if images.is_video_path(p):
+            yield from _video_items(s)
+        else:
+            yield _image_item(s, s)
+        return
+    if p.is_dir() or _GLOB_CHARS & set(s):
+        try:
+            files = images.expand_inputs(s)
+        except InputError as e:
+            yield _failing(s, str(e))
+            return
+        for f in files:
+            yield _image_item(str(f), str(f))
+        return
+    yield _failing(s, f"{s}: no such file or folder")
+
+
+def _is_pair(x) -> bool:
+    return isinstance(x, tuple) and len(x) == 2 and isinstance(x[0], str) \
+        and isinstance(x[1], (np.ndarray, bytes, bytearray, memoryview, str, os.PathLike))
+
+
+def iter_items(inputs) -> Iterator[Item]:
+    """Lazy, ordered work items of `inputs` (one input or an iterable of inputs)."""
+    if isinstance(inputs, (str, os.PathLike, np.ndarray, bytes, bytearray, memoryview)) or _is_pair(inputs):
+        inputs = [inputs]
+    elif not isinstance(inputs, Iterable):
+        raise InputError(f"inputs: expected paths, arrays, bytes or (name, data) pairs, "
+                         f"found {type(inputs).__name__}")
+    n_arrays = 0
+    for x in inputs:
+        if _is_pair(x):
+            yield _image_item(x[0], x[1])
+        elif isinstance(x, (str, os.PathLike)):
+            yield from _path_items(os.fspath(x))
+        elif isinstance(x, (np.ndarray, bytes, bytearray, memoryview)):
+            kind = "array" if isinstance(x, np.ndarray) else "bytes"
+            yield _image_item(f"<{kind} {n_arrays}>", x)
+            n_arrays += 1
+        else:
+            yield _failing(repr(x)[:60], f"input {repr(x)[:60]}: expected a path, a numpy array, encoded bytes "
+                                         f"or a (name, data) pair, found {type(x).__name__}")
+
+
+def as_face_box(b, where: str) -> FaceBox:
+    """A FaceBox from a FaceBox or an (x0, y0, x1, y1[, score]) sequence (a caller's box)."""
+    if isinstance(b, FaceBox):
+        return b
+    try:
+        vals = [float(v) for v in b]
+    except (TypeError, ValueError):
+        raise InputError(f"{where}: expected a FaceBox or (x0, y0, x1, y1), found {b!r}") from None
+    if len(vals) not in (4, 5):
+        raise InputError(f"{where}: expected a FaceBox or (x0, y0, x1, y1), found {len(vals)} numbers")
+    return FaceBox(*vals[:4], score=vals[4] if len(vals) == 5 else 1.0, kind="given")
+
+
+def given_boxes(boxes: Mapping | None, item: Item) -> list[FaceBox] | None:
+    """The caller's boxes for `item`, or None when the mapping has no entry for it.
+
+    Looked up by the name as given, then (for files) by path and file name."""
+    if boxes is None:
+        return None
+    for key in (item.source, item.path):
+        if key is not None and key in boxes:
+            return [as_face_box(b, f"boxes[{key!r}]") for b in boxes[key]]
+    if item.path is not None:
+        found = lookup_boxes(boxes, item.path)
+        if found:
+            return [as_face_box(b, f"boxes for {item.path}") for b in found]
+    return None
+
+
+def prepare(item: Item, *, boxes: Mapping | None, cropped: bool, detect: Callable | None,
+            detector_name: str) -> Prepared:
+    """Decode `item`, find its faces and crop them. Per-input problems (InputError) come
+    back as `Prepared.error`; anything else (a missing detector, a bug) propagates."""
+    from engine.crop import crop_faces, prepare_cropped
+
+    try:
+        image = item.load()
+        if cropped:
+            return Prepared(item, [None], prepare_cropped(image)[None])
+        found = given_boxes(boxes, item)
+        if found is None:
+            if detect is None:
+                raise InputError(f"{item.source}: no face box given for this input and detection is off "
+                                 f"(detector=None): pass boxes for it, or cropped=True")
+            found = detect(image)
+            if not found:
+                raise InputError(f"{item.source}: no face found ({detector_name})")
+        elif not found:
+            raise InputError(f"{item.source}: the boxes given for this input are empty: no face to process")
+        return Prepared(item, found, crop_faces(image, found))
+    except InputError as e:
+        return Prepared(item, [], None, error=str(e))

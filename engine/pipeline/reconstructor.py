@@ -1,0 +1,284 @@
+"""`Reconstructor`: photos (or crops) in, per-face coefficients and meshes out.
+
+    with Reconstructor(batch_size=8) as rec:
+        for r in rec.reconstruct(["photos/", "me.jpg"], boxes={"me.jpg": [(170, 40, 270, 160)]}):
+            if r.error:
+                print(r.source, r.error)          # the run goes on
+            else:
+                r.write_mesh(f"out/{r.name}.ply")  # r.coeffs, r.vertices, r.colors ...
+
+The pipeline (engine.pipeline.stages) decodes and crops images on `workers` threads while
+the network runs the previous batch on a thread of its own; on the CPU the caller's
+thread decodes meshes meanwhile, on a GPU the coefficients go straight from the runner
+into the CUDA decode kernel on the runner's stream, and only the PLY records and the
+coefficients are copied back.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import queue
+import threading
+import weakref
+from typing import Callable, Iterator, Mapping
+
+import numpy as np
+
+from engine.errors import InputError, UnavailableError
+from engine.pipeline import stages
+from engine.pipeline.inputs import iter_items, prepare
+from engine.pipeline.results import FaceResult, HostDecoded, record_views
+
+DETECTORS = ("auto", "dlib")
+_CPU_OUTPUTS = ("vertices", "colors", "records")
+
+
+def _positive_int(value, name: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise InputError(f"Reconstructor: {name}: expected an integer >= {minimum}, found {value!r}")
+    return int(value)
+
+
+class Reconstructor:
+    """Face photos to 3DMM coefficients and textured meshes, batched and pipelined.
+
+    runner: "auto" (TensorRT > PyTorch CUDA > fastest CPU runner), a runner name
+        ("tensorrt", "torch-cuda", "onnxruntime", "torch-cpu") or a runner object made by
+        engine.runners.create_runner (then the caller keeps ownership: close() leaves it open).
+    network_dir: folder of converted network weights (default models/cnn3dmm; synthetic
+        weights when none were converted, and every result says so).
+    model: a MorphableModel, a model file path, or None for the built-in synthetic model.
+    batch_size: faces per network batch.
+    detector: "auto" (dlib when importable; otherwise an UnavailableError as soon as an input
+        needs detection), "dlib", None (only caller-given boxes or cropped inputs), or a
+        callable image_rgb -> list[FaceBox] (called under a lock: it need not be thread-safe).
+    basis_dtype: "fp32" or "fp16" storage of the morphable model bases in the decoder.
+    workers: threads that decode, detect and crop images (0: all in the feeder thread).
+    threads: CPU threads of the network runner (None: the runner's default, all cores).
+    """
+
+    def __init__(self, *, runner="auto", network_dir=None, model=None, batch_size: int = 8,
+                 detector="auto", basis_dtype: str = "fp32", workers: int = 2, threads: int | None = None):
+        from engine.decode import Decoder
+        from engine.morphable import MorphableModel, load_model
+
+        self.batch_size = _positive_int(batch_size, "batch_size")
+        self.workers = _positive_int(workers, "workers", 0)
+        if not (detector is None or callable(detector) or detector in DETECTORS):
+            raise InputError(f"Reconstructor: detector: expected 'auto', 'dlib', None or a callable, found {detector!r}")
+        if detector == "dlib" and importlib.util.find_spec("dlib") is None:
+            raise UnavailableError("Reconstructor: detector='dlib' needs dlib: pip install dlib-bin "
+                                   "(and face-recognition-models for the landmark box)")
+        self.detector = detector
+        self.model = model if isinstance(model, MorphableModel) else load_model(model)
+        if isinstance(runner, str):
+            from engine.runners import create_runner
+
+            self.runner = create_runner(runner, network_dir, threads=threads)
+            self._owns_runner = True
+        elif hasattr(runner, "run") and hasattr(runner, "device"):
+            self.runner = runner
+            self._owns_runner = False
+        else:
+            raise InputError(f"Reconstructor: runner: expected a runner name or a runner object, found {runner!r}")
+        try:
+            self.on_gpu = self.runner.device == "cuda" and hasattr(self.runner, "run_device")
+            # Beside the network the decoder gets one thread, so the two do not fight for cores.
+            self.decoder = Decoder(self.model, device="cuda" if self.on_gpu else "cpu",
+                                   basis_dtype=basis_dtype, num_threads=1)
+            from engine.network import architecture as arch
+
+            if self.decoder.coeff_width > arch.NUM_COEFFS:
+                raise InputError(f"Reconstructor: model: expected at most {arch.NUM_COEFFS} coefficients "
+                                 f"(the network's outputs), found a model needing {self.decoder.coeff_width}")
+        except BaseException:
+            self.close()
+            raise
+        self.provenance = {
+            "runner": self.runner.name, "device": self.runner.device, "precision": self.runner.precision,
+            "network_synthetic": bool(getattr(self.runner, "synthetic", False)),
+            "network": getattr(self.runner, "model_description", ""),
+            "morphable_model": str(self.model.metadata.get("name")),
+            "morphable_synthetic": bool(self.model.synthetic),
+            "basis_dtype": basis_dtype,
+        }
+        self._detectors: queue.SimpleQueue = queue.SimpleQueue()  # idle dlib detectors, one per busy thread
+        self._detector_lock = threading.Lock()
+        self._pipelines: weakref.WeakSet = weakref.WeakSet()
+        self._closed = False
+
+    @property
+    def synthetic(self) -> bool:
+        """True when the network weights or the morphable model are synthetic (placeholders)."""
+        return self.provenance["network_synthetic"] or self.provenance["morphable_synthetic"]
+
+    # -- detection ---------------------------------------------------------------------
+    def _detector_name(self) -> str:
+        if callable(self.detector):
+            return f"caller's detector {getattr(self.detector, '__name__', type(self.detector).__name__)}"
+        from engine.detect import DEFAULT_THRESHOLD
+
+        return f"dlib HOG detector, score threshold {DEFAULT_THRESHOLD}"
+
+    def _detect(self, image: np.ndarray) -> list:
+        if callable(self.detector):
+            with self._detector_lock:
+                return list(self.detector(image))
+        from engine.detect import FaceDetector
+
+        # dlib objects are not thread-safe: each worker borrows a detector of its own and
+        # gives it back, so at most `workers` are ever built (the landmark model costs ~1 s).
+        try:
+            det = self._detectors.get_nowait()
+        except queue.Empty:
+            det = FaceDetector()  # UnavailableError without dlib: fatal, not a per-input error
+        try:
+            return det.detect(image)
+        finally:
+            self._detectors.put(det)
+
+    # -- the pipeline's stages ------------------------------------------------------------
+    def _run_batch(self, batch: stages.Batch, decode: bool) -> stages.Batch:
+        """Network (and on a GPU, decode) of one batch; runs on the network thread."""
+        n = batch.n
+        if n == 0:
+            batch.coeffs = np.empty((0, self.decoder.coeff_width), np.float32)
+            return batch
+        if not self.on_gpu:
+            batch.coeffs = self.runner.run(batch.crops[:n])
+            return batch
+        import torch
+
+        from engine.mesh_io import VERTEX_DTYPE
+
+        stream = self.runner.stream
+        with torch.cuda.stream(stream):  # everything below is ordered on the runner's stream
+            coeffs = self.runner.run_device(batch.crops[:n])
+            records = None
+            if decode:
+                records = self.decoder.decode(coeffs, outputs=("records",), stream=stream).records
+            # Only what is written comes back: the coefficients and the PLY vertex records.
+            batch.coeffs = coeffs.cpu().numpy()
+            if records is not None:
+                rec = records.cpu().numpy().view(VERTEX_DTYPE).reshape(n, self.decoder.num_vertices)
+                v, c = record_views(rec)
+                batch.decoded = HostDecoded(v, c, rec, self.decoder.faces)
+        return batch
+
+    def _finish_batch(self, batch: stages.Batch, decode: bool) -> stages.Batch:
+        """CPU decode of one batch; runs on the caller's thread while the network runs the next."""
+        if decode and not self.on_gpu and batch.n > 0:
+            batch.decoded = self.decoder.decode(batch.coeffs, outputs=_CPU_OUTPUTS)
+        return batch
+
+    def _results(self, batch: stages.Batch, keep_crops: bool) -> list[FaceResult]:
+        split = self.decoder.shape_components
+        out = []
+        for e in batch.entries:
+            if e.error is not None:
+                out.append(FaceResult(e.source, -1, e.frame, error=e.error, provenance=dict(self.provenance)))
+                continue
+            out.append(FaceResult(e.source, e.face_index, e.frame, e.box,
+                                  crop=batch.crops[e.row] if keep_crops else None,
+                                  coeffs=batch.coeffs[e.row], provenance=dict(self.provenance),
+                                  _decoded=batch.decoded, _row=e.row, _split=split))
+        return out
+
+    def pipeline(self, batches: Callable, *, decode: bool = True, workers: int | None = None) -> stages.Pipeline:
+        """A Pipeline over batches made by `batches(pool, stop)` (see engine.pipeline.stages);
+        iterate it for processed batches. Used by `reconstruct` and by the benchmark."""
+        self._check_open()
+        p = stages.Pipeline(batches, lambda b: self._run_batch(b, decode), lambda b: self._finish_batch(b, decode),
+                            workers=self.workers if workers is None else workers, name="engine")
+        self._pipelines.add(p)
+        return p
+
+    # -- public API ---------------------------------------------------------------------
+    def reconstruct(self, inputs, *, boxes: Mapping | str | os.PathLike | None = None, cropped: bool = False,
+                    decode: bool = True, keep_crops: bool = False) -> Iterator[FaceResult]:
+        """Results for every face of every input, in input order then face order.
+
+        inputs: a path, folder, glob, video file, numpy image, encoded bytes, (name, data)
+            pair, or an iterable of these (consumed lazily).
+        boxes: {name or path: [FaceBox or (x0, y0, x1, y1), ...]} or a CSV/JSON sidecar path;
+            inputs without an entry go to the detector.
+        cropped: inputs are already crops by the release's rule (resized whole).
+        decode: False gives coefficients only (see `embed`).
+        keep_crops: attach each face's network input to its result.
+
+        A failed input (unreadable, no face...) yields one result with `error` set and
+        face_index -1, and the run goes on. Closing the iterator (or Ctrl-C) stops the workers.
+        """
+        self._check_open()
+        if isinstance(boxes, (str, os.PathLike)):
+            from engine.detect import load_boxes
+
+            boxes = load_boxes(boxes)
+        if boxes is not None and not isinstance(boxes, Mapping):
+            raise InputError(f"reconstruct: boxes: expected a mapping {{name: [FaceBox, ...]}} or a sidecar path, "
+                             f"found {type(boxes).__name__}")
+        detect = None if (self.detector is None or cropped) else self._detect
+        name = self._detector_name() if detect is not None else ""
+        ahead = self.batch_size + 2 * max(self.workers, 1)  # enough to fill the next batch, bounded
+
+        def prep(item):
+            return prepare(item, boxes=boxes, cropped=cropped, detect=detect, detector_name=name)
+
+        def batches(pool, stop):
+            prepared = stages.ordered_map(pool, prep, iter_items(inputs), ahead, stop)
+            return stages.batches_from_prepared(prepared, self.batch_size, stop)
+
+        pipe = self.pipeline(batches, decode=decode)
+        return self._iterate(pipe, keep_crops)
+
+    def _iterate(self, pipe: stages.Pipeline, keep_crops: bool) -> Iterator[FaceResult]:
+        for batch in pipe:
+            yield from self._results(batch, keep_crops)
+
+    def embed(self, inputs, **kwargs) -> Iterator[FaceResult]:
+        """`reconstruct` with decode=False: coefficients (descriptors) only, no meshes."""
+        if "decode" in kwargs:
+            raise InputError("embed: decode: not accepted (embed never decodes; use reconstruct)")
+        return self.reconstruct(inputs, decode=False, **kwargs)
+
+    def reconstruct_crops(self, crops, *, decode: bool = True, source: str = "<crops>") -> list[FaceResult]:
+        """Results for network inputs float32 [B, 3, 224, 224] (BGR 0..255, not mean-subtracted),
+        run at once in the caller's thread. `crop` of each result is a view of the caller's row."""
+        from engine.runners import check_crops
+
+        self._check_open()
+        check_crops(crops)
+        if not isinstance(crops, np.ndarray):
+            raise InputError(f"reconstruct_crops: crops: expected a numpy array, found {type(crops).__name__}")
+        crops = np.ascontiguousarray(crops)
+        batch = stages.Batch(crops, n=crops.shape[0],
+                             entries=[stages.Entry(source, None, i, None, i) for i in range(crops.shape[0])])
+        batch = self._finish_batch(self._run_batch(batch, decode), decode)
+        return self._results(batch, keep_crops=True)
+
+    # -- lifetime -----------------------------------------------------------------------
+    def _check_open(self) -> None:
+        if self._closed:
+            raise InputError("Reconstructor: used after close()")
+
+    def close(self) -> None:
+        """Stop running pipelines and release the runner (when this object created it)."""
+        if getattr(self, "_closed", False):
+            return
+        self._closed = True
+        for p in list(getattr(self, "_pipelines", ())):
+            p.close()
+        if getattr(self, "_owns_runner", False):
+            self.runner.close()
+
+    def __enter__(self) -> "Reconstructor":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        p = getattr(self, "provenance", {})
+        return (f"<Reconstructor runner={p.get('runner')} ({p.get('device')}, {p.get('precision')}) "
+                f"model={p.get('morphable_model')} batch_size={self.batch_size} workers={self.workers}"
+                f"{' SYNTHETIC' if p and self.synthetic else ''}>")

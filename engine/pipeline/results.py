@@ -1,0 +1,154 @@
+"""`FaceResult`: what the pipeline hands back for one face (or one failed input).
+
+Arrays are views into the buffers of the batch the face ran in (no per-face copy):
+`coeffs` is a row of the batch's coefficients [B, 198], `records` / `vertices` /
+`colors` are rows of the decoded batch, `crop` a row of the batch's crop buffer.
+A result therefore keeps its whole batch alive; copy what you keep for long.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from engine.detect import FaceBox
+from engine.errors import InputError
+from engine.mesh_io import VERTEX_DTYPE
+
+
+@dataclass(eq=False)
+class FaceResult:
+    """One face of one input (image, array, video frame or crop), or one failed input.
+
+    source: the input's name (path as given, the caller's name, or "<array 3>").
+    face_index: index of the face in its image (detector order: most confident first);
+        -1 on an error result.
+    frame: video frame index, None for still images.
+    box: the face box cropped (None in already-cropped mode and on errors).
+    crop: float32 [3, 224, 224] BGR 0..255 network input when `keep_crops`, else None.
+    coeffs: float32 [198] (alpha = shape, beta = texture, in standard deviations);
+        None on an error result.
+    error: None, or why this input produced no face (unreadable file, no face found...).
+    provenance: runner name/device/precision, network and morphable model, synthetic flags.
+    """
+
+    source: str
+    face_index: int
+    frame: int | None = None
+    box: FaceBox | None = None
+    crop: np.ndarray | None = None
+    coeffs: np.ndarray | None = None
+    error: str | None = None
+    provenance: dict[str, Any] = field(default_factory=dict)
+    # the decoded batch and this face's row in it (None when decode=False or on errors)
+    _decoded: Any = field(default=None, repr=False)
+    _row: int = field(default=-1, repr=False)
+    _split: int = field(default=99, repr=False)  # number of shape components (alpha)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def alpha(self) -> np.ndarray | None:
+        """Shape coefficients (a view of `coeffs`)."""
+        return None if self.coeffs is None else self.coeffs[: self._split]
+
+    @property
+    def beta(self) -> np.ndarray | None:
+        """Texture coefficients (a view of `coeffs`)."""
+        return None if self.coeffs is None else self.coeffs[self._split:]
+
+    def _field(self, name: str):
+        if self._decoded is None:
+            return None
+        a = getattr(self._decoded, name)
+        return None if a is None else a[self._row]
+
+    @property
+    def vertices(self) -> np.ndarray | None:
+        """float32 [N, 3] millimetres (a view into the batch; None when not decoded)."""
+        return self._field("vertices")
+
+    @property
+    def colors(self) -> np.ndarray | None:
+        """uint8 [N, 3] (a view into the batch; None when not decoded)."""
+        return self._field("colors")
+
+    @property
+    def records(self) -> np.ndarray | None:
+        """VERTEX_DTYPE [N]: x y z + red green blue, the binary PLY vertex block (a view)."""
+        return self._field("records")
+
+    @property
+    def faces(self) -> np.ndarray | None:
+        """int32 [F, 3] triangles (0-based), shared by every mesh of the model."""
+        return None if self._decoded is None else self._decoded.faces
+
+    @property
+    def name(self) -> str:
+        """A file-name stem for this face: source stem, frame and face index."""
+        stem = os.path.splitext(os.path.basename(self.source.rstrip("/\\")))[0] or "input"
+        stem = "".join(c if (c.isalnum() or c in "-_.") else "_" for c in stem)
+        frame = "" if self.frame is None else f"_f{self.frame:06d}"
+        return f"{stem}{frame}_face{max(self.face_index, 0)}"
+
+    def mesh_comments(self) -> list[str]:
+        """PLY/OBJ header comments: engine, source, face, and "synthetic" warnings."""
+        from engine import __version__
+
+        p = self.provenance
+        out = [f"engine3dmm {__version__}", f"source {_ascii_line(self.source)}",
+               f"face {self.face_index}" + ("" if self.frame is None else f" frame {self.frame}"),
+               f"runner {p.get('runner')} {p.get('device')} {p.get('precision')}",
+               f"morphable model {_ascii_line(str(p.get('morphable_model')))}"]
+        if p.get("network_synthetic"):
+            out.append("WARNING synthetic network weights: coefficients are meaningless")
+        if p.get("morphable_synthetic"):
+            out.append("WARNING synthetic morphable model: not the Basel Face Model")
+        return out
+
+    def write_mesh(self, path: str | os.PathLike, fmt: str = "ply") -> None:
+        """Write this face's mesh ("ply" binary, "ply-ascii" or "obj"), atomically."""
+        from engine.mesh_io import write_mesh
+
+        if self.error is not None:
+            raise InputError(f"{path}: cannot write a mesh for {self.source}: this input failed ({self.error})")
+        rec = self.records
+        if rec is None:
+            raise InputError(f"{path}: no mesh for {self.source} face {self.face_index}: "
+                             f"it was run with decode=False (use reconstruct(), not embed())")
+        write_mesh(path, rec, self.faces, fmt=fmt, comments=self.mesh_comments())
+
+
+def _ascii_line(s: str) -> str:
+    # PLY comments must be single-line ASCII: escape anything else the way Python's ascii() does.
+    return ascii(s)[1:-1]
+
+
+@dataclass
+class HostDecoded:
+    """A decoded batch back on the host from the GPU: only the PLY records were copied;
+    vertices and colours are strided views into them (see `record_views`)."""
+
+    vertices: np.ndarray
+    colors: np.ndarray
+    records: np.ndarray
+    faces: np.ndarray
+
+
+def record_views(records: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(vertices float32 [..., N, 3], colors uint8 [..., N, 3]) as zero-copy views into
+    VERTEX_DTYPE records [..., N]: the x y z floats sit at byte 0 and the colours at byte
+    12 of each 15-byte record, so both views have a 15-byte row stride (unaligned floats:
+    numpy handles them; call np.ascontiguousarray for libraries that need alignment)."""
+    if records.dtype != VERTEX_DTYPE or not records.flags.c_contiguous:
+        raise InputError(f"records: expected C-contiguous VERTEX_DTYPE records, found {records.dtype}")
+    raw = records.view(np.uint8).reshape(records.shape + (VERTEX_DTYPE.itemsize,))
+    shape = records.shape + (3,)
+    strides = raw.strides[:-1] + (4,)
+    vertices = np.ndarray(shape, np.dtype("<f4"), buffer=raw, offset=0, strides=strides)
+    colors = np.ndarray(shape, np.uint8, buffer=raw, offset=12, strides=raw.strides[:-1] + (1,))
+    return vertices, colors
