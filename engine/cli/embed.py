@@ -1,0 +1,260 @@
+"""`embed`: images -> descriptors, resumable.
+
+Output folder:
+    descriptors.npy  float32 [N, D] + metadata.csv (row, source, face_index, frame, box, score)
+    or descriptors.parquet (--parquet): the same columns plus `descriptor` (list<float32>[D])
+    progress.json    which inputs are done (ok or failed), which chunks hold their rows
+    chunks/          chunk-NNNNN.npy + .csv (or .parquet): the durable, appended store
+
+Work is saved every --flush-every inputs: first the chunk files, then progress.json
+(both atomic), so a crash or Ctrl-C loses at most the inputs since the last flush and
+never leaves a chunk half-recorded. A rerun skips the inputs progress.json lists, runs
+the rest, and rewrites the merged descriptors/metadata from all chunks. Merging streams
+chunk by chunk, so it needs no more memory than one chunk.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+
+from engine.cli import common as C
+from engine.errors import InputError, ModelFileError
+
+PROGRESS = "progress.json"
+CHUNKS = "chunks"
+COLUMNS = ("source", "face_index", "frame", "x0", "y0", "x1", "y1", "score")
+# Provenance fields that decide what the numbers mean: a rerun must not mix descriptors of
+# different networks into one table (runner and precision only move the last digits).
+IDENTITY_KEYS = ("network", "network_sha256", "network_fingerprint", "network_synthetic")
+
+
+class Store:
+    """The output folder's progress record and chunk files."""
+
+    def __init__(self, out: Path, fmt: str, part: str):
+        self.out, self.fmt, self.part = out, fmt, part
+        self.path = out / PROGRESS
+        self.state = {"version": 1, "format": fmt, "part": part, "identity": None, "chunks": [], "inputs": {}}
+        if self.path.exists():
+            self._load()
+
+    def _load(self) -> None:
+        try:
+            state = json.loads(self.path.read_text(encoding="utf-8"))
+            assert isinstance(state, dict) and isinstance(state["inputs"], dict) and isinstance(state["chunks"], list)
+        except Exception as e:
+            raise ModelFileError(f"{self.path}: unreadable progress record ({e}); delete it (and {CHUNKS}/) "
+                                 "to start this output folder again") from None
+        for key, mine in (("format", self.fmt), ("part", self.part)):
+            if state.get(key) != mine:
+                flag = {"format": "--parquet", "part": "--part"}[key]
+                raise InputError(f"{self.out}: holds descriptors made with {key} {state.get(key)!r}, this run asks "
+                                 f"for {mine!r} ({flag}); use another --output folder")
+        for name in state["chunks"]:  # every recorded chunk must still be there
+            for p in self.chunk_files(name):
+                if not p.is_file():
+                    raise ModelFileError(f"{p}: recorded in {self.path} but missing; delete {self.path} and "
+                                         f"{self.out / CHUNKS} to start this output folder again")
+        self.state = state
+
+    def chunk_files(self, name: str) -> list[Path]:
+        d = self.out / CHUNKS
+        return [d / f"{name}.parquet"] if self.fmt == "parquet" else [d / f"{name}.npy", d / f"{name}.csv"]
+
+    def check_identity(self, provenance: dict) -> None:
+        ident = {k: provenance.get(k) for k in IDENTITY_KEYS if k in provenance}
+        if self.state["identity"] is None:
+            self.state["identity"] = ident
+        elif self.state["identity"] != ident:
+            raise InputError(f"{self.out}: holds descriptors of another network ({self.state['identity']}), this "
+                             f"run uses {ident}; use another --output folder")
+
+    def done(self, key: str, retry_failed: bool) -> dict | None:
+        rec = self.state["inputs"].get(key)
+        if rec is None or (retry_failed and rec["status"] == "failed"):
+            return None
+        return rec
+
+    def flush(self, rows: list[dict], descs: list[np.ndarray], finished: dict[str, dict]) -> None:
+        """Write one chunk (if there are rows), then record it and `finished` inputs."""
+        if not finished:
+            return
+        name = None
+        if rows:
+            name = f"chunk-{len(self.state['chunks']):05d}"
+            (self.out / CHUNKS).mkdir(exist_ok=True)
+            _write_chunk(self.chunk_files(name), self.fmt, rows, np.stack(descs))
+            self.state["chunks"].append(name)
+        for key, rec in finished.items():
+            self.state["inputs"][key] = {**rec, "chunk": name if rec["status"] == "ok" else None}
+        C.write_json(self.path, self.state)
+
+
+def _write_chunk(files: list[Path], fmt: str, rows: list[dict], descs: np.ndarray) -> None:
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        from engine.fileio import atomic_write
+
+        with atomic_write(files[0]) as f:
+            pq.write_table(_arrow_table(rows, descs), f)
+        return
+    C.save_npy(files[0], descs.astype(np.float32))
+    _write_csv(files[1], rows, start=0)
+
+
+def _write_csv(path: Path, rows: list[dict], start: int) -> None:
+    from engine.fileio import atomic_write
+
+    with atomic_write(path, "w") as f:
+        w = csv.writer(f)
+        w.writerow(("row",) + COLUMNS)
+        for i, r in enumerate(rows):
+            w.writerow([start + i] + ["" if r[c] is None else r[c] for c in COLUMNS])
+
+
+def _arrow_table(rows: list[dict], descs: np.ndarray):
+    import pyarrow as pa
+
+    cols = {c: [r[c] for r in rows] for c in COLUMNS}
+    types = {"source": pa.string(), "face_index": pa.int32(), "frame": pa.int64(), "score": pa.float64(),
+             **{c: pa.float64() for c in ("x0", "y0", "x1", "y1")}}
+    arrays = {c: pa.array(cols[c], type=types[c]) for c in COLUMNS}
+    flat = pa.array(np.ascontiguousarray(descs, np.float32).reshape(-1))
+    arrays["descriptor"] = pa.FixedSizeListArray.from_arrays(flat, descs.shape[1])
+    return pa.table(arrays)
+
+
+def _lazy_pyarrow() -> None:
+    try:
+        import pyarrow  # noqa: F401
+        import pyarrow.parquet  # noqa: F401
+    except ImportError:
+        from engine.errors import UnavailableError
+
+        raise UnavailableError("--parquet needs pyarrow: pip install pyarrow (or the 'parquet' extra)") from None
+
+
+def merge(store: Store) -> tuple[Path, int]:
+    """Rewrite the merged output from every chunk, streaming; returns (path, rows)."""
+    from engine.fileio import atomic_write
+
+    names = store.state["chunks"]
+    out = store.out
+    dim = 198 if store.part == "all" else 99
+    if store.fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        target = out / "descriptors.parquet"
+        n = 0
+        with atomic_write(target) as f:
+            writer = None
+            for name in names:
+                t = pq.read_table(store.chunk_files(name)[0])
+                writer = writer or pq.ParquetWriter(f, t.schema)
+                writer.write_table(t)
+                n += t.num_rows
+            if writer is None:  # nothing embedded (yet): a valid, empty table
+                pq.write_table(_arrow_table([], np.zeros((0, dim), np.float32)), f)
+            else:
+                writer.close()
+        return target, n
+    arrays = [np.load(store.chunk_files(n)[0], mmap_mode="r") for n in names]
+    total = sum(a.shape[0] for a in arrays)
+    target = out / "descriptors.npy"
+    with atomic_write(target) as f:
+        np.lib.format.write_array_header_1_0(f, {"descr": "<f4", "fortran_order": False, "shape": (total, dim)})
+        for a in arrays:
+            f.write(np.ascontiguousarray(a, np.float32).tobytes())
+    with atomic_write(out / "metadata.csv", "w") as f:
+        f.write(",".join(("row",) + COLUMNS) + "\n")
+        row = 0
+        for name in names:
+            text = store.chunk_files(name)[1].read_text(encoding="utf-8")
+            for rec in list(csv.reader(io.StringIO(text)))[1:]:
+                buf = io.StringIO()
+                csv.writer(buf).writerow([row] + rec[1:])
+                f.write(buf.getvalue().replace("\r\n", "\n"))
+                row += 1
+    return target, total
+
+
+def run(args) -> int:
+    from engine.descriptors import descriptor
+
+    if args.parquet:
+        _lazy_pyarrow()
+    out = C.prepare_output_dir(args.output)
+    C.apply_max_pixels(args.max_pixels)
+    report = C.Report()
+    paths = C.expand_each(args.inputs, report, recursive=args.recursive)
+    store = Store(out, "parquet" if args.parquet else "npy", args.part)
+    todo, skipped = [], 0
+    for p in paths:
+        rec = store.done(C.source_key(p), args.retry_failed)
+        if rec is None:
+            todo.append(p)
+            continue
+        skipped += 1
+        if rec["status"] == "failed":  # still a failure of this output folder: say it again
+            report.fail(p, f"{rec['error']} (recorded by an earlier run; --retry-failed to try again)")
+    if skipped and not args.quiet:
+        C.say(f"engine3dmm: embed: {skipped} input(s) already done in {out}, skipped")
+    rows, descs, finished = [], [], {}
+    cur = None  # (key, source, rows, descs, error) of the input whose results are arriving
+
+    def close_current():
+        nonlocal cur
+        if cur is None:
+            return
+        key, source, crow, cdesc, err = cur
+        if err is None:
+            rows.extend(crow)
+            descs.extend(cdesc)
+        finished[key] = {"source": source, "status": "failed" if err else "ok", "faces": len(crow), "error": err}
+        cur = None
+
+    def flush():
+        store.flush(rows, descs, finished)
+        rows.clear(), descs.clear(), finished.clear()
+
+    if todo:
+        boxes = C.load_boxes_arg(args)
+        with C.make_reconstructor(args, decode=False) as rec:
+            bar = C.progress(len(todo), "img", "embed", args.quiet)
+            results = rec.embed([str(p) for p in todo], boxes=boxes, cropped=args.cropped)
+            try:
+                for r in results:
+                    key = C.source_key(r.source)
+                    if cur is None or cur[0] != key:
+                        close_current()
+                        bar.update(1)
+                        if len(finished) >= args.flush_every:
+                            flush()
+                        cur = (key, str(r.source), [], [], None)
+                    if r.error is not None:
+                        report.fail(r.source, r.error, frame=r.frame)
+                        cur = cur[:4] + (r.error,)
+                        continue
+                    store.check_identity(r.provenance or {})
+                    cur[2].append({"source": str(r.source), "face_index": r.face_index, "frame": r.frame,
+                                   **dict(zip(("x0", "y0", "x1", "y1"), C.box_list(r.box) or [None] * 4)),
+                                   "score": C.box_score(r.box)})
+                    cur[3].append(descriptor(r.coeffs, args.part))
+                close_current()  # the stream ended: the last input is complete
+            finally:
+                results.close()
+                bar.close()
+                # Save every complete input, also on Ctrl-C or an error; the input whose
+                # results were still arriving (cur) is dropped and will be redone.
+                flush()
+    target, n = merge(store)
+    if not args.quiet:
+        failed = len({f["source"] for f in report.failures})
+        C.say(f"engine3dmm: embed: {n} descriptor(s) in {target}"
+              + (f"; {failed} input(s) failed (listed above)" if failed else ""))
+    return report.exit_code
