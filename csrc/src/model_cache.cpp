@@ -73,6 +73,32 @@ const char* dtype_name(uint32_t d) {
   }
 }
 
+// Offset of the first byte that breaks UTF-8 (overlongs, surrogates and > U+10FFFF
+// included), or npos. The metadata must be UTF-8 (the spec; Python's reader decodes it so).
+size_t first_invalid_utf8(const std::string& s) {
+  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
+  const size_t n = s.size();
+  for (size_t i = 0; i < n;) {
+    const unsigned c = p[i];
+    size_t len;
+    uint32_t cp;
+    if (c < 0x80) { ++i; continue; }
+    if ((c & 0xE0) == 0xC0) { len = 2; cp = c & 0x1F; }
+    else if ((c & 0xF0) == 0xE0) { len = 3; cp = c & 0x0F; }
+    else if ((c & 0xF8) == 0xF0) { len = 4; cp = c & 0x07; }
+    else return i;
+    if (i + len > n) return i;
+    for (size_t k = 1; k < len; ++k) {
+      if ((p[i + k] & 0xC0) != 0x80) return i;
+      cp = (cp << 6) | (p[i + k] & 0x3F);
+    }
+    static const uint32_t kMin[5] = {0, 0, 0x80, 0x800, 0x10000};
+    if (cp < kMin[len] || cp > 0x10FFFF || (cp >= 0xD800 && cp < 0xE000)) return i;
+    i += len;
+  }
+  return std::string::npos;
+}
+
 // IEEE binary32 -> binary16 with round-to-nearest-even (inf/nan preserved).
 uint16_t float_to_half(float f) {
   uint32_t x;
@@ -223,16 +249,16 @@ MorphableModel MorphableModel::load(const std::string& path) {
     bad(path, "array 'shape_mean' shape", "[3N] with 1 <= N < 2^31", dims(smean));
   const std::string s3n = u64s(n3);
   const Entry& sbasis = need("shape_basis", kFloat32, 2);
-  if (sbasis.dim1 != n3 || sbasis.dim0 > (uint64_t)std::numeric_limits<int>::max())
-    bad(path, "array 'shape_basis' shape", "[Ks, " + s3n + "] (3N from shape_mean)", dims(sbasis));
+  if (sbasis.dim1 != n3 || sbasis.dim0 == 0 || sbasis.dim0 > (uint64_t)std::numeric_limits<int>::max())
+    bad(path, "array 'shape_basis' shape", "[Ks, " + s3n + "] with Ks >= 1 (3N from shape_mean)", dims(sbasis));
   const Entry& ssig = need("shape_sigma", kFloat32, 1);
   if (ssig.dim0 != sbasis.dim0)
     bad(path, "array 'shape_sigma' shape", "[" + u64s(sbasis.dim0) + "] (Ks from shape_basis)", dims(ssig));
   const Entry& tmean = need("tex_mean", kFloat32, 1);
   if (tmean.dim0 != n3) bad(path, "array 'tex_mean' shape", "[" + s3n + "] (3N from shape_mean)", dims(tmean));
   const Entry& tbasis = need("tex_basis", kFloat32, 2);
-  if (tbasis.dim1 != n3 || tbasis.dim0 > (uint64_t)std::numeric_limits<int>::max())
-    bad(path, "array 'tex_basis' shape", "[Kt, " + s3n + "] (3N from shape_mean)", dims(tbasis));
+  if (tbasis.dim1 != n3 || tbasis.dim0 == 0 || tbasis.dim0 > (uint64_t)std::numeric_limits<int>::max())
+    bad(path, "array 'tex_basis' shape", "[Kt, " + s3n + "] with Kt >= 1 (3N from shape_mean)", dims(tbasis));
   const Entry& tsig = need("tex_sigma", kFloat32, 1);
   if (tsig.dim0 != tbasis.dim0)
     bad(path, "array 'tex_sigma' shape", "[" + u64s(tbasis.dim0) + "] (Kt from tex_basis)", dims(tsig));
@@ -275,6 +301,9 @@ MorphableModel MorphableModel::load(const std::string& path) {
 
   // ---- metadata ----
   m->metadata.assign(reinterpret_cast<const char*>(base + meta_off), (size_t)meta_n);
+  const size_t bad_utf8 = first_invalid_utf8(m->metadata);
+  if (bad_utf8 != std::string::npos)
+    bad(path, "metadata", "UTF-8 text", "an invalid byte sequence at byte " + std::to_string(bad_utf8));
   json_lite::TopLevel top;
   std::string jerr;
   if (!json_lite::parse_object(m->metadata, &top, &jerr)) bad(path, "metadata", "a UTF-8 JSON object", jerr);

@@ -21,20 +21,25 @@ PROG = "engine3dmm"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
-def _setup_logging(quiet: bool, verbose: bool) -> None:
+def _setup_logging(quiet: bool, verbose: bool):
     """Engine log records (e.g. 'using SYNTHETIC weights') go to stderr, above any
-    progress bar. --quiet keeps errors only; --verbose shows the engine's info lines."""
+    progress bar. --quiet keeps errors only; --verbose shows the engine's info lines.
+    Returns a function that puts the logger back as it was (main() may be called from a
+    host program or a test session, whose logging must not change)."""
     from engine.cli.common import TqdmHandler
 
-    level = logging.ERROR if quiet else (logging.DEBUG if verbose else logging.WARNING)
     log = logging.getLogger("engine")
-    for h in list(log.handlers):
-        if isinstance(h, TqdmHandler):
-            log.removeHandler(h)
+    saved = (list(log.handlers), log.level, log.propagate)
     handler = TqdmHandler(PROG)
-    log.addHandler(handler)
-    log.setLevel(level)
+    log.handlers = [handler]
+    log.setLevel(logging.ERROR if quiet else (logging.DEBUG if verbose else logging.WARNING))
     log.propagate = False  # one line per record, whatever the host program configured
+
+    def restore():
+        log.handlers, log.propagate = saved[0], saved[2]
+        log.setLevel(saved[1])
+
+    return restore
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     quiet, verbose = bool(getattr(args, "quiet", False)), bool(getattr(args, "verbose", False))
-    _setup_logging(quiet, verbose)
+    restore_logging = _setup_logging(quiet, verbose)
     module, func = args.handler.split(":")
     try:
         return int(getattr(importlib.import_module(module), func)(args))
@@ -65,3 +70,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_FAILED
     except BrokenPipeError:  # e.g. `engine3dmm info | head`: not an error of ours
         return EXIT_OK
+    finally:
+        restore_logging()
+        from engine.cli.common import restore_max_pixels
+
+        restore_max_pixels()

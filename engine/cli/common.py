@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
 import tempfile
 from collections import Counter
@@ -83,7 +84,20 @@ def apply_max_pixels(value: int | None) -> None:
             raise InputError(f"${ENV_MAX_PIXELS}: expected a positive integer, found {env!r}")
     from PIL import Image
 
+    _SAVED_MAX_PIXELS.append(Image.MAX_IMAGE_PIXELS)
     Image.MAX_IMAGE_PIXELS = value
+
+
+_SAVED_MAX_PIXELS: list = []
+
+
+def restore_max_pixels() -> None:
+    """Undo apply_max_pixels (main() runs inside test sessions and host programs too)."""
+    if _SAVED_MAX_PIXELS:
+        from PIL import Image
+
+        Image.MAX_IMAGE_PIXELS = _SAVED_MAX_PIXELS[0]
+        _SAVED_MAX_PIXELS.clear()
 
 
 def prepare_output_dir(path: str | os.PathLike) -> Path:
@@ -154,9 +168,11 @@ def output_stems(paths: list[Path]) -> dict[str, str]:
 def write_json(path: Path, data) -> None:
     from engine.fileio import atomic_write
 
+    text = json.dumps(data, indent=1, default=_json_default)
+    # Lists of plain values (boxes, 198 coefficients) on one line each: readable and short.
+    text = re.sub(r"\[([^\[\]{}\"]*)\]", lambda m: "[" + " ".join(m.group(1).split()) + "]", text)
     with atomic_write(path, "w") as f:
-        json.dump(data, f, indent=1, default=_json_default)
-        f.write("\n")
+        f.write(text + "\n")
 
 
 def _json_default(o):
@@ -199,11 +215,42 @@ def make_reconstructor(args, *, decode: bool):
     """The pipeline object configured from the shared options."""
     from engine.pipeline import Reconstructor
 
+    check_network_dir(args)
     kwargs = dict(runner=args.runner, network_dir=args.network_dir, batch_size=args.batch_size,
                   detector=detector_mode(args), workers=args.workers, threads=args.threads)
     if decode:
-        kwargs["model"] = getattr(args, "model", None)
+        kwargs["model"] = default_morphable(args)
     return Reconstructor(**kwargs)
+
+
+def check_network_dir(args) -> None:
+    """An explicit --network-dir must hold converted weights: silently falling back to the
+    synthetic ones (what the engine does for the default folder) would hide a typo."""
+    if not getattr(args, "network_dir", None):
+        return
+    from engine.errors import ModelFileError
+    from engine.network.resolve import WEIGHTS_FILE
+
+    weights = Path(args.network_dir) / WEIGHTS_FILE
+    if not weights.is_file():
+        raise ModelFileError(f"{weights}: --network-dir has no converted weights; run `engine3dmm convert "
+                             f"--network-dir {args.network_dir}`, or leave --network-dir out to use the "
+                             "built-in synthetic weights")
+
+
+MORPHABLE_CACHE_FILE = "bfm2009_trimmed.e3dmm"  # what `convert --bfm` writes into the model card
+
+
+def default_morphable(args) -> str | None:
+    """--model, else the Basel Face Model that `convert --bfm` wrote into the model card,
+    else None (the pipeline's built-in synthetic model)."""
+    if getattr(args, "model", None):
+        return args.model
+    from engine.network.resolve import default_model_dir
+
+    folder = Path(args.network_dir) if getattr(args, "network_dir", None) else default_model_dir()
+    cache = folder / MORPHABLE_CACHE_FILE
+    return str(cache) if cache.is_file() else None
 
 
 def box_list(box):

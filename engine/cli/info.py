@@ -63,26 +63,25 @@ def _network(args, problems):
         return out
     synthetic = bool(meta.get("synthetic"))
     out.update(status="SYNTHETIC" if synthetic else "official",
-               detail=f"converted from {json.dumps(meta.get('source'))}" if not synthetic else "synthetic weights file")
+               detail=_source_text(meta.get("source")) if not synthetic else "synthetic weights file")
     return out
 
 
-def _morphable(args, problems):
-    if not args.model:
-        # The pipeline decides the default morphable model; ask it when it can say.
-        default = None
-        try:
-            from engine import pipeline
+def _source_text(source) -> str:
+    """'converted from X.caffemodel (sha256 1234abcd...)' from the weights' metadata."""
+    cm = source.get("caffemodel") if isinstance(source, dict) else None
+    if not isinstance(cm, dict):
+        return f"converted weights ({json.dumps(source)})"
+    return f"converted from {cm.get('file')} (sha256 {str(cm.get('sha256'))[:16]}...)"
 
-            default = getattr(pipeline, "default_model_path", lambda: None)()
-        except ImportError:
-            pass
-        if default is None:
-            return {"file": None, "status": "SYNTHETIC",
-                    "detail": "built-in synthetic face model; `convert --bfm ... --topology ...` makes the real one"}
-        args_model = default
-    else:
-        args_model = args.model
+
+def _morphable(args, problems):
+    from engine.cli.common import default_morphable
+
+    args_model = default_morphable(args)
+    if args_model is None:
+        return {"file": None, "status": "SYNTHETIC",
+                "detail": "built-in synthetic face model; `convert --bfm ... --topology ...` makes the real one"}
     from engine.morphable import load_model
 
     try:

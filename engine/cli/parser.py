@@ -28,8 +28,14 @@ exit codes: 0 every input succeeded, 1 some input or step failed, 2 usage error,
 """
 
 
-class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """Keep the examples' line breaks and show defaults."""
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Keep the examples' line breaks; show a default when there is a value to show."""
+
+    def _get_help_string(self, action):
+        h = action.help or ""
+        if action.default not in (None, False, argparse.SUPPRESS) and action.option_strings and "default" not in h:
+            h += " (default: %(default)s)"
+        return h
 
 
 def _common(sub: bool) -> argparse.ArgumentParser:
@@ -59,11 +65,11 @@ def _network_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--runner", choices=RUNNERS, default="auto",
                    help="auto: TensorRT on a GPU, else PyTorch CUDA, else the fastest CPU runner")
     g.add_argument("--network-dir", metavar="DIR",
-                   help="model card folder holding cnn3dmm.safetensors (default: models/cnn3dmm, "
-                        "or $ENGINE3DMM_MODEL_DIR); without converted weights the SYNTHETIC ones are used")
-    g.add_argument("--batch-size", type=_positive_int, default=8, help="faces per network batch")
-    g.add_argument("--threads", type=_positive_int, help="CPU threads for the network (default: the runner's)")
-    g.add_argument("--workers", type=_positive_int, default=2, help="threads decoding and cropping images")
+                   help="model card folder holding the converted weights cnn3dmm.safetensors (default: "
+                        "models/cnn3dmm or $ENGINE3DMM_MODEL_DIR, where SYNTHETIC weights stand in until you `convert`)")
+    g.add_argument("--batch-size", type=_positive_int, default=8, metavar="N", help="faces per network batch")
+    g.add_argument("--threads", type=_positive_int, metavar="N", help="CPU threads for the network (default: the runner's)")
+    g.add_argument("--workers", type=_positive_int, default=2, metavar="N", help="threads decoding and cropping images")
 
 
 def _input_options(p: argparse.ArgumentParser, nargs: str | None = "+") -> None:
@@ -158,12 +164,16 @@ Calibrate --threshold on labelled pairs with `evaluate` (it prints the best thre
     p = _sub(subs, "evaluate", "verification accuracy (10-fold) and ROC AUC on an LFW-style pairs file",
              """examples:
   %(prog)s pairs.txt lfw/                        LFW: lfw/Name/Name_0001.jpg; the paper reports 92.35%%
+  %(prog)s pairs.txt lfw/ --descriptors lfw-desc/  embed once (resumable), evaluate again in seconds
   %(prog)s pairs.txt lfw-crops/ --cropped --json result.json""",
              "engine.cli.verify:run_evaluate")
     p.add_argument("pairs", help="pairs file in LFW pairs.txt format ('FOLDS N' header, then name n1 n2 / name1 n1 name2 n2)")
     p.add_argument("root", help="image root: each image is ROOT/name/name_NNNN.jpg")
     p.add_argument("--part", choices=PARTS, default="all", help="which coefficients form the descriptor")
     p.add_argument("--json", metavar="FILE", help="also write the result to FILE")
+    p.add_argument("--descriptors", metavar="DIR",
+                   help="keep the descriptors in DIR (an `embed` output folder): images already embedded there "
+                        "are not run again, so an interrupted evaluation resumes and a rerun takes seconds")
     _input_options(p, nargs=None)
     _network_options(p)
 

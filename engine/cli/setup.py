@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from engine.cli import common as C
 from engine.cli.common import Report, progress, say
 from engine.errors import EngineError, InputError
 
@@ -25,17 +26,9 @@ def _model_dir(args) -> Path:
 
 
 def morphable_cache_path(model_dir: Path) -> Path:
-    """Where `convert --bfm` writes the trimmed Basel Face Model: the pipeline's default
-    location when it declares one, else beside the network weights."""
-    try:
-        from engine import pipeline
-
-        p = getattr(pipeline, "MORPHABLE_CACHE_FILE", None)
-        if p:
-            return model_dir / p
-    except ImportError:
-        pass
-    return model_dir / "bfm2009_trimmed.e3dmm"
+    """Where `convert --bfm` writes the trimmed Basel Face Model; reconstruct and info
+    pick it up from there (engine.cli.common.default_morphable)."""
+    return model_dir / C.MORPHABLE_CACHE_FILE
 
 
 def _find(folder: Path, name: str) -> Path | None:
@@ -148,13 +141,13 @@ def run_convert(args) -> int:
 
 
 def run_build(args) -> int:
+    import importlib.util
+
     from engine import _core
     from engine.errors import UnavailableError
 
     # Say exactly what is missing before anything touches TensorRT (see DESIGN.md: never
     # create TensorRT objects without a working device).
-    import importlib.util
-
     if importlib.util.find_spec("tensorrt") is None:
         raise UnavailableError("build: TensorRT is not installed: pip install tensorrt (needs an NVIDIA GPU "
                                "and driver); on CPU-only machines use --runner onnxruntime instead, no build needed")

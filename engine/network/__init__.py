@@ -23,6 +23,7 @@ _EXPORTS = {
     "ResolvedModel": "engine.network.resolve",
     "default_model_dir": "engine.network.resolve",
     "build_torch_model": "engine.network.torch_model",
+    "load_torch_model": "engine.network.torch_model",
 }
 
 __all__ = sorted(_EXPORTS)

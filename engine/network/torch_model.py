@@ -140,3 +140,13 @@ def set_trunk_dtype(net: _Net, dtype: torch.dtype) -> _Net:
     net.mean = mean.float()
     fc.float()
     return net
+
+
+def load_torch_model(model_dir=None, *, fused: bool = True) -> _Net:
+    """The module for the weights `model_dir` resolves to (converted, else synthetic).
+
+    `net.synthetic` says which; `fused=False` gives the exact Caffe structure."""
+    from engine.network.resolve import resolve_model
+
+    model = resolve_model(model_dir)
+    return build(model.weights, model.mean, fused=fused, synthetic=model.synthetic)

@@ -52,27 +52,28 @@ def _failing(source: str, message: str) -> Item:
 
 
 def _image_item(source: str, data, path: str | None = None) -> Item:
+    """An image from a numpy array, encoded bytes or a file path."""
     from engine import images
 
     if isinstance(data, np.ndarray):
         return Item(source, lambda: images.as_rgb(data, source), path=path)
     if isinstance(data, (bytes, bytearray, memoryview)):
         return Item(source, lambda: images.decode_image(data, source), path=path)
-    if isinstance(data, (str, os.PathLike)):
-        p = os.fspath(data)
-        return Item(source, lambda: images.load_image(p), path=p)
-    return _failing(source, f"{source}: expected a path, encoded bytes or a numpy array, "
-                            f"found {type(data).__name__}")
+    p = os.fspath(data)
+    return Item(source, lambda: images.load_image(p), path=p)
 
 
-def _video_items(path: str) -> Iterator[Item]:
+def _video_items(source: str | int) -> Iterator[Item]:
+    """Frames of a video file or of a camera (an int index), decoded here, in order."""
     from engine import images
 
+    name = f"camera {source}" if isinstance(source, int) else source
+    path = None if isinstance(source, int) else source
     try:
-        for index, rgb in images.iter_video_frames(path):
-            yield Item(path, (lambda a=rgb: a), frame=index, path=path)
+        for index, rgb in images.iter_video_frames(source):
+            yield Item(name, (lambda a=rgb: a), frame=index, path=path)
     except InputError as e:
-        yield _failing(path, str(e))
+        yield _failing(name, str(e))
 
 
 def _path_items(s: str) -> Iterator[Item]:
@@ -98,23 +99,31 @@ def _path_items(s: str) -> Iterator[Item]:
 
 
 def _is_pair(x) -> bool:
+    # (name, array or bytes) only: a tuple of two paths is two inputs, not a renamed file
     return isinstance(x, tuple) and len(x) == 2 and isinstance(x[0], str) \
-        and isinstance(x[1], (np.ndarray, bytes, bytearray, memoryview, str, os.PathLike))
+        and isinstance(x[1], (np.ndarray, bytes, bytearray, memoryview))
 
 
 def iter_items(inputs) -> Iterator[Item]:
-    """Lazy, ordered work items of `inputs` (one input or an iterable of inputs)."""
-    if isinstance(inputs, (str, os.PathLike, np.ndarray, bytes, bytearray, memoryview)) or _is_pair(inputs):
+    """Lazy, ordered work items of `inputs` (one input or an iterable of inputs; an int is a
+    camera index). Checks the argument itself now (InputError), the inputs lazily."""
+    if isinstance(inputs, (str, os.PathLike, np.ndarray, bytes, bytearray, memoryview, int)) or _is_pair(inputs):
         inputs = [inputs]
     elif not isinstance(inputs, Iterable):
         raise InputError(f"inputs: expected paths, arrays, bytes or (name, data) pairs, "
                          f"found {type(inputs).__name__}")
-    n_arrays = 0
+    return _items(inputs)
+
+
+def _items(inputs) -> Iterator[Item]:
+    n_arrays = 0  # numbers unnamed in-memory inputs: "<array 0>", "<bytes 1>", ...
     for x in inputs:
         if _is_pair(x):
             yield _image_item(x[0], x[1])
         elif isinstance(x, (str, os.PathLike)):
             yield from _path_items(os.fspath(x))
+        elif isinstance(x, (int, np.integer)) and not isinstance(x, bool):
+            yield from _video_items(int(x))  # a camera index
         elif isinstance(x, (np.ndarray, bytes, bytearray, memoryview)):
             kind = "array" if isinstance(x, np.ndarray) else "bytes"
             yield _image_item(f"<{kind} {n_arrays}>", x)

@@ -27,7 +27,7 @@ import numpy as np
 from engine.errors import InputError, UnavailableError
 from engine.pipeline import stages
 from engine.pipeline.inputs import iter_items, prepare
-from engine.pipeline.results import FaceResult, HostDecoded, record_views
+from engine.pipeline.results import FaceResult
 
 DETECTORS = ("auto", "dlib")
 _CPU_OUTPUTS = ("vertices", "colors", "records")
@@ -86,6 +86,10 @@ class Reconstructor:
             # Beside the network the decoder gets one thread, so the two do not fight for cores.
             self.decoder = Decoder(self.model, device="cuda" if self.on_gpu else "cpu",
                                    basis_dtype=basis_dtype, num_threads=1)
+            if self.on_gpu:
+                from engine.pipeline.gpu import GpuStage
+
+                self._gpu = GpuStage(self.runner, self.decoder)
             from engine.network import architecture as arch
 
             if self.decoder.coeff_width > arch.NUM_COEFFS:
@@ -144,30 +148,17 @@ class Reconstructor:
         if n == 0:
             batch.coeffs = np.empty((0, self.decoder.coeff_width), np.float32)
             return batch
-        if not self.on_gpu:
-            batch.coeffs = self.runner.run(batch.crops[:n])
-            return batch
-        import torch
-
-        from engine.mesh_io import VERTEX_DTYPE
-
-        stream = self.runner.stream
-        with torch.cuda.stream(stream):  # everything below is ordered on the runner's stream
-            coeffs = self.runner.run_device(batch.crops[:n])
-            records = None
-            if decode:
-                records = self.decoder.decode(coeffs, outputs=("records",), stream=stream).records
-            # Only what is written comes back: the coefficients and the PLY vertex records.
-            batch.coeffs = coeffs.cpu().numpy()
-            if records is not None:
-                rec = records.cpu().numpy().view(VERTEX_DTYPE).reshape(n, self.decoder.num_vertices)
-                v, c = record_views(rec)
-                batch.decoded = HostDecoded(v, c, rec, self.decoder.faces)
+        if self.on_gpu:
+            return self._gpu.run(batch, decode)
+        batch.coeffs = self.runner.run(batch.crops[:n])
         return batch
 
     def _finish_batch(self, batch: stages.Batch, decode: bool) -> stages.Batch:
-        """CPU decode of one batch; runs on the caller's thread while the network runs the next."""
-        if decode and not self.on_gpu and batch.n > 0:
+        """Runs on the caller's thread while the network runs the next batch: the CPU decode,
+        or on a GPU the wait for the copy back."""
+        if self.on_gpu:
+            return self._gpu.finish(batch)
+        if decode and batch.n > 0:
             batch.decoded = self.decoder.decode(batch.coeffs, outputs=_CPU_OUTPUTS)
         return batch
 
@@ -198,8 +189,8 @@ class Reconstructor:
                     decode: bool = True, keep_crops: bool = False) -> Iterator[FaceResult]:
         """Results for every face of every input, in input order then face order.
 
-        inputs: a path, folder, glob, video file, numpy image, encoded bytes, (name, data)
-            pair, or an iterable of these (consumed lazily).
+        inputs: a path, folder, glob, video file, camera index (int), numpy image, encoded
+            bytes, (name, data) pair, or an iterable of these (consumed lazily).
         boxes: {name or path: [FaceBox or (x0, y0, x1, y1), ...]} or a CSV/JSON sidecar path;
             inputs without an entry go to the detector.
         cropped: inputs are already crops by the release's rule (resized whole).
@@ -224,8 +215,10 @@ class Reconstructor:
         def prep(item):
             return prepare(item, boxes=boxes, cropped=cropped, detect=detect, detector_name=name)
 
+        items = iter_items(inputs)  # checks the argument here, reads the inputs lazily
+
         def batches(pool, stop):
-            prepared = stages.ordered_map(pool, prep, iter_items(inputs), ahead, stop)
+            prepared = stages.ordered_map(pool, prep, items, ahead, stop)
             return stages.batches_from_prepared(prepared, self.batch_size, stop)
 
         pipe = self.pipeline(batches, decode=decode)

@@ -59,6 +59,7 @@ class Batch:
     entries: list = field(default_factory=list)
     coeffs: np.ndarray | None = None  # [n, 198] host float32
     decoded: Any = None  # DecodedBatch (CPU) or HostDecoded (GPU), when decoding
+    pending: Any = None  # GPU: the copy back in flight (see engine.pipeline.gpu)
 
 
 class _Failure:

@@ -90,7 +90,7 @@ def create_runner(name: str = "auto", model_dir=None, *, max_batch: int | None =
                                + _install_hint(name))
     model = resolve_model(model_dir, synthetic_seed=synthetic_seed)
     gpu = name in ("tensorrt", "torch-cuda")
-    kw = dict(max_batch=max_batch or (128 if gpu else 32), **options)
+    kw = dict(max_batch=max_batch if max_batch is not None else (128 if gpu else 32), **options)
     if precision is not None:
         kw["precision"] = precision
     if name == "onnxruntime":

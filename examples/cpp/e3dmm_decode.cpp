@@ -27,11 +27,14 @@ const char* kUsage =
     "  COEFFS.npy       float32 [B, C] network outputs (alpha at 0, beta at Ks; C >= Ks + Kt)\n"
     "  --list FILE      a text file with one .npy path per line (relative to the list's folder)\n"
     "  --ascii          ASCII PLY instead of binary little-endian\n"
-    "  --comment TEXT   a PLY header comment (repeatable)\n"
+    "  --comment TEXT   a PLY header comment (repeatable); a synthetic model adds a WARNING comment\n"
     "  --threads N      CPU decode threads (0: all)\n"
     "  --device cpu|cuda  where to decode (cuda: builds with CUDA and a GPU)\n"
     "  --engine FILE --crops CROPS.npy  run a TensorRT engine on float32 [B, 3, 224, 224] crops\n"
     "                   (builds with TensorRT), decode on the GPU\n";
+
+// Appended to the PLY comments when the model is synthetic (same text as engine.pipeline).
+const char* kSyntheticComment = "WARNING synthetic morphable model: not the Basel Face Model";
 
 struct Options {
   std::string model, out, list, engine, crops, device = "cpu";
@@ -120,6 +123,9 @@ int run(const Options& o) {
               m.synthetic() ? " [SYNTHETIC: not a real face model]" : "", ms_since(t0));
   const int64_t n = m.num_vertices();
   int64_t written = 0;
+  // Every file made from the synthetic model says so, in the pipeline's words.
+  std::vector<std::string> comments = o.comments;
+  if (m.synthetic()) comments.push_back(kSyntheticComment);
 
   if (!o.engine.empty()) {
 #if defined(E3DMM_WITH_CUDA)
@@ -144,8 +150,7 @@ int run(const Options& o) {
     cudaFree(d_in);
     cudaStreamDestroy(stream);
     for (int64_t b = 0; b < batch; ++b, ++written)
-      e3dmm::write_ply(row_path(o, o.crops, b), rec.data() + b * n * e3dmm::kRecordBytes, n, m.faces(),
-                       m.num_faces(), fmt, o.comments);
+      dec.write_ply(row_path(o, o.crops, b), rec.data() + b * n * e3dmm::kRecordBytes, fmt, comments);
 #else
     throw e3dmm::Unavailable("--engine: this build of e3dmm has no CUDA, so no TensorRT runner");
 #endif
@@ -180,8 +185,7 @@ int run(const Options& o) {
     const double decode_ms = ms_since(t0);
     t0 = std::chrono::steady_clock::now();
     for (int64_t b = 0; b < batch; ++b, ++written)
-      e3dmm::write_ply(row_path(o, path, b), rec.data() + b * n * e3dmm::kRecordBytes, n, m.faces(), m.num_faces(),
-                       fmt, o.comments);
+      dec.write_ply(row_path(o, path, b), rec.data() + b * n * e3dmm::kRecordBytes, fmt, comments);
     std::printf("%s: %lld rows decoded (%s) in %.2f ms, PLY written in %.2f ms\n", path.c_str(), (long long)batch,
                 o.device.c_str(), decode_ms, ms_since(t0));
   }

@@ -186,6 +186,19 @@ TEST_F(DecodeTest, DecodeToPlyWritesTheDecodedRecords) {
                                             e3dmm::PlyFormat::BinaryLittleEndian, {"row 0"});
   const std::vector<uint8_t> got = testutil::read_file(dir_.file("one.ply"));
   EXPECT_EQ(std::string(got.begin(), got.end()), want);
+  // Decoder::write_ply (prebuilt face block) writes the same bytes as the free function, both formats.
+  for (auto fmt : {e3dmm::PlyFormat::BinaryLittleEndian, e3dmm::PlyFormat::Ascii}) {
+    dec.write_ply(dir_.file("two.ply"), rec.data(), fmt, {"c"});
+    const std::vector<uint8_t> two = testutil::read_file(dir_.file("two.ply"));
+    EXPECT_EQ(std::string(two.begin(), two.end()),
+              e3dmm::ply_bytes(rec.data(), tiny_.n, tiny_.faces.data(), tiny_.f, fmt, {"c"}));
+  }
+  // Bad records are refused on this path too, and nothing is written.
+  std::vector<uint8_t> bad = rec;
+  const float nan = std::nanf("");
+  std::memcpy(&bad[15 * 5 + 8], &nan, 4);
+  EXPECT_THROW(dec.write_ply(dir_.file("bad.ply"), bad.data()), e3dmm::InvalidInput);
+  EXPECT_EQ(testutil::read_file(dir_.file("bad.ply")).size(), 0u);
 }
 
 TEST_F(DecodeTest, CudaDecoderMatchesCpuOrSaysUnavailable) {

@@ -5,6 +5,7 @@
 
 #include <cstring>
 #include <functional>
+#include <random>
 
 #include "cache_writer.h"
 #include "e3dmm/decoder.h"
@@ -191,6 +192,11 @@ TEST(ModelCache, IndexRangesAndMetadata) {
       {"synthetic not bool", [](TinyModel* m) {
          m->metadata = "{\"format\":\"e3dmm-cache\",\"synthetic\":1,\"name\":\"x\",\"source\":\"y\"}"; },
        {"\"synthetic\"", "boolean"}},
+      {"metadata not UTF-8", [](TinyModel* m) {
+         m->metadata = "{\"format\":\"e3dmm-cache\",\"synthetic\":true,\"name\":\"\xff\",\"source\":\"y\"}"; },
+       {"metadata", "UTF-8", "byte 49"}},
+      {"zero shape components", [](TinyModel* m) {
+         m->ks = 0; m->shape_basis.clear(); m->shape_sigma.clear(); }, {"shape_basis", "Ks >= 1"}},
       {"source missing", [](TinyModel* m) {
          m->metadata = "{\"format\":\"e3dmm-cache\",\"synthetic\":true,\"name\":\"x\"}"; },
        {"\"source\"", "missing"}},
@@ -219,4 +225,29 @@ TEST(ModelCache, DecodeParamsAndFloat16Copy) {
   p = m.decode_params(coeffs.data(), 1, m.default_layout(), e3dmm::BasisType::Float16);
   EXPECT_EQ(p.basis_type, e3dmm::BasisType::Float16);
   EXPECT_NE(p.shape_basis, static_cast<const void*>(m.shape_basis()));
+}
+
+TEST(ModelCache, RandomCorruptionNeverCrashes) {
+  // Flip random bytes of the header, table and metadata (where a reader can go wrong):
+  // every outcome is either a valid model or a ModelFileError. Run under ASan/UBSan too.
+  testutil::TempDir dir;
+  const std::vector<uint8_t> good = testutil::cache_bytes(testutil::make_model(16, 8, 2, 3, 9));
+  std::mt19937 rng(1234);
+  const size_t hot = 64 + 64 * 8 + 200;  // header + 8 records + most of the metadata
+  int rejected = 0;
+  for (int iter = 0; iter < 400; ++iter) {
+    std::vector<uint8_t> b = good;
+    const int flips = 1 + (int)(rng() % 4);
+    for (int k = 0; k < flips; ++k) b[rng() % hot] ^= (uint8_t)(1u << (rng() % 8));
+    const std::string path = dir.file("fuzz.e3dmm");
+    testutil::write_file(path, b);
+    try {
+      const MorphableModel m = MorphableModel::load(path);
+      ASSERT_GT(m.num_vertices(), 0);  // accepted: then it must be usable
+      for (int64_t i = 0; i < 3 * m.num_faces(); ++i) ASSERT_LT(m.faces()[i], m.num_vertices());
+    } catch (const e3dmm::ModelFileError&) {
+      ++rejected;
+    }
+  }
+  EXPECT_GT(rejected, 300);  // almost every flip in these regions must be caught
 }

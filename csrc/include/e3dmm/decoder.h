@@ -20,7 +20,7 @@ class Decoder {
  public:
   /// Takes ownership of `model`.
   /// @param basis        Float16 decodes from a float16 copy of the bases (half the memory traffic,
-  ///                     about 1e-3 relative error); Float32 reads the mapped file directly.
+  ///                     each element rounded to 2^-11 relative); Float32 reads the mapped file directly.
   /// @param num_threads  CPU threads per decode call (0: all available).
   explicit Decoder(MorphableModel model, BasisType basis = BasisType::Float32, int num_threads = 0);
   /// Loads the cache at `path` (see MorphableModel::load) and builds a Decoder.
@@ -28,7 +28,7 @@ class Decoder {
 
   Decoder(Decoder&&) noexcept;             ///< Moves the model.
   Decoder& operator=(Decoder&&) noexcept;  ///< Moves the model.
-  ~Decoder();
+  ~Decoder();  ///< Releases the model (unmaps the file).
 
   const MorphableModel& model() const;  ///< The owned model.
 
@@ -40,6 +40,13 @@ class Decoder {
               uint8_t* records) const;
   /// decode() with the model's default layout (stride Ks + Kt, alpha at 0, beta at Ks).
   void decode(const float* coeffs, int64_t batch, float* vertices, uint8_t* colors, uint8_t* records) const;
+
+  /// Writes one decoded mesh (`records`: [N, kRecordBytes], host) with the model's faces as a
+  /// PLY file, atomically; the same bytes as e3dmm::write_ply(). The binary face block is
+  /// built once at construction, so a write costs little more than the bytes themselves.
+  /// @throws like e3dmm::write_ply().
+  void write_ply(const std::string& path, const uint8_t* records, PlyFormat format = PlyFormat::BinaryLittleEndian,
+                 const std::vector<std::string>& comments = {}) const;
 
   /// Decodes one row (default layout) and writes it as a PLY file (atomically).
   /// Returns nothing on success; throws like decode() and write_ply().
@@ -64,8 +71,8 @@ class CudaDecoder {
   explicit CudaDecoder(const MorphableModel& model, BasisType basis = BasisType::Float32);
   CudaDecoder(CudaDecoder&&) noexcept;             ///< Moves the device buffers.
   CudaDecoder& operator=(CudaDecoder&&) noexcept;  ///< Moves the device buffers.
-  CudaDecoder(const CudaDecoder&) = delete;
-  CudaDecoder& operator=(const CudaDecoder&) = delete;
+  CudaDecoder(const CudaDecoder&) = delete;             ///< Not copyable: owns device memory.
+  CudaDecoder& operator=(const CudaDecoder&) = delete;  ///< Not copyable.
   ~CudaDecoder();  ///< Frees the device buffers (synchronises the device first).
 
   int64_t num_vertices() const;  ///< N

@@ -38,8 +38,8 @@ class MorphableModel {
 
   MorphableModel(MorphableModel&&) noexcept;             ///< Moves the mapping.
   MorphableModel& operator=(MorphableModel&&) noexcept;  ///< Moves the mapping.
-  MorphableModel(const MorphableModel&) = delete;
-  MorphableModel& operator=(const MorphableModel&) = delete;
+  MorphableModel(const MorphableModel&) = delete;             ///< Not copyable: owns the mapping.
+  MorphableModel& operator=(const MorphableModel&) = delete;  ///< Not copyable.
   ~MorphableModel();  ///< Unmaps the file.
 
   const std::string& path() const;   ///< The file this model was loaded from.

@@ -27,9 +27,9 @@ class TensorRTRunner {
   explicit TensorRTRunner(const std::string& engine_path);
   TensorRTRunner(TensorRTRunner&&) noexcept;             ///< Moves the engine.
   TensorRTRunner& operator=(TensorRTRunner&&) noexcept;  ///< Moves the engine.
-  TensorRTRunner(const TensorRTRunner&) = delete;
-  TensorRTRunner& operator=(const TensorRTRunner&) = delete;
-  ~TensorRTRunner();
+  TensorRTRunner(const TensorRTRunner&) = delete;             ///< Not copyable: owns the engine.
+  TensorRTRunner& operator=(const TensorRTRunner&) = delete;  ///< Not copyable.
+  ~TensorRTRunner();  ///< Frees the output buffer (after the device is idle), context, engine, runtime.
 
   const std::string& input_name() const;   ///< The engine's input tensor name.
   const std::string& output_name() const;  ///< The engine's output tensor name.

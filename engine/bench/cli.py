@@ -1,0 +1,140 @@
+"""Command line of the benchmark.
+
+    python -m engine.bench                       # every available runner, batch sizes 1 8 32 (GPU: + 128)
+    python -m engine.bench --quick               # default runner, batch 1 and 8, under a minute
+    python -m engine.bench --runners onnxruntime --batch-sizes 1 4 --json out.json --markdown out.md
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+
+from engine.bench import measure, report
+from engine.bench import stages as S
+from engine.errors import EngineError
+
+DEFAULT_BATCHES_CPU = (1, 8, 32)
+DEFAULT_BATCHES_GPU = (1, 8, 32, 128)
+QUICK_BATCHES = (1, 8)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m engine.bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true",
+                   help="fewer iterations, batch sizes 1 and 8, the default runner only (under a minute)")
+    p.add_argument("--runners", nargs="+", metavar="NAME",
+                   help="runners to measure (default: every available one; --quick: the default one)")
+    p.add_argument("--batch-sizes", nargs="+", type=int, metavar="B", help="batch sizes (default 1 8 32; GPU + 128)")
+    p.add_argument("--json", metavar="PATH", help="write the rows as JSON")
+    p.add_argument("--markdown", metavar="PATH", help="write a Markdown table with the machine and the targets")
+    p.add_argument("--network-dir", metavar="DIR", help="converted network weights (default models/cnn3dmm)")
+    p.add_argument("--model", metavar="PATH", help="morphable model file (default: the built-in synthetic model)")
+    p.add_argument("--workers", type=int, default=2, help="prep worker threads of end_to_end (default 2)")
+    p.add_argument("--note", action="append", default=[], help="a line added to the Markdown notes")
+    return p
+
+
+def _log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def run(args) -> tuple[list[measure.Row], measure.Machine]:
+    from engine.morphable import load_model
+    from engine.pipeline import Reconstructor
+    from engine.runners import available_runners, create_runner
+
+    budget = measure.QUICK if args.quick else measure.FULL
+    available = available_runners()
+    if not available:
+        raise EngineError("no network runner is available: pip install onnxruntime onnx (CPU) or torch")
+    names = args.runners or (available[:1] if args.quick else available)
+    gpu_any = any(n in ("tensorrt", "torch-cuda") for n in names)
+    batches = args.batch_sizes or (QUICK_BATCHES if args.quick else DEFAULT_BATCHES_GPU if gpu_any
+                                   else DEFAULT_BATCHES_CPU)
+    if any(b < 1 for b in batches):
+        raise EngineError(f"--batch-sizes: expected positive integers, found {batches}")
+    work = S.workload()
+    model = load_model(args.model)
+    rows: list[measure.Row] = []
+    row = S.detect(work, budget)
+    if row is not None:
+        rows.append(row)
+        _log(f"detect: {row.latency_ms_p50:.1f} ms per image")
+    for name in names:
+        _log(f"runner {name}: loading")
+        runner = create_runner(name, args.network_dir, max_batch=max(batches))
+        label = (f"network {'SYNTHETIC' if runner.synthetic else 'cnn3dmm'} + morphable "
+                 f"{model.metadata.get('name')}{' (SYNTHETIC)' if model.synthetic else ''}")
+        try:
+            for b in batches:
+                with Reconstructor(runner=runner, model=model, batch_size=b, detector=None,
+                                   workers=args.workers) as rec:
+                    ctx = S.Context(rec, b, work, budget, label)
+                    for fn in (S.preprocess, S.decode, S.write):
+                        rows.append(fn(ctx))
+                        _log(_short(rows[-1]))
+                    rows += _paired_rounds(ctx, budget)
+        finally:
+            runner.close()
+    return rows, measure.machine(gpu_any)
+
+
+def _paired_rounds(ctx: S.Context, budget: measure.Budget) -> list[measure.Row]:
+    """network, network_decode and end_to_end in alternating rounds: the targets compare
+    their throughputs, and on a shared machine the background load drifts over minutes, so
+    each round measures all three under about the same load."""
+    per_batch = min(S.network_once(ctx) for _ in range(budget.warmup))
+    calls = max(1, budget.iterations_for(per_batch) // budget.rounds)
+    lo, hi = budget.pipelined_batches
+    # +1: n batches give n - 1 steady-state intervals
+    batches = max(lo, budget.batches_for(per_batch) // budget.rounds) + 1
+    got: dict[str, list] = {"network": [], "network_decode": [], "end_to_end": []}
+    for r in range(budget.rounds):
+        got["network"].append(S.network(ctx, calls))
+        got["network_decode"].append(S.network_decode(ctx, batches))
+        got["end_to_end"].append(S.end_to_end(ctx, batches))
+        _log(f"{ctx.runner_name} batch {ctx.batch}: round {r + 1}/{budget.rounds} done")
+    notes = {"network": "host crops -> host coefficients",
+             "network_decode": "crops -> meshes in memory, pipelined (network thread + decode)",
+             "end_to_end": f"JPEG files + boxes -> PLY files, Reconstructor with {ctx.rec.workers} prep workers"}
+    rows = [S.rounds_row(ctx, stage, samples, notes[stage]) for stage, samples in got.items()]
+    for row in rows:
+        _log(_short(row))
+    return rows
+
+
+def _short(r: measure.Row) -> str:
+    return (f"{r.stage} {r.runner} batch {r.batch}: p50 {r.latency_ms_p50:.1f} ms, "
+            f"{r.throughput_per_s:.2f} faces/s ({r.iterations} iterations)")
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    t0 = time.perf_counter()
+    try:
+        rows, mach = run(args)
+    except EngineError as e:
+        print(f"engine.bench: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("engine.bench: interrupted", file=sys.stderr)
+        return 130
+    print(f"Machine: {mach.describe()}")
+    print(report.table(rows))
+    print()
+    for line in report.verdicts(rows):
+        print(line)
+    print(f"\n({time.perf_counter() - t0:.0f} s)")
+    command = "python -m engine.bench " + " ".join(argv if argv is not None else sys.argv[1:])
+    notes = [*args.note, "Pipelined stages: latency = interval between consecutive batch completions "
+             "(the pipeline's period per batch); throughput = steady state, first completion to last.",
+             "Single stages: latency per batch call; throughput = faces / total time of the timed calls."]
+    if args.json:
+        report.write_json(args.json, rows, mach)
+    if args.markdown:
+        report.write_markdown(args.markdown, rows, mach, command.strip(), notes)
+    return 0

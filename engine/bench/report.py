@@ -1,0 +1,91 @@
+"""The benchmark's outputs: the console table, the targets verdict and the Markdown file."""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+
+from engine.bench.measure import ROW_KEYS, Machine, Row
+from engine.fileio import atomic_write
+
+# Targets (issue 4, same runner and batch): pipelined stages against the network alone.
+TARGETS = {"network_decode": 0.95, "end_to_end": 0.90}
+_PER_FACE_STAGES = ("preprocess", "network", "decode", "write")
+
+
+def table(rows: list[Row]) -> str:
+    head = ("stage", "runner", "device", "prec", "batch", "p50 ms", "p99 ms", "faces/s", "peak RSS MiB", "GPU MiB")
+    body = [(r.stage, r.runner, r.device, r.precision, str(r.batch), f"{r.latency_ms_p50:.1f}",
+             f"{r.latency_ms_p99:.1f}", f"{r.throughput_per_s:.2f}",
+             "-" if r.peak_rss_mib is None else f"{r.peak_rss_mib:.0f}",
+             "-" if r.peak_gpu_mib is None else f"{r.peak_gpu_mib:.0f}") for r in rows]
+    widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(head)]
+    fmt = "  ".join(f"{{:<{w}}}" if i < 4 else f"{{:>{w}}}" for i, w in enumerate(widths))
+    return "\n".join([fmt.format(*head), fmt.format(*("-" * w for w in widths)), *(fmt.format(*b) for b in body)])
+
+
+def _groups(rows: list[Row]) -> dict[tuple[str, int], dict[str, Row]]:
+    g: dict[tuple[str, int], dict[str, Row]] = {}
+    for r in rows:
+        if r.stage != "detect":
+            g.setdefault((r.runner, r.batch), {})[r.stage] = r
+    return g
+
+
+def verdicts(rows: list[Row]) -> list[str]:
+    """One line per runner and batch: each target's ratio and PASS/FAIL, the stage that
+    bounds end_to_end, and (GPU) how many CPU cores would keep the GPU busy."""
+    lines = []
+    for (runner, batch), st in _groups(rows).items():
+        net = st.get("network")
+        if net is None:
+            continue
+        parts = []
+        for stage, target in TARGETS.items():
+            if stage in st:
+                ratio = st[stage].throughput_per_s / net.throughput_per_s
+                parts.append(f"{stage} {ratio:.1%} of network ({'PASS' if ratio >= target else 'FAIL'}, "
+                             f"target {target:.0%})")
+        per_face = {s: 1.0 / st[s].throughput_per_s for s in _PER_FACE_STAGES if s in st}
+        if per_face:
+            bound = max(per_face, key=per_face.get)
+            cost = ", ".join(f"{s} {v * 1e3:.1f}" for s, v in per_face.items())
+            parts.append(f"bound by {bound} (ms per face, each stage alone: {cost})")
+        if net.device == "cuda":
+            cpu_s = sum(per_face.get(s, 0.0) for s in ("preprocess", "write"))
+            parts.append(f"CPU cores to keep the GPU busy: {cpu_s * net.throughput_per_s:.1f} "
+                         f"(preprocess + write per face x network faces/s)")
+        lines.append(f"{runner} batch {batch}: " + "; ".join(parts))
+    return lines
+
+
+def write_json(path: str | os.PathLike, rows: list[Row], machine: Machine) -> None:
+    doc = {"machine": machine.describe(), "date": _now(), "row_keys": list(ROW_KEYS),
+           "rows": [r.as_dict() for r in rows]}
+    with atomic_write(path, "w") as f:
+        json.dump(doc, f, indent=1)
+        f.write("\n")
+
+
+def markdown(rows: list[Row], machine: Machine, command: str, notes: list[str]) -> str:
+    out = [f"# `python -m engine.bench` results", "",
+           f"- Machine: {machine.describe()}", f"- Date: {_now()}", f"- Command: `{command}`",
+           f"- Model: {rows[0].model if rows else '-'}", *[f"- {n}" for n in notes], "",
+           "| stage | runner | device | precision | batch | p50 ms | p99 ms | faces/s | peak RSS MiB | GPU MiB | note |",
+           "|---|---|---|---|---:|---:|---:|---:|---:|---:|---|"]
+    for r in rows:
+        out.append(f"| {r.stage} | {r.runner} | {r.device} | {r.precision} | {r.batch} | {r.latency_ms_p50:.1f} | "
+                   f"{r.latency_ms_p99:.1f} | {r.throughput_per_s:.2f} | "
+                   f"{'-' if r.peak_rss_mib is None else f'{r.peak_rss_mib:.0f}'} | "
+                   f"{'-' if r.peak_gpu_mib is None else f'{r.peak_gpu_mib:.0f}'} | {r.note} |")
+    out += ["", "## Targets", "", *[f"- {v}" for v in verdicts(rows)], ""]
+    return "\n".join(out)
+
+
+def write_markdown(path, rows, machine, command, notes) -> None:
+    with atomic_write(path, "w") as f:
+        f.write(markdown(rows, machine, command, notes))
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")

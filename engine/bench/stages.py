@@ -1,0 +1,275 @@
+"""The benchmark's stages. Each returns one `Row` (see engine.bench.measure).
+
+Inputs are real: `skimage.data.astronaut()` encoded as JPEG (quality 90) with a known
+face box, the default network weights and morphable model. Pipelined stages go through
+the same code the product runs (engine.pipeline), not a copy of it.
+"""
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from engine.bench.measure import Budget, PeakMemory, Row, summarize, time_calls
+
+# A box around the astronaut's face (dlib's landmark box is (178, 87, 272, 178)); cropped
+# like a caller-given box.
+ASTRONAUT_BOX = (170.0, 75.0, 280.0, 185.0)
+
+
+@dataclass
+class Workload:
+    jpeg: bytes  # astronaut() as JPEG
+    image: np.ndarray  # RGB uint8, for the detector
+
+
+def workload() -> Workload:
+    from PIL import Image
+    from skimage import data
+
+    img = data.astronaut()
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, "JPEG", quality=90)
+    return Workload(buf.getvalue(), img)
+
+
+class Context:
+    """One runner at one batch size: its Reconstructor and the real crops it eats."""
+
+    def __init__(self, rec, batch: int, work: Workload, budget: Budget, model_label: str):
+        self.rec, self.batch, self.work, self.budget, self.model_label = rec, batch, work, budget, model_label
+        r = rec.runner
+        self.runner_name, self.device, self.precision = r.name, r.device, r.precision
+        self.gpu = rec.on_gpu
+        self.crops = preprocess_batch(work.jpeg, batch)
+        self._coeffs = None
+
+    @property
+    def coeffs(self) -> np.ndarray:
+        """Host coefficients of `crops` (computed once: inputs of the decode and write stages)."""
+        if self._coeffs is None:
+            self._coeffs = on_thread(lambda: self.rec.runner.run(self.crops))
+        return self._coeffs
+
+    def sync(self):
+        if self.gpu:
+            import torch
+
+            torch.cuda.synchronize()
+
+    def row(self, stage: str, p50: float, p99: float, thr: float, n: int, mem: PeakMemory, note: str = "") -> Row:
+        return Row(stage, self.runner_name, self.device, self.precision, self.batch, round(p50, 3), round(p99, 3),
+                   round(thr, 3), self.model_label, n, _r(mem.rss_mib), _r(mem.gpu_mib),
+                   note + ("" if mem.per_stage else " (peak RSS since process start)"))
+
+
+def _r(x):
+    return None if x is None else round(x, 1)
+
+
+def preprocess_batch(jpeg: bytes, batch: int, out: np.ndarray | None = None) -> np.ndarray:
+    """`batch` encoded images -> normalised crops [batch, 3, 224, 224] (one thread)."""
+    from engine.crop import crop_face
+    from engine.images import decode_image
+
+    out = np.empty((batch, 3, 224, 224), np.float32) if out is None else out
+    for i in range(batch):
+        crop_face(decode_image(jpeg, "astronaut.jpg"), ASTRONAUT_BOX, kind="given", out=out[i])
+    return out
+
+
+def detect(work: Workload, budget: Budget) -> Row | None:
+    """dlib HOG + 68-landmark box on astronaut() (512x512), one image per call."""
+    import importlib.util
+
+    if importlib.util.find_spec("dlib") is None:
+        return None
+    from engine.detect import FaceDetector
+
+    det = FaceDetector()
+    with PeakMemory() as mem:
+        times = time_calls(lambda: det.detect(work.image), budget)
+    p50, p99, thr = summarize(times, 1)
+    note = "landmark box" if det.uses_landmarks else "detector box"
+    return Row("detect", "dlib", "cpu", "-", 1, round(p50, 3), round(p99, 3), round(thr, 3), "dlib HOG", len(times),
+               _r(mem.rss_mib), None, f"{note}; not part of the targets")
+
+
+def preprocess(ctx: Context) -> Row:
+    buf = np.empty_like(ctx.crops)
+    with PeakMemory() as mem:
+        times = time_calls(lambda: preprocess_batch(ctx.work.jpeg, ctx.batch, buf), ctx.budget)
+    return ctx.row("preprocess", *summarize(times, ctx.batch), len(times), mem,
+                   "JPEG decode + crop, one thread")
+
+
+def on_thread(fn):
+    """fn() on a fresh thread, as the pipeline runs the network (its result, or its exception).
+
+    The network alone is timed on a thread of its own like the pipeline's network thread, so
+    the targets compare like with like: on the shared 2-core machine, under load, PyTorch's CPU
+    runner was measured several times slower when called from the main thread than from a
+    fresh thread (its OpenMP team; ONNX Runtime showed no such difference)."""
+    out: dict = {}
+
+    def body():
+        try:
+            out["value"] = fn()
+        except BaseException as e:  # re-raised in the caller's thread
+            out["error"] = e
+
+    t = threading.Thread(target=body, name="engine-bench-network")
+    t.start()
+    t.join()
+    if "error" in out:
+        raise out["error"]
+    return out["value"]
+
+
+def network_once(ctx: Context) -> float:
+    """Seconds of one network call not counted in the table (warm-up, and the size of the rounds)."""
+    def call():
+        t0 = time.perf_counter()
+        ctx.rec.runner.run(ctx.crops)
+        ctx.sync()
+        return time.perf_counter() - t0
+
+    return on_thread(call)
+
+
+def network(ctx: Context, calls: int) -> Samples:
+    """Host crops -> host coefficients, `calls` timed calls (warmed up by the caller)."""
+    r = ctx.rec.runner
+
+    def timed():
+        times = []
+        for _ in range(calls):
+            t0 = time.perf_counter()
+            r.run(ctx.crops)
+            ctx.sync()
+            times.append(time.perf_counter() - t0)
+        return times
+
+    with PeakMemory(ctx.gpu) as mem:
+        times = on_thread(timed)
+    return Samples(times, mem)
+
+
+def decode(ctx: Context) -> Row:
+    """Coefficients -> vertices, colours and PLY records with the pipeline's decoder, on the
+    device where the network ran (GPU: results stay on the device)."""
+    dec = ctx.rec.decoder
+    coeffs = ctx.coeffs
+    if ctx.gpu:
+        import torch
+
+        coeffs = torch.from_numpy(coeffs).cuda()
+        note = "CUDA kernel, results stay on the device"
+    else:
+        note = f"CPU kernel, {dec.num_threads} thread (as in the pipeline)"
+    with PeakMemory(ctx.gpu) as mem:
+        times = time_calls(lambda: dec.decode(coeffs, outputs=("vertices", "colors", "records")), ctx.budget,
+                           ctx.sync)
+    return ctx.row("decode", *summarize(times, ctx.batch), len(times), mem, f"{note}; basis {dec.basis_dtype}")
+
+
+def write(ctx: Context) -> Row:
+    """`batch` meshes -> binary PLY files (atomic writes) in a temporary folder."""
+    from engine.decode import Decoder
+    from engine.mesh_io import write_mesh
+    from engine.pipeline import FaceResult
+
+    d = Decoder(ctx.rec.model, num_threads=1).decode(ctx.coeffs, outputs=("records",))
+    comments = FaceResult("astronaut.jpg", 0, provenance=ctx.rec.provenance).mesh_comments()
+
+    with tempfile.TemporaryDirectory(prefix="engine-bench-") as tmp, PeakMemory() as mem:
+        def call():
+            for i in range(ctx.batch):
+                write_mesh(os.path.join(tmp, f"face{i}.ply"), d.records[i], d.faces, comments=comments)
+
+        times = time_calls(call, ctx.budget)
+        size = os.path.getsize(os.path.join(tmp, "face0.ply"))
+    return ctx.row("write", *summarize(times, ctx.batch), len(times), mem, f"{size / 2**20:.1f} MiB per file")
+
+
+def network_decode(ctx: Context, n: int) -> Samples:
+    """Crops in memory -> meshes in memory through the product's pipeline: the network thread
+    runs batch i+1 while the caller's thread decodes batch i (CPU), or network and decode run
+    back to back on the runner's stream with the records copied back (GPU)."""
+    from engine.pipeline import stages
+
+    entries = [stages.Entry("astronaut", None, i, None, i) for i in range(ctx.batch)]
+
+    def batches(pool, stop):
+        for _ in range(n):
+            yield stages.Batch(ctx.crops, ctx.batch, entries)
+
+    done = []
+    with PeakMemory(ctx.gpu) as mem:
+        t0 = time.perf_counter()
+        for b in ctx.rec.pipeline(batches, decode=True, workers=0):
+            if b.decoded is None or len(b.decoded) != ctx.batch:
+                raise RuntimeError("bench network_decode: a batch came back without its meshes")
+            done.append(time.perf_counter())
+    return Samples(list(np.diff(done)), mem, fill=done[0] - t0)
+
+
+def end_to_end(ctx: Context, n: int) -> Samples:
+    """JPEG files with known boxes -> binary PLY files, through Reconstructor.reconstruct with
+    its prep workers, each result written by the caller as it arrives."""
+    with tempfile.TemporaryDirectory(prefix="engine-bench-") as tmp:
+        names = []
+        for i in range(n * ctx.batch):
+            p = os.path.join(tmp, f"img{i:05d}.jpg")
+            with open(p, "wb") as f:
+                f.write(ctx.work.jpeg)
+            names.append(p)
+        boxes = {p: [ASTRONAUT_BOX] for p in names}
+        out = os.path.join(tmp, "out")
+        os.mkdir(out)
+        done = []
+        with PeakMemory(ctx.gpu) as mem:
+            t0 = time.perf_counter()
+            for k, res in enumerate(ctx.rec.reconstruct(names, boxes=boxes)):
+                if res.error:
+                    raise RuntimeError(f"bench end_to_end: {res.source}: {res.error}")
+                res.write_mesh(os.path.join(out, f"{res.name}.ply"))
+                if (k + 1) % ctx.batch == 0:
+                    done.append(time.perf_counter())
+        written = len(os.listdir(out))
+    if written != n * ctx.batch:
+        raise RuntimeError(f"bench end_to_end: expected {n * ctx.batch} PLY files, found {written}")
+    return Samples(list(np.diff(done)), mem, fill=done[0] - t0)
+
+
+class Samples:
+    """Raw timings of one round of a stage: seconds per call (single stages) or intervals
+    between batch completions (pipelined stages), the round's peak memory and pipeline fill."""
+
+    def __init__(self, times: list[float], mem: PeakMemory, fill: float | None = None):
+        self.times, self.mem, self.fill = times, mem, fill
+
+
+def rounds_row(ctx: Context, stage: str, rounds: list[Samples], note: str) -> Row:
+    """One row from several rounds of a stage (interleaved with the other stages' rounds, so
+    that background load on a shared machine hits every stage alike)."""
+    times = [t for r in rounds for t in r.times]
+    p50, p99, thr = summarize(times, ctx.batch)
+
+    class _Mem:  # the largest peak over the rounds
+        rss_mib = max((r.mem.rss_mib or 0) for r in rounds)
+        gpu_mib = None if not ctx.gpu else max((r.mem.gpu_mib or 0) for r in rounds)
+        per_stage = all(r.mem.per_stage for r in rounds)
+
+    fills = [r.fill for r in rounds if r.fill is not None]
+    if fills:
+        note += f"; steady state over {len(times)} batch intervals in {len(rounds)} rounds, pipeline fill " \
+                f"{np.median(fills) * 1e3:.0f} ms"
+    else:
+        note += f"; {len(times)} calls in {len(rounds)} rounds"
+    return ctx.row(stage, p50, p99, thr, len(times), _Mem, note)

@@ -1,0 +1,77 @@
+"""The GPU side of the pipeline: network -> decode on the runner's stream, copy back overlapped.
+
+    runner stream:  [H2D crops i][network i][decode i] [H2D i+1][network i+1][decode i+1] ...
+    copy stream:                                 [D2H coeffs + records i]        [D2H i+1] ...
+    caller thread:                                          wait for copy i -> results i
+
+Coefficients go from the runner's output straight into the decode kernel, on the same
+stream, without a host round trip. Only what is written comes back: the coefficients and
+the PLY vertex records (15 bytes per vertex; vertices and colours are views into them).
+The copy back runs on a stream of its own into pinned memory, so it overlaps the network
+of the next batch instead of sitting in the runner's stream, and the network thread never
+waits for it: the caller's thread waits for the copy's event.
+
+Non-finite coefficients: the decode kernel's finiteness check would synchronise the stream
+every batch, so it is off here; such a row gives NaN vertices and `write_mesh` refuses it
+with an InputError naming the vertices.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from engine.mesh_io import VERTEX_DTYPE
+from engine.pipeline.results import HostDecoded, record_views
+
+
+class GpuStage:
+    def __init__(self, runner, decoder):
+        import torch
+
+        self.runner = runner
+        self.decoder = decoder
+        self.copy_stream = torch.cuda.Stream(device=runner.stream.device)
+
+    def run(self, batch, decode: bool):
+        """Network thread: queue network, decode and the copy back; do not wait for them."""
+        import torch
+
+        n = batch.n
+        stream = self.runner.stream
+        with torch.cuda.stream(stream):
+            coeffs = self.runner.run_device(batch.crops[:n])
+            records = None
+            if decode:
+                records = self.decoder.decode(coeffs, outputs=("records",), stream=stream,
+                                              check_finite=False).records
+            computed = torch.cuda.Event()
+            computed.record(stream)
+        self.copy_stream.wait_event(computed)
+        with torch.cuda.stream(self.copy_stream):
+            c_host = torch.empty(tuple(coeffs.shape), dtype=coeffs.dtype, pin_memory=True)
+            c_host.copy_(coeffs, non_blocking=True)
+            # the caching allocator must not hand these buffers out again before the copy ends
+            coeffs.record_stream(self.copy_stream)
+            r_host = None
+            if records is not None:
+                r_host = torch.empty(tuple(records.shape), dtype=records.dtype, pin_memory=True)
+                r_host.copy_(records, non_blocking=True)
+                records.record_stream(self.copy_stream)
+            copied = torch.cuda.Event()
+            copied.record(self.copy_stream)
+        batch.pending = (copied, c_host, r_host)
+        return batch
+
+    def finish(self, batch):
+        """Caller's thread: wait for the copy back, expose the host arrays (no copy)."""
+        pending = getattr(batch, "pending", None)
+        if pending is None:
+            return batch
+        copied, c_host, r_host = pending
+        copied.synchronize()
+        batch.coeffs = c_host.numpy()
+        if r_host is not None:
+            rec = r_host.numpy().view(VERTEX_DTYPE).reshape(batch.n, self.decoder.num_vertices)
+            v, c = record_views(rec)
+            batch.decoded = HostDecoded(v, c, rec, self.decoder.faces)
+        batch.pending = None
+        return batch

@@ -1,0 +1,46 @@
+"""Plain helpers of the CLI tests (fixtures live in conftest.py)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[2]
+# The astronaut's face as dlib's HOG detector boxes it (tests/inputs/test_detect.py).
+ASTRONAUT_BOX = (179, 87, 272, 178)
+
+
+def no_partial_files(folder: Path) -> list[str]:
+    """Names in `folder` (recursively) that look like unfinished writes: atomic_write's
+    '.NAME.XXXX.partial' temporaries and our '.engine3dmm-probe.' files."""
+    return [str(p.relative_to(folder)) for p in folder.rglob("*")
+            if p.name.endswith(".partial") or p.name.startswith(".")]
+
+
+def engine_process(*argv, **kw) -> subprocess.Popen:
+    """`python -m engine ARGV` in a fresh interpreter (stderr piped, text)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("ENGINE3DMM_MAX_PIXELS", None)
+    return subprocess.Popen([sys.executable, "-m", "engine", *map(str, argv)], cwd=kw.pop("cwd", REPO), env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+def load_npy(path: Path) -> np.ndarray:
+    return np.load(path, allow_pickle=False)
+
+
+def tiny_model(n: int = 10, seed: int = 0):
+    """A valid morphable model of n vertices with the network's 99 + 99 components:
+    small enough to write as a .e3dmm cache in a test (the synthetic one is ~110 MB)."""
+    from engine.morphable import MorphableModel
+
+    rng = np.random.default_rng(seed)
+    f32 = lambda *s: rng.standard_normal(s).astype(np.float32)  # noqa: E731
+    return MorphableModel(
+        shape_mean=f32(3 * n), shape_basis=f32(99, 3 * n), shape_sigma=np.ones(99, np.float32),
+        tex_mean=np.full(3 * n, 128, np.float32), tex_basis=f32(99, 3 * n), tex_sigma=np.ones(99, np.float32),
+        faces=rng.integers(0, n, (7, 3)).astype(np.int32),
+        metadata={"synthetic": False, "name": "tiny-test-model", "source": "tests/cli"})

@@ -1,0 +1,122 @@
+"""`reconstruct`: files written, their names and contents, formats, boxes, video."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from tests.cli.helpers import ASTRONAUT_BOX, load_npy, no_partial_files
+
+N_VERTICES, N_FACES = 46990, 93323  # the synthetic model has the trimmed BFM's sizes
+
+
+def read_ply(path):
+    plyfile = pytest.importorskip("plyfile")
+    ply = plyfile.PlyData.read(str(path))
+    v = ply["vertex"]
+    xyz = np.stack([v["x"], v["y"], v["z"]], axis=1)
+    rgb = np.stack([v["red"], v["green"], v["blue"]], axis=1)
+    return ply, xyz, rgb
+
+
+def test_astronaut_with_the_detector(cli, photos, tmp_path):
+    pytest.importorskip("dlib")
+    out = tmp_path / "out"
+    r = cli("reconstruct", photos / "astronaut.png", "-o", out)
+    assert r.rc == 0, r.err
+    assert sorted(p.name for p in out.iterdir()) == ["astronaut_face0.npy", "astronaut_face0.ply", "summary.json"]
+    coeffs = load_npy(out / "astronaut_face0.npy")
+    assert coeffs.shape == (198,) and coeffs.dtype == np.float32 and np.all(np.isfinite(coeffs))
+    ply, xyz, rgb = read_ply(out / "astronaut_face0.ply")
+    assert xyz.shape == (N_VERTICES, 3) and ply["face"].count == N_FACES
+    assert ply.text is False  # binary by default
+    assert any("synthetic" in c for c in ply.comments)  # a synthetic result says so in the file
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["failures"] == [] and summary["faces_written"] == 1
+    face = summary["faces"][0]
+    assert face["files"] == {"coeffs": "astronaut_face0.npy", "mesh": "astronaut_face0.ply"}
+    assert np.allclose(face["box"], ASTRONAUT_BOX, atol=2)
+    assert np.allclose(face["coeffs"], coeffs)
+    assert summary["provenance"]["network_synthetic"] is True
+    assert "SYNTHETIC" in r.err  # and the terminal says it too
+    assert "img/s" not in r.err  # no progress bar when stderr is not a terminal
+
+
+def test_formats_hold_the_same_mesh(cli, photos, tmp_path):
+    meshes = {}
+    for fmt in ("ply", "ply-ascii", "obj"):
+        out = tmp_path / fmt
+        r = cli("reconstruct", photos / "astronaut.png", "--cropped", "--format", fmt, "-o", out, "-q")
+        assert r.rc == 0, r.err
+        name = "astronaut_face0." + ("obj" if fmt == "obj" else "ply")
+        if fmt == "obj":
+            rows = [ln.split()[1:] for ln in (out / name).read_text().splitlines() if ln.startswith("v ")]
+            meshes[fmt] = np.array(rows, dtype=np.float64)[:, :3]
+        else:
+            ply, xyz, _ = read_ply(out / name)
+            assert ply.text is (fmt == "ply-ascii")
+            meshes[fmt] = xyz
+        assert load_npy(out / "astronaut_face0.npy").shape == (198,)
+    assert meshes["ply"].shape == (N_VERTICES, 3)
+    assert np.allclose(meshes["ply"], meshes["ply-ascii"], atol=1e-5)
+    assert np.allclose(meshes["ply"], meshes["obj"], atol=1e-4)
+
+
+def test_boxes_sidecar_several_faces_and_clashing_names(cli, photos, tmp_path):
+    # Two inputs called img.png in different folders must not overwrite each other.
+    for sub in ("a", "b"):
+        (tmp_path / sub).mkdir()
+        (tmp_path / sub / "img.png").write_bytes((photos / "astronaut.png").read_bytes())
+    x0, y0, x1, y1 = ASTRONAUT_BOX
+    boxes = tmp_path / "boxes.csv"
+    boxes.write_text("image,x0,y0,x1,y1\n"
+                     f"{tmp_path / 'a' / 'img.png'},{x0},{y0},{x1},{y1}\n"
+                     f"{tmp_path / 'a' / 'img.png'},300,300,400,400\n"
+                     f"{tmp_path / 'b' / 'img.png'},{x0},{y0},{x1},{y1}\n")
+    out = tmp_path / "out"
+    r = cli("reconstruct", tmp_path / "a", tmp_path / "b", "--boxes", boxes, "--no-mesh", "-o", out, "-q")
+    assert r.rc == 0, r.err
+    names = sorted(p.name for p in out.glob("*.npy"))
+    assert names == ["a_img_face0.npy", "a_img_face1.npy", "b_img_face0.npy"]
+    assert not list(out.glob("*.ply"))  # --no-mesh
+    # Same pixels, same box: same coefficients; another box: others.
+    a0, a1, b0 = (load_npy(out / n) for n in names)
+    assert np.allclose(a0, b0, atol=1e-5) and not np.allclose(a0, a1, atol=1e-2)
+    faces = json.loads((out / "summary.json").read_text())["faces"]
+    assert [f["box"] for f in faces] == [[x0, y0, x1, y1], [300, 300, 400, 400], [x0, y0, x1, y1]]
+
+
+def test_video_frames(cli, photos, tmp_path):
+    cv2 = pytest.importorskip("cv2")
+    from PIL import Image
+
+    x0, y0, x1, y1 = ASTRONAUT_BOX
+    face = np.asarray(Image.open(photos / "astronaut.png").convert("RGB"))[y0 - 40:y1 + 40, x0 - 40:x1 + 40]
+    face = np.ascontiguousarray(cv2.resize(face, (160, 160))[:, :, ::-1])
+    clip = tmp_path / "clip.avi"
+    w = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 5, (160, 160))
+    if not w.isOpened():
+        pytest.skip("this OpenCV build cannot write MJPG video")
+    for _ in range(3):
+        w.write(face)
+    w.release()
+    out = tmp_path / "out"
+    r = cli("reconstruct", clip, "--cropped", "--no-mesh", "-o", out, "-q")
+    assert r.rc == 0, r.err
+    assert sorted(p.name for p in out.glob("*.npy")) == [f"clip_f{i:06d}_face0.npy" for i in range(3)]
+    assert [f["frame"] for f in json.loads((out / "summary.json").read_text())["faces"]] == [0, 1, 2]
+    assert no_partial_files(out) == []
+
+
+def test_a_small_morphable_model_file(cli, photos, tmp_path):
+    # --model takes a .e3dmm cache; the mesh has that model's vertex count.
+    from tests.cli.helpers import tiny_model
+
+    path = tmp_path / "tiny.e3dmm"
+    tiny_model().save_cache(path)
+    out = tmp_path / "out"
+    r = cli("reconstruct", photos / "astronaut.png", "--cropped", "--model", path, "-o", out, "-q")
+    assert r.rc == 0, r.err
+    _, xyz, _ = read_ply(out / "astronaut_face0.ply")
+    assert xyz.shape == (10, 3)

@@ -1,0 +1,320 @@
+"""engine.pipeline.Reconstructor on real photos (skimage.data), with the real runner and decoder.
+
+The network is the default CPU runner on the default weights (synthetic unless converted);
+one runner is shared by the whole module (session scope) because building it costs seconds
+and each image costs ~0.1-0.3 s, so the tests use few, small batches.
+"""
+from __future__ import annotations
+
+import importlib.util
+import threading
+
+import numpy as np
+import pytest
+
+from engine.errors import InputError
+
+skimage_data = pytest.importorskip("skimage.data")
+
+BOX = (170.0, 75.0, 280.0, 185.0)  # around the astronaut's face
+HAS_DLIB = importlib.util.find_spec("dlib") is not None
+
+
+@pytest.fixture(scope="session")
+def runner():
+    from engine.runners import create_runner
+
+    r = create_runner("auto", max_batch=8)
+    yield r
+    r.close()
+
+
+@pytest.fixture(scope="session")
+def model():
+    from engine.morphable import load_model
+
+    return load_model()
+
+
+@pytest.fixture(scope="session")
+def astronaut():
+    return skimage_data.astronaut()
+
+
+@pytest.fixture()
+def photos(tmp_path, astronaut):
+    """astronaut.jpg, coffee.jpg, a zero-byte .jpg and a text file named .jpg."""
+    from PIL import Image
+
+    Image.fromarray(astronaut).save(tmp_path / "astronaut.jpg", quality=92)
+    Image.fromarray(skimage_data.coffee()).save(tmp_path / "coffee.jpg", quality=92)
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    (tmp_path / "text.jpg").write_text("not an image")
+    return tmp_path
+
+
+def make(runner, model, **kw):
+    from engine.pipeline import Reconstructor
+
+    kw.setdefault("batch_size", 2)
+    return Reconstructor(runner=runner, model=model, **kw)
+
+
+def engine_threads():
+    return [t for t in threading.enumerate() if t.name.startswith("engine-") and t.is_alive()]
+
+
+def test_given_box_on_a_real_photo_writes_a_labelled_mesh(runner, model, photos):
+    path = str(photos / "astronaut.jpg")
+    with make(runner, model, detector=None) as rec:
+        (r,) = list(rec.reconstruct([path], boxes={path: [BOX]}))
+    assert r.error is None and r.source == path and r.face_index == 0 and r.frame is None
+    assert r.box.as_tuple() == BOX and r.box.kind == "given"
+    assert r.coeffs.shape == (198,) and r.coeffs.dtype == np.float32 and np.isfinite(r.coeffs).all()
+    n = model.num_vertices
+    assert r.vertices.shape == (n, 3) and r.colors.shape == (n, 3) and r.records.shape == (n,)
+    assert r.faces.shape == (model.num_faces, 3)
+    assert r.provenance["network_synthetic"] == runner.synthetic
+    assert r.provenance["morphable_synthetic"] is True and r.provenance["runner"] == runner.name
+    out = photos / "out.ply"
+    r.write_mesh(out)
+    data = out.read_bytes()
+    header = data[: data.index(b"end_header")].decode()
+    assert "synthetic" in header.lower() and f"element vertex {n}" in header
+    assert [p.name for p in photos.iterdir() if "partial" in p.name] == []
+
+
+def test_results_equal_direct_runner_and_decoder_and_are_views(runner, model, photos, astronaut):
+    from engine.crop import crop_face
+    from engine.decode import Decoder
+    from engine.images import load_image
+
+    path = str(photos / "astronaut.jpg")
+    boxes = {path: [BOX, (150.0, 60.0, 300.0, 210.0)]}  # two faces of one image: one batch of 2
+    with make(runner, model, detector=None) as rec:
+        res = list(rec.reconstruct([path], boxes=boxes, keep_crops=True))
+    assert [r.face_index for r in res] == [0, 1]
+    img = load_image(path)
+    crops = np.stack([crop_face(img, b) for b in boxes[path]])
+    np.testing.assert_array_equal(np.stack([r.crop for r in res]), crops)
+    coeffs = runner.run(crops)
+    np.testing.assert_allclose(np.stack([r.coeffs for r in res]), coeffs, rtol=1e-5, atol=1e-5)
+    ref = Decoder(model).decode(np.stack([r.coeffs for r in res]))
+    for i, r in enumerate(res):
+        np.testing.assert_allclose(r.vertices, ref.vertices[i], atol=1e-4)
+        np.testing.assert_array_equal(r.colors, ref.colors[i])
+        np.testing.assert_array_equal(r.records, ref.records[i])
+    # zero-copy: alpha/beta are views of coeffs; faces of a batch are rows of one buffer
+    assert np.shares_memory(res[0].alpha, res[0].coeffs) and np.shares_memory(res[0].beta, res[0].coeffs)
+    assert res[0].alpha.shape == (99,) and res[0].beta.shape == (99,)
+    for name in ("vertices", "colors", "records", "coeffs", "crop"):
+        a, b = getattr(res[0], name), getattr(res[1], name)
+        assert a.base is not None and a.base is b.base, name
+        assert not np.shares_memory(a, b)
+
+
+def test_reconstruct_crops_matches_runner_and_shares_the_callers_crops(runner, model, astronaut):
+    from engine.crop import crop_face
+
+    crops = np.stack([crop_face(astronaut, BOX), crop_face(astronaut[:, ::-1].copy(), BOX)])
+    with make(runner, model) as rec:
+        res = rec.reconstruct_crops(crops)
+    np.testing.assert_allclose(np.stack([r.coeffs for r in res]), runner.run(crops), rtol=1e-5, atol=1e-5)
+    assert [r.face_index for r in res] == [0, 1]
+    assert np.shares_memory(res[1].crop, crops) and res[1].vertices.shape == (model.num_vertices, 3)
+
+
+def test_gpu_record_views_are_zero_copy_and_exact(model):
+    """The GPU path copies back only the PLY records and derives vertices/colours as views."""
+    from engine.decode import Decoder
+    from engine.pipeline.results import record_views
+
+    rng = np.random.default_rng(0)
+    d = Decoder(model).decode(rng.standard_normal((2, 198)).astype(np.float32))
+    v, c = record_views(d.records)
+    assert np.shares_memory(v, d.records) and np.shares_memory(c, d.records)
+    np.testing.assert_array_equal(v, d.vertices)
+    np.testing.assert_array_equal(c, d.colors)
+
+
+def test_arrays_pairs_and_bytes(runner, model, astronaut, photos):
+    jpeg = (photos / "astronaut.jpg").read_bytes()
+    boxes = {"<array 0>": [BOX], "mine": [BOX], "<bytes 1>": [BOX]}
+    with make(runner, model, detector=None) as rec:
+        res = list(rec.embed([astronaut, ("mine", astronaut), jpeg], boxes=boxes))
+    assert [(r.source, r.error) for r in res] == [("<array 0>", None), ("mine", None), ("<bytes 1>", None)]
+    np.testing.assert_allclose(res[0].coeffs, res[1].coeffs, rtol=1e-5, atol=1e-5)  # same pixels
+    assert all(r.vertices is None and r.records is None for r in res)  # embed: no decode
+    with pytest.raises(InputError, match="decode=False"):
+        res[0].write_mesh(photos / "x.ply")
+
+
+def test_already_cropped_mode(runner, model, astronaut):
+    from engine.crop import crop_bounds, prepare_cropped
+
+    bl, bt, br, bb = crop_bounds(BOX)
+    face = np.ascontiguousarray(astronaut[bt:bb, bl:br])
+    with make(runner, model, detector=None) as rec:
+        (r,) = list(rec.reconstruct([("face", face)], cropped=True, keep_crops=True))
+    assert r.error is None and r.box is None
+    np.testing.assert_array_equal(r.crop, prepare_cropped(face))
+    np.testing.assert_allclose(r.coeffs, runner.run(prepare_cropped(face)[None])[0], rtol=1e-5, atol=1e-5)
+
+
+def test_bad_inputs_yield_error_results_and_the_run_goes_on(runner, model, photos):
+    good = str(photos / "astronaut.jpg")
+    inputs = [good, str(photos / "empty.jpg"), str(photos / "text.jpg"), str(photos / "missing.jpg"), good]
+    boxes = {good: [BOX]}
+    with make(runner, model, detector=None) as rec:
+        res = list(rec.reconstruct(inputs, boxes=boxes))
+    assert [r.source for r in res] == inputs
+    assert [r.face_index for r in res] == [0, -1, -1, -1, 0]
+    assert res[0].error is None and res[4].error is None
+    assert "empty.jpg" in res[1].error and "0 bytes" in res[1].error
+    assert "text.jpg" in res[2].error and "missing.jpg" in res[3].error
+    assert all(r.coeffs is None and r.vertices is None for r in res[1:4])
+    with pytest.raises(InputError, match="failed"):
+        res[1].write_mesh(photos / "x.ply")
+    np.testing.assert_allclose(res[0].coeffs, res[4].coeffs, rtol=1e-5, atol=1e-5)
+
+
+def test_no_box_and_detection_off_is_a_per_input_error(runner, model, astronaut):
+    with make(runner, model, detector=None) as rec:
+        (r,) = list(rec.reconstruct([astronaut]))
+    assert r.face_index == -1 and "detector=None" in r.error
+
+
+@pytest.mark.skipif(not HAS_DLIB, reason="dlib not installed")
+def test_dlib_detection_finds_the_astronaut_and_no_face_in_coffee(runner, model, astronaut):
+    with make(runner, model, detector="auto") as rec:
+        res = list(rec.reconstruct([("astronaut", astronaut), ("coffee", skimage_data.coffee())]))
+    assert [(r.source, r.face_index) for r in res] == [("astronaut", 0), ("coffee", -1)]
+    box = res[0].box
+    assert box.kind in ("landmarks", "detector") and 150 < (box.x0 + box.x1) / 2 < 290
+    assert "no face found" in res[1].error
+
+
+def test_order_is_deterministic_with_several_workers(runner, model, astronaut):
+    """Images of different sizes (so prep times differ) with 1 or 2 faces, 3 workers,
+    batches that split an image's faces: output order is input order then face order."""
+    from engine.crop import crop_faces
+
+    imgs = [("big", np.pad(astronaut, ((0, 600), (0, 600), (0, 0)))), ("small", astronaut[:300, :300].copy()),
+            ("flip", astronaut[:, ::-1].copy()), ("plain", astronaut)]
+    boxes = {"big": [BOX], "small": [BOX, (160.0, 60.0, 290.0, 200.0)],
+             "flip": [(232.0, 75.0, 342.0, 185.0)], "plain": [(160.0, 60.0, 290.0, 200.0)]}
+    with make(runner, model, detector=None, workers=3, batch_size=3) as rec:
+        res = list(rec.embed(imgs, boxes=boxes))
+    assert [(r.source, r.face_index) for r in res] == [("big", 0), ("small", 0), ("small", 1), ("flip", 0),
+                                                       ("plain", 0)]
+    crops = np.concatenate([crop_faces(img, boxes[name]) for name, img in imgs])
+    np.testing.assert_allclose(np.stack([r.coeffs for r in res]), runner.run(crops), rtol=1e-4, atol=1e-4)
+
+
+def test_input_is_consumed_lazily_and_closing_stops_the_threads(runner, model, astronaut):
+    consumed = []
+
+    def endless():
+        i = 0
+        while True:
+            consumed.append(i)
+            yield (f"img{i}", astronaut)
+            i += 1
+
+    rec = make(runner, model, detector=None, batch_size=1, workers=2)
+    it = rec.reconstruct(endless(), boxes={f"img{i}": [BOX] for i in range(100)}, decode=False)
+    first = [next(it), next(it)]
+    assert [r.source for r in first] == ["img0", "img1"]
+    assert len(consumed) < 20  # bounded read-ahead, not the whole (endless) input
+    it.close()
+    assert engine_threads() == []
+    rec.close()
+
+
+def test_interrupt_in_a_worker_stops_cleanly_without_partial_files(runner, model, astronaut, tmp_path):
+    calls = []
+
+    def detector(image):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # what Ctrl-C looks like when it lands in a worker's call
+        return [BOX]
+
+    written = []
+    with make(runner, model, detector=detector, batch_size=1, workers=1) as rec:
+        with pytest.raises(KeyboardInterrupt):
+            for r in rec.reconstruct([(f"img{i}", astronaut) for i in range(8)]):
+                p = tmp_path / f"{r.name}.ply"
+                r.write_mesh(p)
+                written.append(p.name)
+    assert engine_threads() == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(written)  # whole files only, no .partial
+    assert len(written) <= 2
+
+
+def test_video_frames(runner, model, astronaut, tmp_path):
+    cv2 = pytest.importorskip("cv2")
+    path = str(tmp_path / "clip.avi")
+    w = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"MJPG"), 5, (512, 512))
+    if not w.isOpened():
+        pytest.skip("OpenCV cannot write an MJPG .avi here")
+    for _ in range(3):
+        w.write(astronaut[:, :, ::-1].copy())
+    w.release()
+    with make(runner, model, detector=None) as rec:
+        res = list(rec.embed([path], boxes={path: [BOX]}))
+    assert [(r.source, r.frame, r.face_index, r.error) for r in res] == [(path, i, 0, None) for i in range(3)]
+    assert res[0].name == "clip_f000000_face0"
+
+
+def test_bad_arguments_name_the_argument(runner, model):
+    from engine.pipeline import Reconstructor
+
+    with pytest.raises(InputError, match="batch_size"):
+        Reconstructor(runner=runner, model=model, batch_size=0)
+    with pytest.raises(InputError, match="detector"):
+        Reconstructor(runner=runner, model=model, detector="mtcnn")
+    with make(runner, model) as rec:
+        with pytest.raises(InputError, match="boxes"):
+            rec.reconstruct([], boxes=[BOX])
+        with pytest.raises(InputError, match="inputs"):
+            rec.reconstruct(3.5)
+        with pytest.raises(InputError, match="crops"):
+            rec.reconstruct_crops(np.zeros((1, 3, 100, 100), np.float32))
+    with pytest.raises(InputError, match="after close"):
+        list(rec.reconstruct([]))
+
+
+def test_ctrl_c_while_waiting_for_the_network_stops_without_hanging(runner, model, astronaut, tmp_path):
+    """SIGINT delivered to the main thread while it waits on the pipeline (as a real Ctrl-C)."""
+    import _thread
+    import time
+
+    rec = make(runner, model, detector=None, batch_size=1, workers=2)
+    inputs = [(f"img{i}", astronaut) for i in range(200)]
+    timer = threading.Timer(1.0, _thread.interrupt_main)
+    t0 = time.perf_counter()
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        for r in rec.reconstruct(inputs, boxes={n: [BOX] for n, _ in inputs}):
+            r.write_mesh(tmp_path / f"{r.name}.ply")
+    timer.cancel()
+    elapsed = time.perf_counter() - t0
+    assert engine_threads() == []
+    assert elapsed < 15  # stopped after at most the batch in flight, not 200 images
+    assert all(p.suffix == ".ply" for p in tmp_path.iterdir())
+    rec.close()
+
+
+def test_folder_glob_and_csv_sidecar(runner, model, photos):
+    """A folder expands in path order; the CSV sidecar names files by file name; inputs
+    without a box (detection off) and unreadable files are error results in their place."""
+    sidecar = photos / "boxes.csv"
+    sidecar.write_text("image,x0,y0,x1,y1\nastronaut.jpg,%g,%g,%g,%g\n" % BOX)
+    with make(runner, model, detector=None) as rec:
+        res = list(rec.embed([str(photos), str(photos / "nothing*.png")], boxes=sidecar))
+    names = [(r.source.replace(str(photos), "D"), r.face_index) for r in res]
+    assert names == [("D/astronaut.jpg", 0), ("D/coffee.jpg", -1), ("D/empty.jpg", -1), ("D/text.jpg", -1),
+                     ("D/nothing*.png", -1)]
+    assert res[0].box.kind == "given" and res[0].box.as_tuple() == BOX
+    assert "detector=None" in res[1].error and "matched no image" in res[4].error
