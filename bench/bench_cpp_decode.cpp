@@ -2,15 +2,10 @@
 // prints one JSON object per measurement (median and min over --reps runs, in ms):
 //   decode_api     e3dmm::Decoder::decode (the C++ API) into a records buffer
 //   decode_kernel  e3dmm::decode_cpu on hand-filled DecodeParams (the raw kernel)
-// and, for a B = 1 file, the end-to-end latency against its floor, interleaved per repetition:
-//   e2e_decode_ply   Decoder::decode + Decoder::write_ply (checks, atomic temp file + rename)
-//   e2e_kernel       decode_cpu alone
-//   e2e_write_bytes  open + write of the finished PLY bytes + close (no checks, no rename)
-//   e2e_ratio        per repetition: decode_ply / (kernel + write_bytes)
-//   e2e_write_atomic the same bytes written to a temporary sibling and renamed (the no-partial-file rule)
-//   e2e_ratio_atomic per repetition: decode_ply / (kernel + write_atomic)
-//   e2e_decode_part / e2e_write_part  the two halves of e2e_decode_ply
-//   write_ply_only   the free e3dmm::write_ply alone (diagnostic)
+// and, for a B = 1 file, the end-to-end latency (Decoder::decode + Decoder::write_ply)
+// against its floor (decode_cpu + writing the finished bytes), when each write creates a
+// new file (new_*) and when each replaces the same file (replace_*, in place and atomic);
+// *_ratio* are per-repetition ratios. write_ply_only: the free e3dmm::write_ply (diagnostic).
 // It also saves the decoded records (<out>/<stem>.records) so the driver can compare them
 // with the Python-bound kernel's output.
 #include <fcntl.h>
@@ -122,66 +117,78 @@ int main(int argc, char** argv) {
       }
       if (batch != 1 || !e2e) continue;
       // End to end against its floor, interleaved per repetition so that load from other
-      // processes falls on all three alike; the ratio is taken per repetition.
-      const std::string ply = out + "/" + stem_of(path) + ".ply";
-      const std::string raw = out + "/" + stem_of(path) + ".raw.ply";
+      // processes falls on all alike; ratios are taken per repetition. Two scenarios:
+      //  new:     every write creates a new file (one PLY per row or frame: the example's use);
+      //  replace: every write replaces the same file (on ext4 replacing a file, by rename or
+      //           by truncation, starts its writeback at once, which costs about a millisecond).
+      const std::string dir = out + "/", stem = stem_of(path);
       const std::string bytes = e3dmm::ply_bytes(rec.data(), n, m.faces(), m.num_faces());
       auto kernel = [&] { e3dmm::decode_cpu(p, threads); };
-      auto write_bytes = [&] {
-        const int fd = ::open(raw.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-        if (fd < 0 || ::write(fd, bytes.data(), bytes.size()) != (ssize_t)bytes.size()) std::perror(raw.c_str());
+      auto raw_write = [&](const std::string& file) {  // the bytes, nothing else
+        const int fd = ::open(file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        if (fd < 0 || ::write(fd, bytes.data(), bytes.size()) != (ssize_t)bytes.size()) std::perror(file.c_str());
         ::close(fd);
       };
-      // The same bytes with the project's no-partial-file rule: temporary sibling, then rename.
-      const std::string tmp = out + "/." + stem_of(path) + ".atomic.tmp", atomic = out + "/" + stem_of(path) + ".atomic.ply";
-      auto write_atomic = [&] {
-        const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-        if (fd < 0 || ::write(fd, bytes.data(), bytes.size()) != (ssize_t)bytes.size()) std::perror(tmp.c_str());
-        ::close(fd);
-        if (::rename(tmp.c_str(), atomic.c_str()) != 0) std::perror(atomic.c_str());
+      auto raw_atomic = [&](const std::string& file) {  // the bytes under the no-partial-file rule
+        const std::string tmp = dir + ".tmp." + stem;
+        raw_write(tmp);
+        if (::rename(tmp.c_str(), file.c_str()) != 0) std::perror(file.c_str());
       };
       double split = 0;  // when the decode inside end_to_end finished
-      auto end_to_end = [&] {
+      auto end_to_end = [&](const std::string& file) {
         const auto t0 = std::chrono::steady_clock::now();
         dec.decode(c.data.data(), 1, layout, nullptr, nullptr, rec.data());
         split = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-        dec.write_ply(ply, rec.data());
+        dec.write_ply(file, rec.data());
       };
-      end_to_end();
-      write_bytes();
-      write_atomic();
-      std::vector<double> tk, tw, ta, te, ted, tew, ratio, ratio_atomic;
+      const std::string same_e2e = dir + stem + ".ply", same_raw = dir + stem + ".raw.ply",
+                        same_atomic = dir + stem + ".atomic.ply";
+      end_to_end(same_e2e);
+      raw_write(same_raw);
+      raw_atomic(same_atomic);
+      std::vector<double> tk, tw, te, ted, tew, ratio_new;                   // new files
+      std::vector<double> tk2, tw2, ta2, te2, ratio_inplace, ratio_atomic;  // replacing one file
       for (int r = 0; r < reps; ++r) {
-        // Alternate the order so neither side always runs right after the other's file write.
-        // Each write follows a decode, as in the end-to-end path.
+        const std::string new_e2e = dir + stem + ".e2e." + std::to_string(r) + ".ply";
+        const std::string new_raw = dir + stem + ".raw." + std::to_string(r) + ".ply";
+        // Alternate the order; every write follows a decode, as in the end-to-end path.
         if (r % 2) {
-          te.push_back(once(end_to_end));
+          te.push_back(once([&] { end_to_end(new_e2e); }));
+          ted.push_back(split);
           tk.push_back(once(kernel));
-          tw.push_back(once(write_bytes));
-          kernel();
-          ta.push_back(once(write_atomic));
+          tw.push_back(once([&] { raw_write(new_raw); }));
         } else {
           tk.push_back(once(kernel));
-          ta.push_back(once(write_atomic));
-          kernel();
-          tw.push_back(once(write_bytes));
-          te.push_back(once(end_to_end));
+          tw.push_back(once([&] { raw_write(new_raw); }));
+          te.push_back(once([&] { end_to_end(new_e2e); }));
+          ted.push_back(split);
         }
-        ted.push_back(split);
-        tew.push_back(te.back() - split);
-        ratio.push_back(te.back() / (tk.back() + tw.back()));
-        ratio_atomic.push_back(te.back() / (tk.back() + ta.back()));
+        tew.push_back(te.back() - ted.back());
+        ratio_new.push_back(te.back() / (tk.back() + tw.back()));
+        ::unlink(new_e2e.c_str());  // outside the timed region
+        ::unlink(new_raw.c_str());
+        tk2.push_back(once(kernel));
+        tw2.push_back(once([&] { raw_write(same_raw); }));
+        kernel();
+        ta2.push_back(once([&] { raw_atomic(same_atomic); }));
+        te2.push_back(once([&] { end_to_end(same_e2e); }));
+        ratio_inplace.push_back(te2.back() / (tk2.back() + tw2.back()));
+        ratio_atomic.push_back(te2.back() / (tk2.back() + ta2.back()));
       }
-      emit("e2e_kernel", path, batch, summary(tk));
-      emit("e2e_write_bytes", path, batch, summary(tw));
-      emit("e2e_decode_ply", path, batch, summary(te));
-      emit("e2e_ratio", path, batch, summary(ratio));
-      emit("e2e_write_atomic", path, batch, summary(ta));
-      emit("e2e_ratio_atomic", path, batch, summary(ratio_atomic));
-      emit("e2e_decode_part", path, batch, summary(ted));
-      emit("e2e_write_part", path, batch, summary(tew));
+      emit("new_kernel", path, batch, summary(tk));
+      emit("new_write_bytes", path, batch, summary(tw));
+      emit("new_decode_ply", path, batch, summary(te));
+      emit("new_decode_part", path, batch, summary(ted));
+      emit("new_write_part", path, batch, summary(tew));
+      emit("new_ratio", path, batch, summary(ratio_new));
+      emit("replace_kernel", path, batch, summary(tk2));
+      emit("replace_write_bytes", path, batch, summary(tw2));
+      emit("replace_write_atomic", path, batch, summary(ta2));
+      emit("replace_decode_ply", path, batch, summary(te2));
+      emit("replace_ratio_inplace", path, batch, summary(ratio_inplace));
+      emit("replace_ratio_atomic", path, batch, summary(ratio_atomic));
       emit("write_ply_only", path, batch, time_ms(reps, [&] {
-             e3dmm::write_ply(ply, rec.data(), n, m.faces(), m.num_faces());  // free function: builds the face block
+             e3dmm::write_ply(same_e2e, rec.data(), n, m.faces(), m.num_faces());  // free function: builds the face block
            }));
     }
   } catch (const e3dmm::Error& e) {

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import platform
 import statistics
 import subprocess
@@ -94,6 +95,13 @@ def main() -> int:
         return 2
 
     work = Path(tempfile.mkdtemp(prefix="e3dmm_bench_cpp_"))
+    try:
+        return measure(args, exe, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def measure(args, exe: Path, work: Path) -> int:
     model = MorphableModel.synthetic(seed=0)
     model.save_cache(work / "model.e3dmm")
     rng = np.random.default_rng(0)
@@ -152,11 +160,12 @@ def main() -> int:
         rows.append((b, "python `engine._C.decode_cpu` (pybind11)", p, 1.0, max_diff[b]))
         for what, label in (("decode_api", "c++ `e3dmm::Decoder::decode`"), ("decode_kernel", "c++ `e3dmm::decode_cpu`")):
             rows.append((b, label, med(cpp[(what, b)]), rel(what, b), max_diff[b]))
-    k1, w1, e2e = med(cpp[("e2e_kernel", 1)]), med(cpp[("e2e_write_bytes", 1)]), med(cpp[("e2e_decode_ply", 1)])
-    ratio, ratio_a = med(cpp[("e2e_ratio", 1)]), med(cpp[("e2e_ratio_atomic", 1)])
-    wa = med(cpp[("e2e_write_atomic", 1)])
-    kmin, wmin, amin, emin = (min(cpp[(w + ":min", 1)])
-                              for w in ("e2e_kernel", "e2e_write_bytes", "e2e_write_atomic", "e2e_decode_ply"))
+    def m1(what: str) -> float:
+        return med(cpp[(what, 1)])
+
+    def lo(what: str) -> float:
+        return min(cpp[(what + ":min", 1)])
+
     ply_bytes = (work / "b1.ply").stat().st_size
 
     lines = [
@@ -165,6 +174,7 @@ def main() -> int:
         f"Machine: {cpu_name()}, {os.cpu_count()} logical CPUs, shared with other jobs while measured "
         f"(load average {os.getloadavg()[0]:.1f} at the end); CPU kernel `{_core.core().cpu_kernel_isa()}`, "
         "all threads.",
+        f"Python extension: `{Path(_core.core().__file__).name}`, built from the same sources as the C++ library. "
         f"Model: built-in synthetic (NOT a real face model), {model.num_vertices} vertices, {model.num_faces} faces, "
         f"{model.shape_components} + {model.tex_components} components, float32 bases. Output: PLY vertex records.",
         f"{args.rounds} rounds x {args.reps} repetitions, Python and C++ alternating by round; medians of "
@@ -186,29 +196,45 @@ def main() -> int:
         f"| c++ `e3dmm::Decoder::decode` | {1e3 * tiny_cpp['decode_api']:.1f} |",
         f"| c++ `e3dmm::decode_cpu` | {1e3 * tiny_cpp['decode_kernel']:.1f} |",
         "",
-        f"End-to-end at B = 1, one binary PLY of {ply_bytes:,} bytes. The three are timed in turn within each "
-        "repetition (so load from other processes hits them alike); the ratio is taken per repetition.",
+        f"End-to-end at B = 1, one binary PLY of {ply_bytes:,} bytes: `Decoder::decode` + `Decoder::write_ply` "
+        "(checks, temporary sibling, rename) against its floor, the raw kernel + writing the finished bytes. "
+        "All steps are timed in turn within each repetition (load from other processes hits them alike); "
+        "ratios are per repetition.",
+        "",
+        "Each row to a new file (one PLY per row or frame, as `e3dmm_decode` writes them):",
         "",
         "| step | median ms | min ms |",
         "|---|---|---|",
-        f"| raw kernel `decode_cpu` | {k1:.3f} | {kmin:.3f} |",
-        f"| write the finished bytes in place (open O_TRUNC, write, close) | {w1:.3f} | {wmin:.3f} |",
-        f"| write them atomically (temporary sibling, write, close, rename) | {wa:.3f} | {amin:.3f} |",
-        f"| C++ `Decoder::decode` + `Decoder::write_ply` (checks, temp file, rename) | {e2e:.3f} | {emin:.3f} |",
-        f"| (of which decode / PLY write) | {med(cpp[('e2e_decode_part', 1)]):.3f} / "
-        f"{med(cpp[('e2e_write_part', 1)]):.3f} | |",
-        f"| **ratio** end-to-end / (kernel + in-place write), target <= 1.10 | **{ratio:.3f}** (median of "
-        f"per-repetition ratios) | {emin / (kmin + wmin):.3f} (of minima) |",
-        f"| **ratio** end-to-end / (kernel + atomic write) | **{ratio_a:.3f}** | {emin / (kmin + amin):.3f} |",
+        f"| raw kernel `decode_cpu` | {m1('new_kernel'):.3f} | {lo('new_kernel'):.3f} |",
+        f"| write the finished bytes (open, write, close) | {m1('new_write_bytes'):.3f} | {lo('new_write_bytes'):.3f} |",
+        f"| C++ decode + `write_ply` | {m1('new_decode_ply'):.3f} | {lo('new_decode_ply'):.3f} |",
+        f"| (of which decode / PLY write) | {m1('new_decode_part'):.3f} / {m1('new_write_part'):.3f} | |",
+        f"| **ratio** to kernel + byte write (target <= 1.10) | **{m1('new_ratio'):.3f}** | |",
+        "",
+        "Replacing the same file every time (ext4 starts writeback when a file is replaced, by rename or by "
+        "truncation; the atomic rename pays more of it, so the fair floor is the atomic write of the same bytes):",
+        "",
+        "| step | median ms | min ms |",
+        "|---|---|---|",
+        f"| raw kernel `decode_cpu` | {m1('replace_kernel'):.3f} | {lo('replace_kernel'):.3f} |",
+        f"| write the bytes in place (open O_TRUNC, write, close) | {m1('replace_write_bytes'):.3f} | "
+        f"{lo('replace_write_bytes'):.3f} |",
+        f"| write the bytes atomically (temporary, write, close, rename) | {m1('replace_write_atomic'):.3f} | "
+        f"{lo('replace_write_atomic'):.3f} |",
+        f"| C++ decode + `write_ply` | {m1('replace_decode_ply'):.3f} | {lo('replace_decode_ply'):.3f} |",
+        f"| ratio to kernel + in-place write | {m1('replace_ratio_inplace'):.3f} | |",
+        f"| ratio to kernel + atomic write | {m1('replace_ratio_atomic'):.3f} | |",
+        "",
+        "Notes: on a shared 2-CPU machine the kernel's time swings several-fold with other jobs' load (compare "
+        "the median and min columns), so every comparison is a ratio taken within one repetition or round, where "
+        "both sides see the same load. Both sides run the same kernel code, so their outputs are identical (max "
+        "abs diff 0) and the call-overhead table is the honest measure of what each path adds.",
         "",
     ]
     text = "\n".join(lines)
     print(text)
     if args.markdown:
         Path(args.markdown).write_text(text)
-    for f in work.iterdir():
-        f.unlink()
-    work.rmdir()
     return 0
 
 

@@ -111,27 +111,29 @@ def bench_batch(batch, runners, iters, warmup, crops_all, rounds):
         rows.append({"runner": r.name, "device": r.device, "precision": r.precision, "batch": batch,
                      "latency_ms_p50": round(p50, 3), "latency_ms_p99": round(float(np.percentile(ms, 99)), 3),
                      "throughput_per_s": round(batch / p50 * 1e3, 2), "max_abs_err": errs[i],
-                     "config": label, "iters": iters, "ref_sd": float(ref.std())})
+                     "config": label, "iters": iters, "ref_sd": float(ref.std()),
+                     "min_ms": round(float(ms.min()), 3), "load_1m": round(os.getloadavg()[0], 2)})
     return rows
 
 
 def markdown(rows, header: str) -> str:
     lines = [header, "",
-             "| runner | config | device | precision | batch | p50 ms | p99 ms | images/s | max abs err (sd units) | err / coeff sd | speed-up vs torch-eager |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| runner | config | device | precision | batch | p50 ms | p99 ms | min ms | images/s (p50) | max abs err (sd units) | err / coeff sd | p50 speed-up vs torch-eager | load avg |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     base = {r["batch"]: r["latency_ms_p50"] for r in rows if r["runner"] == "torch-eager"}
     for r in rows:
         lines.append(f"| {r['runner']} | {r['config']} | {r['device']} | {r['precision']} | {r['batch']} | "
-                     f"{r['latency_ms_p50']:.1f} | {r['latency_ms_p99']:.1f} | {r['throughput_per_s']:.1f} | "
+                     f"{r['latency_ms_p50']:.1f} | {r['latency_ms_p99']:.1f} | {r.get('min_ms', float('nan')):.1f} | "
+                     f"{r['throughput_per_s']:.1f} | "
                      f"{r['max_abs_err']:.2e} | {r['max_abs_err'] / r['ref_sd']:.3f} | "
-                     f"{base[r['batch']] / r['latency_ms_p50']:.2f}x |")
+                     f"{base[r['batch']] / r['latency_ms_p50']:.2f}x | {r.get('load_1m', float('nan')):.1f} |")
     return "\n".join(lines) + "\n"
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--batches", default=None, help="comma-separated (default 1,8,32 on CPU; 1,8,32,128 with a GPU)")
-    ap.add_argument("--iters", type=int, default=None, help="timed calls per runner and batch size (default: 12/6/3/3 for batch 1/8/32/128)")
+    ap.add_argument("--iters", type=int, default=None, help="timed calls per runner and batch size (default: 12/4/2/2 for batch 1/8/32/128)")
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=2, help="passes over the runners per batch size")
     ap.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
@@ -139,6 +141,9 @@ def main(argv=None):
     ap.add_argument("--gpu", action="store_true", help="include GPU runners (default: only when present)")
     ap.add_argument("--json", default=None, help="write rows as JSON here")
     ap.add_argument("--md", default=None, help="write a markdown table here")
+    ap.add_argument("--append", action="store_true",
+                    help="merge into an existing --json file (rows of the same runner/config/batch are replaced), "
+                         "so batch sizes can be measured in separate quiet moments of a shared machine")
     args = ap.parse_args(argv)
 
     import torch
@@ -156,7 +161,7 @@ def main(argv=None):
     crops_all = calibration_crops(seed=99, n=max(batches), mean=model.mean)
     rows = []
     for b in batches:
-        iters = args.iters or {1: 12, 8: 6}.get(b, 3)
+        iters = args.iters or {1: 12, 8: 4}.get(b, 2)
         rows += bench_batch(b, runners, iters, args.warmup, crops_all, args.rounds)
         for r in rows[-len(runners):]:
             print(f"{r['runner']:12s} {r['config']:38s} b={b:3d} p50 {r['latency_ms_p50']:9.2f} ms "
@@ -173,6 +178,11 @@ def main(argv=None):
         meta["onnxruntime"] = onnxruntime.__version__
     except ImportError:
         pass
+    if args.json and args.append and Path(args.json).is_file():
+        old = json.loads(Path(args.json).read_text())["rows"]
+        fresh = {(r["runner"], r["config"], r["batch"]) for r in rows}
+        rows = sorted([r for r in old if (r["runner"], r["config"], r["batch"]) not in fresh] + rows,
+                      key=lambda r: (r["batch"], r["device"]))
     if args.json:
         with atomic_write(args.json, "w") as f:
             json.dump({"meta": meta, "rows": rows}, f, indent=1)

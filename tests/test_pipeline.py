@@ -318,3 +318,35 @@ def test_folder_glob_and_csv_sidecar(runner, model, photos):
                      ("D/nothing*.png", -1)]
     assert res[0].box.kind == "given" and res[0].box.as_tuple() == BOX
     assert "detector=None" in res[1].error and "matched no image" in res[4].error
+
+
+def test_closing_the_reconstructor_mid_run_raises_instead_of_truncating(runner, model, astronaut):
+    from engine.errors import BackendError
+
+    rec = make(runner, model, detector=None, batch_size=1)
+    inputs = [(f"img{i}", astronaut) for i in range(50)]
+    it = rec.embed(inputs, boxes={n: [BOX] for n, _ in inputs})
+    assert next(it).source == "img0"
+    rec.close()
+    with pytest.raises(BackendError, match="closed before all results"):
+        list(it)
+    assert engine_threads() == []
+
+
+@pytest.mark.cuda
+def test_gpu_pipeline_decodes_on_the_device_and_matches_the_cpu_decoder(model, astronaut):
+    """torch-cuda runner: coefficients go to the CUDA decode kernel on the runner's stream;
+    the records copied back equal the CPU kernel's decode of the same coefficients."""
+    from engine.decode import Decoder
+    from engine.pipeline import Reconstructor
+
+    with Reconstructor(runner="torch-cuda", model=model, batch_size=2, detector=None) as rec:
+        assert rec.on_gpu and rec.provenance["decode_device"] == "cuda"
+        res = list(rec.reconstruct([("a", astronaut), ("b", astronaut[:, ::-1].copy())],
+                                   boxes={"a": [BOX], "b": [(232.0, 75.0, 342.0, 185.0)]}))
+    coeffs = np.stack([r.coeffs for r in res])
+    ref = Decoder(model).decode(coeffs)
+    for i, r in enumerate(res):
+        np.testing.assert_allclose(r.vertices, ref.vertices[i], atol=1e-3)
+        assert np.abs(r.colors.astype(int) - ref.colors[i]).max() <= 1
+        assert np.shares_memory(r.vertices, r.records) and np.shares_memory(r.colors, r.records)

@@ -60,10 +60,13 @@ E3DMM_HD float half_bits_to_float(uint16_t h) {
 E3DMM_HD float load_basis(const float* p, int64_t i) { return p[i]; }
 E3DMM_HD float load_basis(const uint16_t* p, int64_t i) { return half_bits_to_float(p[i]); }
 
-// Colour rule of the release: clamp to [0, 255], then truncate. fmaxf/fminf map a
-// NaN to 0, so the float -> int conversion is always defined.
+// Colour rule of the release: clamp to [0, 255], then truncate. A NaN maps to 0 (the
+// first comparison is false for it), so the float -> int conversion is always defined.
+// Written as comparisons, not fmaxf/fminf: without -ffinite-math-only GCC does not inline
+// those and calls libm per element, which cost about a third of the CPU kernel's time.
 E3DMM_HD uint8_t to_color(float v) {
-  v = fminf(fmaxf(v, 0.0f), 255.0f);
+  v = v > 0.0f ? v : 0.0f;
+  v = v < 255.0f ? v : 255.0f;
   return (uint8_t)(int)v;
 }
 

@@ -121,7 +121,7 @@ std::string ascii_body(const char* who, const uint8_t* records, int64_t n, const
 }  // namespace
 
 std::string ply_bytes(const uint8_t* records, int64_t n, const int32_t* faces, int64_t f, PlyFormat format,
-                      const std::vector<std::string>& comments) {
+                             const std::vector<std::string>& comments) {
   check_args("ply_bytes", records, n, faces, f, comments);
   std::string out = ply_header(n, f, format, comments);
   if (format == PlyFormat::Ascii) return out + ascii_body("ply_bytes", records, n, faces, f);
@@ -157,7 +157,7 @@ void write_ply(const std::string& path, const uint8_t* records, int64_t n, const
 }
 
 static std::string obj_bytes(const uint8_t* records, int64_t n, const int32_t* faces, int64_t f,
-                      const std::vector<std::string>& comments) {
+                             const std::vector<std::string>& comments) {
   std::string s;
   s.reserve((size_t)(n * 72 + f * 24));
   for (const std::string& c : comments) s += "# " + c + "\n";

@@ -33,6 +33,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--network-dir", metavar="DIR", help="converted network weights (default models/cnn3dmm)")
     p.add_argument("--model", metavar="PATH", help="morphable model file (default: the built-in synthetic model)")
     p.add_argument("--workers", type=int, default=2, help="prep worker threads of end_to_end (default 2)")
+    p.add_argument("--basis-dtype", choices=("fp32", "fp16"), default="fp32",
+                   help="storage of the morphable model bases in the decoder (default fp32, the Reconstructor's)")
     p.add_argument("--note", action="append", default=[], help="a line added to the Markdown notes")
     return p
 
@@ -56,6 +58,9 @@ def run(args) -> tuple[list[measure.Row], measure.Machine]:
                                    else DEFAULT_BATCHES_CPU)
     if any(b < 1 for b in batches):
         raise EngineError(f"--batch-sizes: expected positive integers, found {batches}")
+    missing = [n for n in names if n not in available]
+    if missing:
+        raise EngineError(f"--runners: {missing} not available on this machine; available: {available}")
     work = S.workload()
     model = load_model(args.model)
     rows: list[measure.Row] = []
@@ -71,7 +76,7 @@ def run(args) -> tuple[list[measure.Row], measure.Machine]:
         try:
             for b in batches:
                 with Reconstructor(runner=runner, model=model, batch_size=b, detector=None,
-                                   workers=args.workers) as rec:
+                                   workers=args.workers, basis_dtype=args.basis_dtype) as rec:
                     ctx = S.Context(rec, b, work, budget, label)
                     for fn in (S.preprocess, S.decode, S.write):
                         rows.append(fn(ctx))

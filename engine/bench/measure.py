@@ -148,7 +148,8 @@ class Machine:
 
     def describe(self) -> str:
         s = f"{self.cpu}, {self.cores} cores ({self.system})"
-        return s + (f"; GPU: {self.gpu}" if self.gpu else "")
+        s += f"; GPU: {self.gpu}" if self.gpu else ""
+        return s + "".join(f"; {k} {v}" for k, v in self.extra.items())
 
 
 def machine(gpu: bool) -> Machine:
@@ -166,4 +167,22 @@ def machine(gpu: bool) -> Machine:
         import torch
 
         gpu_name = torch.cuda.get_device_name()
-    return Machine(cpu, os.cpu_count() or 1, f"{platform.system()} {platform.release()}", gpu_name)
+    return Machine(cpu, os.cpu_count() or 1, f"{platform.system()} {platform.release()}", gpu_name, _versions())
+
+
+def _versions() -> dict:
+    """Decode kernel ISA and the versions of the libraries that ran (those already imported)."""
+    import sys
+
+    out = {}
+    try:
+        from engine import _core
+
+        out["decode kernel"] = _core.build_info().get("cpu_kernel_selected")
+    except Exception:  # the table is still useful without it
+        pass
+    for mod in ("onnxruntime", "torch", "tensorrt", "numpy"):
+        m = sys.modules.get(mod)
+        if m is not None:
+            out[mod] = getattr(m, "__version__", "?")
+    return out

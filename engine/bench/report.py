@@ -51,6 +51,10 @@ def verdicts(rows: list[Row]) -> list[str]:
             bound = max(per_face, key=per_face.get)
             cost = ", ".join(f"{s} {v * 1e3:.1f}" for s, v in per_face.items())
             parts.append(f"bound by {bound} (ms per face, each stage alone: {cost})")
+            if net.device == "cpu" and "network" in per_face:
+                side = sum(v for s, v in per_face.items() if s != "network")
+                parts.append(f"the other stages need {side / per_face['network']:.0%} of the network's time "
+                             f"on the same cores")
         if net.device == "cuda":
             cpu_s = sum(per_face.get(s, 0.0) for s in ("preprocess", "write"))
             parts.append(f"CPU cores to keep the GPU busy: {cpu_s * net.throughput_per_s:.1f} "
@@ -70,7 +74,7 @@ def write_json(path: str | os.PathLike, rows: list[Row], machine: Machine) -> No
 def markdown(rows: list[Row], machine: Machine, command: str, notes: list[str]) -> str:
     out = [f"# `python -m engine.bench` results", "",
            f"- Machine: {machine.describe()}", f"- Date: {_now()}", f"- Command: `{command}`",
-           f"- Model: {rows[0].model if rows else '-'}", *[f"- {n}" for n in notes], "",
+           f"- Model: {next((r.model for r in rows if r.stage != 'detect'), '-')}", *[f"- {n}" for n in notes], "",
            "| stage | runner | device | precision | batch | p50 ms | p99 ms | faces/s | peak RSS MiB | GPU MiB | note |",
            "|---|---|---|---|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:

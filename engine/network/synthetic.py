@@ -13,6 +13,9 @@ Recipe (numpy only, so machines without PyTorch can build them):
 - fc_ftnew: random directions scaled so the calibration crops' coefficients have
   standard deviation about 1 around 0, i.e. they land roughly in [-3, 3] like the
   release's training labels.
+Inputs unlike faces (e.g. uniform noise) fall far outside the calibration and give
+coefficients in the hundreds; intermediate activations stay below ~10 on face-like
+crops (measured), well inside float16 range.
 Determinism: identical for a given seed on a given machine; other BLAS builds may
 differ in the last bits of the calibrated statistics.
 """

@@ -82,7 +82,11 @@ class Reconstructor:
         else:
             raise InputError(f"Reconstructor: runner: expected a runner name or a runner object, found {runner!r}")
         try:
-            self.on_gpu = self.runner.device == "cuda" and hasattr(self.runner, "run_device")
+            from engine import _core
+
+            # A GPU runner with an engine._C built without CUDA still works: the coefficients
+            # come back to the host and the CPU kernel decodes them (provenance says where).
+            self.on_gpu = self.runner.device == "cuda" and hasattr(self.runner, "run_device") and _core.has_cuda()
             # Beside the network the decoder gets one thread, so the two do not fight for cores.
             self.decoder = Decoder(self.model, device="cuda" if self.on_gpu else "cpu",
                                    basis_dtype=basis_dtype, num_threads=1)
@@ -104,7 +108,7 @@ class Reconstructor:
             "network": getattr(self.runner, "model_description", ""),
             "morphable_model": str(self.model.metadata.get("name")),
             "morphable_synthetic": bool(self.model.synthetic),
-            "basis_dtype": basis_dtype,
+            "basis_dtype": basis_dtype, "decode_device": "cuda" if self.on_gpu else "cpu",
         }
         self._detectors: queue.SimpleQueue = queue.SimpleQueue()  # idle dlib detectors, one per busy thread
         self._detector_lock = threading.Lock()

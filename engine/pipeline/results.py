@@ -38,10 +38,10 @@ class FaceResult:
     face_index: int
     frame: int | None = None
     box: FaceBox | None = None
-    crop: np.ndarray | None = None
-    coeffs: np.ndarray | None = None
+    crop: np.ndarray | None = field(default=None, repr=False)
+    coeffs: np.ndarray | None = field(default=None, repr=False)
     error: str | None = None
-    provenance: dict[str, Any] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict, repr=False)
     # the decoded batch and this face's row in it (None when decode=False or on errors)
     _decoded: Any = field(default=None, repr=False)
     _row: int = field(default=-1, repr=False)
@@ -89,7 +89,9 @@ class FaceResult:
 
     @property
     def name(self) -> str:
-        """A file-name stem for this face: source stem, frame and face index."""
+        """A file-name stem for this face: source stem, frame and face index
+        ("photo_face0", "clip_f000012_face1"). Files of the same name in different folders
+        give the same stem: a caller writing them into one folder must disambiguate."""
         stem = os.path.splitext(os.path.basename(self.source.rstrip("/\\")))[0] or "input"
         stem = "".join(c if (c.isalnum() or c in "-_.") else "_" for c in stem)
         frame = "" if self.frame is None else f"_f{self.frame:06d}"

@@ -37,7 +37,8 @@ from engine.errors import BackendError
 from engine.network import architecture as arch
 
 _POLL_S = 0.1
-_END = object()
+_END = object()  # the feeder's last batch went through
+_STOPPED = object()  # close() was called
 
 
 @dataclass
@@ -107,8 +108,10 @@ class Pipeline:
 
     batches: a function returning the batch iterator (runs on the feeder thread), given the
         prep pool (or None) and the stop event.
-    run_batch: Batch -> Batch, fills coeffs (and decoded on a GPU).
-    finish_batch: Batch -> Batch, run in the caller's thread (CPU decode), may be None.
+    run_batch: Batch -> Batch, on the network thread: the network (on a GPU also the decode
+        and the queued copy back).
+    finish_batch: Batch -> Batch, on the caller's thread: the CPU decode, or on a GPU the
+        wait for the copy back; may be None.
     """
 
     def __init__(self, batches: Callable, run_batch: Callable, finish_batch: Callable | None = None, *,
@@ -141,7 +144,7 @@ class Pipeline:
                 return q.get(timeout=_POLL_S)
             except queue.Empty:
                 continue
-        return _END
+        return _STOPPED
 
     # -- threads -------------------------------------------------------------------------
     def _feed(self) -> None:
@@ -156,6 +159,8 @@ class Pipeline:
     def _network(self) -> None:
         while True:
             x = self._get(self._q_net)
+            if x is _STOPPED:
+                return
             if x is _END or isinstance(x, _Failure):
                 self._put(self._q_out, x)
                 return
@@ -179,6 +184,8 @@ class Pipeline:
                 x = self._get(self._q_out)
                 if x is _END:
                     return
+                if x is _STOPPED:  # closed from elsewhere (Reconstructor.close) while iterating
+                    raise BackendError("pipeline: closed before all results were produced")
                 if isinstance(x, _Failure):
                     raise x.exc
                 yield self._finish(x) if self._finish is not None else x
