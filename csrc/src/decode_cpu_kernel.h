@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 
 #if defined(__AVX512F__) || defined(__F16C__)
@@ -33,6 +34,7 @@ typedef float v16 __attribute__((vector_size(64)));
 
 constexpr int kBlockCols = 384;  // 128 vertices; a multiple of 3 and of 16
 constexpr int kRowTile = 8;
+constexpr int kWideCols = 3072;  // B = 1 blocks: 1024 vertices, 12 KB per float32 row run
 
 inline v16 load16(const float* p) {
   v16 v;
@@ -84,6 +86,47 @@ inline void accumulate_regs(float (*acc)[kBlockCols], const BasisT* basis, int64
     for (int q = 0; q < NV; ++q) *reinterpret_cast<v16*>(&acc[r][j + 16 * q]) = a[r][q];
 }
 
+// The same sums for a single row, k outermost: four basis rows are streamed at a time
+// across the block (long contiguous runs the hardware prefetcher follows), while the
+// accumulators stay in L1. At B = 1 the kernel is bound by memory bandwidth, and 99
+// short interleaved streams (the register-blocked order) prefetch poorly.
+// Per element the FMAs run in the same k order, so both variants round identically.
+template <typename BasisT>
+inline void accumulate_stream(float* acc, const BasisT* basis, int64_t n3, int64_t col0, int w, int K,
+                              const float* coef) {
+  const int wv = w / 16 * 16;
+  int k = 0;
+  for (; k + 4 <= K; k += 4) {
+    const float c0 = coef[k], c1 = coef[k + 1], c2 = coef[k + 2], c3 = coef[k + 3];
+    const BasisT* b0 = basis + (int64_t)k * n3 + col0;
+    const BasisT *b1 = b0 + n3, *b2 = b1 + n3, *b3 = b2 + n3;
+    for (int j = 0; j < wv; j += 16) {
+      v16 a = *reinterpret_cast<const v16*>(acc + j);
+      a += c0 * load16(b0 + j);
+      a += c1 * load16(b1 + j);
+      a += c2 * load16(b2 + j);
+      a += c3 * load16(b3 + j);
+      *reinterpret_cast<v16*>(acc + j) = a;
+    }
+    for (int j = wv; j < w; ++j) {
+      float a = acc[j];
+      a = fmaf(c0, load1(b0 + j), a);
+      a = fmaf(c1, load1(b1 + j), a);
+      a = fmaf(c2, load1(b2 + j), a);
+      acc[j] = fmaf(c3, load1(b3 + j), a);
+    }
+  }
+  for (; k < K; ++k) {
+    const BasisT* b0 = basis + (int64_t)k * n3 + col0;
+    for (int j = 0; j < wv; j += 16) {
+      v16 a = *reinterpret_cast<const v16*>(acc + j);
+      a += coef[k] * load16(b0 + j);
+      *reinterpret_cast<v16*>(acc + j) = a;
+    }
+    for (int j = wv; j < w; ++j) acc[j] = fmaf(coef[k], load1(b0 + j), acc[j]);
+  }
+}
+
 template <int NB, typename BasisT>
 inline void accumulate(float (*acc)[kBlockCols], const BasisT* basis, int64_t n3, int64_t col0, int w,
                        int K, const float* coef, int64_t coef_stride) {
@@ -133,12 +176,13 @@ inline void run_tile(int nb, float (*acc_s)[kBlockCols], float (*acc_t)[kBlockCo
 }
 
 // Writes the tile's outputs for columns [col0, col0 + w) from the accumulators.
-inline void store_tile(int nb, const float (*acc_s)[kBlockCols], const float (*acc_t)[kBlockCols],
-                       const DecodeParams& p, int64_t b0, int64_t col0, int w) {
+template <int BW>
+inline void store_tile(int nb, const float (*acc_s)[BW], const float (*acc_t)[BW], const DecodeParams& p, int64_t b0,
+                       int64_t col0, int w) {
   const int64_t n3 = 3 * p.num_vertices;
   for (int r = 0; r < nb; ++r) {
     const int64_t b = b0 + r;
-    alignas(64) uint8_t col8[kBlockCols];
+    alignas(64) uint8_t col8[BW];
     for (int j = 0; j < w; ++j) col8[j] = body::to_color(acc_t[r][j]);
     if (p.vertices) std::memcpy(p.vertices + b * n3 + col0, acc_s[r], w * sizeof(float));
     if (p.colors) std::memcpy(p.colors + b * n3 + col0, col8, w);
@@ -172,18 +216,50 @@ void decode_typed(const DecodeParams& p, int num_threads) {
       for (int64_t b0 = 0; b0 < p.batch; b0 += kRowTile) {
         const int nb = (int)std::min<int64_t>(kRowTile, p.batch - b0);
         run_tile<BasisT>(nb, acc_s, acc_t, p, b0, col0, w);
-        store_tile(nb, acc_s, acc_t, p, b0, col0, w);
+        store_tile<kBlockCols>(nb, acc_s, acc_t, p, b0, col0, w);
       }
     }
   }
   (void)num_threads;
 }
 
+// B = 1: nothing to reuse across batch tiles, so the blocks are wide (long contiguous
+// runs per basis row) and each basis row is streamed once, k outermost.
+template <typename BasisT>
+void decode_single_row(const DecodeParams& p, int num_threads) {
+  const int64_t n3 = 3 * p.num_vertices;
+  const int64_t nblocks = (n3 + kWideCols - 1) / kWideCols;
+#if defined(_OPENMP)
+  const int nt = num_threads > 0 ? num_threads : omp_get_max_threads();
+#pragma omp parallel num_threads(nt)
+#endif
+  {
+    alignas(64) float acc_s[1][kWideCols];
+    alignas(64) float acc_t[1][kWideCols];
+#if defined(_OPENMP)
+#pragma omp for schedule(static)
+#endif
+    for (int64_t blk = 0; blk < nblocks; ++blk) {
+      const int64_t col0 = blk * kWideCols;
+      const int w = (int)std::min<int64_t>(kWideCols, n3 - col0);
+      std::memcpy(acc_s[0], p.shape_mean + col0, w * sizeof(float));
+      std::memcpy(acc_t[0], p.tex_mean + col0, w * sizeof(float));
+      accumulate_stream(acc_s[0], static_cast<const BasisT*>(p.shape_basis), n3, col0, w, p.shape_components,
+                        p.coeffs + p.shape_offset);
+      accumulate_stream(acc_t[0], static_cast<const BasisT*>(p.tex_basis), n3, col0, w, p.tex_components,
+                        p.coeffs + p.tex_offset);
+      store_tile<kWideCols>(1, acc_s, acc_t, p, 0, col0, w);
+    }
+  }
+  (void)num_threads;
+}
+
 void decode(const DecodeParams& p, int num_threads) {
-  if (p.basis_type == BasisType::Float16)
-    decode_typed<uint16_t>(p, num_threads);
+  const bool half = p.basis_type == BasisType::Float16;
+  if (p.batch == 1)
+    half ? decode_single_row<uint16_t>(p, num_threads) : decode_single_row<float>(p, num_threads);
   else
-    decode_typed<float>(p, num_threads);
+    half ? decode_typed<uint16_t>(p, num_threads) : decode_typed<float>(p, num_threads);
 }
 
 }  // namespace E3DMM_ISA_NS
