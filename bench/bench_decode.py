@@ -36,16 +36,24 @@ from engine.morphable import MorphableModel  # noqa: E402
 
 
 def _time(fn, min_reps=5, min_seconds=0.5):
-    fn()  # warm-up
-    times = []
+    return _time_interleaved({"x": fn}, min_reps, min_seconds)["x"]
+
+
+def _time_interleaved(fns, min_reps=7, min_seconds=1.0):
+    """Median seconds per call of each function, timed in alternating rounds so that
+    load from other processes falls on every implementation alike."""
+    for fn in fns.values():
+        fn()  # warm-up
+    times = {k: [] for k in fns}
     t_end = time.perf_counter() + min_seconds
-    while len(times) < min_reps or time.perf_counter() < t_end:
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-        if len(times) >= 200:
-            break
-    return statistics.median(times)
+    rounds = 0
+    while (rounds < min_reps or time.perf_counter() < t_end) and rounds < 200:
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t0)
+        rounds += 1
+    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def host_copy_bandwidth(nbytes=512 << 20):
@@ -102,13 +110,16 @@ def run(batches, model):
             return v, t.astype(np.uint8)
 
         out_bytes = batch * n3 * (4 + 1)
-        t_np = _time(numpy_decode)
+        fns = {"numpy": numpy_decode}
+        for basis, d in decoders.items():
+            fns[basis] = lambda d=d: d.decode(coeffs, outputs=("vertices", "colors"))  # noqa: E731
+        times = _time_interleaved(fns)
+        t_np = times["numpy"]
         v_np, _ = numpy_decode()
         results = [("numpy", "fp32", t_np, np.abs(v_np - ref64).max(), 4)]
-        for basis, d in decoders.items():
-            fn = lambda d=d: d.decode(coeffs, outputs=("vertices", "colors"))  # noqa: E731
-            v = fn().vertices.reshape(batch, -1)
-            results.append(("cpu", basis, _time(fn), np.abs(v - ref64).max(), 4 if basis == "fp32" else 2))
+        for basis in decoders:
+            v = fns[basis]().vertices.reshape(batch, -1)
+            results.append(("cpu", basis, times[basis], np.abs(v - ref64).max(), 4 if basis == "fp32" else 2))
         for impl, basis, t, err, item in results:
             read = (ks + kt) * n3 * item + 2 * n3 * 4
             eff = (read + out_bytes) / t
