@@ -48,13 +48,16 @@ def machine() -> str:
 class EagerReference:
     """The exact unfused PyTorch module in float32 eager mode: the reference and the baseline."""
 
-    name, device, precision = "torch-eager", "cpu", "fp32"
+    name, precision = "torch-eager", "fp32"
 
     def __init__(self, model, device="cpu"):
         import torch
 
         from engine.network.torch_model import build
 
+        if device == "cuda":  # a float32 baseline must not silently use TF32
+            torch.backends.cudnn.allow_tf32 = False
+            torch.backends.cuda.matmul.allow_tf32 = False
         self.torch, self.device = torch, device
         self.net = build(model.weights, model.mean, fused=False, synthetic=model.synthetic).to(device)
 
@@ -62,7 +65,7 @@ class EagerReference:
         torch = self.torch
         with torch.inference_mode():
             out = self.net(torch.from_numpy(crops).to(self.device))
-            return out.cpu().numpy()
+            return out.cpu().numpy()  # .cpu() waits for the GPU, so timings include it
 
     def close(self):
         self.net = None
@@ -118,15 +121,16 @@ def bench_batch(batch, runners, iters, warmup, crops_all, rounds):
 
 def markdown(rows, header: str) -> str:
     lines = [header, "",
-             "| runner | config | device | precision | batch | p50 ms | p99 ms | min ms | images/s (p50) | max abs err (sd units) | err / coeff sd | p50 speed-up vs torch-eager | load avg |",
+             "| runner | config | device | precision | batch | p50 ms | p99 ms | min ms | images/s (p50) | max abs err (sd units) | err / coeff sd | p50 speed-up vs torch-eager (same device) | load avg |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    base = {r["batch"]: r["latency_ms_p50"] for r in rows if r["runner"] == "torch-eager"}
+    base = {(r["batch"], r["device"]): r["latency_ms_p50"] for r in rows if r["runner"] == "torch-eager"}
     for r in rows:
         lines.append(f"| {r['runner']} | {r['config']} | {r['device']} | {r['precision']} | {r['batch']} | "
                      f"{r['latency_ms_p50']:.1f} | {r['latency_ms_p99']:.1f} | {r.get('min_ms', float('nan')):.1f} | "
                      f"{r['throughput_per_s']:.1f} | "
                      f"{r['max_abs_err']:.2e} | {r['max_abs_err'] / r['ref_sd']:.3f} | "
-                     f"{base[r['batch']] / r['latency_ms_p50']:.2f}x | {r.get('load_1m', float('nan')):.1f} |")
+                     f"{base.get((r['batch'], r['device']), float('nan')) / r['latency_ms_p50']:.2f}x | "
+                     f"{r.get('load_1m', float('nan')):.1f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -154,6 +158,8 @@ def main(argv=None):
     torch.set_num_threads(threads)
     model = resolve_model(args.model_dir)
     runners = [("fp32 exact module, eager", EagerReference(model))]
+    if gpu:  # the GPU targets compare with eager float32 on the same GPU
+        runners.append(("fp32 exact module, eager", EagerReference(model, "cuda")))
     for name, kw in configs(threads, gpu):
         r = create_runner(name, args.model_dir, max_batch=max(batches), **kw)
         label = ", ".join(f"{k}={v}" for k, v in kw.items())

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 import sys
 import time
 
@@ -134,12 +135,12 @@ def main(argv=None) -> int:
     for line in report.verdicts(rows):
         print(line)
     print(f"\n({time.perf_counter() - t0:.0f} s)")
-    command = "python -m engine.bench " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = shlex.join(["python", "-m", "engine.bench", *(argv if argv is not None else sys.argv[1:])])
     notes = [*args.note, "Pipelined stages: latency = interval between consecutive batch completions "
              "(the pipeline's period per batch); throughput = steady state, first completion to last.",
              "Single stages: latency per batch call; throughput = faces / total time of the timed calls."]
     if args.json:
         report.write_json(args.json, rows, mach)
     if args.markdown:
-        report.write_markdown(args.markdown, rows, mach, command.strip(), notes)
+        report.write_markdown(args.markdown, rows, mach, command, notes)
     return 0

@@ -30,7 +30,14 @@ class Workload:
 
 def workload() -> Workload:
     from PIL import Image
-    from skimage import data
+
+    try:
+        from skimage import data
+    except ImportError:
+        from engine.errors import UnavailableError
+
+        raise UnavailableError("python -m engine.bench takes its test photo from scikit-image "
+                               "(skimage.data.astronaut()): pip install scikit-image") from None
 
     img = data.astronaut()
     buf = io.BytesIO()

@@ -86,8 +86,3 @@ def to_caffe_blobs(weights: dict[str, np.ndarray], factor: float = 2.0) -> dict[
     out[arch.FC_NAME] = [weights[f"{arch.FC_NAME}.weight"], weights[f"{arch.FC_NAME}.bias"]]
     return out
 
-
-def layer_types(blobs) -> dict[str, str]:
-    from engine.network import architecture as arch
-
-    return dict(arch.expected_caffe_layers())

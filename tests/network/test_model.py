@@ -12,7 +12,7 @@ from engine.errors import ModelFileError
 from engine.network import architecture as arch
 from engine.network import caffe_io, numpy_forward
 from engine.network import weights as W
-from engine.network.synthetic import calibration_crops, make_synthetic
+from engine.network.synthetic import make_synthetic
 
 torch = pytest.importorskip("torch")
 from engine.network import torch_model  # noqa: E402  (needs torch)

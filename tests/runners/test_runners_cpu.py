@@ -71,7 +71,10 @@ def test_factory_rejects_unknown_names_and_precisions(model_dir):
 
 def test_auto_prefers_gpu_runners_then_onnxruntime(model_dir):
     names = available_runners()
-    assert set(names) <= {"tensorrt", "torch-cuda", "onnxruntime", "torch-cpu"}
+    order = ["tensorrt", "torch-cuda", "onnxruntime", "torch-cpu"]
+    assert names == [n for n in order if n in names]
+    if "tensorrt" in names:
+        return  # "auto" would build a TensorRT engine (minutes): covered by the tensorrt test
     with create_runner("auto", model_dir) as r:
         assert r.name == names[0]
     if "torch-cuda" not in names:
