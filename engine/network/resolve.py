@@ -48,11 +48,31 @@ def weights_fingerprint(weights: dict[str, np.ndarray], mean: np.ndarray) -> str
     return h.hexdigest()
 
 
+def synthetic_cache_dir() -> Path:
+    """Where built synthetic weights are kept between processes ($XDG_CACHE_HOME/engine3dmm)."""
+    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(root) / "engine3dmm"
+
+
 @functools.lru_cache(maxsize=2)
 def _synthetic(seed: int):
-    from engine.network.synthetic import make_synthetic
+    from engine.network.synthetic import RECIPE, make_synthetic, synthetic_metadata
 
-    w, mean, meta = make_synthetic(seed)
+    # Building the set runs a calibration forward pass (seconds); every later process
+    # loads the cached copy instead. Any problem with the cache just means rebuilding.
+    path = synthetic_cache_dir() / f"synthetic-seed{seed}-recipe{RECIPE}.safetensors"
+    try:
+        w, mean, meta = W.load_weights(path)
+        if str(meta.get("recipe")) != str(RECIPE) or str(meta.get("seed")) != str(seed):
+            raise ModelFileError(f"{path}: other recipe or seed")
+        meta = synthetic_metadata(seed)
+    except Exception:
+        w, mean, meta = make_synthetic(seed)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            W.save_weights(path, w, mean, meta)
+        except Exception as e:  # read-only home, no safetensors: fine, just slower next time
+            log.info("not caching synthetic weights at %s: %s", path, e)
     for a in (*w.values(), mean):
         a.setflags(write=False)  # shared between callers through the cache
     return w, mean, meta, weights_fingerprint(w, mean)

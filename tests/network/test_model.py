@@ -159,3 +159,24 @@ def test_manifest_agrees_with_the_code():
         assert files[name]["sha256"] == sha
     assert files["3dmm_cnn_resnet_101.caffemodel"]["sha256"] is None
     assert (card / "README.md").is_file()
+
+
+def test_synthetic_weights_stay_in_range_on_real_photos(synthetic_model, torch_reference):
+    # The synthetic set stands in for the trained network in demos: real photos (a face,
+    # and non-faces) must give coefficients of order one, not the tens that an
+    # uncalibrated random network gives.
+    skimage_data = pytest.importorskip("skimage.data")
+    from engine.crop import crop_face
+    from engine.images import as_rgb
+
+    crops = []
+    for name in ("astronaut", "coffee", "chelsea", "camera"):
+        img = as_rgb(getattr(skimage_data, name)())
+        h, w = img.shape[:2]
+        box = (179, 87, 272, 178) if name == "astronaut" else (w / 3, h / 3, 2 * w / 3, 2 * h / 3)
+        crops.append(crop_face(img, box))
+    net = torch_model.build(synthetic_model.weights, synthetic_model.mean, fused=True, synthetic=True)
+    with torch.inference_mode():
+        out = net(torch.from_numpy(np.stack(crops))).numpy()
+    assert np.abs(out).max() < 10
+    assert (out.std(axis=1) < 3).all()
