@@ -7,9 +7,9 @@ Reconstructs skimage.data.astronaut() (or --image) with the engine's default mod
 which are SYNTHETIC until you convert the official network and Basel Face Model; the
 caption says which were used. Panels: the input with its face box, the textured mesh
 from the front and turned 35 degrees, the bare geometry, and the morphable model's mean
-face (all coefficients 0) for reference. Synthetic network weights are not trained: on a
-real photo their coefficients lie far outside the +-3 standard deviations of real faces,
-so the synthetic reconstruction is a distorted blob; the caption prints how far.
+face (all coefficients 0) for reference. Synthetic network weights are not trained: their
+coefficients are of the right size (the caption prints the largest) but say nothing about
+the person, so the synthetic reconstruction is a plausible face that is not hers.
 
 The rasteriser is deliberately small: orthographic projection, painter's algorithm
 (triangles sorted far to near and filled by Pillow), each triangle coloured by the mean of
@@ -89,8 +89,8 @@ def caption(provenance: dict, coeffs_max: float, name: str) -> list[str]:
     lines = [f"{name} reconstructed by engine3dmm with {net} and {mm} (runner {provenance['runner']}); "
              f"largest |coefficient| {coeffs_max:.1f} sd."]
     if provenance["network_synthetic"] or provenance["morphable_synthetic"]:
-        lines.append("Synthetic models are placeholders: untrained weights give coefficients far beyond real faces' "
-                     "+-3 sd, hence the blob. Right: the model's mean face.")
+        lines.append("Synthetic models are placeholders: the coefficients are of the right size but untrained, "
+                     "so this is not her face. Right: the model's mean face.")
     return lines
 
 
