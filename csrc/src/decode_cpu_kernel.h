@@ -196,31 +196,40 @@ inline void store_tile(int nb, const float (*acc_s)[BW], const float (*acc_t)[BW
   }
 }
 
-template <typename BasisT>
-void decode_typed(const DecodeParams& p, int num_threads) {
+// Calls fn(col0, w, acc_s, acc_t) for every block of BW columns, the blocks shared out
+// among the threads; each thread owns ROWS x BW accumulators per basis.
+template <int ROWS, int BW, typename Fn>
+void for_each_block(const DecodeParams& p, int num_threads, Fn&& fn) {
   const int64_t n3 = 3 * p.num_vertices;
-  const int64_t nblocks = (n3 + kBlockCols - 1) / kBlockCols;
+  const int64_t nblocks = (n3 + BW - 1) / BW;
 #if defined(_OPENMP)
   const int nt = num_threads > 0 ? num_threads : omp_get_max_threads();
 #pragma omp parallel num_threads(nt)
 #endif
   {
-    alignas(64) float acc_s[kRowTile][kBlockCols];
-    alignas(64) float acc_t[kRowTile][kBlockCols];
+    alignas(64) float acc_s[ROWS][BW];
+    alignas(64) float acc_t[ROWS][BW];
 #if defined(_OPENMP)
 #pragma omp for schedule(static)
 #endif
     for (int64_t blk = 0; blk < nblocks; ++blk) {
-      const int64_t col0 = blk * kBlockCols;
-      const int w = (int)std::min<int64_t>(kBlockCols, n3 - col0);
-      for (int64_t b0 = 0; b0 < p.batch; b0 += kRowTile) {
-        const int nb = (int)std::min<int64_t>(kRowTile, p.batch - b0);
-        run_tile<BasisT>(nb, acc_s, acc_t, p, b0, col0, w);
-        store_tile<kBlockCols>(nb, acc_s, acc_t, p, b0, col0, w);
-      }
+      const int64_t col0 = blk * BW;
+      fn(col0, (int)std::min<int64_t>(BW, n3 - col0), acc_s, acc_t);
     }
   }
   (void)num_threads;
+}
+
+// B > 1: within a block, tiles of kRowTile rows reuse the block's basis slice from L2.
+template <typename BasisT>
+void decode_batched(const DecodeParams& p, int num_threads) {
+  for_each_block<kRowTile, kBlockCols>(p, num_threads, [&](int64_t col0, int w, auto acc_s, auto acc_t) {
+    for (int64_t b0 = 0; b0 < p.batch; b0 += kRowTile) {
+      const int nb = (int)std::min<int64_t>(kRowTile, p.batch - b0);
+      run_tile<BasisT>(nb, acc_s, acc_t, p, b0, col0, w);
+      store_tile<kBlockCols>(nb, acc_s, acc_t, p, b0, col0, w);
+    }
+  });
 }
 
 // B = 1: nothing to reuse across batch tiles, so the blocks are wide (long contiguous
@@ -228,30 +237,15 @@ void decode_typed(const DecodeParams& p, int num_threads) {
 template <typename BasisT>
 void decode_single_row(const DecodeParams& p, int num_threads) {
   const int64_t n3 = 3 * p.num_vertices;
-  const int64_t nblocks = (n3 + kWideCols - 1) / kWideCols;
-#if defined(_OPENMP)
-  const int nt = num_threads > 0 ? num_threads : omp_get_max_threads();
-#pragma omp parallel num_threads(nt)
-#endif
-  {
-    alignas(64) float acc_s[1][kWideCols];
-    alignas(64) float acc_t[1][kWideCols];
-#if defined(_OPENMP)
-#pragma omp for schedule(static)
-#endif
-    for (int64_t blk = 0; blk < nblocks; ++blk) {
-      const int64_t col0 = blk * kWideCols;
-      const int w = (int)std::min<int64_t>(kWideCols, n3 - col0);
-      std::memcpy(acc_s[0], p.shape_mean + col0, w * sizeof(float));
-      std::memcpy(acc_t[0], p.tex_mean + col0, w * sizeof(float));
-      accumulate_stream(acc_s[0], static_cast<const BasisT*>(p.shape_basis), n3, col0, w, p.shape_components,
-                        p.coeffs + p.shape_offset);
-      accumulate_stream(acc_t[0], static_cast<const BasisT*>(p.tex_basis), n3, col0, w, p.tex_components,
-                        p.coeffs + p.tex_offset);
-      store_tile<kWideCols>(1, acc_s, acc_t, p, 0, col0, w);
-    }
-  }
-  (void)num_threads;
+  for_each_block<1, kWideCols>(p, num_threads, [&](int64_t col0, int w, auto acc_s, auto acc_t) {
+    std::memcpy(acc_s[0], p.shape_mean + col0, w * sizeof(float));
+    std::memcpy(acc_t[0], p.tex_mean + col0, w * sizeof(float));
+    accumulate_stream(acc_s[0], static_cast<const BasisT*>(p.shape_basis), n3, col0, w, p.shape_components,
+                      p.coeffs + p.shape_offset);
+    accumulate_stream(acc_t[0], static_cast<const BasisT*>(p.tex_basis), n3, col0, w, p.tex_components,
+                      p.coeffs + p.tex_offset);
+    store_tile<kWideCols>(1, acc_s, acc_t, p, 0, col0, w);
+  });
 }
 
 void decode(const DecodeParams& p, int num_threads) {
@@ -259,7 +253,7 @@ void decode(const DecodeParams& p, int num_threads) {
   if (p.batch == 1)
     half ? decode_single_row<uint16_t>(p, num_threads) : decode_single_row<float>(p, num_threads);
   else
-    half ? decode_typed<uint16_t>(p, num_threads) : decode_typed<float>(p, num_threads);
+    half ? decode_batched<uint16_t>(p, num_threads) : decode_batched<float>(p, num_threads);
 }
 
 }  // namespace E3DMM_ISA_NS
