@@ -35,24 +35,25 @@ from engine.decode import Decoder  # noqa: E402
 from engine.morphable import MorphableModel  # noqa: E402
 
 
-def _time(fn, min_reps=5, min_seconds=0.5):
-    return _time_interleaved({"x": fn}, min_reps, min_seconds)["x"]
+def _time(fn):
+    return _time_interleaved({"x": fn})["x"]
 
 
-def _time_interleaved(fns, min_reps=7, min_seconds=1.0):
-    """Median seconds per call of each function, timed in alternating rounds so that
-    load from other processes falls on every implementation alike."""
-    for fn in fns.values():
-        fn()  # warm-up
+def _time_interleaved(fns, rounds=4, calls=5):
+    """Median seconds per call of each function. Implementations run in alternating
+    blocks (so load from other processes falls on all alike). Before each block the
+    process sleeps and makes one untimed call: the previous library's worker threads
+    (OpenBLAS, OpenMP) spin for a while after their last call and would otherwise
+    steal the cores from the library being timed."""
     times = {k: [] for k in fns}
-    t_end = time.perf_counter() + min_seconds
-    rounds = 0
-    while (rounds < min_reps or time.perf_counter() < t_end) and rounds < 200:
+    for _ in range(rounds):
         for k, fn in fns.items():
-            t0 = time.perf_counter()
+            time.sleep(0.2)  # let the previous library's spinning threads go idle
             fn()
-            times[k].append(time.perf_counter() - t0)
-        rounds += 1
+            for _ in range(calls):
+                t0 = time.perf_counter()
+                fn()
+                times[k].append(time.perf_counter() - t0)
     return {k: statistics.median(v) for k, v in times.items()}
 
 
@@ -72,7 +73,7 @@ def host_copy_bandwidth(nbytes=512 << 20):
             for t in ts:
                 t.join()
 
-        best = max(best, 2 * nbytes / _time(copy, min_reps=3, min_seconds=0.3))
+        best = max(best, 2 * nbytes / _time(copy))
     return best
 
 

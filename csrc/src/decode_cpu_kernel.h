@@ -73,8 +73,13 @@ inline void accumulate_regs(float (*acc)[kBlockCols], const BasisT* basis, int64
   for (int r = 0; r < NB; ++r)
     for (int q = 0; q < NV; ++q) a[r][q] = *reinterpret_cast<const v16*>(&acc[r][j + 16 * q]);
   const BasisT* bk = basis + col0 + j;
+  // Software prefetch (to L2) of the lines of this row that the next column block needs:
+  // the hardware cannot track K interleaved streams, so without it the first batch
+  // tile of every block waits on DRAM. One prefetch covers one line, hence the loop.
+  constexpr int kStep = 16 * NV;                              // columns per step
+  constexpr int kLineElems = 64 / (int)sizeof(BasisT);        // elements per cache line
   for (int k = 0; k < K; ++k, bk += n3) {
-    __builtin_prefetch(bk + 16 * NV * 2);
+    for (int e = 0; e < kStep; e += kLineElems) __builtin_prefetch(bk + kBlockCols + e, 0, 2);
     v16 x[NV];
     for (int q = 0; q < NV; ++q) x[q] = load16(bk + 16 * q);
     for (int r = 0; r < NB; ++r) {
