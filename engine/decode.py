@@ -93,7 +93,6 @@ class Decoder:
             import torch
 
             arrays = {k: torch.from_numpy(np.array(v)).cuda() for k, v in arrays.items()}
-            self._flag = torch.zeros(1, dtype=torch.int32, device="cuda")
         self._arrays = arrays
         self.coeff_width = max(self.shape_offset + self.shape_components, self.tex_offset + self.tex_components)
 
@@ -172,14 +171,17 @@ class Decoder:
         s = torch.cuda.current_stream(dev) if stream is None else stream
         a = self._arrays
         with torch.cuda.stream(s):
-            if check_finite:
-                self._flag.zero_()
+            # A flag per call, made on the caller's stream: calls on different streams
+            # never share one, and reading it after s.synchronize() sees this kernel's write.
+            flag = torch.zeros(1, dtype=torch.int32, device=dev) if check_finite else None
             _core.core().decode_cuda(
                 a["shape_mean"].data_ptr(), a["shape_basis"].data_ptr(), a["tex_mean"].data_ptr(),
                 a["tex_basis"].data_ptr(), _BASIS_TYPE_CODE[self.basis_dtype], n, self.shape_components,
                 self.tex_components, coeffs.data_ptr(), b, coeffs.shape[1], self.shape_offset, self.tex_offset,
-                _ptr(v), _ptr(col), _ptr(rec), s.cuda_stream, self._flag.data_ptr() if check_finite else 0)
-        if check_finite and int(self._flag.item()):
+                _ptr(v), _ptr(col), _ptr(rec), s.cuda_stream, _ptr(flag))
+        if check_finite:
+            s.synchronize()
+        if check_finite and int(flag.item()):
             bad = (~torch.isfinite(coeffs)).nonzero()[0].tolist()
             raise InputError(f"decode: coeffs[{bad[0]}, {bad[1]}]: expected a finite number, "
                              f"found {coeffs[bad[0], bad[1]].item()}")

@@ -106,6 +106,7 @@ class Reconstructor:
             "runner": self.runner.name, "device": self.runner.device, "precision": self.runner.precision,
             "network_synthetic": bool(getattr(self.runner, "synthetic", False)),
             "network": getattr(self.runner, "model_description", ""),
+            "network_fingerprint": getattr(self.runner, "fingerprint", None),
             "morphable_model": str(self.model.metadata.get("name")),
             "morphable_synthetic": bool(self.model.synthetic),
             "basis_dtype": basis_dtype, "decode_device": "cuda" if self.on_gpu else "cpu",

@@ -1,7 +1,8 @@
 """The runner protocol: raw crops in, 198 coefficients out.
 
 Every runner has `name`, `device` ("cpu"/"cuda"), `precision` ("fp32"/"bf16"/"fp16"),
-`synthetic` (True when it runs the built-in synthetic weights), `max_batch`,
+`synthetic` (True when it runs the built-in synthetic weights), `fingerprint` (sha256
+of the weights), `max_batch`,
 `run(crops) -> np.ndarray`, `close()` and context-manager support; CUDA runners add
 `run_device(crops) -> torch.Tensor` (left on the device) and `stream`.
 
@@ -44,6 +45,7 @@ class Runner:
         self.max_batch = max_batch
         self.synthetic = bool(model.synthetic)
         self.model_description = model.describe()
+        self.fingerprint = model.fingerprint  # sha256 of the weights: identifies outputs made with them
         self._closed = False
 
     # subclasses implement this on a checked, C-contiguous chunk of at most max_batch crops
