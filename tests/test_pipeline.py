@@ -333,7 +333,14 @@ def test_closing_the_reconstructor_mid_run_raises_instead_of_truncating(runner, 
     assert engine_threads() == []
 
 
+def _core_has_cuda() -> bool:
+    from engine import _core
+
+    return _core.has_cuda()
+
+
 @pytest.mark.cuda
+@pytest.mark.skipif(not _core_has_cuda(), reason="needs an NVIDIA GPU and the CUDA build of engine._C")
 def test_gpu_pipeline_decodes_on_the_device_and_matches_the_cpu_decoder(model, astronaut):
     """torch-cuda runner: coefficients go to the CUDA decode kernel on the runner's stream;
     the records copied back equal the CPU kernel's decode of the same coefficients."""

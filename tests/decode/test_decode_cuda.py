@@ -8,12 +8,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from engine import _core
 from engine._reference import decode_reference
 from engine.decode import Decoder
 from engine.errors import InputError
 from tests.decode.models import random_coeffs, random_model
 
-pytestmark = pytest.mark.cuda
+pytestmark = [
+    pytest.mark.cuda,
+    pytest.mark.skipif(not _core.has_cuda(), reason="needs an NVIDIA GPU and the CUDA build of engine._C"),
+]
 
 
 @pytest.fixture(scope="module")
