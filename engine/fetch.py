@@ -334,7 +334,7 @@ def fetch(
 
 def bfm_instructions(dest_dir: str | os.PathLike | None = None) -> str:
     """Human explanation of how to obtain and place the Basel Face Model."""
-    where = str(dest_dir) if dest_dir is not None else "the model folder (e.g. models/3dmm_cnn/)"
+    where = str(dest_dir) if dest_dir is not None else "the model folder (models/cnn3dmm/downloads/)"
     return f"""\
 The Basel Face Model 2009 cannot be downloaded automatically: its owners (University of
 Basel) require each user to register and accept their licence.
