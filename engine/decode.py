@@ -77,7 +77,9 @@ class Decoder:
         self.basis_dtype = basis_dtype
         self.num_threads = int(num_threads)
         self.shape_offset = int(shape_offset)
-        self.tex_offset = int(model.shape_basis.shape[0] if tex_offset is None else tex_offset)
+        # Default layout: alpha then beta, contiguous (the release's 198-vector at offset 0).
+        ks = int(model.shape_basis.shape[0])
+        self.tex_offset = self.shape_offset + ks if tex_offset is None else int(tex_offset)
         self.num_vertices = int(model.shape_mean.shape[0] // 3)
         self.faces = model.faces
         self._check_model(model)
@@ -162,15 +164,22 @@ class Decoder:
                 or coeffs.shape[1] < self.coeff_width:
             raise InputError(f"decode: coeffs: expected float32 [B >= 1, {self.coeff_width}], "
                              f"found {coeffs.dtype}{list(coeffs.shape)}")
-        coeffs = coeffs.to("cuda", non_blocking=True).contiguous()
-        b, n = coeffs.shape[0], self.num_vertices
-        dev = coeffs.device
-        v = torch.empty((b, n, 3), dtype=torch.float32, device=dev) if "vertices" in outputs else None
-        col = torch.empty((b, n, 3), dtype=torch.uint8, device=dev) if "colors" in outputs else None
-        rec = torch.empty((b, n, 15), dtype=torch.uint8, device=dev) if "records" in outputs else None
+        dev = self._arrays["shape_mean"].device
         s = torch.cuda.current_stream(dev) if stream is None else stream
         a = self._arrays
+        # Everything happens on stream s: it first waits for the work that produced
+        # `coeffs` on the current stream; copies and outputs are made on s, so the
+        # caching allocator ties them to s and never hands them out while the kernel runs.
+        if s != torch.cuda.current_stream(dev):
+            s.wait_stream(torch.cuda.current_stream(dev))
+            if coeffs.is_cuda:
+                coeffs.record_stream(s)
         with torch.cuda.stream(s):
+            coeffs = coeffs.to(dev, non_blocking=True).contiguous()
+            b, n = coeffs.shape[0], self.num_vertices
+            v = torch.empty((b, n, 3), dtype=torch.float32, device=dev) if "vertices" in outputs else None
+            col = torch.empty((b, n, 3), dtype=torch.uint8, device=dev) if "colors" in outputs else None
+            rec = torch.empty((b, n, 15), dtype=torch.uint8, device=dev) if "records" in outputs else None
             # A flag per call, made on the caller's stream: calls on different streams
             # never share one, and reading it after s.synchronize() sees this kernel's write.
             flag = torch.zeros(1, dtype=torch.int32, device=dev) if check_finite else None
@@ -188,15 +197,17 @@ class Decoder:
         return DecodedBatch(v, col, rec, self.faces)
 
 
-def fp16_error_bound(model, coeffs) -> tuple[np.ndarray, np.ndarray]:
+def fp16_error_bound(model, coeffs, shape_offset: int = 0, tex_offset: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Worst-case change of vertices (mm) and of texture values (colour levels) per
     row caused by storing the bases in float16: 2**-11 * sum_k |c_k * basis[k, j]|,
     maximised over j. Returns (shape_bound [B], tex_bound [B])."""
     c = np.atleast_2d(np.asarray(coeffs, np.float64))
     ks, kt = model.shape_basis.shape[0], model.tex_basis.shape[0]
+    tex_offset = shape_offset + ks if tex_offset is None else tex_offset
     u = 2.0 ** -11
-    sb = u * (np.abs(c[:, :ks]) @ np.abs(np.asarray(model.shape_basis, np.float64))).max(axis=1)
-    tb = u * (np.abs(c[:, ks : ks + kt]) @ np.abs(np.asarray(model.tex_basis, np.float64))).max(axis=1)
+    alpha, beta = c[:, shape_offset : shape_offset + ks], c[:, tex_offset : tex_offset + kt]
+    sb = u * (np.abs(alpha) @ np.abs(np.asarray(model.shape_basis, np.float64))).max(axis=1)
+    tb = u * (np.abs(beta) @ np.abs(np.asarray(model.tex_basis, np.float64))).max(axis=1)
     return sb, tb
 
 

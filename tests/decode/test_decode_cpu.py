@@ -161,3 +161,16 @@ def test_custom_coefficient_layout():
                                        shape_offset=8, tex_offset=1)
     assert np.abs(out.vertices - v_ref).max() <= 1e-5 * np.abs(v_ref).max()
     _check_colors(out.colors, t_ref)
+
+
+def test_default_texture_offset_follows_the_shape_offset():
+    # alpha at columns 5..11, beta right after it (12..16) unless told otherwise.
+    m = random_model(40, ks=7, kt=5)
+    coeffs = random_coeffs(3, width=17)
+    d = Decoder(m, shape_offset=5)
+    assert d.tex_offset == 12 and d.coeff_width == 17
+    out = d.decode(coeffs)
+    v_ref, t_ref, _ = decode_reference(m.shape_mean, m.shape_basis, m.tex_mean, m.tex_basis, coeffs,
+                                       shape_offset=5, tex_offset=12)
+    assert np.abs(out.vertices - v_ref).max() <= 1e-5 * np.abs(v_ref).max()
+    _check_colors(out.colors, t_ref)
