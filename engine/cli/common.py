@@ -168,11 +168,24 @@ def output_stems(paths: list[Path]) -> dict[str, str]:
 def write_json(path: Path, data) -> None:
     from engine.fileio import atomic_write
 
-    text = json.dumps(data, indent=1, default=_json_default)
-    # Lists of plain values (boxes, 198 coefficients) on one line each: readable and short.
-    text = re.sub(r"\[([^\[\]{}\"]*)\]", lambda m: "[" + " ".join(m.group(1).split()) + "]", text)
+    text = compact_json(json.dumps(data, indent=1, default=_json_default))
     with atomic_write(path, "w") as f:
         f.write(text + "\n")
+
+
+# A JSON string (skipped, never rewritten) or a list holding no string, list or object.
+_JSON_STRING_OR_FLAT_LIST = re.compile(r'"(?:[^"\\]|\\.)*"|\[[^\[\]{}"]*\]')
+
+
+def compact_json(text: str) -> str:
+    """Indented JSON with every list of plain values (boxes, 198 coefficients) on one line:
+    readable and short. Strings are matched as whole tokens first, so text inside them (a path
+    like "Photos [ 2019 ]/a.jpg") is never touched."""
+    def one(m: re.Match) -> str:
+        t = m.group(0)
+        return t if t.startswith('"') else "[" + " ".join(t[1:-1].split()) + "]"
+
+    return _JSON_STRING_OR_FLAT_LIST.sub(one, text)
 
 
 def _json_default(o):

@@ -28,8 +28,10 @@ PROGRESS = "progress.json"
 CHUNKS = "chunks"
 COLUMNS = ("source", "face_index", "frame", "x0", "y0", "x1", "y1", "score")
 # Provenance fields that decide what the numbers mean: a rerun must not mix descriptors of
-# different networks into one table (runner and precision only move the last digits).
-IDENTITY_KEYS = ("network", "network_sha256", "network_fingerprint", "network_synthetic")
+# different networks into one table (runner and precision only move the last digits). The
+# fingerprint is the sha256 of the weights themselves: the same weights moved to another
+# folder (the "network" description names the path) are still the same network.
+IDENTITY_KEYS = ("network_fingerprint", "network_synthetic")
 
 
 class Store:
@@ -45,10 +47,10 @@ class Store:
     def _load(self) -> None:
         try:
             state = json.loads(self.path.read_text(encoding="utf-8"))
-            assert isinstance(state, dict) and isinstance(state["inputs"], dict) and isinstance(state["chunks"], list)
-        except Exception as e:
+        except (OSError, UnicodeDecodeError, ValueError) as e:
             raise ModelFileError(f"{self.path}: unreadable progress record ({e}); delete it (and {CHUNKS}/) "
                                  "to start this output folder again") from None
+        self._check_fields(state)
         for key, mine in (("format", self.fmt), ("part", self.part)):
             if state.get(key) != mine:
                 flag = {"format": "--parquet", "part": "--part"}[key]
@@ -61,16 +63,45 @@ class Store:
                                          f"{self.out / CHUNKS} to start this output folder again")
         self.state = state
 
+    def _check_fields(self, state) -> None:
+        """Every field the run relies on, with the right type (explicit: `assert` vanishes under -O)."""
+        def bad(field: str, expected: str):
+            return ModelFileError(f"{self.path}: field {field!r}: expected {expected}; delete it (and {CHUNKS}/) "
+                                  "to start this output folder again")
+
+        if not isinstance(state, dict):
+            raise bad("(top level)", "a JSON object")
+        for field, kind, expected in (("inputs", dict, "an object"), ("chunks", list, "a list")):
+            if field not in state:
+                raise bad(field, f"{expected}, found none")
+            if not isinstance(state[field], kind):
+                raise bad(field, f"{expected}, found {type(state[field]).__name__}")
+        if "identity" not in state:
+            raise bad("identity", "an object or null, found none")
+        if state["identity"] is not None and not isinstance(state["identity"], dict):
+            raise bad("identity", f"an object or null, found {type(state['identity']).__name__}")
+        for i, name in enumerate(state["chunks"]):
+            if not isinstance(name, str) or not name or "/" in name or "\\" in name or name.startswith("."):
+                raise bad(f"chunks[{i}]", f"a chunk name, found {name!r}")
+        for key, rec in state["inputs"].items():
+            if not isinstance(rec, dict) or rec.get("status") not in ("ok", "failed"):
+                raise bad(f"inputs[{key!r}]", 'an object with "status" "ok" or "failed"')
+            if rec["status"] == "failed" and not isinstance(rec.get("error"), str):
+                raise bad(f"inputs[{key!r}].error", "the failure's message")
+
     def chunk_files(self, name: str) -> list[Path]:
         d = self.out / CHUNKS
         return [d / f"{name}.parquet"] if self.fmt == "parquet" else [d / f"{name}.npy", d / f"{name}.csv"]
 
     def check_identity(self, provenance: dict) -> None:
-        ident = {k: provenance.get(k) for k in IDENTITY_KEYS if k in provenance}
+        ident = {k: provenance.get(k) for k in IDENTITY_KEYS}
         if self.state["identity"] is None:
             self.state["identity"] = ident
-        elif self.state["identity"] != ident:
-            raise InputError(f"{self.out}: holds descriptors of another network ({self.state['identity']}), this "
+            return
+        # Only the identity fields count (records of earlier versions hold more, e.g. the path).
+        mine = {k: self.state["identity"].get(k) for k in IDENTITY_KEYS}
+        if mine != ident:
+            raise InputError(f"{self.out}: holds descriptors of another network ({mine}), this "
                              f"run uses {ident}; use another --output folder")
 
     def done(self, key: str, retry_failed: bool) -> dict | None:
@@ -163,13 +194,16 @@ def merge(store: Store) -> tuple[Path, int]:
             else:
                 writer.close()
         return target, n
-    arrays = [np.load(store.chunk_files(n)[0], mmap_mode="r") for n in names]
-    total = sum(a.shape[0] for a in arrays)
+    # Sizes from the headers alone, then one chunk open at a time: thousands of chunks must
+    # not need thousands of open files (or memory maps) at once.
+    total = sum(_npy_rows(store.chunk_files(n)[0], dim) for n in names)
     target = out / "descriptors.npy"
     with atomic_write(target) as f:
         np.lib.format.write_array_header_1_0(f, {"descr": "<f4", "fortran_order": False, "shape": (total, dim)})
-        for a in arrays:
-            f.write(np.ascontiguousarray(a, np.float32).tobytes())
+        for name in names:
+            a = np.load(store.chunk_files(name)[0], allow_pickle=False)
+            f.write(np.ascontiguousarray(a, "<f4").tobytes())
+            del a
     with atomic_write(out / "metadata.csv", "w") as f:
         f.write(",".join(("row",) + COLUMNS) + "\n")
         row = 0
@@ -181,6 +215,21 @@ def merge(store: Store) -> tuple[Path, int]:
                 f.write(buf.getvalue().replace("\r\n", "\n"))
                 row += 1
     return target, total
+
+
+def _npy_rows(path: Path, dim: int) -> int:
+    """Rows of a chunk's [rows, dim] array, from its header only (the file is closed again)."""
+    try:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, _, dtype = read(f)
+    except (OSError, ValueError) as e:
+        raise ModelFileError(f"{path}: unreadable descriptor chunk ({e}); delete {path.parent.parent / PROGRESS} "
+                             f"and {path.parent} to start this output folder again") from None
+    if len(shape) != 2 or shape[1] != dim or dtype.kind != "f":
+        raise ModelFileError(f"{path}: expected float descriptors [rows, {dim}], found {dtype} {list(shape)}")
+    return int(shape[0])
 
 
 def run(args) -> int:
@@ -205,17 +254,21 @@ def run(args) -> int:
     if skipped and not args.quiet:
         C.say(f"engine3dmm: embed: {skipped} input(s) already done in {out}, skipped")
     rows, descs, finished = [], [], {}
-    cur = None  # (key, source, rows, descs, error) of the input whose results are arriving
+    cur = None  # [key, source, rows, descs, first error, failed results] of the input whose results are arriving
 
     def close_current():
         nonlocal cur
         if cur is None:
             return
-        key, source, crow, cdesc, err = cur
-        if err is None:
-            rows.extend(crow)
-            descs.extend(cdesc)
-        finished[key] = {"source": source, "status": "failed" if err else "ok", "faces": len(crow), "error": err}
+        key, source, crow, cdesc, err, nfailed = cur
+        # A video's frames share one input: a frame that failed (no face, a bad frame) is
+        # reported, but the rows of the other frames are kept. The input failed only when
+        # it gave no row at all.
+        ok = bool(crow) or err is None
+        rows.extend(crow)
+        descs.extend(cdesc)
+        finished[key] = {"source": source, "status": "ok" if ok else "failed", "faces": len(crow),
+                         "error": None if ok else err, "failed_results": nfailed}
         cur = None
 
     def flush():
@@ -235,10 +288,11 @@ def run(args) -> int:
                         bar.update(1)
                         if len(finished) >= args.flush_every:
                             flush()
-                        cur = (key, str(r.source), [], [], None)
+                        cur = [key, str(r.source), [], [], None, 0]
                     if r.error is not None:
                         report.fail(r.source, r.error, frame=r.frame)
-                        cur = cur[:4] + (r.error,)
+                        cur[4] = cur[4] or r.error
+                        cur[5] += 1
                         continue
                     store.check_identity(r.provenance or {})
                     cur[2].append({"source": str(r.source), "face_index": r.face_index, "frame": r.frame,

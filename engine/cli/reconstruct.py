@@ -29,6 +29,44 @@ def _has_video(paths) -> bool:
     return any(is_video_path(p) for p in paths)
 
 
+class FaceList:
+    """The faces summary.json lists: only the first `limit` + 1 are kept (one more tells
+    that the limit was passed), the rest are only counted, so a long run's memory stays flat."""
+
+    def __init__(self, limit: int):
+        self.limit = max(int(limit), 0)
+        self.items: list[dict] = []
+        self.count = 0
+
+    def add(self, face: dict) -> None:
+        self.count += 1
+        if len(self.items) <= self.limit:
+            self.items.append(face)
+
+    def __len__(self) -> int:
+        return self.count
+
+    def summary(self) -> list[dict] | None:
+        return self.items if self.count <= self.limit else None
+
+
+def _remove(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+
+
+def used_provenance(provenance: dict, decoded: bool) -> dict:
+    """The run's provenance, saying only what was used: without meshes (--no-mesh) the
+    morphable model never touched the results."""
+    p = dict(provenance)
+    if not decoded:
+        p["morphable_model"] = None
+        p["morphable_synthetic"] = None
+    return p
+
+
 def run(args) -> int:
     out = C.prepare_output_dir(args.output)
     C.apply_max_pixels(args.max_pixels)
@@ -42,7 +80,7 @@ def run(args) -> int:
         return 1
     stems = C.output_stems(paths)
     suffix = MESH_SUFFIX[args.format]
-    faces: list[dict] = []
+    faces = FaceList(args.summary_limit)
     with C.make_reconstructor(args, decode=not args.no_mesh) as rec:
         bar = C.progress(None if _has_video(paths) else len(paths), "img", "reconstruct", args.quiet)
         results = rec.reconstruct([str(p) for p in paths], boxes=boxes, cropped=args.cropped,
@@ -58,22 +96,31 @@ def run(args) -> int:
                     report.fail(r.source, r.error, frame=r.frame)
                     continue
                 if summary["provenance"] is None:
-                    summary["provenance"] = dict(r.provenance)
+                    summary["provenance"] = used_provenance(r.provenance, decoded=not args.no_mesh)
                 stem = face_stem(stems, r)
                 files = {"coeffs": f"{stem}.npy"}
+                npy_written = False
                 try:
                     # Coefficients first: a mesh on disk always has its .npy beside it.
                     C.save_npy(out / files["coeffs"], r.coeffs)
+                    npy_written = True
                     if not args.no_mesh:
                         files["mesh"] = f"{stem}{suffix}"
                         r.write_mesh(out / files["mesh"], fmt=args.format)
                 except (EngineError, OSError) as e:  # e.g. disk full: this face fails, the run goes on
+                    if npy_written:  # a failed face leaves no file behind (the mesh write is atomic)
+                        _remove(out / files["coeffs"])
                     report.fail(r.source, f"{out}: cannot write {stem}: {getattr(e, 'strerror', None) or e}",
                                 frame=r.frame, face_index=r.face_index)
                     continue
-                faces.append({"source": str(r.source), "frame": r.frame, "face_index": r.face_index,
-                              "box": C.box_list(r.box), "score": C.box_score(r.box), "files": files,
-                              "coeffs": r.coeffs})
+                except BaseException:  # Ctrl-C between the two writes: no orphan .npy either
+                    if npy_written and not (out / files.get("mesh", files["coeffs"])).exists():
+                        _remove(out / files["coeffs"])
+                    raise
+                # A copy: a view would keep the whole batch's coefficient array alive.
+                faces.add({"source": str(r.source), "frame": r.frame, "face_index": r.face_index,
+                           "box": C.box_list(r.box), "score": C.box_score(r.box), "files": files,
+                           "coeffs": r.coeffs.copy()})
         except KeyboardInterrupt:
             summary["interrupted"] = True
             raise
@@ -81,9 +128,8 @@ def run(args) -> int:
             results.close()  # stop the pipeline's threads now, not at garbage collection
             bar.close()
             summary["faces_written"] = len(faces)
-            if len(faces) <= args.summary_limit:
-                summary["faces"] = faces
-            else:
+            summary["faces"] = faces.summary()
+            if summary["faces"] is None:
                 summary["faces"] = None
                 summary["faces_note"] = f"{len(faces)} faces: more than --summary-limit {args.summary_limit}, not listed"
             _write_summary(out, summary, report)
@@ -91,9 +137,13 @@ def run(args) -> int:
         failed = len({f["source"] for f in report.failures})
         C.say(f"engine3dmm: reconstruct: {len(faces)} face(s) from {len(paths)} input(s) written to {out}"
               + (f"; {failed} input(s) failed (listed above and in {out / 'summary.json'})" if failed else ""))
-        if summary["provenance"] and (summary["provenance"].get("network_synthetic")
-                                      or summary["provenance"].get("morphable_synthetic")):
-            C.say("engine3dmm: note: results come from SYNTHETIC models (see `engine3dmm info`)")
+        # Only what was used: with --no-mesh the morphable model made none of the results.
+        prov = summary["provenance"] or {}
+        synthetic = [what for key, what in (("network_synthetic", "network weights"),
+                                            ("morphable_synthetic", "morphable model")) if prov.get(key)]
+        if synthetic:
+            C.say(f"engine3dmm: note: results come from SYNTHETIC {' and '.join(synthetic)} "
+                  "(see `engine3dmm info`)")
     return report.exit_code
 
 

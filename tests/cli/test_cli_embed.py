@@ -115,3 +115,122 @@ def test_resume_after_ctrl_c(cli, photos, tmp_path):
     rows = read_csv(out / "metadata.csv")
     assert sorted(row["source"] for row in rows) == sorted(str(p) for p in src.iterdir())  # each once
     assert load_npy(out / "descriptors.npy").shape == (16, 198)
+
+
+def test_paths_with_brackets_and_spaces_resume(cli, photos, tmp_path):
+    # The JSON writer compacts lists of numbers; it must never touch text inside strings.
+    src = tmp_path / "Photos [ 2019 ]  x"
+    src.mkdir()
+    for name in ("astronaut.png", "chelsea.jpg"):
+        (src / name).write_bytes((photos / name).read_bytes())
+    out = tmp_path / "desc"
+    assert cli("embed", src, "--cropped", "-o", out, "-q").rc == 0
+    keys = set(json.loads((out / "progress.json").read_text())["inputs"])
+    assert keys == {str(src / "astronaut.png"), str(src / "chelsea.jpg")}
+    r = cli("embed", src, "--cropped", "-o", out)
+    assert r.rc == 0, r.err
+    assert "2 input(s) already done" in r.err
+    assert load_npy(out / "descriptors.npy").shape == (2, 198)
+    assert sorted(row["source"] for row in read_csv(out / "metadata.csv")) == sorted(keys)
+
+
+def test_compact_json_leaves_strings_alone():
+    from engine.cli.common import compact_json
+
+    data = {"box": [1, 2.5, None, True], "p": 'Photos [ 2019 ]/a  "b\\ [ 1 ].jpg', "l": ["x [ 1 ]", [3, 4]]}
+    text = compact_json(json.dumps(data, indent=1))
+    assert json.loads(text) == data
+    assert '"box": [1, 2.5, null, true]' in text and "[3, 4]" in text
+
+
+def test_merge_opens_one_chunk_at_a_time(tmp_path):
+    resource = pytest.importorskip("resource")
+    import os
+    from pathlib import Path
+
+    if not Path("/proc/self/fd").is_dir():
+        pytest.skip("needs /proc/self/fd to count open files")
+    from engine.cli.embed import Store, _write_chunk, merge
+
+    out = tmp_path / "desc"
+    (out / "chunks").mkdir(parents=True)
+    store = Store(out, "npy", "all")
+    n = 300
+    for i in range(n):
+        name = f"chunk-{i:05d}"
+        row = {"source": f"img{i}.png", "face_index": 0, "frame": None, "x0": None, "y0": None, "x1": None,
+               "y1": None, "score": None}
+        _write_chunk(store.chunk_files(name), "npy", [row], np.full((1, 198), i, np.float32))
+        store.state["chunks"].append(name)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 64, hard))
+    try:
+        target, rows = merge(store)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    d = load_npy(target)
+    assert rows == n and d.shape == (n, 198) and np.array_equal(d[:, 0], np.arange(n, dtype=np.float32))
+    assert [row["source"] for row in read_csv(out / "metadata.csv")] == [f"img{i}.png" for i in range(n)]
+
+
+def test_a_failed_frame_keeps_the_other_frames(cli, photos, tmp_path, monkeypatch):
+    # A video's frames share one input: frame 1 failing must not drop frames 0 and 2.
+    import dataclasses
+
+    from engine.pipeline import Reconstructor
+
+    real = Reconstructor.embed
+
+    def frames(self, inputs, **kw):
+        results = list(real(self, inputs, **kw))
+
+        def gen():
+            for r in results:
+                yield dataclasses.replace(r, frame=0)
+                yield dataclasses.replace(r, frame=1, error=f"{r.source}: frame 1: no face found")
+                yield dataclasses.replace(r, frame=2)
+        return gen()
+
+    monkeypatch.setattr(Reconstructor, "embed", frames)
+    out = tmp_path / "desc"
+    r = cli("embed", photos / "astronaut.png", "--cropped", "-o", out)
+    assert r.rc == 1 and "frame 1: no face found" in r.err  # reported
+    assert load_npy(out / "descriptors.npy").shape == (2, 198)
+    assert [row["frame"] for row in read_csv(out / "metadata.csv")] == ["0", "2"]
+    rec = json.loads((out / "progress.json").read_text())["inputs"][str(photos / "astronaut.png")]
+    assert rec["status"] == "ok" and rec["faces"] == 2 and rec["failed_results"] == 1
+
+
+def test_resume_with_the_same_weights_elsewhere(cli, three, tmp_path):
+    out = tmp_path / "desc"
+    assert cli("embed", three / "astronaut.png", "--cropped", "-o", out, "-q").rc == 0
+    progress = json.loads((out / "progress.json").read_text())
+    assert progress["identity"]["network_fingerprint"]
+    # Same weights (fingerprint), described by another path: the resume goes on.
+    progress["identity"]["network"] = "converted weights in /somewhere/else/weights.npz"
+    (out / "progress.json").write_text(json.dumps(progress))
+    r = cli("embed", three / "astronaut.png", three / "chelsea.jpg", "--cropped", "-o", out)
+    assert r.rc == 0, r.err
+    assert load_npy(out / "descriptors.npy").shape == (2, 198)
+    # Other weights (another fingerprint): refused.
+    progress = json.loads((out / "progress.json").read_text())
+    progress["identity"]["network_fingerprint"] = "0" * 64
+    (out / "progress.json").write_text(json.dumps(progress))
+    r = cli("embed", three, "--cropped", "-o", out)
+    assert r.rc == 1 and "holds descriptors of another network" in r.err
+
+
+@pytest.mark.parametrize("change, field", [
+    (lambda p: p.pop("identity"), "'identity'"),
+    (lambda p: p.update(inputs=[]), "'inputs'"),
+    (lambda p: p.update(chunks={}), "'chunks'"),
+])
+def test_a_damaged_progress_record_is_named(cli, three, tmp_path, change, field):
+    out = tmp_path / "desc"
+    assert cli("embed", three / "astronaut.png", "--cropped", "-o", out, "-q").rc == 0
+    progress = json.loads((out / "progress.json").read_text())
+    change(progress)
+    (out / "progress.json").write_text(json.dumps(progress))
+    r = cli("embed", three, "--cropped", "-o", out)
+    assert r.rc == 1
+    assert str(out / "progress.json") in r.err and f"field {field}" in r.err

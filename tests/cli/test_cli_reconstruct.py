@@ -120,3 +120,53 @@ def test_a_small_morphable_model_file(cli, photos, tmp_path):
     assert r.rc == 0, r.err
     _, xyz, _ = read_ply(out / "astronaut_face0.ply")
     assert xyz.shape == (10, 3)
+
+
+def test_summary_keeps_only_what_it_lists():
+    from engine.cli.reconstruct import FaceList
+
+    faces = FaceList(2)
+    for i in range(1000):
+        faces.add({"i": i})
+    assert len(faces) == 1000 and len(faces.items) == 3 and faces.summary() is None
+    small = FaceList(2)
+    small.add({"i": 0})
+    assert small.summary() == [{"i": 0}]
+
+
+def test_summary_limit(cli, photos, tmp_path):
+    out = tmp_path / "out"
+    r = cli("reconstruct", photos / "astronaut.png", photos / "chelsea.jpg", photos / "camera.png", "--cropped",
+            "--no-mesh", "--summary-limit", "1", "-o", out, "-q")
+    assert r.rc == 0, r.err
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["faces"] is None and summary["faces_written"] == 3 and "--summary-limit 1" in summary["faces_note"]
+
+
+def test_a_failed_mesh_write_leaves_no_npy(cli, photos, tmp_path, monkeypatch):
+    import errno
+
+    from engine.pipeline.results import FaceResult
+    from tests.cli.helpers import tiny_model
+
+    def full(self, path, fmt="ply"):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(FaceResult, "write_mesh", full)
+    model = tmp_path / "tiny.e3dmm"
+    tiny_model().save_cache(model)
+    out = tmp_path / "out"
+    r = cli("reconstruct", photos / "astronaut.png", "--cropped", "--model", model, "-o", out)
+    assert r.rc == 1 and "No space left on device" in r.err
+    assert sorted(p.name for p in out.iterdir()) == ["summary.json"]  # no orphan astronaut_face0.npy
+    assert json.loads((out / "summary.json").read_text())["faces_written"] == 0
+
+
+def test_no_mesh_does_not_claim_the_morphable_model(cli, photos, tmp_path):
+    out = tmp_path / "out"
+    r = cli("reconstruct", photos / "astronaut.png", "--cropped", "--no-mesh", "-o", out)
+    assert r.rc == 0, r.err
+    prov = json.loads((out / "summary.json").read_text())["provenance"]
+    assert not prov["morphable_synthetic"] and prov["morphable_model"] is None
+    assert prov["network_synthetic"] is True
+    assert "SYNTHETIC network weights" in r.err and "morphable" not in r.err
