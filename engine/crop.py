@@ -7,7 +7,9 @@ This reproduces ``utils.cropImg`` + ``cv2.resize`` of the original 3DMM-CNN demo
    r = (1.785974, 1.951171, 1.835600, 1.670403) for detector (and caller-given) boxes,
    r = (1.9255, 2.2591, 1.9423, 1.6087) for landmark boxes;
 3. each bound rounded half away from zero (Python 2 ``round``, as the release ran);
-4. pixels outside the image are zero (black);
+4. pixels outside the image are zero (black); a crop region larger than 64 times the
+   image's area (and than 2**22 pixels), or than 2**28 pixels, is refused with an
+   InputError, since the padded crop is allocated whole;
 5. the integer crop is resized to size x size with bilinear interpolation on uint8
    (``cv2.resize(..., INTER_LINEAR)``), then laid out as planar BGR float32 0..255.
    The mean image is NOT subtracted here: the network graph does that.
@@ -134,6 +136,30 @@ def _check_out(out, shape: tuple[int, ...]) -> np.ndarray:
     return out
 
 
+# The zero-padded crop rectangle is allocated whole (the resize must see exactly the
+# release's padded crop to stay bit-identical), so its size is bounded: a crop region
+# larger than this many times the image's area (and than _MAX_REGION_FLOOR pixels, so
+# that small images keep working with normal boxes) is refused as an InputError instead
+# of a MemoryError or an out-of-memory kill. A detector box inside the image gives a
+# region of at most ~13 x aspect-ratio times the image's area.
+_MAX_REGION_IMAGE_AREAS = 64
+_MAX_REGION_FLOOR = 1 << 22  # pixels (12 MiB of uint8 RGB)
+_MAX_REGION_PIXELS = 1 << 28  # whatever the image: 768 MiB of uint8 RGB at most
+
+
+def _check_region(image: np.ndarray, box, bl: int, bt: int, br: int, bb: int) -> None:
+    h, w = image.shape[:2]
+    area = (br - bl) * (bb - bt)  # Python ints: no overflow for absurd boxes
+    limit = min(max(_MAX_REGION_IMAGE_AREAS * h * w, _MAX_REGION_FLOOR), _MAX_REGION_PIXELS)
+    if area > limit:
+        coords = (box.x0, box.y0, box.x1, box.y1) if hasattr(box, "x0") else tuple(box)
+        raise InputError(f"box {tuple(float(c) for c in coords)}: crop region columns [{bl}, {br}), rows [{bt}, {bb}) "
+                         f"({br - bl} x {bb - bt} pixels) is too large for an image of {w} x {h} pixels: "
+                         f"expected at most {_MAX_REGION_IMAGE_AREAS} times the image's area "
+                         f"(or {_MAX_REGION_FLOOR} pixels; never more than {_MAX_REGION_PIXELS}); "
+                         f"is the box in this image's pixel coordinates?")
+
+
 def _padded_crop(image: np.ndarray, bl: int, bt: int, br: int, bb: int) -> np.ndarray:
     """image[bt:bb, bl:br] with zeros where the rectangle leaves the image (a view when inside)."""
     h, w = image.shape[:2]
@@ -193,6 +219,7 @@ def crop_face(image_rgb: np.ndarray, box, kind: str | None = None, size: int = 2
     bl, bt, br, bb = crop_bounds(box, kind)
     if br - bl < 1 or bb - bt < 1:
         raise InputError(f"box: crop rectangle is empty after rounding: columns [{bl}, {br}), rows [{bt}, {bb})")
+    _check_region(image_rgb, box, bl, bt, br, bb)
     return _to_planar_bgr(_resize(_padded_crop(image_rgb, bl, bt, br, bb), size), out)
 
 

@@ -357,3 +357,95 @@ def test_gpu_pipeline_decodes_on_the_device_and_matches_the_cpu_decoder(model, a
         np.testing.assert_allclose(r.vertices, ref.vertices[i], atol=1e-3)
         assert np.abs(r.colors.astype(int) - ref.colors[i]).max() <= 1
         assert np.shares_memory(r.vertices, r.records) and np.shares_memory(r.colors, r.records)
+
+
+class _NaNOnBlackRunner:
+    """The real runner, except that an all-black crop gives NaN coefficients (and one with
+    a zero first pixel, +Inf): a network blowing up on one face of a batch."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.name, self.device, self.precision = inner.name, "cpu", inner.precision
+
+    @staticmethod
+    def _poison(out, crops):
+        flat = np.asarray(crops).reshape(crops.shape[0], -1)
+        for i in np.flatnonzero((flat == 0).all(axis=1)):
+            out[int(i), 5] = float("nan")
+        for i in np.flatnonzero((flat != 0).any(axis=1) & (flat[:, 0] == 0)):
+            out[int(i), 0] = float("inf")
+        return out
+
+    def run(self, crops):
+        return self._poison(self.inner.run(crops), crops)
+
+
+class _NaNOnBlackCudaRunner(_NaNOnBlackRunner):
+    """The same on a CUDA runner: the NaN/Inf are written on the runner's stream."""
+
+    def __init__(self, inner):
+        super().__init__(inner)
+        self.device, self.stream = "cuda", inner.stream
+
+    def run_device(self, crops):
+        import torch
+
+        out = self.inner.run_device(crops)
+        with torch.cuda.stream(self.stream):
+            return self._poison(out, crops)
+
+
+def test_non_finite_coefficients_fail_that_face_only_and_the_run_goes_on(runner, model, astronaut):
+    black = np.zeros_like(astronaut)
+    dark_corner = astronaut.copy()
+    dark_corner[:40, :40] = 0  # the box below starts outside the image: zero first pixel
+    inputs = [("a", astronaut), ("black", black), ("corner", dark_corner), ("b", astronaut)]
+    boxes = {"a": [BOX], "black": [BOX, BOX], "corner": [(0.0, 0.0, 60.0, 60.0)], "b": [BOX]}
+    fake = _NaNOnBlackRunner(runner)
+    with make(fake, model, detector=None, batch_size=3) as rec:
+        res = list(rec.reconstruct(inputs, boxes=boxes))
+        emb = list(rec.embed(inputs, boxes=boxes))
+        zero, ok = rec.reconstruct_crops(np.stack([np.zeros((3, 224, 224), np.float32),
+                                                   np.full((3, 224, 224), 50, np.float32)]))
+    assert [(r.source, r.face_index) for r in res] == [("a", 0), ("black", 0), ("black", 1), ("corner", 0), ("b", 0)]
+    for bad in (res[1], res[2], res[3], emb[1], emb[2], emb[3]):
+        assert bad.error is not None and "non-finite coefficients" in bad.error
+        assert bad.error.startswith(f"{bad.source} face {bad.face_index}:")
+        assert bad.coeffs is None and bad.vertices is None and bad.box is not None
+        with pytest.raises(InputError, match="failed"):
+            bad.write_mesh("never.ply")
+    for good in (res[0], res[4]):
+        assert good.error is None and np.isfinite(good.vertices).all()
+    np.testing.assert_allclose(res[0].coeffs, res[4].coeffs, rtol=1e-5, atol=1e-5)
+    assert emb[0].error is None and emb[4].error is None and emb[0].vertices is None
+    assert zero.error == "<crops> face 0: the network produced non-finite coefficients (NaN or Inf); no mesh"
+    assert ok.error is None and np.isfinite(ok.vertices).all()
+
+
+def test_a_huge_caller_box_fails_that_input_and_the_run_goes_on(runner, model, astronaut):
+    inputs = [("huge", astronaut), ("a", astronaut)]
+    with make(runner, model, detector=None) as rec:
+        res = list(rec.reconstruct(inputs, boxes={"huge": [(0, 0, 1e6, 1e6)], "a": [BOX]}))
+    assert [(r.source, r.face_index) for r in res] == [("huge", -1), ("a", 0)]
+    assert "too large" in res[0].error and "512 x 512 pixels" in res[0].error
+    assert res[1].error is None and np.isfinite(res[1].vertices).all()
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not _core_has_cuda(), reason="needs an NVIDIA GPU and the CUDA build of engine._C")
+def test_gpu_pipeline_non_finite_coefficients_fail_that_face_only(model, astronaut):
+    from engine.runners import create_runner
+
+    inputs = [("a", astronaut), ("black", np.zeros_like(astronaut)), ("b", astronaut)]
+    boxes = {"a": [BOX], "black": [BOX], "b": [BOX]}
+    with create_runner("torch-cuda", max_batch=8) as inner, \
+            make(_NaNOnBlackCudaRunner(inner), model, detector=None, batch_size=3) as rec:
+        assert rec.on_gpu
+        res = list(rec.reconstruct(inputs, boxes=boxes))
+        emb = list(rec.embed(inputs, boxes=boxes))
+    for bad in (res[1], emb[1]):
+        assert bad.error == "black face 0: the network produced non-finite coefficients (NaN or Inf); no mesh"
+        assert bad.coeffs is None and bad.vertices is None
+    for good in (res[0], res[2]):
+        assert good.error is None and np.isfinite(good.vertices).all()
+    assert emb[0].error is None and emb[2].error is None

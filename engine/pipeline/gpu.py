@@ -12,8 +12,10 @@ of the next batch instead of sitting in the runner's stream, and the network thr
 waits for it: the caller's thread waits for the copy's event.
 
 Non-finite coefficients: the decode kernel's finiteness check would synchronise the stream
-every batch, so it is off here; such a row gives NaN vertices and `write_mesh` refuses it
-with an InputError naming the vertices.
+every batch and raise for the whole batch, so it is off here; instead a per-row flag
+(torch.isfinite(coeffs).all(dim=1)) is computed on the stream and copied back with the
+coefficients (no extra synchronisation), and a flagged row becomes that face's error
+result, as on the CPU (its NaN vertices are never exposed).
 """
 from __future__ import annotations
 
@@ -43,12 +45,16 @@ class GpuStage:
             if decode:
                 records = self.decoder.decode(coeffs, outputs=("records",), stream=stream,
                                               check_finite=False).records
+            finite = torch.isfinite(coeffs).all(dim=1)
             computed = torch.cuda.Event()
             computed.record(stream)
         self.copy_stream.wait_event(computed)
         with torch.cuda.stream(self.copy_stream):
             c_host = torch.empty(tuple(coeffs.shape), dtype=coeffs.dtype, pin_memory=True)
             c_host.copy_(coeffs, non_blocking=True)
+            f_host = torch.empty(tuple(finite.shape), dtype=finite.dtype, pin_memory=True)
+            f_host.copy_(finite, non_blocking=True)
+            finite.record_stream(self.copy_stream)
             # the caching allocator must not hand these buffers out again before the copy ends
             coeffs.record_stream(self.copy_stream)
             r_host = None
@@ -58,7 +64,7 @@ class GpuStage:
                 records.record_stream(self.copy_stream)
             copied = torch.cuda.Event()
             copied.record(self.copy_stream)
-        batch.pending = (copied, c_host, r_host)
+        batch.pending = (copied, c_host, f_host, r_host)
         return batch
 
     def finish(self, batch):
@@ -66,9 +72,10 @@ class GpuStage:
         pending = getattr(batch, "pending", None)
         if pending is None:
             return batch
-        copied, c_host, r_host = pending
+        copied, c_host, f_host, r_host = pending
         copied.synchronize()
         batch.coeffs = c_host.numpy()
+        batch.finite = f_host.numpy()
         if r_host is not None:
             rec = r_host.numpy().view(VERTEX_DTYPE).reshape(batch.n, self.decoder.num_vertices)
             v, c = record_views(rec)

@@ -163,8 +163,15 @@ class Reconstructor:
         or on a GPU the wait for the copy back."""
         if self.on_gpu:
             return self._gpu.finish(batch)
-        if decode and batch.n > 0:
-            batch.decoded = self.decoder.decode(batch.coeffs, outputs=_CPU_OUTPUTS)
+        if batch.n > 0:
+            # A row with a NaN/Inf coefficient is that face's error (see _results), not the
+            # batch's: it is decoded as zeros so the decoder's finiteness check passes.
+            batch.finite = np.isfinite(batch.coeffs).all(axis=1)
+            if decode:
+                coeffs = batch.coeffs
+                if not batch.finite.all():
+                    coeffs = np.where(batch.finite[:, None], coeffs, np.float32(0)).astype(np.float32)
+                batch.decoded = self.decoder.decode(coeffs, outputs=_CPU_OUTPUTS)
         return batch
 
     def _results(self, batch: stages.Batch, keep_crops: bool) -> list[FaceResult]:
@@ -173,6 +180,13 @@ class Reconstructor:
         for e in batch.entries:
             if e.error is not None:
                 out.append(FaceResult(e.source, -1, e.frame, error=e.error, provenance=dict(self.provenance)))
+                continue
+            if batch.finite is not None and not batch.finite[e.row]:
+                # Same on CPU and GPU: this face fails, the batch's other faces and the run go on.
+                where = f"{e.source}" + ("" if e.frame is None else f" frame {e.frame}") + f" face {e.face_index}"
+                out.append(FaceResult(e.source, e.face_index, e.frame, e.box, error=(
+                    f"{where}: the network produced non-finite coefficients (NaN or Inf); no mesh"),
+                    provenance=dict(self.provenance)))
                 continue
             out.append(FaceResult(e.source, e.face_index, e.frame, e.box,
                                   crop=batch.crops[e.row] if keep_crops else None,
@@ -203,7 +217,8 @@ class Reconstructor:
         keep_crops: attach each face's network input to its result.
 
         A failed input (unreadable, no face...) yields one result with `error` set and
-        face_index -1, and the run goes on. Closing the iterator (or Ctrl-C) stops the workers.
+        face_index -1, and the run goes on. A face whose coefficients come out non-finite
+        (NaN/Inf) yields an error result with its face_index and box, and no coefficients. Closing the iterator (or Ctrl-C) stops the workers.
         """
         self._check_open()
         if isinstance(boxes, (str, os.PathLike)):

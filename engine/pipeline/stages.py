@@ -61,6 +61,7 @@ class Batch:
     coeffs: np.ndarray | None = None  # [n, 198] host float32
     decoded: Any = None  # DecodedBatch (CPU) or HostDecoded (GPU), when decoding
     pending: Any = None  # GPU: the copy back in flight (see engine.pipeline.gpu)
+    finite: np.ndarray | None = None  # bool [n]: rows whose coefficients are all finite
 
 
 class _Failure:

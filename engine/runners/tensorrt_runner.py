@@ -13,6 +13,7 @@ has been found (creating a Builder/Runtime without one can crash the process).
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -106,6 +107,11 @@ class TensorRTRunner(Runner):
         self.stream = torch.cuda.ExternalStream(int(self._raw_stream), device=self._dev)
         self._in = torch.empty((max_batch, *CROP_SHAPE), dtype=torch.float32, device=self._dev)
         self._out = torch.empty((max_batch, arch.NUM_COEFFS), dtype=torch.float32, device=self._dev)
+        # The execution context and the _in/_out buffers are shared: two threads enqueueing at
+        # once (two reconstruct() iterators, reconstruct_crops during a run) could run one
+        # batch on the other's input. The lock serialises the enqueue (copy in, execute, copy
+        # out into a fresh tensor); the stream's order then keeps the batches apart.
+        self._lock = threading.Lock()
 
     def _build(self, onnx_path: Path, key: trt_cache.EngineKey, workspace_gib: float) -> bytes:
         trt = self._trt
@@ -136,11 +142,16 @@ class TensorRTRunner(Runner):
     def run_device(self, crops):
         """Coefficients as a CUDA float32 tensor [B, 198] on `self.stream` (not synchronised)."""
         torch = self._torch
-        if self._closed:
-            raise BackendError("tensorrt runner: run_device() called after close()")
         check_crops(crops)
         x = torch.from_numpy(np.ascontiguousarray(crops)).pin_memory() if isinstance(crops, np.ndarray) else crops
         n = x.shape[0]
+        with self._lock:
+            if self._closed:
+                raise BackendError("tensorrt runner: run_device() called after close()")
+            return self._enqueue(x, n)
+
+    def _enqueue(self, x, n: int):
+        torch = self._torch
         result = torch.empty((n, arch.NUM_COEFFS), dtype=torch.float32, device=self._dev)
         self.stream.wait_stream(torch.cuda.current_stream(self._dev))
         with torch.cuda.stream(self.stream):
@@ -165,9 +176,11 @@ class TensorRTRunner(Runner):
         return out.cpu().numpy()
 
     def close(self) -> None:
-        if getattr(self, "_raw_stream", None) is not None:
-            self.stream.synchronize()
-            self._cudart.cudaStreamDestroy(self._raw_stream)
-            self._raw_stream = None
-        self._context = self._engine = self._runtime = None
-        super().close()
+        lock = getattr(self, "_lock", None) or threading.Lock()
+        with lock:  # not while another thread enqueues on the stream
+            if getattr(self, "_raw_stream", None) is not None:
+                self.stream.synchronize()
+                self._cudart.cudaStreamDestroy(self._raw_stream)
+                self._raw_stream = None
+            self._context = self._engine = self._runtime = None
+            super().close()

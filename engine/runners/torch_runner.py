@@ -2,6 +2,8 @@
 optional CUDA-graph capture per batch size)."""
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from engine.errors import BackendError, InputError, UnavailableError
@@ -95,6 +97,10 @@ class TorchCudaRunner(Runner):
         self.stream = torch.cuda.Stream(self._dev)
         self.cuda_graphs = bool(cuda_graphs)
         self._graphs: dict[int, tuple] = {}
+        # The CUDA graphs' static input/output buffers (and the graph dict) are shared: two
+        # threads enqueueing at once could replay one batch on the other's input. The lock
+        # serialises the enqueue (copy in, replay, clone out); the stream keeps the order.
+        self._lock = threading.Lock()
 
     def _graph(self, batch: int):
         torch = _import_torch()
@@ -118,15 +124,20 @@ class TorchCudaRunner(Runner):
         Accepts a numpy array or a torch tensor (any device). The result is not
         synchronised: consume it on `self.stream` or call `self.stream.synchronize()`."""
         torch = _import_torch()
-        if self._closed:
-            raise BackendError("torch-cuda runner: run_device() called after close()")
         check_crops(crops)
         if isinstance(crops, np.ndarray):
             x = torch.from_numpy(np.ascontiguousarray(crops)).pin_memory()
         else:
             x = crops
-        if crops.shape[0] == 0:
-            return torch.empty((0, arch.NUM_COEFFS), device=self._dev)
+        with self._lock:
+            if self._closed:
+                raise BackendError("torch-cuda runner: run_device() called after close()")
+            if crops.shape[0] == 0:
+                return torch.empty((0, arch.NUM_COEFFS), device=self._dev)
+            return self._enqueue(x)
+
+    def _enqueue(self, x):
+        torch = _import_torch()
         # the input may have been produced on the caller's stream
         self.stream.wait_stream(torch.cuda.current_stream(self._dev))
         outs = []
@@ -158,6 +169,7 @@ class TorchCudaRunner(Runner):
         return out.cpu().numpy()
 
     def close(self) -> None:
-        self._graphs.clear()
-        self._net = None
-        super().close()
+        with getattr(self, "_lock", None) or threading.Lock():  # not while another thread enqueues
+            self._graphs.clear()
+            self._net = None
+            super().close()

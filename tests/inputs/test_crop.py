@@ -235,3 +235,15 @@ def test_fast_enough_for_the_pipeline():
             crop_face(img, (500 + k, 200, 700 + k, 400), out=out)
         best = min(best, (time.perf_counter() - t) / 20)
     assert best < 5e-3, f"{best * 1e3:.2f} ms per face"
+
+
+def test_huge_box_is_an_input_error_not_a_memory_error():
+    img = np.zeros((100, 100, 3), np.uint8)
+    # a 3.6e6 x 3.6e6 padded crop would need ~39 TB: refused before any allocation
+    with pytest.raises(InputError, match=r"box \(0\.0, 0\.0, 1000000\.0, 1000000\.0\).*100 x 100 pixels"):
+        crop_face(img, (0, 0, 1e6, 1e6))
+    with pytest.raises(InputError, match="too large"):
+        crop_faces(img, [(10, 10, 50, 50), FaceBox(0, 0, 1e300, 1e300, 1.0, "detector")])
+    # a box as large as the image (or a normal box on a tiny image) is still cropped
+    assert crop_face(img, (0, 0, 100, 100)).shape == (3, 224, 224)
+    assert crop_face(np.zeros((4, 4, 3), np.uint8), (0, 0, 40, 40)).shape == (3, 224, 224)
