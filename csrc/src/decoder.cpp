@@ -86,26 +86,23 @@ void cuda_check(cudaError_t err, const char* what) {
 }  // namespace
 
 struct CudaDecoder::Impl {
-  int64_t n = 0;
-  int ks = 0, kt = 0;
-  BasisType basis = BasisType::Float32;
-  void* shape_basis = nullptr;
-  void* tex_basis = nullptr;
-  float* shape_mean = nullptr;
-  float* tex_mean = nullptr;
+  // The model's decode parameters with every model pointer replaced by its device copy;
+  // each decode() copies this and fills in the per-call coefficients and outputs.
+  DecodeParams params;
   int* flag = nullptr;  // device int, set by the kernel on a non-finite coefficient
 
   ~Impl() {
     // Frees may not be reordered before kernels still reading the buffers.
-    if (shape_basis || tex_basis || shape_mean || tex_mean || flag) cudaDeviceSynchronize();
-    cudaFree(shape_basis);
-    cudaFree(tex_basis);
-    cudaFree(shape_mean);
-    cudaFree(tex_mean);
+    if (params.shape_basis || params.tex_basis || params.shape_mean || params.tex_mean || flag)
+      cudaDeviceSynchronize();
+    cudaFree(const_cast<void*>(params.shape_basis));
+    cudaFree(const_cast<void*>(params.tex_basis));
+    cudaFree(const_cast<float*>(params.shape_mean));
+    cudaFree(const_cast<float*>(params.tex_mean));
     cudaFree(flag);
   }
   template <typename T>
-  T* upload(const void* src, size_t bytes, const char* what) {
+  T* upload(const T* src, size_t bytes, const char* what) {
     void* d = nullptr;
     cuda_check(cudaMalloc(&d, bytes ? bytes : 1), what);
     if (bytes) {
@@ -123,50 +120,39 @@ CudaDecoder::CudaDecoder(const MorphableModel& model, BasisType basis) {
   if (cuda_device_count() == 0) throw Unavailable("CudaDecoder: no CUDA device is available (driver or GPU missing)");
   if (basis != BasisType::Float32 && basis != BasisType::Float16)
     throw InvalidInput("CudaDecoder: basis: expected Float32 or Float16, found " + std::to_string((int)basis));
+  if (basis == BasisType::Float16 && !model.has_float16_bases())
+    throw InvalidInput("CudaDecoder: basis: Float16 needs model.make_float16_bases() first, found none");
   auto m = std::make_unique<Impl>();
-  m->n = model.num_vertices();
-  m->ks = model.shape_components();
-  m->kt = model.tex_components();
-  m->basis = basis;
-  const size_t n3 = (size_t)(3 * m->n);
-  if (basis == BasisType::Float16) {
-    if (!model.has_float16_bases())
-      throw InvalidInput("CudaDecoder: basis: Float16 needs model.make_float16_bases() first, found none");
-    DecodeParams hp = model.decode_params(nullptr, 1, model.default_layout(), BasisType::Float16);
-    m->shape_basis = m->upload<void>(hp.shape_basis, 2 * n3 * m->ks, "upload shape_basis");
-    m->tex_basis = m->upload<void>(hp.tex_basis, 2 * n3 * m->kt, "upload tex_basis");
-  } else {
-    m->shape_basis = m->upload<void>(model.shape_basis(), 4 * n3 * m->ks, "upload shape_basis");
-    m->tex_basis = m->upload<void>(model.tex_basis(), 4 * n3 * m->kt, "upload tex_basis");
-  }
-  m->shape_mean = m->upload<float>(model.shape_mean(), 4 * n3, "upload shape_mean");
-  m->tex_mean = m->upload<float>(model.tex_mean(), 4 * n3, "upload tex_mean");
+  const DecodeParams host = model.decode_params(nullptr, 1, model.default_layout(), basis);
+  const size_t n3 = (size_t)(3 * host.num_vertices);
+  const size_t item = basis == BasisType::Float16 ? 2 : 4;
+  m->params = host;
+  m->params.shape_basis = nullptr;  // until uploaded: ~Impl frees only device pointers
+  m->params.tex_basis = nullptr;
+  m->params.shape_mean = nullptr;
+  m->params.tex_mean = nullptr;
+  m->params.shape_basis = m->upload<void>(host.shape_basis, item * n3 * host.shape_components, "upload shape_basis");
+  m->params.tex_basis = m->upload<void>(host.tex_basis, item * n3 * host.tex_components, "upload tex_basis");
+  m->params.shape_mean = m->upload<float>(host.shape_mean, 4 * n3, "upload shape_mean");
+  m->params.tex_mean = m->upload<float>(host.tex_mean, 4 * n3, "upload tex_mean");
   cuda_check(cudaMalloc(reinterpret_cast<void**>(&m->flag), sizeof(int)), "cudaMalloc(flag)");
   cuda_check(cudaMemset(m->flag, 0, sizeof(int)), "cudaMemset(flag)");
   impl_ = std::move(m);
 }
 
-int64_t CudaDecoder::num_vertices() const { return impl_->n; }
+int64_t CudaDecoder::num_vertices() const { return impl_->params.num_vertices; }
 
 CoeffLayout CudaDecoder::default_layout() const {
   CoeffLayout l;
-  l.stride = impl_->ks + impl_->kt;
+  l.stride = impl_->params.shape_components + impl_->params.tex_components;
   l.shape_offset = 0;
-  l.tex_offset = impl_->ks;
+  l.tex_offset = impl_->params.shape_components;
   return l;
 }
 
 void CudaDecoder::decode(const float* coeffs, int64_t batch, const CoeffLayout& layout, float* vertices,
                          uint8_t* colors, uint8_t* records, void* stream) {
-  DecodeParams p;
-  p.shape_basis = impl_->shape_basis;
-  p.tex_basis = impl_->tex_basis;
-  p.shape_mean = impl_->shape_mean;
-  p.tex_mean = impl_->tex_mean;
-  p.basis_type = impl_->basis;
-  p.num_vertices = impl_->n;
-  p.shape_components = impl_->ks;
-  p.tex_components = impl_->kt;
+  DecodeParams p = impl_->params;
   p.coeffs = coeffs;
   p.batch = batch;
   p.coeff_stride = layout.stride;
