@@ -288,21 +288,21 @@ def test_bad_arguments_name_the_argument(runner, model):
 def test_ctrl_c_while_waiting_for_the_network_stops_without_hanging(runner, model, astronaut, tmp_path):
     """SIGINT delivered to the main thread while it waits on the pipeline (as a real Ctrl-C)."""
     import _thread
-    import time
 
     rec = make(runner, model, detector=None, batch_size=1, workers=2)
     inputs = [(f"img{i}", astronaut) for i in range(200)]
-    timer = threading.Timer(1.0, _thread.interrupt_main)
-    t0 = time.perf_counter()
-    timer.start()
+    timer = threading.Timer(0.3, _thread.interrupt_main)
     with pytest.raises(KeyboardInterrupt):
         for r in rec.reconstruct(inputs, boxes={n: [BOX] for n, _ in inputs}):
             r.write_mesh(tmp_path / f"{r.name}.ply")
+            if not timer.is_alive() and not timer.finished.is_set():
+                timer.start()  # the interrupt lands while the loop waits for later faces
     timer.cancel()
-    elapsed = time.perf_counter() - t0
     assert engine_threads() == []
-    assert elapsed < 15  # stopped after at most the batch in flight, not 200 images
-    assert all(p.suffix == ".ply" for p in tmp_path.iterdir())
+    written = sorted(tmp_path.iterdir())
+    assert all(p.suffix == ".ply" for p in written)  # no partial files
+    # Stopped after the faces in flight, not after all 200 (one face takes tens of ms).
+    assert 1 <= len(written) < 100, len(written)
     rec.close()
 
 

@@ -101,12 +101,11 @@ def test_output_folder_that_cannot_be_created(cli, photos, tmp_path):
     # makes a folder impossible to create for anyone.
     blocker = tmp_path / "blocker"
     blocker.write_text("a file, not a folder")
-    t = time.perf_counter()
     r = cli("reconstruct", photos / "astronaut.png", "--cropped", "-o", blocker / "out")
     assert r.rc == 1
     assert r.err.strip().splitlines()[-1] == (
         f"engine3dmm: error: {blocker / 'out'}: cannot create the output folder: Not a directory")
-    assert "SYNTHETIC" not in r.err and time.perf_counter() - t < 5  # failed before loading any model
+    assert "SYNTHETIC" not in r.err  # failed before loading any model
     r = cli("embed", photos / "astronaut.png", "--cropped", "-o", blocker)
     assert r.rc == 1 and "output path exists and is not a folder" in r.err
 

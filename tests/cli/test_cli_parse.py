@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -12,17 +11,14 @@ from tests.cli.helpers import REPO
 COMMANDS = ("reconstruct", "embed", "verify", "evaluate", "convert", "build", "fetch", "info", "doctor")
 
 
-def test_help_is_fast_and_shows_examples():
+def test_help_imports_nothing_heavy_and_shows_examples():
     # A fresh interpreter: --help must not import numpy, torch or the pipeline.
-    t = time.perf_counter()
     p = subprocess.run([sys.executable, "-X", "importtime", "-m", "engine", "--help"], cwd=REPO,
                        capture_output=True, text=True, timeout=60)
-    elapsed = time.perf_counter() - t
     assert p.returncode == 0, p.stderr
     assert "quick start:" in p.stdout and "engine3dmm reconstruct photo.jpg" in p.stdout
     imported = {line.rsplit("|", 1)[-1].strip() for line in p.stderr.splitlines() if "|" in line}
     assert not {"numpy", "torch", "onnxruntime", "engine.pipeline", "PIL"} & imported
-    assert elapsed < 10
 
 
 @pytest.mark.parametrize("command", COMMANDS)

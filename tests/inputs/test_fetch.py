@@ -58,14 +58,16 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         if srv.truncate_at is not None:
             body = body[: max(0, srv.truncate_at - start)]  # promise everything, send less, hang up
+        # Record before writing: the client can finish reading and return before this
+        # handler thread runs another line, so a count taken after the write races.
+        srv.bodies.append(len(body))
         self.wfile.write(body)
-        srv.bytes_sent += len(body)
 
 
 @pytest.fixture
 def server():
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    srv.files, srv.requests, srv.bytes_sent, srv.redirects = {}, [], 0, {}
+    srv.files, srv.requests, srv.bodies, srv.redirects = {}, [], [], {}
     srv.truncate_at, srv.ignore_range = None, False
     t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
     t.start()
@@ -113,11 +115,10 @@ def test_truncated_transfer_then_resume(server, tmp_path):
     assert not (tmp_path / "f.bin").exists()
     assert (tmp_path / "f.bin.partial").read_bytes() == data[:100_000]
     server.truncate_at = None
-    server.bytes_sent = 0
     download(server.base + "/f.bin", tmp_path / "f.bin", sha256=sha(data))
     assert (tmp_path / "f.bin").read_bytes() == data
     assert server.requests[-1] == ("/f.bin", "bytes=100000-")
-    assert server.bytes_sent == len(data) - 100_000  # only the missing part travelled
+    assert server.bodies[-1] == len(data) - 100_000  # only the missing part travelled
 
 
 def test_resume_from_existing_partial(server, tmp_path):
@@ -127,7 +128,7 @@ def test_resume_from_existing_partial(server, tmp_path):
     download(server.base + "/f.bin", tmp_path / "f.bin", sha256=sha(data))
     assert (tmp_path / "f.bin").read_bytes() == data
     assert server.requests == [("/f.bin", "bytes=12345-")]
-    assert server.bytes_sent == len(data) - 12345
+    assert server.bodies[-1] == len(data) - 12345
 
 
 def test_resume_through_a_redirect(server, tmp_path):

@@ -2,7 +2,6 @@
 smooth orthonormal modes, labelled synthetic."""
 from __future__ import annotations
 
-import time
 
 import numpy as np
 import pytest
@@ -29,18 +28,14 @@ def test_sizes_labels_and_default(model):
         assert a.flags.c_contiguous and not a.flags.writeable, name
 
 
-def test_deterministic_per_seed_and_fast():
-    start = time.perf_counter()
+def test_deterministic_per_seed():
     fresh = synthetic_model.__wrapped__(0)  # bypass the memo: a real rebuild
-    elapsed = time.perf_counter() - start
     memo = MorphableModel.synthetic(0)
     for name in ("shape_mean", "shape_basis", "shape_sigma", "tex_mean", "tex_basis", "tex_sigma", "faces"):
         np.testing.assert_array_equal(getattr(fresh, name), getattr(memo, name), err_msg=name)
     other = MorphableModel.synthetic(1)
     np.testing.assert_array_equal(other.faces, memo.faces)
     assert not np.array_equal(other.shape_basis, memo.shape_basis)
-    # The target is < 1 s (about 0.3 s measured here); the bound leaves room for a busy 2-core CI box.
-    assert elapsed < 3.0, f"synthetic model took {elapsed:.2f} s"
     with pytest.raises(InputError, match="seed"):
         MorphableModel.synthetic(-1)
 
