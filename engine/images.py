@@ -270,6 +270,10 @@ def _cv2():
         raise UnavailableError(
             "video input needs OpenCV: pip install opencv-python-headless (or the 'video' extra)"
         ) from None
+    try:  # OpenCV's own warnings ("can't open camera by index") would repeat our InputError
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    except AttributeError:  # builds without the logging utilities
+        pass
     return cv2
 
 

@@ -265,6 +265,14 @@ def test_video_frames(runner, model, astronaut, tmp_path):
         res = list(rec.embed([path], boxes={path: [BOX]}))
     assert [(r.source, r.frame, r.face_index, r.error) for r in res] == [(path, i, 0, None) for i in range(3)]
     assert res[0].name == "clip_f000000_face0"
+    with make(runner, model, detector=None) as rec:
+        res = list(rec.embed([path], boxes={path: [BOX]}, frame_step=2))
+        assert [r.frame for r in res] == [0, 2]  # the video's own frame numbers
+        res = list(rec.embed([path], boxes={path: [BOX]}, max_frames=1))
+        assert [r.frame for r in res] == [0]
+        for bad in ({"frame_step": 0}, {"frame_step": 1.5}, {"max_frames": 0}, {"max_frames": True}):
+            with pytest.raises(InputError, match=next(iter(bad))):  # at the call, not mid-run
+                rec.embed([path], **bad)
 
 
 def test_bad_arguments_name_the_argument(runner, model):

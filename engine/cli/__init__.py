@@ -51,6 +51,11 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help(sys.stderr)
         return EXIT_USAGE
+    if getattr(args, "inputs", None) == [] and getattr(args, "camera", None) is None:
+        try:  # `reconstruct` takes its inputs as files, a camera, or both: not neither
+            args.subparser.error("give at least one INPUT or --camera INDEX")
+        except SystemExit:
+            return EXIT_USAGE
     quiet, verbose = bool(getattr(args, "quiet", False)), bool(getattr(args, "verbose", False))
     restore_logging = _setup_logging(quiet, verbose)
     module, func = args.handler.split(":")

@@ -224,12 +224,22 @@ def load_boxes_arg(args):
     return load_boxes(args.boxes)
 
 
+def batch_size(args) -> int:
+    """--batch-size, else 1 for a live camera (a frame must not wait for others to fill a
+    batch), else the default."""
+    from engine.cli.parser import DEFAULT_BATCH
+
+    if args.batch_size:
+        return args.batch_size
+    return 1 if getattr(args, "camera", None) is not None else DEFAULT_BATCH
+
+
 def make_reconstructor(args, *, decode: bool):
     """The pipeline object configured from the shared options."""
     from engine.pipeline import Reconstructor
 
     check_network_dir(args)
-    kwargs = dict(runner=args.runner, network_dir=args.network_dir, batch_size=args.batch_size,
+    kwargs = dict(runner=args.runner, network_dir=args.network_dir, batch_size=batch_size(args),
                   detector=detector_mode(args), workers=args.workers, threads=args.threads)
     if decode:
         kwargs["model"] = default_morphable(args)

@@ -279,7 +279,8 @@ def run(args) -> int:
         boxes = C.load_boxes_arg(args)
         with C.make_reconstructor(args, decode=False) as rec:
             bar = C.progress(len(todo), "img", "embed", args.quiet)
-            results = rec.embed([str(p) for p in todo], boxes=boxes, cropped=args.cropped)
+            results = rec.embed([str(p) for p in todo], boxes=boxes, cropped=args.cropped,
+                                frame_step=args.frame_step, max_frames=args.max_frames)
             try:
                 for r in results:
                     key = C.source_key(r.source)

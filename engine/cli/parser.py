@@ -12,6 +12,7 @@ MESH_FORMATS = ("ply", "ply-ascii", "obj")
 PARTS = ("all", "alpha", "beta")
 ASSET_NAMES = ("network", "topology")  # engine.fetch.ASSETS (not imported here: keep --help fast)
 DEFAULT_THRESHOLD = 0.5
+DEFAULT_BATCH = 8
 
 MAIN_EPILOG = """\
 quick start:
@@ -67,7 +68,8 @@ def _network_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--network-dir", metavar="DIR",
                    help="model card folder holding the converted weights cnn3dmm.safetensors (default: "
                         "models/cnn3dmm or $ENGINE3DMM_MODEL_DIR, where SYNTHETIC weights stand in until you `convert`)")
-    g.add_argument("--batch-size", type=_positive_int, default=8, metavar="N", help="faces per network batch")
+    g.add_argument("--batch-size", type=_positive_int, metavar="N",
+                   help=f"faces per network batch (default: {DEFAULT_BATCH}; 1 with --camera, for the lowest latency)")
     g.add_argument("--threads", type=_positive_int, metavar="N", help="CPU threads for the network (default: the runner's)")
     g.add_argument("--workers", type=_positive_int, default=2, metavar="N", help="threads decoding and cropping images")
 
@@ -90,10 +92,32 @@ def _input_options(p: argparse.ArgumentParser, nargs: str | None = "+") -> None:
                         "limit, about 89 million; also $ENGINE3DMM_MAX_PIXELS)")
 
 
+def _non_negative_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, found {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, found {text!r}")
+    return v
+
+
+def _video_options(p: argparse.ArgumentParser, camera: bool) -> None:
+    g = p.add_argument_group("video" + (" and camera" if camera else ""))
+    if camera:
+        g.add_argument("--camera", type=_non_negative_int, metavar="INDEX",
+                       help="also read a live camera (OpenCV device index, e.g. 0) until --max-frames or Ctrl-C; "
+                            "outputs are named cameraINDEX_fFFFFFF_faceK")
+    g.add_argument("--frame-step", type=_positive_int, default=1, metavar="N",
+                   help="of each video" + (" or camera" if camera else "") + ", take every N-th frame")
+    g.add_argument("--max-frames", type=_positive_int, metavar="N",
+                   help="of each video" + (" or camera" if camera else "") + ", take at most N frames")
+
+
 def _sub(subs, name: str, help_: str, epilog: str, handler: str, aliases=()) -> argparse.ArgumentParser:
     p = subs.add_parser(name, help=help_, description=help_, epilog=epilog, aliases=list(aliases),
                         formatter_class=_Formatter, parents=[_common(True)])
-    p.set_defaults(handler=handler)
+    p.set_defaults(handler=handler, subparser=p)  # subparser: for usage errors found after parsing
     return p
 
 
@@ -113,9 +137,12 @@ def build_parser(prog: str = "engine3dmm") -> argparse.ArgumentParser:
   %(prog)s photos/ 'more/*.jpg' -o out/ --format obj
   %(prog)s crops/ --cropped -o out/              inputs are already face crops
   %(prog)s photos/ --boxes boxes.csv -o out/     your own face boxes (image,x0,y0,x1,y1)
-  %(prog)s clip.mp4 -o out/                      every frame: clip_frame000000_face0.ply, ...""",
+  %(prog)s clip.mp4 -o out/                      every frame: clip_f000000_face0.ply, ...
+  %(prog)s clip.mp4 --frame-step 5 -o out/       every 5th frame: clip_f000000, clip_f000005, ...
+  %(prog)s --camera 0 --max-frames 300 -o out/   live camera 0, one face batch per frame""",
              "engine.cli.reconstruct:run")
-    _input_options(p)
+    _input_options(p, nargs="*")
+    _video_options(p, camera=True)
     p.add_argument("-o", "--output", metavar="DIR", default="out", help="output folder (created)")
     p.add_argument("--format", choices=MESH_FORMATS, default="ply",
                    help="mesh file format: binary PLY, the release's ASCII PLY, or OBJ with vertex colours")
@@ -135,6 +162,7 @@ def build_parser(prog: str = "engine3dmm") -> argparse.ArgumentParser:
   %(prog)s crops/ --cropped --part alpha -o d/   shape coefficients only (99-d)""",
              "engine.cli.embed:run")
     _input_options(p)
+    _video_options(p, camera=False)
     p.add_argument("-o", "--output", metavar="DIR", default="descriptors", help="output folder (created)")
     p.add_argument("--parquet", action="store_true", help="write descriptors.parquet instead of .npy + .csv")
     p.add_argument("--part", choices=PARTS, default="all",

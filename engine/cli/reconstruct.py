@@ -1,7 +1,7 @@
 """`reconstruct`: images, folders, globs or videos -> meshes + coefficients per face.
 
 Per face: STEM_faceK.ply (or .obj) and STEM_faceK.npy (float32 [198]: alpha then beta);
-video frames are STEM_fFFFFFF_faceK. One summary.json per run lists the failures
+video and camera frames are STEM_fFFFFFF_faceK (a camera's stem is cameraINDEX). One summary.json per run lists the failures
 (which input, why), the provenance (runner, synthetic flags) and, for small runs, every
 face with its coefficients. Every file is written atomically (temporary name, then
 rename), so a failure or Ctrl-C never leaves a partial file.
@@ -73,18 +73,25 @@ def run(args) -> int:
     report = C.Report()
     paths = C.expand_each(args.inputs, report, recursive=args.recursive)
     boxes = C.load_boxes_arg(args)
-    summary = {"command": "reconstruct", "output": str(out), "inputs": len(paths), "format": args.format,
+    camera = args.camera
+    n_inputs = len(paths) + (camera is not None)
+    summary = {"command": "reconstruct", "output": str(out), "inputs": n_inputs, "format": args.format,
                "provenance": None, "faces": [], "failures": report.failures, "interrupted": False}
-    if not paths:
+    if not n_inputs:
         _write_summary(out, summary, report)
         return 1
     stems = C.output_stems(paths)
+    sources: list = [str(p) for p in paths]
+    if camera is not None:  # results name it "camera N" (see engine.pipeline.inputs)
+        stems[C.source_key(f"camera {camera}")] = f"camera{camera}"
+        sources.append(camera)
     suffix = MESH_SUFFIX[args.format]
     faces = FaceList(args.summary_limit)
     with C.make_reconstructor(args, decode=not args.no_mesh) as rec:
-        bar = C.progress(None if _has_video(paths) else len(paths), "img", "reconstruct", args.quiet)
-        results = rec.reconstruct([str(p) for p in paths], boxes=boxes, cropped=args.cropped,
-                                  decode=not args.no_mesh)
+        streams = camera is not None or _has_video(paths)
+        bar = C.progress(None if streams else len(paths), "img", "reconstruct", args.quiet)
+        results = rec.reconstruct(sources, boxes=boxes, cropped=args.cropped, decode=not args.no_mesh,
+                                  frame_step=args.frame_step, max_frames=args.max_frames)
         last = None
         try:
             for r in results:
@@ -135,7 +142,7 @@ def run(args) -> int:
             _write_summary(out, summary, report)
     if not args.quiet:
         failed = len({f["source"] for f in report.failures})
-        C.say(f"engine3dmm: reconstruct: {len(faces)} face(s) from {len(paths)} input(s) written to {out}"
+        C.say(f"engine3dmm: reconstruct: {len(faces)} face(s) from {n_inputs} input(s) written to {out}"
               + (f"; {failed} input(s) failed (listed above and in {out / 'summary.json'})" if failed else ""))
         # Only what was used: with --no-mesh the morphable model made none of the results.
         prov = summary["provenance"] or {}

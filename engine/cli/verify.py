@@ -55,7 +55,7 @@ def stored_descriptors(args, paths: list[Path], report: C.Report) -> tuple[dict,
     if paths:
         sub = argparse.Namespace(**{**vars(args), "inputs": [str(p) for p in paths], "output": folder,
                                     "parquet": False, "retry_failed": False, "flush_every": 64, "recursive": False,
-                                    "part": "all"})
+                                    "part": "all", "frame_step": 1, "max_frames": None})
         embed.run(sub)  # prints each failure (also those recorded by an earlier run)
     state = json.loads((folder / embed.PROGRESS).read_text()) if (folder / embed.PROGRESS).is_file() else {}
     wanted = {C.source_key(p) for p in paths}

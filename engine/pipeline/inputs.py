@@ -63,26 +63,42 @@ def _image_item(source: str, data, path: str | None = None) -> Item:
     return Item(source, lambda: images.load_image(p), path=p)
 
 
-def _video_items(source: str | int) -> Iterator[Item]:
+@dataclass(frozen=True)
+class VideoSpan:
+    """Which frames of each video or camera stream to take: every `step`-th, at most `max_frames`."""
+
+    step: int = 1
+    max_frames: int | None = None
+
+    def __post_init__(self):
+        if isinstance(self.step, bool) or not isinstance(self.step, (int, np.integer)) or self.step < 1:
+            raise InputError(f"frame_step: expected an integer >= 1, found {self.step!r}")
+        if self.max_frames is not None and (isinstance(self.max_frames, bool) or
+                                            not isinstance(self.max_frames, (int, np.integer)) or self.max_frames < 1):
+            raise InputError(f"max_frames: expected None or an integer >= 1, found {self.max_frames!r}")
+
+
+def _video_items(source: str | int, span: VideoSpan) -> Iterator[Item]:
     """Frames of a video file or of a camera (an int index), decoded here, in order."""
     from engine import images
 
     name = f"camera {source}" if isinstance(source, int) else source
     path = None if isinstance(source, int) else source
     try:
-        for index, rgb in images.iter_video_frames(source):
+        for index, rgb in images.iter_video_frames(source, step=int(span.step),
+                                                   max_frames=None if span.max_frames is None else int(span.max_frames)):
             yield Item(name, (lambda a=rgb: a), frame=index, path=path)
     except InputError as e:
         yield _failing(name, str(e))
 
 
-def _path_items(s: str) -> Iterator[Item]:
+def _path_items(s: str, span: VideoSpan) -> Iterator[Item]:
     from engine import images
 
     p = Path(s)
     if p.is_file():
         if images.is_video_path(p):
-            yield from _video_items(s)
+            yield from _video_items(s, span)
         else:
             yield _image_item(s, s)
         return
@@ -104,26 +120,27 @@ def _is_pair(x) -> bool:
         and isinstance(x[1], (np.ndarray, bytes, bytearray, memoryview))
 
 
-def iter_items(inputs) -> Iterator[Item]:
+def iter_items(inputs, span: VideoSpan = VideoSpan()) -> Iterator[Item]:
     """Lazy, ordered work items of `inputs` (one input or an iterable of inputs; an int is a
-    camera index). Checks the argument itself now (InputError), the inputs lazily."""
+    camera index; `span` picks the frames of videos and cameras). Checks the argument itself
+    now (InputError), the inputs lazily."""
     if isinstance(inputs, (str, os.PathLike, np.ndarray, bytes, bytearray, memoryview, int)) or _is_pair(inputs):
         inputs = [inputs]
     elif not isinstance(inputs, Iterable):
         raise InputError(f"inputs: expected paths, arrays, bytes or (name, data) pairs, "
                          f"found {type(inputs).__name__}")
-    return _items(inputs)
+    return _items(inputs, span)
 
 
-def _items(inputs) -> Iterator[Item]:
+def _items(inputs, span: VideoSpan) -> Iterator[Item]:
     n_arrays = 0  # numbers unnamed in-memory inputs: "<array 0>", "<bytes 1>", ...
     for x in inputs:
         if _is_pair(x):
             yield _image_item(x[0], x[1])
         elif isinstance(x, (str, os.PathLike)):
-            yield from _path_items(os.fspath(x))
+            yield from _path_items(os.fspath(x), span)
         elif isinstance(x, (int, np.integer)) and not isinstance(x, bool):
-            yield from _video_items(int(x))  # a camera index
+            yield from _video_items(int(x), span)  # a camera index
         elif isinstance(x, (np.ndarray, bytes, bytearray, memoryview)):
             kind = "array" if isinstance(x, np.ndarray) else "bytes"
             yield _image_item(f"<{kind} {n_arrays}>", x)

@@ -26,7 +26,7 @@ import numpy as np
 
 from engine.errors import InputError, UnavailableError
 from engine.pipeline import stages
-from engine.pipeline.inputs import iter_items, prepare
+from engine.pipeline.inputs import VideoSpan, iter_items, prepare
 from engine.pipeline.results import FaceResult
 
 DETECTORS = ("auto", "dlib")
@@ -205,7 +205,8 @@ class Reconstructor:
 
     # -- public API ---------------------------------------------------------------------
     def reconstruct(self, inputs, *, boxes: Mapping | str | os.PathLike | None = None, cropped: bool = False,
-                    decode: bool = True, keep_crops: bool = False) -> Iterator[FaceResult]:
+                    decode: bool = True, keep_crops: bool = False, frame_step: int = 1,
+                    max_frames: int | None = None) -> Iterator[FaceResult]:
         """Results for every face of every input, in input order then face order.
 
         inputs: a path, folder, glob, video file, camera index (int), numpy image, encoded
@@ -215,6 +216,10 @@ class Reconstructor:
         cropped: inputs are already crops by the release's rule (resized whole).
         decode: False gives coefficients only (see `embed`).
         keep_crops: attach each face's network input to its result.
+        frame_step, max_frames: of each video or camera stream, take every frame_step-th
+            frame and at most max_frames of them (a camera runs until max_frames or until
+            it stops delivering; Ctrl-C or closing the iterator stops it too). `frame` in
+            the results counts every decoded frame, so it is the frame's index in the video.
 
         A failed input (unreadable, no face...) yields one result with `error` set and
         face_index -1, and the run goes on. A face whose coefficients come out non-finite
@@ -235,7 +240,7 @@ class Reconstructor:
         def prep(item):
             return prepare(item, boxes=boxes, cropped=cropped, detect=detect, detector_name=name)
 
-        items = iter_items(inputs)  # checks the argument here, reads the inputs lazily
+        items = iter_items(inputs, VideoSpan(frame_step, max_frames))  # checks the arguments now, reads lazily
 
         def batches(pool, stop):
             prepared = stages.ordered_map(pool, prep, items, ahead, stop)

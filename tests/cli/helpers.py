@@ -44,3 +44,23 @@ def tiny_model(n: int = 10, seed: int = 0):
         tex_mean=np.full(3 * n, 128, np.float32), tex_basis=f32(99, 3 * n), tex_sigma=np.ones(99, np.float32),
         faces=rng.integers(0, n, (7, 3)).astype(np.int32),
         metadata={"synthetic": False, "name": "tiny-test-model", "source": "tests/cli"})
+
+
+def write_face_clip(path: Path, photos: Path, frames: int) -> Path:
+    """An MJPG .avi of `frames` copies of the astronaut's face crop (skips the test where
+    this OpenCV build cannot write MJPG)."""
+    import pytest
+
+    cv2 = pytest.importorskip("cv2")
+    from PIL import Image
+
+    x0, y0, x1, y1 = ASTRONAUT_BOX
+    face = np.asarray(Image.open(photos / "astronaut.png").convert("RGB"))[y0 - 40:y1 + 40, x0 - 40:x1 + 40]
+    face = np.ascontiguousarray(cv2.resize(face, (160, 160))[:, :, ::-1])
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 5, (160, 160))
+    if not w.isOpened():
+        pytest.skip("this OpenCV build cannot write MJPG video")
+    for _ in range(frames):
+        w.write(face)
+    w.release()
+    return path

@@ -234,3 +234,14 @@ def test_a_damaged_progress_record_is_named(cli, three, tmp_path, change, field)
     r = cli("embed", three, "--cropped", "-o", out)
     assert r.rc == 1
     assert str(out / "progress.json") in r.err and f"field {field}" in r.err
+
+
+def test_video_frame_step(cli, photos, tmp_path):
+    from tests.cli.helpers import write_face_clip
+
+    clip = write_face_clip(tmp_path / "clip.avi", photos, frames=5)
+    out = tmp_path / "desc"
+    r = cli("embed", clip, "--cropped", "--frame-step", "2", "-o", out, "-q")
+    assert r.rc == 0, r.err
+    assert [row["frame"] for row in read_csv(out / "metadata.csv")] == ["0", "2", "4"]
+    assert load_npy(out / "descriptors.npy").shape == (3, 198)

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from tests.cli.helpers import ASTRONAUT_BOX, load_npy, no_partial_files
+from tests.cli.helpers import ASTRONAUT_BOX, load_npy, no_partial_files, write_face_clip
 
 N_VERTICES, N_FACES = 46990, 93323  # the synthetic model has the trimmed BFM's sizes
 
@@ -88,25 +88,58 @@ def test_boxes_sidecar_several_faces_and_clashing_names(cli, photos, tmp_path):
 
 
 def test_video_frames(cli, photos, tmp_path):
-    cv2 = pytest.importorskip("cv2")
-    from PIL import Image
-
-    x0, y0, x1, y1 = ASTRONAUT_BOX
-    face = np.asarray(Image.open(photos / "astronaut.png").convert("RGB"))[y0 - 40:y1 + 40, x0 - 40:x1 + 40]
-    face = np.ascontiguousarray(cv2.resize(face, (160, 160))[:, :, ::-1])
-    clip = tmp_path / "clip.avi"
-    w = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 5, (160, 160))
-    if not w.isOpened():
-        pytest.skip("this OpenCV build cannot write MJPG video")
-    for _ in range(3):
-        w.write(face)
-    w.release()
+    clip = write_face_clip(tmp_path / "clip.avi", photos, frames=3)
     out = tmp_path / "out"
     r = cli("reconstruct", clip, "--cropped", "--no-mesh", "-o", out, "-q")
     assert r.rc == 0, r.err
     assert sorted(p.name for p in out.glob("*.npy")) == [f"clip_f{i:06d}_face0.npy" for i in range(3)]
     assert [f["frame"] for f in json.loads((out / "summary.json").read_text())["faces"]] == [0, 1, 2]
     assert no_partial_files(out) == []
+
+
+def test_video_frame_step_and_max_frames(cli, photos, tmp_path):
+    # Frame numbers stay those of the video: every 2nd frame of 7, at most 3 -> 0, 2, 4.
+    clip = write_face_clip(tmp_path / "clip.avi", photos, frames=7)
+    out = tmp_path / "out"
+    r = cli("reconstruct", clip, "--cropped", "--no-mesh", "--frame-step", "2", "--max-frames", "3", "-o", out, "-q")
+    assert r.rc == 0, r.err
+    assert sorted(p.name for p in out.glob("*.npy")) == [f"clip_f{i:06d}_face0.npy" for i in (0, 2, 4)]
+    r = cli("reconstruct", clip, "--frame-step", "0", "-o", out)
+    assert r.rc == 2 and "--frame-step: expected a positive integer, found '0'" in r.err
+
+
+def test_camera_that_cannot_be_opened_is_a_reported_failure(cli, photos, tmp_path):
+    # No camera exists on test machines: index 63 cannot open anywhere. The run reports it
+    # by name, still processes the files beside it, and ends (no hang) with exit code 1.
+    pytest.importorskip("cv2")
+    out = tmp_path / "out"
+    r = cli("reconstruct", photos / "astronaut.png", "--camera", "63", "--cropped", "--no-mesh", "-o", out)
+    assert r.rc == 1
+    assert "failed: camera 63: OpenCV cannot open it as a video or camera stream" in r.err
+    assert "[ WARN" not in r.err  # OpenCV's own log lines are silenced: our message says it once
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["inputs"] == 2 and [f["source"] for f in summary["failures"]] == ["camera 63"]
+    assert sorted(p.name for p in out.glob("*.npy")) == ["astronaut_face0.npy"]
+
+
+def test_neither_inputs_nor_camera_is_a_usage_error(cli, tmp_path):
+    r = cli("reconstruct", "-o", tmp_path / "out")
+    assert r.rc == 2 and "give at least one INPUT or --camera INDEX" in r.err
+    assert not (tmp_path / "out").exists()  # refused before anything was created
+    r = cli("reconstruct", "--camera", "-1", "-o", tmp_path / "out")
+    assert r.rc == 2 and "--camera: expected an integer >= 0, found '-1'" in r.err
+
+
+def test_camera_runs_one_face_per_batch_unless_told(cli):
+    # Live frames must not wait for 7 more to fill a batch of 8.
+    from engine.cli.common import batch_size
+    from engine.cli.parser import DEFAULT_BATCH, build_parser
+
+    parse = build_parser().parse_args
+    assert batch_size(parse(["reconstruct", "a.jpg"])) == DEFAULT_BATCH
+    assert batch_size(parse(["reconstruct", "--camera", "0"])) == 1
+    assert batch_size(parse(["reconstruct", "--camera", "0", "--batch-size", "4"])) == 4
+    assert batch_size(parse(["embed", "a.jpg"])) == DEFAULT_BATCH
 
 
 def test_a_small_morphable_model_file(cli, photos, tmp_path):
