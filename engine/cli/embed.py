@@ -254,6 +254,7 @@ def run(args) -> int:
     if skipped and not args.quiet:
         C.say(f"engine3dmm: embed: {skipped} input(s) already done in {out}, skipped")
     rows, descs, finished = [], [], {}
+    partial: set[str] = set()  # videos kept with some frames failed: reported, not failed inputs
     cur = None  # [key, source, rows, descs, first error, failed results] of the input whose results are arriving
 
     def close_current():
@@ -265,6 +266,8 @@ def run(args) -> int:
         # reported, but the rows of the other frames are kept. The input failed only when
         # it gave no row at all.
         ok = bool(crow) or err is None
+        if ok and nfailed:
+            partial.add(source)
         rows.extend(crow)
         descs.extend(cdesc)
         finished[key] = {"source": source, "status": "ok" if ok else "failed", "faces": len(crow),
@@ -309,7 +312,9 @@ def run(args) -> int:
                 flush()
     target, n = merge(store)
     if not args.quiet:
-        failed = len({f["source"] for f in report.failures})
+        failed = len({f["source"] for f in report.failures} - partial)
         C.say(f"engine3dmm: embed: {n} descriptor(s) in {target}"
-              + (f"; {failed} input(s) failed (listed above)" if failed else ""))
+              + (f"; {failed} input(s) failed" if failed else "")
+              + (f"; {len(partial)} video(s) kept with some frames failed" if partial else "")
+              + (" (listed above)" if failed or partial else ""))
     return report.exit_code

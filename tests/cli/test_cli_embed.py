@@ -195,6 +195,8 @@ def test_a_failed_frame_keeps_the_other_frames(cli, photos, tmp_path, monkeypatc
     out = tmp_path / "desc"
     r = cli("embed", photos / "astronaut.png", "--cropped", "-o", out)
     assert r.rc == 1 and "frame 1: no face found" in r.err  # reported
+    assert "0 input(s) failed" not in r.err and "input(s) failed" not in r.err
+    assert "1 video(s) kept with some frames failed (listed above)" in r.err
     assert load_npy(out / "descriptors.npy").shape == (2, 198)
     assert [row["frame"] for row in read_csv(out / "metadata.csv")] == ["0", "2"]
     rec = json.loads((out / "progress.json").read_text())["inputs"][str(photos / "astronaut.png")]
