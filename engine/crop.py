@@ -7,9 +7,10 @@ This reproduces ``utils.cropImg`` + ``cv2.resize`` of the original 3DMM-CNN demo
    r = (1.785974, 1.951171, 1.835600, 1.670403) for detector (and caller-given) boxes,
    r = (1.9255, 2.2591, 1.9423, 1.6087) for landmark boxes;
 3. each bound rounded half away from zero (Python 2 ``round``, as the release ran);
-4. pixels outside the image are zero (black); a crop region larger than 64 times the
-   image's area (and than 2**22 pixels), or than 2**28 pixels, is refused with an
-   InputError, since the padded crop is allocated whole;
+4. pixels outside the image are zero (black). Like the release, a region that leaves the
+   image is zero-padded into a copy; a region too large to copy (a huge caller box) is
+   sampled straight from the image instead (see _MAX_PADDED_PIXELS), so any box works
+   with memory bounded by the output;
 5. the integer crop is resized to size x size with bilinear interpolation on uint8
    (``cv2.resize(..., INTER_LINEAR)``), then laid out as planar BGR float32 0..255.
    The mean image is NOT subtracted here: the network graph does that.
@@ -136,28 +137,12 @@ def _check_out(out, shape: tuple[int, ...]) -> np.ndarray:
     return out
 
 
-# The zero-padded crop rectangle is allocated whole (the resize must see exactly the
-# release's padded crop to stay bit-identical), so its size is bounded: a crop region
-# larger than this many times the image's area (and than _MAX_REGION_FLOOR pixels, so
-# that small images keep working with normal boxes) is refused as an InputError instead
-# of a MemoryError or an out-of-memory kill. A detector box inside the image gives a
-# region of at most ~13 x aspect-ratio times the image's area.
-_MAX_REGION_IMAGE_AREAS = 64
-_MAX_REGION_FLOOR = 1 << 22  # pixels (12 MiB of uint8 RGB)
-_MAX_REGION_PIXELS = 1 << 28  # whatever the image: 768 MiB of uint8 RGB at most
-
-
-def _check_region(image: np.ndarray, box, bl: int, bt: int, br: int, bb: int) -> None:
-    h, w = image.shape[:2]
-    area = (br - bl) * (bb - bt)  # Python ints: no overflow for absurd boxes
-    limit = min(max(_MAX_REGION_IMAGE_AREAS * h * w, _MAX_REGION_FLOOR), _MAX_REGION_PIXELS)
-    if area > limit:
-        coords = (box.x0, box.y0, box.x1, box.y1) if hasattr(box, "x0") else tuple(box)
-        raise InputError(f"box {tuple(float(c) for c in coords)}: crop region columns [{bl}, {br}), rows [{bt}, {bb}) "
-                         f"({br - bl} x {bb - bt} pixels) is too large for an image of {w} x {h} pixels: "
-                         f"expected at most {_MAX_REGION_IMAGE_AREAS} times the image's area "
-                         f"(or {_MAX_REGION_FLOOR} pixels; never more than {_MAX_REGION_PIXELS}); "
-                         f"is the box in this image's pixel coordinates?")
+# Up to this many pixels, a crop region that leaves the image is zero-padded into a copy
+# and resized by OpenCV, which is exactly what the release did (bit-identical crops). A
+# larger region (a huge caller box: the copy could need terabytes) is sampled straight
+# from the image instead: the same bilinear sampling, within 1 grey level of OpenCV's
+# 11-bit fixed-point weights, with memory bounded by the output.
+_MAX_PADDED_PIXELS = 1 << 24  # 48 MiB of uint8 RGB
 
 
 def _padded_crop(image: np.ndarray, bl: int, bt: int, br: int, bb: int) -> np.ndarray:
@@ -172,32 +157,46 @@ def _padded_crop(image: np.ndarray, bl: int, bt: int, br: int, bb: int) -> np.nd
     return region
 
 
-def _resize(region: np.ndarray, size: int) -> np.ndarray:
-    """Bilinear uint8 resize to [size, size, 3] with OpenCV's INTER_LINEAR convention."""
+def _resize_region(image: np.ndarray, bl: int, bt: int, br: int, bb: int, size: int) -> np.ndarray:
+    """The zero-padded region [bt, bb) x [bl, br) of `image` resized to [size, size, 3] uint8."""
+    h, w = image.shape[:2]
+    inside = bl >= 0 and bt >= 0 and br <= w and bb <= h
     cv2 = _cv2_or_none()
-    if cv2 is not None:
+    if cv2 is not None and (inside or (br - bl) * (bb - bt) <= _MAX_PADDED_PIXELS):
+        region = _padded_crop(image, bl, bt, br, bb)
         return cv2.resize(region, (size, size), interpolation=cv2.INTER_LINEAR)
-    return _resize_bilinear_numpy(region, size)
+    return _sample_bilinear(image, bl, bt, br, bb, size)
 
 
-def _axis_weights(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    src = (np.arange(n_out, dtype=np.float64) + 0.5) * (n_in / n_out) - 0.5
-    src = np.clip(src, 0.0, n_in - 1)
-    i0 = np.floor(src).astype(np.intp)
-    i1 = np.minimum(i0 + 1, n_in - 1)
-    return i0, i1, (src - i0)
+def _axis_taps(start: int, n_in: int, n_out: int, limit: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For one axis: image indices [2, n_out] of the two taps of each output pixel (clipped
+    into the image), whether each tap lies in the image, and the taps' weights. The crop
+    coordinates follow OpenCV (half-pixel centres, clamped to the crop: edge replication);
+    float64 throughout, so absurd bounds (1e300) cannot overflow an integer."""
+    src = (np.arange(n_out, dtype=np.float64) + 0.5) * (float(n_in) / n_out) - 0.5
+    src = np.clip(src, 0.0, float(n_in - 1))
+    i0 = np.floor(src)
+    i1 = np.minimum(i0 + 1.0, float(n_in - 1))
+    frac = src - i0
+    p0, p1 = float(start) + i0, float(start) + i1
+    ok0, ok1 = (p0 >= 0) & (p0 < limit), (p1 >= 0) & (p1 < limit)
+    as_index = lambda p: np.clip(p, 0, limit - 1).astype(np.intp)  # noqa: E731
+    return np.stack([as_index(p0), as_index(p1)]), np.stack([ok0, ok1]), np.stack([1.0 - frac, frac])
 
 
-def _resize_bilinear_numpy(region: np.ndarray, size: int) -> np.ndarray:
-    """Fallback without OpenCV: same sampling; exact float weights (OpenCV uses 11-bit
-    fixed point, so results can differ by 1 grey level)."""
-    h, w = region.shape[:2]
-    y0, y1, fy = _axis_weights(h, size)
-    x0, x1, fx = _axis_weights(w, size)
-    r = region.astype(np.float32)
-    top = r[y0] * (1 - fy)[:, None, None] + r[y1] * fy[:, None, None]
-    res = top[:, x0] * (1 - fx)[None, :, None] + top[:, x1] * fx[None, :, None]
-    return np.clip(np.rint(res), 0, 255).astype(np.uint8)
+def _sample_bilinear(image: np.ndarray, bl: int, bt: int, br: int, bb: int, size: int) -> np.ndarray:
+    """Bilinear resize of the zero-padded region without building it: each output pixel
+    reads its 2 x 2 taps from the image (zero outside). Also the resize when OpenCV is
+    absent (same sampling; exact float weights, so within 1 grey level of OpenCV)."""
+    h, w = image.shape[:2]
+    ry, oky, wy = _axis_taps(bt, bb - bt, size, h)
+    rx, okx, wx = _axis_taps(bl, br - bl, size, w)
+    out = np.zeros((size, size, 3), dtype=np.float32)
+    for a in range(2):
+        for b in range(2):
+            weight = (wy[a] * oky[a])[:, None] * (wx[b] * okx[b])[None, :]  # zero where a tap is outside
+            out += image[ry[a][:, None], rx[b][None, :]].astype(np.float32) * weight[:, :, None].astype(np.float32)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
 def _to_planar_bgr(resized: np.ndarray, out: np.ndarray) -> np.ndarray:
@@ -219,8 +218,7 @@ def crop_face(image_rgb: np.ndarray, box, kind: str | None = None, size: int = 2
     bl, bt, br, bb = crop_bounds(box, kind)
     if br - bl < 1 or bb - bt < 1:
         raise InputError(f"box: crop rectangle is empty after rounding: columns [{bl}, {br}), rows [{bt}, {bb})")
-    _check_region(image_rgb, box, bl, bt, br, bb)
-    return _to_planar_bgr(_resize(_padded_crop(image_rgb, bl, bt, br, bb), size), out)
+    return _to_planar_bgr(_resize_region(image_rgb, bl, bt, br, bb, size), out)
 
 
 def crop_faces(
@@ -269,4 +267,5 @@ def prepare_cropped(image_rgb: np.ndarray, size: int = 224, out: np.ndarray | No
     _check_image(image_rgb)
     size = _check_size(size)
     out = _check_out(out, (3, size, size))
-    return _to_planar_bgr(_resize(image_rgb, size), out)
+    h, w = image_rgb.shape[:2]
+    return _to_planar_bgr(_resize_region(image_rgb, 0, 0, w, h, size), out)

@@ -430,13 +430,17 @@ def test_non_finite_coefficients_fail_that_face_only_and_the_run_goes_on(runner,
     assert ok.error is None and np.isfinite(ok.vertices).all()
 
 
-def test_a_huge_caller_box_fails_that_input_and_the_run_goes_on(runner, model, astronaut):
+def test_a_huge_caller_box_is_cropped_without_a_huge_allocation(runner, model, astronaut):
+    # Its padded crop would need ~39 TB; it is sampled straight from the image (engine.crop).
     inputs = [("huge", astronaut), ("a", astronaut)]
     with make(runner, model, detector=None) as rec:
-        res = list(rec.reconstruct(inputs, boxes={"huge": [(0, 0, 1e6, 1e6)], "a": [BOX]}))
-    assert [(r.source, r.face_index) for r in res] == [("huge", -1), ("a", 0)]
-    assert "too large" in res[0].error and "512 x 512 pixels" in res[0].error
-    assert res[1].error is None and np.isfinite(res[1].vertices).all()
+        res = list(rec.reconstruct(inputs, boxes={"huge": [(0, 0, 1e6, 1e6)], "a": [BOX]}, keep_crops=True))
+    assert [(r.source, r.face_index, r.error) for r in res] == [("huge", 0, None), ("a", 0, None)]
+    from engine.crop import crop_face
+
+    np.testing.assert_array_equal(res[0].crop, crop_face(astronaut, (0, 0, 1e6, 1e6)))
+    assert np.isfinite(res[0].vertices).all()
+    assert np.isfinite(res[1].vertices).all()
 
 
 @pytest.mark.cuda
