@@ -12,7 +12,8 @@ Every implementation produces the same outputs: float32 vertices and uint8 colou
 
 Effective bandwidth = (bytes of bases and means read + bytes of outputs written) / time,
 reported as a fraction of the measured copy bandwidth (bytes read + written per second
-of a large memcpy, the best of one thread per core and one thread).
+of a large memcpy, the best of one thread per core and one thread) and of the read
+bandwidth (a large sum on every core), both timed beside the kernels.
 """
 from __future__ import annotations
 
@@ -57,24 +58,40 @@ def _time_interleaved(fns, rounds=4, calls=5):
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def host_copy_bandwidth(nbytes=512 << 20):
-    """Bytes read + written per second of a large copy (best of 1 and nproc threads)."""
-    src = np.ones(nbytes // 4, np.float32)
-    dst = np.empty_like(src)
-    best = 0.0
-    for nt in sorted({1, os.cpu_count() or 1}):
-        parts = np.array_split(np.arange(src.size), nt)
+class HostBandwidth:
+    """Timed functions for the machine's memory bandwidth, timed in the same alternating
+    blocks as the kernels (load on this shared machine changes within minutes, so a figure
+    measured once at the start misstates the fractions):
+    - copy: bytes read + written per second of a large np.copyto (non-temporal stores, so
+      no read-for-ownership traffic), best of one thread and one thread per core;
+    - read: bytes read per second of a large np.sum, one thread per core (a kernel that
+      streams its bases and writes little is bound by this, not by the copy)."""
+
+    def __init__(self, nbytes=512 << 20):
+        self.nbytes = nbytes
+        self.src = np.ones(nbytes // 4, np.float32)
+        self.dst = np.empty_like(self.src)
+        nts = sorted({1, os.cpu_count() or 1})
+        self.fns = {f"copy{nt}": self._threads(np.copyto, nt, self.dst, self.src) for nt in nts}
+        self.fns["read"] = self._threads(np.sum, nts[-1], self.src)
+
+    @staticmethod
+    def _threads(fn, nt, *arrays):
+        parts = np.array_split(np.arange(arrays[0].size), nt)
         bounds = [(p[0], p[-1] + 1) for p in parts]
 
-        def copy():
-            ts = [threading.Thread(target=np.copyto, args=(dst[a:b], src[a:b])) for a, b in bounds]
+        def run():
+            ts = [threading.Thread(target=fn, args=tuple(a[b0:b1] for a in arrays)) for b0, b1 in bounds]
             for t in ts:
                 t.start()
             for t in ts:
                 t.join()
+        return run
 
-        best = max(best, 2 * nbytes / _time(copy))
-    return best
+    def rates(self, times: dict) -> tuple[float, float]:
+        """(copy, read) bytes per second from the times of self.fns."""
+        copy = max(2 * self.nbytes / t for k, t in times.items() if k.startswith("copy"))
+        return copy, self.nbytes / times["read"]
 
 
 def machine_name():
@@ -91,8 +108,8 @@ def run(batches, model):
     n3 = model.shape_mean.shape[0]
     ks, kt = model.shape_basis.shape[0], model.tex_basis.shape[0]
     rows = []
-    bw = host_copy_bandwidth()
-    print(f"host copy bandwidth (read + write): {bw / 1e9:.1f} GB/s", file=sys.stderr)
+    host = HostBandwidth()
+    bws = []
 
     sb32 = np.ascontiguousarray(model.shape_basis, np.float32)
     tb32 = np.ascontiguousarray(model.tex_basis, np.float32)
@@ -114,7 +131,11 @@ def run(batches, model):
         fns = {"numpy": numpy_decode}
         for basis, d in decoders.items():
             fns[basis] = lambda d=d: d.decode(coeffs, outputs=("vertices", "colors"))  # noqa: E731
-        times = _time_interleaved(fns)
+        times = _time_interleaved({**fns, **host.fns})
+        bw, read_bw = host.rates(times)
+        bws.append((bw, read_bw))
+        print(f"batch {batch}: host copy bandwidth (read + write) {bw / 1e9:.1f} GB/s, "
+              f"read {read_bw / 1e9:.1f} GB/s", file=sys.stderr)
         t_np = times["numpy"]
         v_np, _ = numpy_decode()
         results = [("numpy", "fp32", t_np, np.abs(v_np - ref64).max(), 4)]
@@ -126,9 +147,10 @@ def run(batches, model):
             eff = (read + out_bytes) / t
             rows.append(dict(impl=impl, basis=basis, batch=batch, ms_per_batch=t * 1e3, faces_per_s=batch / t,
                              effective_gbps=eff / 1e9, bandwidth_fraction=eff / bw,
+                             read_bandwidth_fraction=eff / read_bw, copy_gbps=bw / 1e9, read_gbps=read_bw / 1e9,
                              speedup_vs_numpy=t_np / t, max_abs_err_mm=float(err)))
         rows.extend(_gpu_rows(model, coeffs, ref64, batch))
-    return rows, bw
+    return rows, bws
 
 
 def _gpu_rows(model, coeffs, ref64, batch):
@@ -172,20 +194,27 @@ def _gpu_rows(model, coeffs, ref64, batch):
     for impl, basis, t, err, item in cand:
         eff = ((ks + kt) * n3 * item + 2 * n3 * 4 + out_bytes) / t
         rows.append(dict(impl=impl, basis=basis, batch=batch, ms_per_batch=t * 1e3, faces_per_s=batch / t,
-                         effective_gbps=eff / 1e9, bandwidth_fraction=eff / bw, speedup_vs_numpy=None,
+                         effective_gbps=eff / 1e9, bandwidth_fraction=eff / bw, read_bandwidth_fraction=None,
+                         copy_gbps=bw / 1e9, read_gbps=None, speedup_vs_numpy=None,
                          speedup_vs_torch_cuda=t_torch / t, max_abs_err_mm=float(err)))
     return rows
 
 
-def markdown(rows, bw, machine):
-    lines = [f"Machine: {machine}. Host copy bandwidth (read + write): {bw / 1e9:.1f} GB/s.", "",
-             "| impl | basis | batch | ms/batch | faces/s | effective GB/s | of copy bw | vs numpy | max err (mm) |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+def markdown(rows, machine):
+    lines = [f"Machine: {machine}. The host's bandwidths are timed in the same alternating rounds as "
+             "the kernels of each batch: copy = bytes read + written per second of a large np.copyto, "
+             "read = bytes read per second of a large np.sum on every core. GPU rows: device-to-device copy.", "",
+             "| impl | basis | batch | ms/batch | faces/s | effective GB/s | copy GB/s | of copy bw | read GB/s "
+             "| of read bw | vs numpy | max err (mm) |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    pct = lambda v: "" if v is None else f"{v:.0%}"  # noqa: E731
+    num = lambda v: "" if v is None else f"{v:.1f}"  # noqa: E731
     for r in rows:
         vs = f"{r['speedup_vs_numpy']:.2f}x" if r.get("speedup_vs_numpy") else \
             f"{r.get('speedup_vs_torch_cuda', 0):.2f}x vs torch"
         lines.append(f"| {r['impl']} | {r['basis']} | {r['batch']} | {r['ms_per_batch']:.3f} | "
-                     f"{r['faces_per_s']:.0f} | {r['effective_gbps']:.1f} | {r['bandwidth_fraction']:.0%} | "
+                     f"{r['faces_per_s']:.0f} | {r['effective_gbps']:.1f} | {num(r['copy_gbps'])} | "
+                     f"{pct(r['bandwidth_fraction'])} | {num(r['read_gbps'])} | {pct(r['read_bandwidth_fraction'])} | "
                      f"{vs} | {r['max_abs_err_mm']:.2e} |")
     return "\n".join(lines) + "\n"
 
@@ -197,12 +226,13 @@ def main(argv=None):
     ap.add_argument("--markdown", type=Path, help="write a markdown table here")
     args = ap.parse_args(argv)
     model = MorphableModel.synthetic()
-    rows, bw = run(args.batches, model)
+    rows, bws = run(args.batches, model)
     machine = machine_name()
-    table = markdown(rows, bw, machine)
+    table = markdown(rows, machine)
     print(table)
     if args.json:
-        args.json.write_text(json.dumps({"machine": machine, "copy_bandwidth_gbps": bw / 1e9,
+        args.json.write_text(json.dumps({"machine": machine, "copy_bandwidth_gbps": max(b for b, _ in bws) / 1e9,
+                                         "read_bandwidth_gbps": max(r for _, r in bws) / 1e9,
                                          "model": model.metadata.get("name"), "rows": rows}, indent=1))
     if args.markdown:
         args.markdown.write_text("# Decode benchmark (bench/bench_decode.py)\n\n" + table)

@@ -9,6 +9,8 @@
 //  - The inner kernel keeps a register tile (rows x 32 or 64 columns) for the whole k
 //    loop, so each FMA needs one broadcast coefficient and no accumulator traffic;
 //    float16 bases are widened in registers (vcvtph2ps), never in memory.
+//  - B = 1 has nothing to reuse, so it streams instead: wide blocks, 8 basis rows per
+//    pass over the accumulators (see accumulate_stream).
 // No full-size temporaries: outputs are written from the accumulators per block.
 #pragma once
 
@@ -16,6 +18,8 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
+#include <new>
 
 #if defined(__AVX512F__) || defined(__F16C__)
 #include <immintrin.h>
@@ -34,7 +38,8 @@ typedef float v16 __attribute__((vector_size(64)));
 
 constexpr int kBlockCols = 384;  // 128 vertices; a multiple of 3 and of 16
 constexpr int kRowTile = 8;
-constexpr int kWideCols = 3072;  // B = 1 blocks: 1024 vertices, 12 KB per float32 row run
+constexpr int kWideCols = 12288;  // B = 1 blocks: at most 4096 vertices, 48 KB per float32 row run
+constexpr int kStreamRows = 8;    // B = 1: basis rows streamed together per pass over the accumulators
 
 inline v16 load16(const float* p) {
   v16 v;
@@ -91,34 +96,35 @@ inline void accumulate_regs(float (*acc)[kBlockCols], const BasisT* basis, int64
     for (int q = 0; q < NV; ++q) *reinterpret_cast<v16*>(&acc[r][j + 16 * q]) = a[r][q];
 }
 
-// The same sums for a single row, k outermost: four basis rows are streamed at a time
-// across the block (long contiguous runs the hardware prefetcher follows), while the
-// accumulators stay in L1. At B = 1 the kernel is bound by memory bandwidth, and 99
-// short interleaved streams (the register-blocked order) prefetch poorly.
+// The same sums for a single row, k outermost: kStreamRows basis rows are streamed at a
+// time across the block (long contiguous runs the hardware prefetcher follows), and the
+// accumulators (one wide block, L1/L2-resident) are loaded and stored once per group.
+// At B = 1 the kernel is bound by memory bandwidth, and 99 short interleaved streams
+// (the register-blocked order) prefetch poorly. Measured on the 2-core Zen 4 machine:
+// 8 rows x 12288 columns beat 4 x 3072 by 10-25% (bench/results/decode_cpu.md).
 // Per element the FMAs run in the same k order, so both variants round identically.
 template <typename BasisT>
 inline void accumulate_stream(float* acc, const BasisT* basis, int64_t n3, int64_t col0, int w, int K,
                               const float* coef) {
+  constexpr int G = kStreamRows;
   const int wv = w / 16 * 16;
   int k = 0;
-  for (; k + 4 <= K; k += 4) {
-    const float c0 = coef[k], c1 = coef[k + 1], c2 = coef[k + 2], c3 = coef[k + 3];
-    const BasisT* b0 = basis + (int64_t)k * n3 + col0;
-    const BasisT *b1 = b0 + n3, *b2 = b1 + n3, *b3 = b2 + n3;
+  for (; k + G <= K; k += G) {
+    float c[G];
+    const BasisT* b[G];
+    for (int g = 0; g < G; ++g) {
+      c[g] = coef[k + g];
+      b[g] = basis + (int64_t)(k + g) * n3 + col0;
+    }
     for (int j = 0; j < wv; j += 16) {
       v16 a = *reinterpret_cast<const v16*>(acc + j);
-      a += c0 * load16(b0 + j);
-      a += c1 * load16(b1 + j);
-      a += c2 * load16(b2 + j);
-      a += c3 * load16(b3 + j);
+      for (int g = 0; g < G; ++g) a += c[g] * load16(b[g] + j);
       *reinterpret_cast<v16*>(acc + j) = a;
     }
     for (int j = wv; j < w; ++j) {
       float a = acc[j];
-      a = fmaf(c0, load1(b0 + j), a);
-      a = fmaf(c1, load1(b1 + j), a);
-      a = fmaf(c2, load1(b2 + j), a);
-      acc[j] = fmaf(c3, load1(b3 + j), a);
+      for (int g = 0; g < G; ++g) a = fmaf(c[g], load1(b[g] + j), a);
+      acc[j] = a;
     }
   }
   for (; k < K; ++k) {
@@ -201,34 +207,50 @@ inline void store_tile(int nb, const float (*acc_s)[BW], const float (*acc_t)[BW
   }
 }
 
-// Calls fn(col0, w, acc_s, acc_t) for every block of BW columns, the blocks shared out
-// among the threads; each thread owns ROWS x BW accumulators per basis.
+// Calls fn(col0, w, acc_s, acc_t) for every block of `step` (<= BW) columns, the blocks
+// shared out among the threads; each thread owns ROWS x BW accumulators per basis. They
+// live on the heap (up to 96 KB per thread: too much for a caller's small thread stack),
+// allocated here, before the parallel region, so a failure throws std::bad_alloc.
 template <int ROWS, int BW, typename Fn>
-void for_each_block(const DecodeParams& p, int num_threads, Fn&& fn) {
+void for_each_block(const DecodeParams& p, int num_threads, int64_t step, Fn&& fn) {
   const int64_t n3 = 3 * p.num_vertices;
-  const int64_t nblocks = (n3 + BW - 1) / BW;
+  const int64_t nblocks = (n3 + step - 1) / step;
 #if defined(_OPENMP)
   const int nt = num_threads > 0 ? num_threads : omp_get_max_threads();
+#else
+  const int nt = 1;
+#endif
+  constexpr size_t kBytes = sizeof(float[ROWS][BW]);  // a multiple of 64: aligned_alloc's rule
+  struct Free {
+    void operator()(void* q) const { std::free(q); }
+  };
+  std::unique_ptr<void, Free> mem(std::aligned_alloc(64, 2 * kBytes * nt));
+  if (!mem) throw std::bad_alloc();
+#if defined(_OPENMP)
 #pragma omp parallel num_threads(nt)
 #endif
   {
-    alignas(64) float acc_s[ROWS][BW];
-    alignas(64) float acc_t[ROWS][BW];
+#if defined(_OPENMP)
+    char* mine = static_cast<char*>(mem.get()) + 2 * kBytes * omp_get_thread_num();
+#else
+    char* mine = static_cast<char*>(mem.get());
+#endif
+    auto acc_s = reinterpret_cast<float(*)[BW]>(mine);
+    auto acc_t = reinterpret_cast<float(*)[BW]>(mine + kBytes);
 #if defined(_OPENMP)
 #pragma omp for schedule(static)
 #endif
     for (int64_t blk = 0; blk < nblocks; ++blk) {
-      const int64_t col0 = blk * BW;
-      fn(col0, (int)std::min<int64_t>(BW, n3 - col0), acc_s, acc_t);
+      const int64_t col0 = blk * step;
+      fn(col0, (int)std::min<int64_t>(step, n3 - col0), acc_s, acc_t);
     }
   }
-  (void)num_threads;
 }
 
 // B > 1: within a block, tiles of kRowTile rows reuse the block's basis slice from L2.
 template <typename BasisT>
 void decode_batched(const DecodeParams& p, int num_threads) {
-  for_each_block<kRowTile, kBlockCols>(p, num_threads, [&](int64_t col0, int w, auto acc_s, auto acc_t) {
+  for_each_block<kRowTile, kBlockCols>(p, num_threads, kBlockCols, [&](int64_t col0, int w, auto acc_s, auto acc_t) {
     for (int64_t b0 = 0; b0 < p.batch; b0 += kRowTile) {
       const int nb = (int)std::min<int64_t>(kRowTile, p.batch - b0);
       run_tile<BasisT>(nb, acc_s, acc_t, p, b0, col0, w);
@@ -238,11 +260,27 @@ void decode_batched(const DecodeParams& p, int num_threads) {
 }
 
 // B = 1: nothing to reuse across batch tiles, so the blocks are wide (long contiguous
-// runs per basis row) and each basis row is streamed once, k outermost.
+// runs per basis row) and each basis row is streamed once, k outermost. The width is
+// cut so that every thread gets the same number of equal blocks (a ragged last block
+// would leave one core idle for up to a block's time).
+inline int64_t single_row_step(int64_t n3, int num_threads) {
+#if defined(_OPENMP)
+  const int64_t nt = num_threads > 0 ? num_threads : omp_get_max_threads();
+#else
+  const int64_t nt = 1;
+  (void)num_threads;
+#endif
+  const int64_t per_thread = (n3 + nt - 1) / nt;
+  const int64_t blocks = (per_thread + kWideCols - 1) / kWideCols;  // per thread
+  const int64_t step = ((per_thread + blocks - 1) / blocks + 47) / 48 * 48;  // whole vertices, whole vectors
+  return std::min<int64_t>(kWideCols, step);
+}
+
 template <typename BasisT>
 void decode_single_row(const DecodeParams& p, int num_threads) {
   const int64_t n3 = 3 * p.num_vertices;
-  for_each_block<1, kWideCols>(p, num_threads, [&](int64_t col0, int w, auto acc_s, auto acc_t) {
+  const int64_t step = single_row_step(n3, num_threads);
+  for_each_block<1, kWideCols>(p, num_threads, step, [&](int64_t col0, int w, auto acc_s, auto acc_t) {
     std::memcpy(acc_s[0], p.shape_mean + col0, w * sizeof(float));
     std::memcpy(acc_t[0], p.tex_mean + col0, w * sizeof(float));
     accumulate_stream(acc_s[0], static_cast<const BasisT*>(p.shape_basis), n3, col0, w, p.shape_components,

@@ -119,6 +119,24 @@ TEST_F(DecodeTest, CpuMatchesDoubleReferenceForSeveralBatchSizes) {
   }
 }
 
+TEST_F(DecodeTest, SingleRowStreamingOverSeveralWideBlocks) {
+  // B = 1 streams 8 basis rows at a time over blocks of up to 12,288 columns: 9,001
+  // vertices (27,003 columns) give several blocks per thread and a ragged last one,
+  // K = 19 and 17 leave a remainder after the groups of 8.
+  const TinyModel big = testutil::make_model(9001, 50, 19, 17, 23);
+  const std::string path = dir_.file("big.e3dmm");
+  testutil::write_file(path, testutil::cache_bytes(big));
+  const e3dmm::Decoder dec = e3dmm::Decoder::load(path);
+  const int64_t n3 = 3 * big.n;
+  const std::vector<float> coeffs = random_coeffs(1, 36, 5);
+  std::vector<float> v(n3);
+  std::vector<uint8_t> c(n3);
+  dec.decode(coeffs.data(), 1, v.data(), c.data(), nullptr);
+  const Reference ref = reference(big, coeffs, 1, 36, 0, 19);
+  expect_vertices(ref.vertices, v.data(), 1e-5);
+  expect_colors(ref.colors, c.data(), 1e-3);
+}
+
 TEST_F(DecodeTest, CustomLayoutAndCudaBodyOnHost) {
   const e3dmm::MorphableModel m = e3dmm::MorphableModel::load(path_);
   // A row with padding: beta first, then alpha, stride 20.

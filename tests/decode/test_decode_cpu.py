@@ -115,6 +115,18 @@ def test_thread_count_does_not_change_results(model):
     assert one.records.tobytes() == two.records.tobytes()
 
 
+@pytest.mark.parametrize("basis", ["fp32", "fp16"])
+def test_single_row_path_equals_the_batched_path_bit_for_bit(full_model, basis):
+    # B = 1 streams wide blocks whose width depends on the thread count (1, 2, 3 and 7
+    # threads cut 140,970 columns differently); the batched path is register-blocked.
+    # Both add the products in the same k order, so every result is the same bits.
+    coeffs = random_coeffs(2, seed=11)
+    batched = Decoder(full_model, basis_dtype=basis).decode(coeffs).records[0].tobytes()
+    for nt in (1, 2, 3, 7):
+        single = Decoder(full_model, basis_dtype=basis, num_threads=nt).decode(coeffs[:1]).records[0].tobytes()
+        assert single == batched, nt
+
+
 def test_outputs_subset(model):
     coeffs = random_coeffs(3)
     out = Decoder(model).decode(coeffs, outputs=("colors",))
