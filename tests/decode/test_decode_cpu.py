@@ -77,10 +77,11 @@ def test_cpu_fp16_within_documented_bound(model, b):
     assert err_v.max() > 0  # the fp16 path really used rounded bases
 
 
-def test_fp16_bases_give_exactly_the_fp32_result_of_rounded_bases(model):
+@pytest.mark.parametrize("b", [1, 8, 11])  # the streaming path, one batch tile, several tiles
+def test_fp16_bases_give_exactly_the_fp32_result_of_rounded_bases(model, b):
     # Same kernel, same accumulation order: decoding fp16 bases equals decoding their
-    # float32 widening. This pins the float16 load path bit for bit.
-    coeffs = random_coeffs(11, seed=5)
+    # float32 widening. This pins every float16 load path bit for bit.
+    coeffs = random_coeffs(b, seed=5)
     rounded = random_model(1237)
     rounded.shape_basis = model.shape_basis.astype(np.float16).astype(np.float32)
     rounded.tex_basis = model.tex_basis.astype(np.float16).astype(np.float32)
