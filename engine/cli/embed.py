@@ -88,6 +88,8 @@ class Store:
                 raise bad(f"inputs[{key!r}]", 'an object with "status" "ok" or "failed"')
             if rec["status"] == "failed" and not isinstance(rec.get("error"), str):
                 raise bad(f"inputs[{key!r}].error", "the failure's message")
+            if rec.get("chunk") is not None and not isinstance(rec.get("source"), str):
+                raise bad(f"inputs[{key!r}].source", "the input's name as its rows give it")
 
     def chunk_files(self, name: str) -> list[Path]:
         d = self.out / CHUNKS
@@ -105,10 +107,22 @@ class Store:
                              f"run uses {ident}; use another --output folder")
 
     def done(self, key: str, retry_failed: bool) -> dict | None:
+        """The input's record when this run should skip it, else None. With retry_failed,
+        failed inputs and videos with some failed frames run again (whole)."""
         rec = self.state["inputs"].get(key)
-        if rec is None or (retry_failed and rec["status"] == "failed"):
+        if rec is None or (retry_failed and (rec["status"] == "failed" or rec.get("failed_results"))):
             return None
         return rec
+
+    def live_sources(self) -> dict[str, set[str]]:
+        """{chunk: sources whose current record names that chunk}. A row is current when
+        its chunk is its input's recorded one: an input run again (--retry-failed on a
+        video with failed frames) leaves superseded rows behind in an older chunk."""
+        live: dict[str, set[str]] = {}
+        for rec in self.state["inputs"].values():
+            if rec.get("chunk"):
+                live.setdefault(rec["chunk"], set()).add(rec["source"])
+        return live
 
     def flush(self, rows: list[dict], descs: list[np.ndarray], finished: dict[str, dict]) -> None:
         """Write one chunk (if there are rows), then record it and `finished` inputs."""
@@ -175,9 +189,12 @@ def merge(store: Store) -> tuple[Path, int]:
     from engine.fileio import atomic_write
 
     names = store.state["chunks"]
+    live = store.live_sources()
     out = store.out
     dim = 198 if store.part == "all" else 99
     if store.fmt == "parquet":
+        import pyarrow as pa
+        import pyarrow.compute as pc
         import pyarrow.parquet as pq
 
         target = out / "descriptors.parquet"
@@ -186,6 +203,7 @@ def merge(store: Store) -> tuple[Path, int]:
             writer = None
             for name in names:
                 t = pq.read_table(store.chunk_files(name)[0])
+                t = t.filter(pc.is_in(t["source"], value_set=pa.array(sorted(live.get(name, ())), pa.string())))
                 writer = writer or pq.ParquetWriter(f, t.schema)
                 writer.write_table(t)
                 n += t.num_rows
@@ -194,27 +212,41 @@ def merge(store: Store) -> tuple[Path, int]:
             else:
                 writer.close()
         return target, n
-    # Sizes from the headers alone, then one chunk open at a time: thousands of chunks must
-    # not need thousands of open files (or memory maps) at once.
-    total = sum(_npy_rows(store.chunk_files(n)[0], dim) for n in names)
+    # Which rows are current, from the small CSVs; then one chunk open at a time: thousands
+    # of chunks must not need thousands of open files (or memory maps) at once.
+    keep = {}
+    for name in names:
+        rows = _csv_rows(store.chunk_files(name)[1])
+        if len(rows) != _npy_rows(store.chunk_files(name)[0], dim):
+            raise ModelFileError(f"{store.chunk_files(name)[1]}: {len(rows)} rows, but its .npy holds "
+                                 f"{_npy_rows(store.chunk_files(name)[0], dim)}; delete {out / PROGRESS} and "
+                                 f"{out / CHUNKS} to start this output folder again")
+        keep[name] = np.array([r[1] in live.get(name, ()) for r in rows], dtype=bool)
+    total = int(sum(int(k.sum()) for k in keep.values()))
     target = out / "descriptors.npy"
     with atomic_write(target) as f:
         np.lib.format.write_array_header_1_0(f, {"descr": "<f4", "fortran_order": False, "shape": (total, dim)})
         for name in names:
             a = np.load(store.chunk_files(name)[0], allow_pickle=False)
-            f.write(np.ascontiguousarray(a, "<f4").tobytes())
+            f.write(np.ascontiguousarray(a[keep[name]], "<f4").tobytes())
             del a
     with atomic_write(out / "metadata.csv", "w") as f:
         f.write(",".join(("row",) + COLUMNS) + "\n")
         row = 0
         for name in names:
-            text = store.chunk_files(name)[1].read_text(encoding="utf-8")
-            for rec in list(csv.reader(io.StringIO(text)))[1:]:
+            for rec, current in zip(_csv_rows(store.chunk_files(name)[1]), keep[name]):
+                if not current:
+                    continue
                 buf = io.StringIO()
                 csv.writer(buf).writerow([row] + rec[1:])
                 f.write(buf.getvalue().replace("\r\n", "\n"))
                 row += 1
     return target, total
+
+
+def _csv_rows(path: Path) -> list[list[str]]:
+    """A chunk's metadata rows (header dropped): [row, source, face_index, ...]."""
+    return list(csv.reader(io.StringIO(path.read_text(encoding="utf-8"))))[1:]
 
 
 def _npy_rows(path: Path, dim: int) -> int:
@@ -242,17 +274,20 @@ def run(args) -> int:
     report = C.Report()
     paths = C.expand_each(args.inputs, report, recursive=args.recursive)
     store = Store(out, "parquet" if args.parquet else "npy", args.part)
-    todo, skipped = [], 0
+    todo, skipped, kept_partial = [], 0, 0
     for p in paths:
         rec = store.done(C.source_key(p), args.retry_failed)
         if rec is None:
             todo.append(p)
             continue
         skipped += 1
+        if rec.get("failed_results"):
+            kept_partial += 1
         if rec["status"] == "failed":  # still a failure of this output folder: say it again
             report.fail(p, f"{rec['error']} (recorded by an earlier run; --retry-failed to try again)")
     if skipped and not args.quiet:
-        C.say(f"engine3dmm: embed: {skipped} input(s) already done in {out}, skipped")
+        C.say(f"engine3dmm: embed: {skipped} input(s) already done in {out}, skipped"
+              + (f" ({kept_partial} with failed frames: --retry-failed runs them again)" if kept_partial else ""))
     rows, descs, finished = [], [], {}
     partial: set[str] = set()  # videos kept with some frames failed: reported, not failed inputs
     cur = None  # [key, source, rows, descs, first error, failed results] of the input whose results are arriving

@@ -168,7 +168,8 @@ def build_parser(prog: str = "engine3dmm") -> argparse.ArgumentParser:
     p.add_argument("--part", choices=PARTS, default="all",
                    help="all 198 coefficients, alpha (99 shape) or beta (99 texture)")
     p.add_argument("--retry-failed", action="store_true",
-                   help="on a rerun, try again the inputs that failed before (default: skip them too)")
+                   help="on a rerun, try again the inputs that failed before, and videos with failed frames "
+                        "(whole; their earlier rows are replaced) (default: skip them too)")
     p.add_argument("--flush-every", type=_positive_int, default=64, metavar="N",
                    help="save progress every N inputs (what a crash or Ctrl-C can lose at most)")
     _network_options(p)

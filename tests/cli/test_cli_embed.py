@@ -162,6 +162,7 @@ def test_merge_opens_one_chunk_at_a_time(tmp_path):
                "y1": None, "score": None}
         _write_chunk(store.chunk_files(name), "npy", [row], np.full((1, 198), i, np.float32))
         store.state["chunks"].append(name)
+        store.state["inputs"][f"/in/img{i}.png"] = {"source": row["source"], "status": "ok", "chunk": name}
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 64, hard))
     try:
@@ -203,6 +204,57 @@ def test_a_failed_frame_keeps_the_other_frames(cli, photos, tmp_path, monkeypatc
     assert rec["status"] == "ok" and rec["faces"] == 2 and rec["failed_results"] == 1
 
 
+@pytest.mark.parametrize("fmt", ["npy", "parquet"])
+def test_retry_failed_reruns_a_video_with_failed_frames_and_replaces_its_rows(cli, three, tmp_path, monkeypatch, fmt):
+    import dataclasses
+
+    from engine.pipeline import Reconstructor
+
+    if fmt == "parquet":
+        pytest.importorskip("pyarrow")
+    flags = ["--parquet"] if fmt == "parquet" else []
+    real = Reconstructor.embed
+
+    def astronaut_as_a_video_with_a_bad_frame(self, inputs, **kw):
+        results = list(real(self, inputs, **kw))
+
+        def gen():
+            for r in results:
+                if "astronaut" not in str(r.source):
+                    yield r
+                    continue
+                yield dataclasses.replace(r, frame=0)
+                yield dataclasses.replace(r, frame=1, error=f"{r.source}: frame 1: no face found")
+                yield dataclasses.replace(r, frame=2)
+        return gen()
+
+    def table(out):
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            t = pq.read_table(out / "descriptors.parquet")
+            return [(s, f) for s, f in zip(t["source"].to_pylist(), t["frame"].to_pylist())]
+        rows = read_csv(out / "metadata.csv")
+        assert load_npy(out / "descriptors.npy").shape == (len(rows), 198)
+        return [(r["source"], int(r["frame"]) if r["frame"] else None) for r in rows]
+
+    a, c = str(three / "astronaut.png"), str(three / "chelsea.jpg")
+    out = tmp_path / "desc"
+    with monkeypatch.context() as m:
+        m.setattr(Reconstructor, "embed", astronaut_as_a_video_with_a_bad_frame)
+        assert cli("embed", a, c, "--cropped", "-o", out, *flags).rc == 1
+    assert table(out) == [(a, 0), (a, 2), (c, None)]
+    r = cli("embed", a, c, "--cropped", "-o", out, *flags)  # kept as it is, and says so
+    assert r.rc == 0 and "2 input(s) already done" in r.err and "1 with failed frames: --retry-failed" in r.err
+    assert table(out) == [(a, 0), (a, 2), (c, None)]
+    # Run again whole (now every frame succeeds): its old rows are replaced, chelsea's stay.
+    r = cli("embed", a, c, "--cropped", "-o", out, "--retry-failed", *flags)
+    assert r.rc == 0, r.err
+    assert table(out) == [(c, None), (a, None)]
+    rec = json.loads((out / "progress.json").read_text())["inputs"][a]
+    assert rec["status"] == "ok" and rec["failed_results"] == 0
+
+
 def test_resume_with_the_same_weights_elsewhere(cli, three, tmp_path):
     out = tmp_path / "desc"
     assert cli("embed", three / "astronaut.png", "--cropped", "-o", out, "-q").rc == 0
@@ -226,6 +278,7 @@ def test_resume_with_the_same_weights_elsewhere(cli, three, tmp_path):
     (lambda p: p.pop("identity"), "'identity'"),
     (lambda p: p.update(inputs=[]), "'inputs'"),
     (lambda p: p.update(chunks={}), "'chunks'"),
+    (lambda p: [rec.pop("source") for rec in p["inputs"].values()], '"inputs['),  # rows cannot be matched
 ])
 def test_a_damaged_progress_record_is_named(cli, three, tmp_path, change, field):
     out = tmp_path / "desc"

@@ -32,7 +32,8 @@ def test_every_command_has_help_with_examples(cli, command):
 @pytest.mark.parametrize("argv, message", [
     ([], "usage:"),
     (["frobnicate"], "invalid choice"),
-    (["reconstruct"], "the following arguments are required: INPUT"),
+    (["reconstruct"], "give at least one INPUT or --camera INDEX"),
+    (["embed"], "the following arguments are required: INPUT"),
     (["reconstruct", "x.jpg", "--runner", "caffe"], "invalid choice: 'caffe'"),
     (["reconstruct", "x.jpg", "--batch-size", "0"], "expected a positive integer, found '0'"),
     (["reconstruct", "x.jpg", "--cropped", "--boxes", "b.csv"], "not allowed with argument"),
