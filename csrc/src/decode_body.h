@@ -70,8 +70,25 @@ E3DMM_HD uint8_t to_color(float v) {
   return (uint8_t)(int)v;
 }
 
-// Largest batch tile one thread handles; the accumulators live in registers.
+// Largest batch tile one thread handles; the accumulators live in registers. Every loop
+// over the tile therefore runs to the constant kTile (unrolled, `if (r < nb)` inside) and
+// nothing takes an accumulator's address: a runtime index or a pointer would move the
+// whole array to local memory on the GPU (ptxas -v then reports a 192-byte stack frame).
 constexpr int kTile = 16;
+
+// The float's 4 bytes at an unaligned address (PLY records are 15 bytes), from a value
+// rather than from memory, so the accumulator stays in a register.
+E3DMM_HD void store_float_bytes(uint8_t* dst, float v) {
+#if defined(__CUDA_ARCH__)
+  const uint32_t u = __float_as_uint(v);
+  dst[0] = (uint8_t)u;  // little-endian, like the host and the PLY header's binary_little_endian
+  dst[1] = (uint8_t)(u >> 8);
+  dst[2] = (uint8_t)(u >> 16);
+  dst[3] = (uint8_t)(u >> 24);
+#else
+  memcpy(dst, &v, sizeof v);
+#endif
+}
 
 // One thread's work: vertex `v` for batch rows b0 .. b0 + nb - 1 (nb <= kTile).
 // `coef` points at the tile's coefficients: row r (0 <= r < nb) has alpha at
@@ -87,8 +104,13 @@ E3DMM_HD void decode_vertex(const DecodeParams& p, const float* coef, int coef_s
 
   float acc[kTile][3];
   // Shape: the mean plus the folded basis times alpha.
-  for (int r = 0; r < kTile; ++r)
-    for (int c = 0; c < 3; ++c) acc[r][c] = p.shape_mean[col + c];
+  const float mx = p.shape_mean[col], my = p.shape_mean[col + 1], mz = p.shape_mean[col + 2];
+E3DMM_UNROLL
+  for (int r = 0; r < kTile; ++r) {
+    acc[r][0] = mx;
+    acc[r][1] = my;
+    acc[r][2] = mz;
+  }
   E3DMM_UNROLL_K
   for (int k = 0; k < p.shape_components; ++k) {
     const float b_x = load_basis(shape_basis, k * n3 + col);
@@ -104,7 +126,9 @@ E3DMM_UNROLL
       }
     }
   }
-  for (int r = 0; r < nb; ++r) {
+E3DMM_UNROLL
+  for (int r = 0; r < kTile; ++r) {
+    if (r >= nb) continue;
     const int64_t b = b0 + r;
     if (p.vertices) {
       float* out = p.vertices + b * n3 + col;
@@ -114,13 +138,20 @@ E3DMM_UNROLL
     }
     if (p.records) {
       uint8_t* rec = p.records + (b * p.num_vertices + v) * kRecordBytes;
-      memcpy(rec, acc[r], 3 * sizeof(float));
+      store_float_bytes(rec, acc[r][0]);
+      store_float_bytes(rec + 4, acc[r][1]);
+      store_float_bytes(rec + 8, acc[r][2]);
     }
   }
 
   // Texture: same sum with beta, then the release's clamp-and-truncate.
-  for (int r = 0; r < kTile; ++r)
-    for (int c = 0; c < 3; ++c) acc[r][c] = p.tex_mean[col + c];
+  const float tr = p.tex_mean[col], tg = p.tex_mean[col + 1], tb = p.tex_mean[col + 2];
+E3DMM_UNROLL
+  for (int r = 0; r < kTile; ++r) {
+    acc[r][0] = tr;
+    acc[r][1] = tg;
+    acc[r][2] = tb;
+  }
   E3DMM_UNROLL_K
   for (int k = 0; k < p.tex_components; ++k) {
     const float b_r = load_basis(tex_basis, k * n3 + col);
@@ -136,7 +167,9 @@ E3DMM_UNROLL
       }
     }
   }
-  for (int r = 0; r < nb; ++r) {
+E3DMM_UNROLL
+  for (int r = 0; r < kTile; ++r) {
+    if (r >= nb) continue;
     const int64_t b = b0 + r;
     const uint8_t c0 = to_color(acc[r][0]), c1 = to_color(acc[r][1]), c2 = to_color(acc[r][2]);
     if (p.colors) {
