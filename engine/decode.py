@@ -191,7 +191,11 @@ class Decoder:
         if check_finite:
             s.synchronize()
         if check_finite and int(flag.item()):
-            bad = (~torch.isfinite(coeffs)).nonzero()[0].tolist()
+            # Only alpha and beta columns are read (and flagged): look for the first bad one there.
+            bad_mask = torch.zeros(coeffs.shape, dtype=torch.bool, device=coeffs.device)
+            for lo, k in ((self.shape_offset, self.shape_components), (self.tex_offset, self.tex_components)):
+                bad_mask[:, lo:lo + k] |= ~torch.isfinite(coeffs[:, lo:lo + k])
+            bad = bad_mask.nonzero()[0].tolist()
             raise InputError(f"decode: coeffs[{bad[0]}, {bad[1]}]: expected a finite number, "
                              f"found {coeffs[bad[0], bad[1]].item()}")
         return DecodedBatch(v, col, rec, self.faces)

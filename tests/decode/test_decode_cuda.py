@@ -67,3 +67,17 @@ def test_cuda_non_finite_flag(full_model):
     c[3, 120] = np.nan
     with pytest.raises(InputError, match=r"coeffs\[3, 120\]"):
         Decoder(full_model, device="cuda").decode(torch.from_numpy(c).cuda())
+
+
+def test_cuda_non_finite_outside_alpha_and_beta_is_ignored_and_not_blamed(full_model):
+    # Rows wider than 198 (e.g. a network head with extra outputs): only alpha and beta
+    # are read, so a NaN elsewhere is not an error, and the message names the read column.
+    import torch
+
+    c = np.concatenate([np.full((2, 3), np.nan, np.float32), random_coeffs(2)], axis=1)  # 3 unused leading columns
+    dec = Decoder(full_model, device="cuda", shape_offset=3)
+    out = dec.decode(torch.from_numpy(c).cuda())
+    assert torch.isfinite(out.vertices).all()
+    c[1, 3 + 150] = np.inf
+    with pytest.raises(InputError, match=r"coeffs\[1, 153\]"):
+        dec.decode(torch.from_numpy(c).cuda())
