@@ -105,7 +105,9 @@ class TorchCudaRunner(Runner):
     def _graph(self, batch: int):
         torch = _import_torch()
         if batch not in self._graphs:
-            static_in = torch.zeros((batch, *CROP_SHAPE), device=self._dev)
+            # channels-last like the eager path's input, so the captured convolutions are the same
+            # kernels; copy_() into it keeps this layout.
+            static_in = torch.zeros((batch, *CROP_SHAPE), device=self._dev).contiguous(memory_format=torch.channels_last)
             # Warm up (cuDNN autotuning, allocator) on our stream before capture: a graph
             # must not capture one-time work.
             with torch.cuda.stream(self.stream), torch.inference_mode():
