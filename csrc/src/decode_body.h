@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "e3dmm/decode.h"
 
@@ -71,10 +72,25 @@ E3DMM_HD uint8_t to_color(float v) {
 }
 
 // Largest batch tile one thread handles; the accumulators live in registers. Every loop
-// over the tile therefore runs to the constant kTile (unrolled, `if (r < nb)` inside) and
-// nothing takes an accumulator's address: a runtime index or a pointer would move the
+// over the tile therefore runs to the compile-time Tile (unrolled, `if (r < nb)` inside)
+// and nothing takes an accumulator's address: a runtime index or a pointer would move the
 // whole array to local memory on the GPU (ptxas -v then reports a 192-byte stack frame).
 constexpr int kTile = 16;
+
+// The tile a batch is decoded with: small batches get small tiles, so that a thread holds
+// only the accumulators it uses (3 x Tile registers). At B = 1 the kernel is bound by
+// memory latency, and fewer registers per thread mean more threads in flight per SM.
+constexpr int tile_for(int64_t batch) { return batch <= 1 ? 1 : batch <= 4 ? 4 : kTile; }
+
+// Calls f(std::integral_constant<int, Tile>{}) with the tile of `batch`.
+template <typename F>
+inline void with_tile(int64_t batch, F&& f) {
+  switch (tile_for(batch)) {
+    case 1: f(std::integral_constant<int, 1>{}); break;
+    case 4: f(std::integral_constant<int, 4>{}); break;
+    default: f(std::integral_constant<int, kTile>{}); break;
+  }
+}
 
 // The float's 4 bytes at an unaligned address (PLY records are 15 bytes), from a value
 // rather than from memory, so the accumulator stays in a register.
@@ -90,11 +106,11 @@ E3DMM_HD void store_float_bytes(uint8_t* dst, float v) {
 #endif
 }
 
-// One thread's work: vertex `v` for batch rows b0 .. b0 + nb - 1 (nb <= kTile).
+// One thread's work: vertex `v` for batch rows b0 .. b0 + nb - 1 (nb <= Tile).
 // `coef` points at the tile's coefficients: row r (0 <= r < nb) has alpha at
 // coef[r * coef_stride + shape_offset + k] and beta at coef[r * coef_stride + tex_offset + k]
 // (on the GPU a shared-memory copy, on the host the caller's rows).
-template <typename BasisT>
+template <int Tile, typename BasisT>
 E3DMM_HD void decode_vertex(const DecodeParams& p, const float* coef, int coef_stride, int shape_offset,
                             int tex_offset, int64_t b0, int nb, int64_t v) {
   const int64_t n3 = 3 * p.num_vertices;
@@ -102,11 +118,11 @@ E3DMM_HD void decode_vertex(const DecodeParams& p, const float* coef, int coef_s
   const BasisT* shape_basis = static_cast<const BasisT*>(p.shape_basis);
   const BasisT* tex_basis = static_cast<const BasisT*>(p.tex_basis);
 
-  float acc[kTile][3];
+  float acc[Tile][3];
   // Shape: the mean plus the folded basis times alpha.
   const float mx = p.shape_mean[col], my = p.shape_mean[col + 1], mz = p.shape_mean[col + 2];
 E3DMM_UNROLL
-  for (int r = 0; r < kTile; ++r) {
+  for (int r = 0; r < Tile; ++r) {
     acc[r][0] = mx;
     acc[r][1] = my;
     acc[r][2] = mz;
@@ -117,7 +133,7 @@ E3DMM_UNROLL
     const float b_y = load_basis(shape_basis, k * n3 + col + 1);
     const float b_z = load_basis(shape_basis, k * n3 + col + 2);
 E3DMM_UNROLL
-    for (int r = 0; r < kTile; ++r) {
+    for (int r = 0; r < Tile; ++r) {
       if (r < nb) {
         const float a = coef[r * coef_stride + shape_offset + k];
         acc[r][0] = fmaf(a, b_x, acc[r][0]);
@@ -127,7 +143,7 @@ E3DMM_UNROLL
     }
   }
 E3DMM_UNROLL
-  for (int r = 0; r < kTile; ++r) {
+  for (int r = 0; r < Tile; ++r) {
     if (r >= nb) continue;
     const int64_t b = b0 + r;
     if (p.vertices) {
@@ -147,7 +163,7 @@ E3DMM_UNROLL
   // Texture: same sum with beta, then the release's clamp-and-truncate.
   const float tr = p.tex_mean[col], tg = p.tex_mean[col + 1], tb = p.tex_mean[col + 2];
 E3DMM_UNROLL
-  for (int r = 0; r < kTile; ++r) {
+  for (int r = 0; r < Tile; ++r) {
     acc[r][0] = tr;
     acc[r][1] = tg;
     acc[r][2] = tb;
@@ -158,7 +174,7 @@ E3DMM_UNROLL
     const float b_g = load_basis(tex_basis, k * n3 + col + 1);
     const float b_b = load_basis(tex_basis, k * n3 + col + 2);
 E3DMM_UNROLL
-    for (int r = 0; r < kTile; ++r) {
+    for (int r = 0; r < Tile; ++r) {
       if (r < nb) {
         const float t = coef[r * coef_stride + tex_offset + k];
         acc[r][0] = fmaf(t, b_r, acc[r][0]);
@@ -168,7 +184,7 @@ E3DMM_UNROLL
     }
   }
 E3DMM_UNROLL
-  for (int r = 0; r < kTile; ++r) {
+  for (int r = 0; r < Tile; ++r) {
     if (r >= nb) continue;
     const int64_t b = b0 + r;
     const uint8_t c0 = to_color(acc[r][0]), c1 = to_color(acc[r][1]), c2 = to_color(acc[r][2]);

@@ -113,16 +113,19 @@ void decode_cpu(const DecodeParams& p, int num_threads) {
 void decode_cuda_body_on_host(const DecodeParams& p) {
   validate(p);
   check_finite(p);
-  for (int64_t b0 = 0; b0 < p.batch; b0 += body::kTile) {
-    const int nb = (int)std::min<int64_t>(body::kTile, p.batch - b0);
-    const float* coef = p.coeffs + b0 * p.coeff_stride;
-    for (int64_t v = 0; v < p.num_vertices; ++v) {
-      if (p.basis_type == BasisType::Float16)
-        body::decode_vertex<uint16_t>(p, coef, p.coeff_stride, p.shape_offset, p.tex_offset, b0, nb, v);
-      else
-        body::decode_vertex<float>(p, coef, p.coeff_stride, p.shape_offset, p.tex_offset, b0, nb, v);
+  body::with_tile(p.batch, [&](auto tile) {  // the tile the GPU launch picks for this batch
+    constexpr int kT = decltype(tile)::value;
+    for (int64_t b0 = 0; b0 < p.batch; b0 += kT) {
+      const int nb = (int)std::min<int64_t>(kT, p.batch - b0);
+      const float* coef = p.coeffs + b0 * p.coeff_stride;
+      for (int64_t v = 0; v < p.num_vertices; ++v) {
+        if (p.basis_type == BasisType::Float16)
+          body::decode_vertex<kT, uint16_t>(p, coef, p.coeff_stride, p.shape_offset, p.tex_offset, b0, nb, v);
+        else
+          body::decode_vertex<kT, float>(p, coef, p.coeff_stride, p.shape_offset, p.tex_offset, b0, nb, v);
+      }
     }
-  }
+  });
 }
 
 }  // namespace e3dmm

@@ -3,7 +3,7 @@
 // Grid: x = batch tile (fastest varying, so the blocks resident together work on the
 // same vertices and share the basis slice through L2), y = block of vertices.
 // Each block copies its tile's coefficients to shared memory once; each thread then
-// computes one vertex for up to body::kTile batch rows. Consecutive threads read
+// computes one vertex for up to Tile batch rows (body::tile_for: 1, 4 or 16). Consecutive threads read
 // consecutive basis columns of one component row (K-major layout), so loads coalesce.
 #include <cuda_runtime.h>
 
@@ -19,12 +19,12 @@ namespace {
 
 constexpr int kThreads = 128;
 
-template <typename BasisT>
+template <int Tile, typename BasisT>
 __global__ void decode_kernel(DecodeParams p, int* nonfinite_flag) {
   extern __shared__ float coef[];  // [nb][Ks + Kt]: alpha then beta
   const int ks = p.shape_components, kt = p.tex_components, width = ks + kt;
-  const int64_t b0 = (int64_t)blockIdx.x * body::kTile;
-  const int nb = (int)min((int64_t)body::kTile, p.batch - b0);
+  const int64_t b0 = (int64_t)blockIdx.x * Tile;
+  const int nb = (int)min((int64_t)Tile, p.batch - b0);
   bool bad = false;
   for (int i = threadIdx.x; i < nb * width; i += blockDim.x) {
     const int r = i / width, k = i % width;
@@ -36,7 +36,7 @@ __global__ void decode_kernel(DecodeParams p, int* nonfinite_flag) {
   if (bad && nonfinite_flag) atomicOr(nonfinite_flag, 1);
   __syncthreads();
   const int64_t v = (int64_t)blockIdx.y * blockDim.x + threadIdx.x;
-  if (v < p.num_vertices) body::decode_vertex<BasisT>(p, coef, width, 0, ks, b0, nb, v);
+  if (v < p.num_vertices) body::decode_vertex<Tile, BasisT>(p, coef, width, 0, ks, b0, nb, v);
 }
 
 void check(cudaError_t err, const char* what) {
@@ -64,18 +64,21 @@ void decode_cuda(const DecodeParams& p, void* stream, int* nonfinite_flag) {
   if (cuda_device_count() == 0) throw Unavailable("decode_cuda: no CUDA device is available (driver or GPU missing)");
   validate(p);
   const int64_t vblocks = (p.num_vertices + kThreads - 1) / kThreads;
-  const int64_t btiles = (p.batch + body::kTile - 1) / body::kTile;
   if (vblocks > 65535)
     throw InvalidInput("decode_cuda: num_vertices: expected <= " + std::to_string(65535LL * kThreads) +
                        ", found " + std::to_string(p.num_vertices));
-  if (btiles > 2147483647LL) throw InvalidInput("decode_cuda: batch: too large, found " + std::to_string(p.batch));
-  const size_t smem = sizeof(float) * body::kTile * (size_t)(p.shape_components + p.tex_components);
-  const dim3 grid((unsigned)btiles, (unsigned)vblocks);
   cudaStream_t s = static_cast<cudaStream_t>(stream);
-  if (p.basis_type == BasisType::Float16)
-    decode_kernel<uint16_t><<<grid, kThreads, smem, s>>>(p, nonfinite_flag);
-  else
-    decode_kernel<float><<<grid, kThreads, smem, s>>>(p, nonfinite_flag);
+  body::with_tile(p.batch, [&](auto tile) {
+    constexpr int kT = decltype(tile)::value;
+    const int64_t btiles = (p.batch + kT - 1) / kT;
+    if (btiles > 2147483647LL) throw InvalidInput("decode_cuda: batch: too large, found " + std::to_string(p.batch));
+    const size_t smem = sizeof(float) * kT * (size_t)(p.shape_components + p.tex_components);
+    const dim3 grid((unsigned)btiles, (unsigned)vblocks);
+    if (p.basis_type == BasisType::Float16)
+      decode_kernel<kT, uint16_t><<<grid, kThreads, smem, s>>>(p, nonfinite_flag);
+    else
+      decode_kernel<kT, float><<<grid, kThreads, smem, s>>>(p, nonfinite_flag);
+  });
   check(cudaGetLastError(), "kernel launch");
 }
 

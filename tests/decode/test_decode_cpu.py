@@ -140,11 +140,12 @@ def test_colour_clamps_hit_both_ends(model):
     assert colors.min() == 0 and colors.max() == 255
 
 
-@pytest.mark.parametrize("b", [1, 5, 16, 17, 33])
+@pytest.mark.parametrize("b", [1, 3, 4, 5, 16, 17, 33])
 @pytest.mark.parametrize("basis", ["fp32", "fp16"])
 def test_cuda_thread_body_on_host_matches_reference(b, basis):
-    # The CUDA kernel's per-thread body, run over the whole index space on the CPU:
-    # batch tiles of 16 with remainders, every vertex, both basis types.
+    # The CUDA kernel's per-thread body, run over the whole index space on the CPU with
+    # the tile the launch picks (1 for B = 1, 4 up to B = 4, else 16, with remainders),
+    # every vertex, both basis types.
     m = random_model(301, seed=b)
     coeffs = random_coeffs(b, seed=30 + b)
     dt = np.float32 if basis == "fp32" else np.float16
