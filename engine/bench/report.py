@@ -72,7 +72,7 @@ def write_json(path: str | os.PathLike, rows: list[Row], machine: Machine) -> No
 
 
 def markdown(rows: list[Row], machine: Machine, command: str, notes: list[str]) -> str:
-    out = [f"# `python -m engine.bench` results", "",
+    out = ["# `python -m engine.bench` results", "",
            f"- Machine: {machine.describe()}", f"- Date: {_now()}", f"- Command: `{command}`",
            f"- Model: {next((r.model for r in rows if r.stage != 'detect'), '-')}", *[f"- {n}" for n in notes], "",
            "| stage | runner | device | precision | batch | p50 ms | p99 ms | faces/s | peak RSS MiB | GPU MiB | note |",

@@ -19,8 +19,6 @@ result, as on the CPU (its NaN vertices are never exposed).
 """
 from __future__ import annotations
 
-import numpy as np
-
 from engine.mesh_io import VERTEX_DTYPE
 from engine.pipeline.results import HostDecoded, record_views
 

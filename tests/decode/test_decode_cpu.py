@@ -8,7 +8,6 @@ import pytest
 from engine import _core
 from engine._reference import decode_reference
 from engine.decode import Decoder, fp16_error_bound
-from engine.errors import InputError
 from engine.mesh_io import VERTEX_DTYPE
 from tests.decode.models import random_coeffs, random_model
 

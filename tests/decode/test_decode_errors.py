@@ -7,7 +7,6 @@ import pytest
 from engine import _core
 from engine.decode import Decoder
 from engine.errors import InputError, UnavailableError
-from engine.mesh_io import VERTEX_DTYPE
 from tests.decode.models import random_coeffs, random_model
 
 C = _core.core()
