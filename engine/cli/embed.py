@@ -32,15 +32,19 @@ COLUMNS = ("source", "face_index", "frame", "x0", "y0", "x1", "y1", "score")
 # fingerprint is the sha256 of the weights themselves: the same weights moved to another
 # folder (the "network" description names the path) are still the same network.
 IDENTITY_KEYS = ("network_fingerprint", "network_synthetic")
+# Which frames of each video a folder's descriptors hold: a rerun must take the same ones.
+DEFAULT_FRAMES = {"frame_step": 1, "max_frames": None}
 
 
 class Store:
     """The output folder's progress record and chunk files."""
 
-    def __init__(self, out: Path, fmt: str, part: str):
+    def __init__(self, out: Path, fmt: str, part: str, frames: dict | None = None):
         self.out, self.fmt, self.part = out, fmt, part
+        self.frames = dict(DEFAULT_FRAMES if frames is None else frames)
         self.path = out / PROGRESS
-        self.state = {"version": 1, "format": fmt, "part": part, "identity": None, "chunks": [], "inputs": {}}
+        self.state = {"version": 1, "format": fmt, "part": part, "frames": self.frames, "identity": None,
+                      "chunks": [], "inputs": {}}
         if self.path.exists():
             self._load()
 
@@ -51,9 +55,11 @@ class Store:
             raise ModelFileError(f"{self.path}: unreadable progress record ({e}); delete it (and {CHUNKS}/) "
                                  "to start this output folder again") from None
         self._check_fields(state)
-        for key, mine in (("format", self.fmt), ("part", self.part)):
+        # Records written before frame options existed took every frame.
+        state.setdefault("frames", dict(DEFAULT_FRAMES))
+        for key, mine in (("format", self.fmt), ("part", self.part), ("frames", self.frames)):
             if state.get(key) != mine:
-                flag = {"format": "--parquet", "part": "--part"}[key]
+                flag = {"format": "--parquet", "part": "--part", "frames": "--frame-step/--max-frames"}[key]
                 raise InputError(f"{self.out}: holds descriptors made with {key} {state.get(key)!r}, this run asks "
                                  f"for {mine!r} ({flag}); use another --output folder")
         for name in state["chunks"]:  # every recorded chunk must still be there
@@ -273,7 +279,8 @@ def run(args) -> int:
     C.apply_max_pixels(args.max_pixels)
     report = C.Report()
     paths = C.expand_each(args.inputs, report, recursive=args.recursive)
-    store = Store(out, "parquet" if args.parquet else "npy", args.part)
+    store = Store(out, "parquet" if args.parquet else "npy", args.part,
+                  {"frame_step": args.frame_step, "max_frames": args.max_frames})
     todo, skipped, kept_partial = [], 0, 0
     for p in paths:
         rec = store.done(C.source_key(p), args.retry_failed)

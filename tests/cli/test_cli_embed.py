@@ -300,3 +300,18 @@ def test_video_frame_step(cli, photos, tmp_path):
     assert r.rc == 0, r.err
     assert [row["frame"] for row in read_csv(out / "metadata.csv")] == ["0", "2", "4"]
     assert load_npy(out / "descriptors.npy").shape == (3, 198)
+    # The folder holds every 2nd frame: a rerun with other frame options is refused, not mixed in.
+    r = cli("embed", clip, "--cropped", "-o", out)
+    assert r.rc == 1 and "frame_step" in r.err and "use another --output folder" in r.err
+    r = cli("embed", clip, "--cropped", "--frame-step", "2", "-o", out)
+    assert r.rc == 0 and "1 input(s) already done" in r.err
+
+
+def test_a_progress_record_from_before_frame_options_still_resumes(cli, three, tmp_path):
+    out = tmp_path / "desc"
+    assert cli("embed", three / "astronaut.png", "--cropped", "-o", out, "-q").rc == 0
+    progress = json.loads((out / "progress.json").read_text())
+    assert progress.pop("frames") == {"frame_step": 1, "max_frames": None}
+    (out / "progress.json").write_text(json.dumps(progress))
+    r = cli("embed", three / "astronaut.png", "--cropped", "-o", out)
+    assert r.rc == 0 and "1 input(s) already done" in r.err
