@@ -277,6 +277,20 @@ def _cv2():
     return cv2
 
 
+def _int_at_least(value, lo: int) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)) and value >= lo
+
+
+def check_frame_span(step, max_frames, *, step_name: str = "step") -> tuple[int, int | None]:
+    """(step, max_frames) as ints after checking them: every step-th frame (>= 1), at most
+    max_frames of them (None: all; else >= 1). InputError names the argument."""
+    if not _int_at_least(step, 1):
+        raise InputError(f"{step_name}: expected an integer >= 1, found {step!r}")
+    if max_frames is not None and not _int_at_least(max_frames, 1):
+        raise InputError(f"max_frames: expected None or an integer >= 1, found {max_frames!r}")
+    return int(step), None if max_frames is None else int(max_frames)
+
+
 def iter_video_frames(
     source: str | os.PathLike | int, *, step: int = 1, max_frames: int | None = None
 ) -> Iterator[tuple[int, np.ndarray]]:
@@ -289,10 +303,7 @@ def iter_video_frames(
     decoded). `max_frames` bounds the number yielded. Camera streams end when the
     camera stops delivering frames or `max_frames` is reached.
     """
-    if isinstance(step, bool) or not isinstance(step, int) or step < 1:
-        raise InputError(f"step: expected an integer >= 1, found {step!r}")
-    if max_frames is not None and (not isinstance(max_frames, int) or max_frames < 0):
-        raise InputError(f"max_frames: expected None or an integer >= 0, found {max_frames!r}")
+    step, max_frames = check_frame_span(step, max_frames)
     cv2 = _cv2()
     if isinstance(source, bool) or not isinstance(source, (int, str, os.PathLike)):
         raise InputError(f"video source: expected a path or a camera index, found {type(source).__name__}")
@@ -325,7 +336,7 @@ def iter_video_frames(
             elif not cap.grab():
                 break
             index += 1
-        if index == 0 and yielded == 0 and max_frames != 0:
+        if index == 0 and yielded == 0:
             raise InputError(f"{name}: opened but no frame could be decoded")
     finally:
         cap.release()

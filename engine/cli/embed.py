@@ -222,11 +222,11 @@ def merge(store: Store) -> tuple[Path, int]:
     # of chunks must not need thousands of open files (or memory maps) at once.
     keep = {}
     for name in names:
-        rows = _csv_rows(store.chunk_files(name)[1])
-        if len(rows) != _npy_rows(store.chunk_files(name)[0], dim):
-            raise ModelFileError(f"{store.chunk_files(name)[1]}: {len(rows)} rows, but its .npy holds "
-                                 f"{_npy_rows(store.chunk_files(name)[0], dim)}; delete {out / PROGRESS} and "
-                                 f"{out / CHUNKS} to start this output folder again")
+        npy, csv_path = store.chunk_files(name)
+        rows, n_npy = _csv_rows(csv_path), _npy_rows(npy, dim)
+        if len(rows) != n_npy:
+            raise ModelFileError(f"{csv_path}: {len(rows)} rows, but its .npy holds {n_npy}; delete "
+                                 f"{out / PROGRESS} and {out / CHUNKS} to start this output folder again")
         keep[name] = np.array([r[1] in live.get(name, ()) for r in rows], dtype=bool)
     total = int(sum(int(k.sum()) for k in keep.values()))
     target = out / "descriptors.npy"

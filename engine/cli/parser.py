@@ -51,14 +51,21 @@ def _common(sub: bool) -> argparse.ArgumentParser:
     return p
 
 
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, found {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, found {text!r}")
-    return v
+def _int_at_least(lo: int, expected: str):
+    """An argparse type: an integer >= lo, else a usage error saying `expected`."""
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            v = lo - 1
+        if v < lo:
+            raise argparse.ArgumentTypeError(f"expected {expected}, found {text!r}")
+        return v
+    return parse
+
+
+_positive_int = _int_at_least(1, "a positive integer")
+_non_negative_int = _int_at_least(0, "an integer >= 0")
 
 
 def _network_options(p: argparse.ArgumentParser) -> None:
@@ -90,16 +97,6 @@ def _input_options(p: argparse.ArgumentParser, nargs: str | None = "+") -> None:
     g.add_argument("--max-pixels", type=_positive_int, metavar="N",
                    help="refuse images larger than N pixels (decompression-bomb guard; default: Pillow's "
                         "limit, about 89 million; also $ENGINE3DMM_MAX_PIXELS)")
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, found {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, found {text!r}")
-    return v
 
 
 def _video_options(p: argparse.ArgumentParser, camera: bool) -> None:

@@ -70,12 +70,12 @@ class VideoSpan:
     step: int = 1
     max_frames: int | None = None
 
-    def __post_init__(self):
-        if isinstance(self.step, bool) or not isinstance(self.step, (int, np.integer)) or self.step < 1:
-            raise InputError(f"frame_step: expected an integer >= 1, found {self.step!r}")
-        if self.max_frames is not None and (isinstance(self.max_frames, bool) or
-                                            not isinstance(self.max_frames, (int, np.integer)) or self.max_frames < 1):
-            raise InputError(f"max_frames: expected None or an integer >= 1, found {self.max_frames!r}")
+    def __post_init__(self):  # checked when the caller passes them, not when a video opens
+        from engine.images import check_frame_span
+
+        step, max_frames = check_frame_span(self.step, self.max_frames, step_name="frame_step")
+        object.__setattr__(self, "step", step)
+        object.__setattr__(self, "max_frames", max_frames)
 
 
 def _video_items(source: str | int, span: VideoSpan) -> Iterator[Item]:
@@ -85,8 +85,7 @@ def _video_items(source: str | int, span: VideoSpan) -> Iterator[Item]:
     name = f"camera {source}" if isinstance(source, int) else source
     path = None if isinstance(source, int) else source
     try:
-        for index, rgb in images.iter_video_frames(source, step=int(span.step),
-                                                   max_frames=None if span.max_frames is None else int(span.max_frames)):
+        for index, rgb in images.iter_video_frames(source, step=span.step, max_frames=span.max_frames):
             yield Item(name, (lambda a=rgb: a), frame=index, path=path)
     except InputError as e:
         yield _failing(name, str(e))

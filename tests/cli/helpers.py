@@ -28,6 +28,25 @@ def engine_process(*argv, **kw) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 
 
+def interrupt_when(p: subprocess.Popen, ready, what: str) -> str:
+    """Ctrl-C (SIGINT) to process `p` once `ready()` is true (within 180 s, while `p` still
+    runs); returns its stderr. `what` names the awaited state in a failure."""
+    import signal
+    import time
+
+    try:
+        deadline = time.monotonic() + 180
+        while not ready():
+            assert p.poll() is None, p.communicate()[1]
+            assert time.monotonic() < deadline, f"{what} within 180 s"
+            time.sleep(0.02)
+        p.send_signal(signal.SIGINT)
+        return p.communicate(timeout=120)[1]
+    finally:
+        if p.poll() is None:
+            p.kill()
+
+
 def load_npy(path: Path) -> np.ndarray:
     return np.load(path, allow_pickle=False)
 

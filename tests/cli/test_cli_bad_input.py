@@ -6,9 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import signal
 import struct
-import time
 import zlib
 from pathlib import Path
 
@@ -16,7 +14,7 @@ import numpy as np
 import pytest
 
 from engine.cli import main
-from tests.cli.helpers import engine_process, no_partial_files, tiny_model
+from tests.cli.helpers import engine_process, interrupt_when, no_partial_files, tiny_model
 
 
 def png_header_only(width: int, height: int) -> bytes:
@@ -180,17 +178,7 @@ def test_ctrl_c_in_the_middle_of_a_run(photos, tmp_path):
         (src / f"img{i:02d}.png").write_bytes((photos / "astronaut.png").read_bytes())
     out = tmp_path / "out"
     p = engine_process("reconstruct", src, "--cropped", "--batch-size", "1", "--workers", "1", "-o", out)
-    try:
-        deadline = time.monotonic() + 180
-        while not (out.is_dir() and any(out.glob("*.ply"))):
-            assert p.poll() is None, p.communicate()[1]
-            assert time.monotonic() < deadline, "no mesh was written within 180 s"
-            time.sleep(0.02)
-        p.send_signal(signal.SIGINT)
-        _, err = p.communicate(timeout=120)
-    finally:
-        if p.poll() is None:
-            p.kill()
+    err = interrupt_when(p, lambda: out.is_dir() and any(out.glob("*.ply")), "no mesh was written")
     assert p.returncode == 130, err
     assert "interrupted (Ctrl-C)" in err and "Traceback" not in err
     assert no_partial_files(out) == []

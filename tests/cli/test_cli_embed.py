@@ -3,13 +3,11 @@ from __future__ import annotations
 
 import csv
 import json
-import signal
-import time
 
 import numpy as np
 import pytest
 
-from tests.cli.helpers import engine_process, load_npy, no_partial_files
+from tests.cli.helpers import engine_process, interrupt_when, load_npy, no_partial_files
 
 
 @pytest.fixture
@@ -94,17 +92,7 @@ def test_resume_after_ctrl_c(cli, photos, tmp_path):
     out = tmp_path / "desc"
     p = engine_process("embed", src, "--cropped", "--batch-size", "1", "--workers", "1", "--flush-every", "1",
                        "-o", out)
-    try:
-        deadline = time.monotonic() + 180
-        while not (out / "progress.json").is_file():
-            assert p.poll() is None, p.communicate()[1]
-            assert time.monotonic() < deadline, "no progress record within 180 s"
-            time.sleep(0.02)
-        p.send_signal(signal.SIGINT)
-        _, err = p.communicate(timeout=120)
-    finally:
-        if p.poll() is None:
-            p.kill()
+    err = interrupt_when(p, lambda: (out / "progress.json").is_file(), "no progress record")
     assert p.returncode == 130, err
     assert no_partial_files(out) == []
     done = json.loads((out / "progress.json").read_text())["inputs"]
