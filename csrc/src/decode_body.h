@@ -106,6 +106,36 @@ E3DMM_HD void store_float_bytes(uint8_t* dst, float v) {
 #endif
 }
 
+// acc[r] = mean[col .. col + 2] + sum_k coef[r * coef_stride + offset + k] * basis[k][col .. col + 2]
+// for the tile's rows r < nb (rows beyond nb are left at the mean). Loops run to the
+// compile-time Tile so that acc stays in registers.
+template <int Tile, typename BasisT>
+E3DMM_HD void accumulate_vertex(float (&acc)[Tile][3], const float* mean, const BasisT* basis, int K, int64_t n3,
+                                int64_t col, const float* coef, int coef_stride, int offset, int nb) {
+  const float m0 = mean[col], m1 = mean[col + 1], m2 = mean[col + 2];
+E3DMM_UNROLL
+  for (int r = 0; r < Tile; ++r) {
+    acc[r][0] = m0;
+    acc[r][1] = m1;
+    acc[r][2] = m2;
+  }
+  E3DMM_UNROLL_K
+  for (int k = 0; k < K; ++k) {
+    const float b0 = load_basis(basis, k * n3 + col);
+    const float b1 = load_basis(basis, k * n3 + col + 1);
+    const float b2 = load_basis(basis, k * n3 + col + 2);
+E3DMM_UNROLL
+    for (int r = 0; r < Tile; ++r) {
+      if (r < nb) {
+        const float c = coef[r * coef_stride + offset + k];
+        acc[r][0] = fmaf(c, b0, acc[r][0]);
+        acc[r][1] = fmaf(c, b1, acc[r][1]);
+        acc[r][2] = fmaf(c, b2, acc[r][2]);
+      }
+    }
+  }
+}
+
 // One thread's work: vertex `v` for batch rows b0 .. b0 + nb - 1 (nb <= Tile).
 // `coef` points at the tile's coefficients: row r (0 <= r < nb) has alpha at
 // coef[r * coef_stride + shape_offset + k] and beta at coef[r * coef_stride + tex_offset + k]
@@ -120,28 +150,8 @@ E3DMM_HD void decode_vertex(const DecodeParams& p, const float* coef, int coef_s
 
   float acc[Tile][3];
   // Shape: the mean plus the folded basis times alpha.
-  const float mx = p.shape_mean[col], my = p.shape_mean[col + 1], mz = p.shape_mean[col + 2];
-E3DMM_UNROLL
-  for (int r = 0; r < Tile; ++r) {
-    acc[r][0] = mx;
-    acc[r][1] = my;
-    acc[r][2] = mz;
-  }
-  E3DMM_UNROLL_K
-  for (int k = 0; k < p.shape_components; ++k) {
-    const float b_x = load_basis(shape_basis, k * n3 + col);
-    const float b_y = load_basis(shape_basis, k * n3 + col + 1);
-    const float b_z = load_basis(shape_basis, k * n3 + col + 2);
-E3DMM_UNROLL
-    for (int r = 0; r < Tile; ++r) {
-      if (r < nb) {
-        const float a = coef[r * coef_stride + shape_offset + k];
-        acc[r][0] = fmaf(a, b_x, acc[r][0]);
-        acc[r][1] = fmaf(a, b_y, acc[r][1]);
-        acc[r][2] = fmaf(a, b_z, acc[r][2]);
-      }
-    }
-  }
+  accumulate_vertex<Tile>(acc, p.shape_mean, shape_basis, p.shape_components, n3, col, coef, coef_stride,
+                          shape_offset, nb);
 E3DMM_UNROLL
   for (int r = 0; r < Tile; ++r) {
     if (r >= nb) continue;
@@ -161,28 +171,7 @@ E3DMM_UNROLL
   }
 
   // Texture: same sum with beta, then the release's clamp-and-truncate.
-  const float tr = p.tex_mean[col], tg = p.tex_mean[col + 1], tb = p.tex_mean[col + 2];
-E3DMM_UNROLL
-  for (int r = 0; r < Tile; ++r) {
-    acc[r][0] = tr;
-    acc[r][1] = tg;
-    acc[r][2] = tb;
-  }
-  E3DMM_UNROLL_K
-  for (int k = 0; k < p.tex_components; ++k) {
-    const float b_r = load_basis(tex_basis, k * n3 + col);
-    const float b_g = load_basis(tex_basis, k * n3 + col + 1);
-    const float b_b = load_basis(tex_basis, k * n3 + col + 2);
-E3DMM_UNROLL
-    for (int r = 0; r < Tile; ++r) {
-      if (r < nb) {
-        const float t = coef[r * coef_stride + tex_offset + k];
-        acc[r][0] = fmaf(t, b_r, acc[r][0]);
-        acc[r][1] = fmaf(t, b_g, acc[r][1]);
-        acc[r][2] = fmaf(t, b_b, acc[r][2]);
-      }
-    }
-  }
+  accumulate_vertex<Tile>(acc, p.tex_mean, tex_basis, p.tex_components, n3, col, coef, coef_stride, tex_offset, nb);
 E3DMM_UNROLL
   for (int r = 0; r < Tile; ++r) {
     if (r >= nb) continue;
