@@ -57,6 +57,26 @@ class DecodedBatch:
         return 0
 
 
+FLOAT16_MAX = float(np.finfo(np.float16).max)  # 65504
+
+
+def _check_fits_float16(model) -> None:
+    """float16 storage of a basis turns any |value| > 65504 into infinity and the decoded mesh
+    into NaN, with nothing said (the C++ Decoder refuses the same model, naming the element).
+    Real bases hold millimetres and colour levels far inside the range: this is a hostile or
+    broken model, refused by name (issue 13, finding 8's kind)."""
+    meta = getattr(model, "metadata", None) or {}  # any object with the arrays decodes
+    where = meta.get("path") or meta.get("name") or "model"
+    for field in ("shape_basis", "tex_basis"):
+        a = np.asarray(getattr(model, field))
+        big = np.abs(a) > FLOAT16_MAX
+        if big.any():
+            k, j = (int(i) for i in np.unravel_index(int(np.argmax(big)), a.shape))
+            raise InputError(f"{where}: {field}: expected values float16 can hold (|v| <= {FLOAT16_MAX:g}) for "
+                             f"basis_dtype='fp16', found {float(a[k, j]):g} at [{k}, {j}] ({int(big.sum())} such "
+                             f"values); use basis_dtype='fp32'")
+
+
 class Decoder:
     """Decodes coefficient rows [B, C] (alpha at columns shape_offset.., beta at
     tex_offset..; the release's 198-vector by default) into meshes.
@@ -84,6 +104,8 @@ class Decoder:
         self.faces = model.faces
         self._check_model(model)
         dt = BASIS_DTYPES[basis_dtype]
+        if dt == np.float16:
+            _check_fits_float16(model)
         arrays = {
             "shape_mean": _contiguous(model.shape_mean, np.float32),
             "shape_basis": _contiguous(model.shape_basis, dt),

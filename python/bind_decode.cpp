@@ -8,6 +8,7 @@
 
 #include "bind_common.h"
 #include "e3dmm/decode.h"
+#include "e3dmm/limits.h"
 
 namespace py = pybind11;
 using bind::expect;
@@ -17,7 +18,7 @@ namespace {
 // Fills DecodeParams from numpy arrays after checking every one of them.
 e3dmm::DecodeParams host_params(const char* fn, const py::array& shape_mean, const py::array& shape_basis,
                                 const py::array& tex_mean, const py::array& tex_basis, const py::array& coeffs,
-                                int shape_offset, int tex_offset, const py::object& vertices,
+                                int64_t shape_offset, int64_t tex_offset, const py::object& vertices,
                                 const py::object& colors, const py::object& records) {
   expect(fn, "shape_mean", shape_mean, 'f', 4, {-1}, "float32[3N], C-contiguous");
   const py::ssize_t n3 = shape_mean.shape(0);
@@ -41,14 +42,16 @@ e3dmm::DecodeParams host_params(const char* fn, const py::array& shape_mean, con
   p.tex_basis = tex_basis.data();
   p.tex_mean = static_cast<const float*>(tex_mean.data());
   p.basis_type = itemsize == 4 ? e3dmm::BasisType::Float32 : e3dmm::BasisType::Float16;
+  // Every dimension is range-checked before it is narrowed to DecodeParams' int fields;
+  // validate() then checks them against each other.
   p.num_vertices = n;
-  p.shape_components = (int)shape_basis.shape(0);
-  p.tex_components = (int)tex_basis.shape(0);
+  p.shape_components = bind::checked_int(fn, "shape_basis rows (Ks)", shape_basis.shape(0), 0, e3dmm::kMaxComponents);
+  p.tex_components = bind::checked_int(fn, "tex_basis rows (Kt)", tex_basis.shape(0), 0, e3dmm::kMaxComponents);
   p.coeffs = static_cast<const float*>(coeffs.data());
   p.batch = b;
-  p.coeff_stride = (int)coeffs.shape(1);
-  p.shape_offset = shape_offset;
-  p.tex_offset = tex_offset;
+  p.coeff_stride = bind::checked_int(fn, "coeffs columns", coeffs.shape(1), 0, e3dmm::kMaxCoeffStride);
+  p.shape_offset = bind::checked_int(fn, "shape_offset", shape_offset, 0, e3dmm::kMaxCoeffStride);
+  p.tex_offset = bind::checked_int(fn, "tex_offset", tex_offset, 0, e3dmm::kMaxCoeffStride);
   const std::string bn = std::to_string(b) + ", " + std::to_string(n);
   if (!vertices.is_none()) {
     py::array v = vertices.cast<py::array>();
@@ -80,12 +83,13 @@ void bind_decode(py::module_& m) {
   m.def(
       "decode_cpu",
       [](py::array shape_mean, py::array shape_basis, py::array tex_mean, py::array tex_basis, py::array coeffs,
-         int shape_offset, int tex_offset, py::object vertices, py::object colors, py::object records,
-         int num_threads) {
+         int64_t shape_offset, int64_t tex_offset, py::object vertices, py::object colors, py::object records,
+         int64_t num_threads) {
         auto p = host_params("decode_cpu", shape_mean, shape_basis, tex_mean, tex_basis, coeffs, shape_offset,
                              tex_offset, vertices, colors, records);
+        const int threads = bind::checked_int("decode_cpu", "num_threads", num_threads, 0, 1 << 16);
         py::gil_scoped_release nogil;
-        e3dmm::decode_cpu(p, num_threads);
+        e3dmm::decode_cpu(p, threads);
       },
       py::arg("shape_mean"), py::arg("shape_basis"), py::arg("tex_mean"), py::arg("tex_basis"), py::arg("coeffs"),
       py::arg("shape_offset"), py::arg("tex_offset"), py::arg("vertices") = py::none(),
@@ -95,7 +99,7 @@ void bind_decode(py::module_& m) {
   m.def(
       "decode_cuda_body_on_host",
       [](py::array shape_mean, py::array shape_basis, py::array tex_mean, py::array tex_basis, py::array coeffs,
-         int shape_offset, int tex_offset, py::object vertices, py::object colors, py::object records) {
+         int64_t shape_offset, int64_t tex_offset, py::object vertices, py::object colors, py::object records) {
         auto p = host_params("decode_cuda_body_on_host", shape_mean, shape_basis, tex_mean, tex_basis, coeffs,
                              shape_offset, tex_offset, vertices, colors, records);
         py::gil_scoped_release nogil;
@@ -108,24 +112,25 @@ void bind_decode(py::module_& m) {
 
   m.def(
       "decode_cuda",
-      [](uintptr_t shape_mean, uintptr_t shape_basis, uintptr_t tex_mean, uintptr_t tex_basis, int basis_type,
-         int64_t num_vertices, int shape_components, int tex_components, uintptr_t coeffs, int64_t batch,
-         int coeff_stride, int shape_offset, int tex_offset, uintptr_t vertices, uintptr_t colors,
+      [](uintptr_t shape_mean, uintptr_t shape_basis, uintptr_t tex_mean, uintptr_t tex_basis, int64_t basis_type,
+         int64_t num_vertices, int64_t shape_components, int64_t tex_components, uintptr_t coeffs, int64_t batch,
+         int64_t coeff_stride, int64_t shape_offset, int64_t tex_offset, uintptr_t vertices, uintptr_t colors,
          uintptr_t records, uintptr_t stream, uintptr_t nonfinite_flag) {
+        const char* fn = "decode_cuda";
         e3dmm::DecodeParams p;
         p.shape_mean = reinterpret_cast<const float*>(shape_mean);
         p.shape_basis = reinterpret_cast<const void*>(shape_basis);
         p.tex_mean = reinterpret_cast<const float*>(tex_mean);
         p.tex_basis = reinterpret_cast<const void*>(tex_basis);
-        p.basis_type = static_cast<e3dmm::BasisType>(basis_type);
+        p.basis_type = static_cast<e3dmm::BasisType>(bind::checked_int(fn, "basis_type", basis_type, 1, 2));
         p.num_vertices = num_vertices;
-        p.shape_components = shape_components;
-        p.tex_components = tex_components;
+        p.shape_components = bind::checked_int(fn, "shape_components", shape_components, 0, e3dmm::kMaxComponents);
+        p.tex_components = bind::checked_int(fn, "tex_components", tex_components, 0, e3dmm::kMaxComponents);
         p.coeffs = reinterpret_cast<const float*>(coeffs);
         p.batch = batch;
-        p.coeff_stride = coeff_stride;
-        p.shape_offset = shape_offset;
-        p.tex_offset = tex_offset;
+        p.coeff_stride = bind::checked_int(fn, "coeff_stride", coeff_stride, 0, e3dmm::kMaxCoeffStride);
+        p.shape_offset = bind::checked_int(fn, "shape_offset", shape_offset, 0, e3dmm::kMaxCoeffStride);
+        p.tex_offset = bind::checked_int(fn, "tex_offset", tex_offset, 0, e3dmm::kMaxCoeffStride);
         p.vertices = reinterpret_cast<float*>(vertices);
         p.colors = reinterpret_cast<uint8_t*>(colors);
         p.records = reinterpret_cast<uint8_t*>(records);

@@ -4,13 +4,15 @@
 #include "bind_common.h"
 #include "e3dmm/decode.h"
 #include "e3dmm/errors.h"
+#include "e3dmm/limits.h"
 
 namespace py = pybind11;
 
 void bind_decode(py::module_& m);
+void bind_model(py::module_& m);
 
 PYBIND11_MODULE(_C, m) {
-  m.doc() = "Compiled core of the 3DMM-CNN engine (decode kernels). Use the engine package, not this module.";
+  m.doc() = "Compiled core of the 3DMM-CNN engine (decode kernels, the C++ cache reader). Use the engine package, not this module.";
 
   // Map the library's typed C++ errors onto engine.errors. The class objects are
   // deliberately leaked: they must outlive every translator call, even at shutdown.
@@ -41,6 +43,14 @@ PYBIND11_MODULE(_C, m) {
   m.def("cuda_device_count", &e3dmm::cuda_device_count, "Usable CUDA devices (0 without driver or GPU).");
   m.def("cpu_kernel_isa", &e3dmm::cpu_kernel_isa, "The CPU kernel chosen on this machine.");
   m.attr("RECORD_BYTES") = e3dmm::kRecordBytes;
+  // The bounds of csrc/include/e3dmm/limits.h, so tests can hold them equal to engine/morphable/model.py's.
+  py::dict limits;
+  limits["max_vertices"] = e3dmm::kMaxVertices;
+  limits["max_components"] = e3dmm::kMaxComponents;
+  limits["max_faces"] = e3dmm::kMaxFaces;
+  limits["max_landmarks"] = e3dmm::kMaxLandmarks;
+  m.attr("LIMITS") = limits;
 
   bind_decode(m);
+  bind_model(m);
 }

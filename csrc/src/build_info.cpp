@@ -1,5 +1,9 @@
 // build_info_json(): what this library was compiled with, for `engine info` and bug reports.
-#include <sstream>
+//
+// No iostreams here (nor anywhere in the library): a stream formats integers through the
+// locale's num_put facet, and in a process where PyTorch was imported first that call
+// crashed (SIGSEGV in ostream::_M_insert<long>, seen on an H200 machine with torch 2.11,
+// bench/results/gpu_check.md). std::to_string on integers never touches a locale.
 #include <string>
 
 #include "e3dmm/decode.h"
@@ -10,39 +14,42 @@
 
 namespace e3dmm {
 
+namespace {
+std::string quoted(const std::string& s) { return "\"" + s + "\""; }
+}  // namespace
+
 std::string build_info_json() {
-  std::ostringstream os;
-  os << "{";
+  std::string s = "{";
 #if defined(__clang__)
-  os << "\"compiler\": \"clang " << __clang_major__ << "." << __clang_minor__ << "\"";
+  s += "\"compiler\": " + quoted("clang " + std::to_string(__clang_major__) + "." + std::to_string(__clang_minor__));
 #elif defined(__GNUC__)
-  os << "\"compiler\": \"gcc " << __GNUC__ << "." << __GNUC_MINOR__ << "\"";
+  s += "\"compiler\": " + quoted("gcc " + std::to_string(__GNUC__) + "." + std::to_string(__GNUC_MINOR__));
 #elif defined(_MSC_VER)
-  os << "\"compiler\": \"msvc " << _MSC_VER << "\"";
+  s += "\"compiler\": " + quoted("msvc " + std::to_string(_MSC_VER));
 #else
-  os << "\"compiler\": \"unknown\"";
+  s += "\"compiler\": \"unknown\"";
 #endif
-  os << ", \"build_type\": \"" << E3DMM_BUILD_TYPE << "\"";
-  os << ", \"cpu_kernels\": \"" << E3DMM_CPU_KERNELS << "\"";
-  os << ", \"cpu_kernel_selected\": \"" << cpu_kernel_isa() << "\"";
+  s += ", \"build_type\": " + quoted(E3DMM_BUILD_TYPE);
+  s += ", \"cpu_kernels\": " + quoted(E3DMM_CPU_KERNELS);
+  s += ", \"cpu_kernel_selected\": " + quoted(cpu_kernel_isa());
 #if defined(_OPENMP)
-  os << ", \"openmp\": " << _OPENMP << ", \"openmp_max_threads\": " << omp_get_max_threads();
+  s += ", \"openmp\": " + std::to_string(_OPENMP) + ", \"openmp_max_threads\": " + std::to_string(omp_get_max_threads());
 #else
-  os << ", \"openmp\": null";
+  s += ", \"openmp\": null";
 #endif
 #if defined(E3DMM_WITH_CUDA)
-  os << ", \"cuda\": true, \"cuda_version\": \"" << E3DMM_CUDA_VERSION << "\", \"cuda_architectures\": \""
-     << E3DMM_CUDA_ARCHITECTURES << "\"";
+  s += ", \"cuda\": true, \"cuda_version\": " + quoted(E3DMM_CUDA_VERSION) +
+       ", \"cuda_architectures\": " + quoted(E3DMM_CUDA_ARCHITECTURES);
 #else
-  os << ", \"cuda\": false, \"cuda_version\": null, \"cuda_architectures\": null";
+  s += ", \"cuda\": false, \"cuda_version\": null, \"cuda_architectures\": null";
 #endif
 #if defined(E3DMM_WITH_TENSORRT)
-  os << ", \"tensorrt\": true";
+  s += ", \"tensorrt\": true";
 #else
-  os << ", \"tensorrt\": false";
+  s += ", \"tensorrt\": false";
 #endif
-  os << "}";
-  return os.str();
+  s += "}";
+  return s;
 }
 
 }  // namespace e3dmm

@@ -2,11 +2,16 @@
 #include <cmath>
 #include <cstdlib>
 #include <string>
-#include <sstream>
+#include <utility>
+
+#if defined(E3DMM_HAVE_X86_KERNELS)
+#include <cpuid.h>
+#endif
 
 #include "decode_body.h"
 #include "e3dmm/decode.h"
 #include "e3dmm/errors.h"
+#include "e3dmm/limits.h"
 
 namespace e3dmm {
 namespace isa_avx512 { void decode(const DecodeParams&, int); }
@@ -15,29 +20,38 @@ namespace isa_generic { void decode(const DecodeParams&, int); }
 
 namespace {
 
-[[noreturn]] void fail(const char* field, const std::string& expected, long long found) {
-  std::ostringstream os;
-  os << "decode: " << field << ": expected " << expected << ", found " << found;
-  throw InvalidInput(os.str());
+// Messages are built with std::to_string (integers: no locale grouping) and never with
+// streams, which take the global C++ locale and could print 1.234.567 under de_DE.
+[[noreturn]] void fail(const char* field, const std::string& expected, int64_t found) {
+  throw InvalidInput(std::string("decode: ") + field + ": expected " + expected + ", found " + std::to_string(found));
 }
+
+std::string in_range(int64_t lo, int64_t hi) { return "in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]"; }
 
 }  // namespace
 
+// Every count is bounded (limits.h) and every sum is formed in int64, so no check here can
+// wrap, and every index the kernels form (b * coeff_stride, b * N * 15, k * 3N, r * coeff_stride
+// + offset + k in decode_body.h's int arithmetic) fits its type.
 void validate(const DecodeParams& p) {
-  if (p.num_vertices < 1) fail("num_vertices", ">= 1", p.num_vertices);
-  if (p.shape_components < 0) fail("shape_components", ">= 0", p.shape_components);
-  if (p.tex_components < 0) fail("tex_components", ">= 0", p.tex_components);
-  if (p.batch < 1) fail("batch", ">= 1 coefficient row", p.batch);
+  if (p.num_vertices < 1 || p.num_vertices > kMaxVertices) fail("num_vertices", in_range(1, kMaxVertices), p.num_vertices);
+  if (p.shape_components < 0 || p.shape_components > kMaxComponents)
+    fail("shape_components", in_range(0, kMaxComponents), p.shape_components);
+  if (p.tex_components < 0 || p.tex_components > kMaxComponents)
+    fail("tex_components", in_range(0, kMaxComponents), p.tex_components);
+  if (p.batch < 1 || p.batch > kMaxBatch) fail("batch", "a number of coefficient rows " + in_range(1, kMaxBatch), p.batch);
   if (p.basis_type != BasisType::Float32 && p.basis_type != BasisType::Float16)
-    fail("basis_type", "1 (float32) or 2 (float16)", (long long)p.basis_type);
+    fail("basis_type", "1 (float32) or 2 (float16)", (int64_t)p.basis_type);
+  if (p.coeff_stride < 0 || p.coeff_stride > kMaxCoeffStride)
+    fail("coeff_stride", in_range(0, kMaxCoeffStride), p.coeff_stride);
   if (p.shape_offset < 0) fail("shape_offset", ">= 0", p.shape_offset);
   if (p.tex_offset < 0) fail("tex_offset", ">= 0", p.tex_offset);
-  if (p.shape_offset + p.shape_components > p.coeff_stride)
-    fail("coeff_stride", ">= shape_offset + shape_components = " +
-                             std::to_string(p.shape_offset + p.shape_components), p.coeff_stride);
-  if (p.tex_offset + p.tex_components > p.coeff_stride)
-    fail("coeff_stride", ">= tex_offset + tex_components = " + std::to_string(p.tex_offset + p.tex_components),
-         p.coeff_stride);
+  const int64_t shape_end = (int64_t)p.shape_offset + p.shape_components;
+  const int64_t tex_end = (int64_t)p.tex_offset + p.tex_components;
+  if (shape_end > p.coeff_stride)
+    fail("coeff_stride", ">= shape_offset + shape_components = " + std::to_string(shape_end), p.coeff_stride);
+  if (tex_end > p.coeff_stride)
+    fail("coeff_stride", ">= tex_offset + tex_components = " + std::to_string(tex_end), p.coeff_stride);
   if (!p.coeffs) throw InvalidInput("decode: coeffs: expected a pointer, found null");
   if (!p.shape_mean || !p.tex_mean) throw InvalidInput("decode: shape_mean/tex_mean: expected pointers, found null");
   if ((p.shape_components > 0 && !p.shape_basis) || (p.tex_components > 0 && !p.tex_basis))
@@ -52,19 +66,13 @@ namespace {
 void check_finite(const DecodeParams& p) {
   for (int64_t b = 0; b < p.batch; ++b) {
     const float* row = p.coeffs + b * p.coeff_stride;
-    for (int k = 0; k < p.shape_components; ++k)
-      if (!std::isfinite(row[p.shape_offset + k])) {
-        std::ostringstream os;
-        os << "decode: coeffs[" << b << ", " << p.shape_offset + k << "]: expected a finite number, found "
-           << row[p.shape_offset + k];
-        throw InvalidInput(os.str());
-      }
-    for (int k = 0; k < p.tex_components; ++k)
-      if (!std::isfinite(row[p.tex_offset + k])) {
-        std::ostringstream os;
-        os << "decode: coeffs[" << b << ", " << p.tex_offset + k << "]: expected a finite number, found "
-           << row[p.tex_offset + k];
-        throw InvalidInput(os.str());
+    for (const auto& part : {std::make_pair(p.shape_offset, p.shape_components),
+                             std::make_pair(p.tex_offset, p.tex_components)})
+      for (int k = 0; k < part.second; ++k) {
+        const float c = row[part.first + k];
+        if (!std::isfinite(c))
+          throw InvalidInput("decode: coeffs[" + std::to_string(b) + ", " + std::to_string(part.first + k) +
+                             "]: expected a finite number, found " + (std::isnan(c) ? "nan" : c > 0 ? "inf" : "-inf"));
       }
   }
 }
@@ -80,7 +88,10 @@ Isa pick_isa() {
 #if defined(E3DMM_HAVE_X86_KERNELS)
   __builtin_cpu_init();
   const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl");
-  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+  // F16C through cpuid: clang (14) has no "f16c" for __builtin_cpu_supports.
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  const bool f16c = __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx & bit_F16C);
+  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c;
   if (w == "generic") return Isa::Generic;
   if (avx512 && w != "avx2") return Isa::Avx512;
   if (avx2) return Isa::Avx2;

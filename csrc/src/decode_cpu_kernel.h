@@ -219,6 +219,7 @@ void for_each_block(const DecodeParams& p, int num_threads, int64_t step, Fn&& f
   const int nt = num_threads > 0 ? num_threads : omp_get_max_threads();
 #else
   const int nt = 1;
+  (void)num_threads;
 #endif
   constexpr size_t kBytes = sizeof(float[ROWS][BW]);  // a multiple of 64: aligned_alloc's rule
   struct Free {

@@ -8,9 +8,9 @@
 #include <cuda_runtime.h>
 
 #include <cmath>
-#include <sstream>
 
 #include "decode_body.h"
+#include "e3dmm/limits.h"
 #include "e3dmm/decode.h"
 #include "e3dmm/errors.h"
 
@@ -39,11 +39,16 @@ __global__ void decode_kernel(DecodeParams p, int* nonfinite_flag) {
   if (v < p.num_vertices) body::decode_vertex<Tile, BasisT>(p, coef, width, 0, ks, b0, nb, v);
 }
 
+// The launch below asks for sizeof(float) * tile * (Ks + Kt) bytes of dynamic shared memory;
+// 48 KiB is what every GPU grants a block without cudaFuncSetAttribute. The model bounds keep
+// the largest tile within it (found when the bounds were first set above it: a BackendError
+// at batch >= 5 for Ks + Kt > 768).
+static_assert(sizeof(float) * body::kTile * 2 * kMaxComponents <= 48 * 1024,
+              "kMaxComponents too large for the CUDA kernel's shared-memory tile");
+
 void check(cudaError_t err, const char* what) {
   if (err != cudaSuccess) {
-    std::ostringstream os;
-    os << "decode_cuda: " << what << " failed: " << cudaGetErrorString(err);
-    throw BackendError(os.str());
+    throw BackendError(std::string("decode_cuda: ") + what + " failed: " + cudaGetErrorString(err));
   }
 }
 

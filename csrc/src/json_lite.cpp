@@ -1,14 +1,13 @@
-// See json_lite.h. Recursive descent with a depth limit so a hostile file cannot
-// overflow the stack.
+// See json_lite.h. Recursive descent; the depth limit bounds the recursion, so a hostile
+// file cannot overflow the stack.
 #include "json_lite.h"
 
 #include <cstdint>
+#include <set>
 
 namespace e3dmm {
 namespace json_lite {
 namespace {
-
-constexpr int kMaxDepth = 64;
 
 struct Parser {
   const char* p;
@@ -16,8 +15,8 @@ struct Parser {
   const char* end;
   std::string err;
 
-  bool fail(const char* what) {
-    if (err.empty()) err = std::string("expected ") + what + " at byte " + std::to_string(p - begin);
+  bool fail(const std::string& what) {
+    if (err.empty()) err = "expected " + what + " at byte " + std::to_string(p - begin);
     return false;
   }
   void ws() {
@@ -67,7 +66,7 @@ struct Parser {
       if (p >= end) return fail("a closing '\"'");
       const unsigned char c = (unsigned char)*p++;
       if (c == '"') return true;
-      if (c < 0x20) return fail("no control characters in a string");
+      if (c < 0x20) return --p, fail("no control characters in a string");
       if (c != '\\') {
         o->push_back((char)c);
         continue;
@@ -86,11 +85,13 @@ struct Parser {
         case 'u': {
           uint32_t c1 = 0;
           if (!hex4(&c1)) return false;
-          if (c1 >= 0xD800 && c1 < 0xDC00 && end - p >= 2 && p[0] == '\\' && p[1] == 'u') {
+          if (c1 >= 0xDC00 && c1 < 0xE000) return fail("a character, not a lone low surrogate escape");
+          if (c1 >= 0xD800 && c1 < 0xDC00) {  // a high surrogate must be followed by a low one
+            if (end - p < 2 || p[0] != '\\' || p[1] != 'u') return fail("a \\u low surrogate after a high one");
             p += 2;
             uint32_t c2 = 0;
             if (!hex4(&c2)) return false;
-            if (c2 < 0xDC00 || c2 >= 0xE000) return fail("a low surrogate");
+            if (c2 < 0xDC00 || c2 >= 0xE000) return fail("a low surrogate after a high one");
             c1 = 0x10000 + ((c1 - 0xD800) << 10) + (c2 - 0xDC00);
           }
           put_utf8(o, c1);
@@ -100,30 +101,70 @@ struct Parser {
       }
     }
   }
+  // RFC 8259: -? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?, at most kMaxNumberChars bytes.
   bool number() {
     const char* s = p;
     if (p < end && *p == '-') ++p;
-    const char* d = p;
-    while (p < end && *p >= '0' && *p <= '9') ++p;
-    if (p == d) return fail("a number");
+    if (p >= end || *p < '0' || *p > '9') return fail("a value");
+    if (*p == '0') {
+      ++p;
+      if (p < end && *p >= '0' && *p <= '9') return fail("no leading zero in a number");
+    } else {
+      while (p < end && *p >= '0' && *p <= '9') ++p;
+    }
     if (p < end && *p == '.') {
       ++p;
-      d = p;
+      const char* d = p;
       while (p < end && *p >= '0' && *p <= '9') ++p;
       if (p == d) return fail("digits after '.'");
     }
     if (p < end && (*p == 'e' || *p == 'E')) {
       ++p;
       if (p < end && (*p == '+' || *p == '-')) ++p;
-      d = p;
+      const char* d = p;
       while (p < end && *p >= '0' && *p <= '9') ++p;
       if (p == d) return fail("exponent digits");
     }
-    return p > s;
+    if (p - s > kMaxNumberChars) {
+      p = s;
+      return fail("a number of at most " + std::to_string(kMaxNumberChars) + " characters");
+    }
+    return true;
   }
-  // Parses one value; reports its kind and, for strings and bools, its value.
+  // Parses the members of an object whose '{' is consumed; `depth` is the object's own depth.
+  // Top-level string and bool members go to `top` when it is not null.
+  bool object(int depth, TopLevel* top) {
+    std::set<std::string> keys;
+    ws();
+    if (p < end && *p == '}') return ++p, true;
+    while (true) {
+      ws();
+      const char* key_at = p;
+      std::string key, sv;
+      char kind = 0;
+      bool bv = false;
+      if (!string(&key)) return false;
+      if (!keys.insert(key).second) {
+        p = key_at;
+        return fail("no duplicate keys (found a second \"" + key + "\")");
+      }
+      ws();
+      if (p >= end || *p != ':') return fail("':'");
+      ++p;
+      if (!value(depth, &kind, &sv, &bv)) return false;
+      if (top) {
+        top->kinds[key] = kind;
+        if (kind == 's') top->strings[key] = sv;
+        if (kind == 'b') top->bools[key] = bv;
+      }
+      ws();
+      if (p < end && *p == ',') { ++p; continue; }
+      if (p < end && *p == '}') return ++p, true;
+      return fail("',' or '}'");
+    }
+  }
+  // Parses one value inside a container at depth `depth`; a nested container is depth + 1.
   bool value(int depth, char* kind, std::string* s, bool* b) {
-    if (depth > kMaxDepth) return fail("nesting depth <= 64");
     ws();
     if (p >= end) return fail("a value");
     const char c = *p;
@@ -131,30 +172,14 @@ struct Parser {
       *kind = 's';
       return string(s);
     }
-    if (c == '{') {
-      *kind = 'o';
+    if (c == '{' || c == '[') {
+      if (depth + 1 > kMaxDepth) return fail("a nesting depth of at most " + std::to_string(kMaxDepth));
       ++p;
-      ws();
-      if (p < end && *p == '}') return ++p, true;
-      while (true) {
-        ws();
-        std::string key, sv;
-        char k;
-        bool bv;
-        if (!string(&key)) return false;
-        ws();
-        if (p >= end || *p != ':') return fail("':'");
-        ++p;
-        if (!value(depth + 1, &k, &sv, &bv)) return false;
-        ws();
-        if (p < end && *p == ',') { ++p; continue; }
-        if (p < end && *p == '}') return ++p, true;
-        return fail("',' or '}'");
+      if (c == '{') {
+        *kind = 'o';
+        return object(depth + 1, nullptr);
       }
-    }
-    if (c == '[') {
       *kind = 'a';
-      ++p;
       ws();
       if (p < end && *p == ']') return ++p, true;
       while (true) {
@@ -181,35 +206,12 @@ struct Parser {
 bool parse_object(const std::string& text, TopLevel* out, std::string* error) {
   Parser ps{text.data(), text.data(), text.data() + text.size(), {}};
   ps.ws();
+  bool ok;
   if (ps.p >= ps.end || *ps.p != '{') {
-    *error = "expected a JSON object ('{') at byte " + std::to_string(ps.p - ps.begin);
-    return false;
-  }
-  ++ps.p;
-  ps.ws();
-  bool ok = true;
-  if (ps.p < ps.end && *ps.p == '}') {
-    ++ps.p;
+    ok = ps.fail("a JSON object ('{')");
   } else {
-    while (true) {
-      ps.ws();
-      std::string key, sv;
-      char kind = 0;
-      bool bv = false;
-      if (!ps.string(&key)) { ok = false; break; }
-      ps.ws();
-      if (ps.p >= ps.end || *ps.p != ':') { ok = ps.fail("':'"); break; }
-      ++ps.p;
-      if (!ps.value(1, &kind, &sv, &bv)) { ok = false; break; }
-      out->kinds[key] = kind;
-      if (kind == 's') out->strings[key] = sv;
-      if (kind == 'b') out->bools[key] = bv;
-      ps.ws();
-      if (ps.p < ps.end && *ps.p == ',') { ++ps.p; continue; }
-      if (ps.p < ps.end && *ps.p == '}') { ++ps.p; break; }
-      ok = ps.fail("',' or '}'");
-      break;
-    }
+    ++ps.p;
+    ok = ps.object(1, out);
   }
   if (ok) {
     ps.ws();

@@ -1,7 +1,13 @@
 // PLY and OBJ writers. The PLY header and body must stay byte-identical to
 // engine/mesh_io.py (checked by tests/test_cpp_example.py); change both together.
+//
+// Numbers are formatted with std::to_chars, never printf or streams: those follow the
+// process locale, and an application that calls setlocale(LC_ALL, "") (every Qt program
+// does) under de_DE would get "-26,40802", which no PLY or OBJ reader accepts. to_chars
+// with a precision is specified as printf's %g / %f in the "C" locale, which is what
+// Python's "%.9g" / "%.6f" print (tests/cpp/test_locale.cpp checks both).
+#include <charconv>
 #include <cmath>
-#include <cstdio>
 #include <cstring>
 #include <memory>
 #include <vector>
@@ -10,6 +16,7 @@
 #include "ply_internal.h"
 #include "e3dmm/decode.h"
 #include "e3dmm/errors.h"
+#include "e3dmm/limits.h"
 #include "e3dmm/mesh.h"
 
 namespace e3dmm {
@@ -38,8 +45,11 @@ void check_finite(const std::string& who, const uint8_t* records, int64_t n) {
 void check_args(const char* who, const uint8_t* records, int64_t n, const int32_t* faces, int64_t f,
                 const std::vector<std::string>& comments) {
   const std::string w(who);
-  if (n < 1) throw InvalidInput(w + ": num_vertices: expected at least one vertex, found " + std::to_string(n));
-  if (f < 0) throw InvalidInput(w + ": num_faces: expected >= 0, found " + std::to_string(f));
+  // Vertex indices are int32 in the file, so N fits one; the bounds also keep every size
+  // product below (n * 72, f * 24, f * 13) far from overflowing.
+  if (n < 1 || n > INT32_MAX)
+    throw InvalidInput(w + ": num_vertices: expected 1 to 2147483647 vertices, found " + std::to_string(n));
+  if (f < 0 || f > INT32_MAX) throw InvalidInput(w + ": num_faces: expected 0 to 2147483647, found " + std::to_string(f));
   if (!records) throw InvalidInput(w + ": records: expected a pointer, found null");
   if (f > 0 && !faces) throw InvalidInput(w + ": faces: expected a pointer, found null");
   check_finite(w, records, n);
@@ -90,30 +100,55 @@ const uint8_t* binary_faces(const char* who, const int32_t* faces, int64_t f, in
   return buf.get();
 }
 
-// "%.9g" of the float widened to double: what mesh_io.py prints, and exact for float32.
-int format_float(char* buf, size_t cap, float v) { return std::snprintf(buf, cap, "%.9g", (double)v); }
+// Locale-independent number formatting into a line buffer (see the note at the top).
+struct Line {
+  char buf[200];
+  char* p = buf;
+  void text(const char* s) {
+    const size_t n = std::strlen(s);
+    std::memcpy(p, s, n);
+    p += n;
+  }
+  void chr(char c) { *p++ = c; }
+  // Python's "%.9g" of the float (widened to double, exactly): round-trips every float32.
+  void g9(float v) { p = std::to_chars(p, buf + sizeof buf, (double)v, std::chars_format::general, 9).ptr; }
+  // Python's "%.6f".
+  void f6(double v) { p = std::to_chars(p, buf + sizeof buf, v, std::chars_format::fixed, 6).ptr; }
+  void integer(long long v) { p = std::to_chars(p, buf + sizeof buf, v).ptr; }
+  void flush_to(std::string* s) {
+    s->append(buf, (size_t)(p - buf));
+    p = buf;
+  }
+};
 
 std::string ascii_body(const char* who, const uint8_t* records, int64_t n, const int32_t* faces, int64_t f) {
   std::string s;
   s.reserve((size_t)(n * 48 + f * 24));
-  char line[160];
+  Line line;
   for (int64_t v = 0; v < n; ++v) {
     const uint8_t* r = records + v * kRecordBytes;
     float xyz[3];
     std::memcpy(xyz, r, 12);
-    size_t len = 0;
     for (int c = 0; c < 3; ++c) {
-      len += (size_t)format_float(line + len, sizeof line - len, xyz[c]);
-      line[len++] = ' ';
+      line.g9(xyz[c]);
+      line.chr(' ');
     }
-    len += (size_t)std::snprintf(line + len, sizeof line - len, "%u %u %u\n", r[12], r[13], r[14]);
-    s.append(line, len);
+    for (int c = 0; c < 3; ++c) {
+      line.integer(r[12 + c]);
+      line.chr(c < 2 ? ' ' : '\n');
+    }
+    line.flush_to(&s);
   }
   for (int64_t t = 0; t < f; ++t) {
     const int32_t* tri = faces + 3 * t;
     for (int c = 0; c < 3; ++c) check_face(who, 3 * t + c, tri[c], n);
-    const int len = std::snprintf(line, sizeof line, "3 %d %d %d\n", tri[0], tri[1], tri[2]);
-    s.append(line, (size_t)len);
+    line.text("3");
+    for (int c = 0; c < 3; ++c) {
+      line.chr(' ');
+      line.integer(tri[c]);
+    }
+    line.chr('\n');
+    line.flush_to(&s);
   }
   return s;
 }
@@ -161,28 +196,32 @@ static std::string obj_bytes(const uint8_t* records, int64_t n, const int32_t* f
   std::string s;
   s.reserve((size_t)(n * 72 + f * 24));
   for (const std::string& c : comments) s += "# " + c + "\n";
-  char line[200];
+  Line line;
   for (int64_t v = 0; v < n; ++v) {
     const uint8_t* r = records + v * kRecordBytes;
     float xyz[3];
     std::memcpy(xyz, r, 12);
-    size_t len = 2;
-    line[0] = 'v';
-    line[1] = ' ';
+    line.text("v ");
     for (int c = 0; c < 3; ++c) {
-      len += (size_t)format_float(line + len, sizeof line - len, xyz[c]);
-      line[len++] = ' ';
+      line.g9(xyz[c]);
+      line.chr(' ');
     }
-    len += (size_t)std::snprintf(line + len, sizeof line - len, "%.6f %.6f %.6f\n", r[12] / 255.0, r[13] / 255.0,
-                                 r[14] / 255.0);
-    s.append(line, len);
+    for (int c = 0; c < 3; ++c) {
+      line.f6(r[12 + c] / 255.0);
+      line.chr(c < 2 ? ' ' : '\n');
+    }
+    line.flush_to(&s);
   }
   for (int64_t t = 0; t < f; ++t) {
     const int32_t* tri = faces + 3 * t;
     for (int c = 0; c < 3; ++c) check_face("write_obj", 3 * t + c, tri[c], n);
-    const int len = std::snprintf(line, sizeof line, "f %lld %lld %lld\n", (long long)tri[0] + 1,
-                                  (long long)tri[1] + 1, (long long)tri[2] + 1);
-    s.append(line, (size_t)len);
+    line.text("f");
+    for (int c = 0; c < 3; ++c) {
+      line.chr(' ');
+      line.integer((long long)tri[c] + 1);
+    }
+    line.chr('\n');
+    line.flush_to(&s);
   }
   return s;
 }

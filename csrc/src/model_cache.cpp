@@ -1,19 +1,23 @@
-// Reader of the `.e3dmm` model cache, version 1 (docs/model_cache_format.md).
+// Reader of the `.e3dmm` model cache, version 1 (docs/model_cache_format.md, the one strict
+// specification; engine/morphable/cache.py reads by the same rules in the same order).
 // The file is mapped read-only; every offset and size is checked against the real file
-// size before a pointer into the mapping is formed, so no input can make us read outside it.
+// size, in overflow-free uint64 arithmetic, before a pointer into the mapping is formed, so
+// no input can make us read outside it.
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <charconv>
 #include <cstring>
 #include <limits>
 #include <map>
-#include <sstream>
 #include <vector>
 
 #include "e3dmm/errors.h"
+#include "e3dmm/limits.h"
 #include "e3dmm/model.h"
 #include "json_lite.h"
 
@@ -44,18 +48,18 @@ std::string u64s(uint64_t v) { return std::to_string(v); }
 
 // Printable rendering of raw bytes (magic, names) for messages.
 std::string printable(const uint8_t* p, size_t n) {
-  std::ostringstream os;
-  os << '"';
+  static const char* hex = "0123456789abcdef";
+  std::string s = "\"";
   for (size_t i = 0; i < n; ++i) {
     if (p[i] >= 0x20 && p[i] < 0x7f && p[i] != '"' && p[i] != '\\') {
-      os << (char)p[i];
+      s += (char)p[i];
     } else {
-      static const char* hex = "0123456789abcdef";
-      os << "\\x" << hex[p[i] >> 4] << hex[p[i] & 15];
+      s += "\\x";
+      s += hex[p[i] >> 4];
+      s += hex[p[i] & 15];
     }
   }
-  os << '"';
-  return os.str();
+  return s + '"';
 }
 
 struct Entry {
@@ -149,15 +153,71 @@ MorphableModel::MorphableModel(MorphableModel&&) noexcept = default;
 MorphableModel& MorphableModel::operator=(MorphableModel&&) noexcept = default;
 MorphableModel::~MorphableModel() = default;
 
+namespace {
+
+// The arrays of version 1 in the writer's table order, with their dtype and rank.
+struct ArraySpec {
+  const char* name;
+  uint32_t dtype, ndim;
+};
+constexpr ArraySpec kArrays[] = {{"shape_mean", kFloat32, 1}, {"shape_basis", kFloat32, 2},
+                                 {"shape_sigma", kFloat32, 1}, {"tex_mean", kFloat32, 1},
+                                 {"tex_basis", kFloat32, 2},  {"tex_sigma", kFloat32, 1},
+                                 {"faces", kInt32, 2},        {"landmarks", kInt32, 1}};
+constexpr uint32_t kRequired = 7;  // all but landmarks
+constexpr uint64_t kMaxDim = (uint64_t(1) << 31) - 1;
+constexpr uint64_t kMaxMetadataBytes = uint64_t(1) << 20;
+
+std::string names_list() {
+  std::string s;
+  for (const ArraySpec& a : kArrays) s += (s.empty() ? "" : ", ") + std::string(a.name);
+  return s;
+}
+
+std::string dims_of(const Entry& e) {
+  return e.ndim == 1 ? "[" + u64s(e.dim0) + "]" : "[" + u64s(e.dim0) + ", " + u64s(e.dim1) + "]";
+}
+
+// Rule 10: every value finite. Integer tests on the exponent bits in one branch-free pass
+// (vectorised); on failure a second pass counts and locates. The message is the one
+// engine/morphable/model.py's check_finite gives for the same array.
+void check_finite(const std::string& path, const char* name, const float* a, uint64_t d0, uint64_t d1, bool matrix) {
+  const auto* bytes = reinterpret_cast<const uint8_t*>(a);
+  const uint64_t count = d0 * d1;
+  auto nonfinite = [&](uint64_t i) { return (read_le<uint32_t>(bytes + 4 * i) & 0x7f800000u) == 0x7f800000u; };
+  uint32_t any = 0;
+  for (uint64_t i = 0; i < count; ++i) any |= nonfinite(i);
+  if (!any) return;
+  uint64_t n_bad = 0, first = 0;
+  for (uint64_t i = count; i-- > 0;)
+    if (nonfinite(i)) ++n_bad, first = i;
+  const uint32_t b = read_le<uint32_t>(bytes + 4 * first);
+  const char* value = (b & 0x007fffffu) ? "nan" : (b >> 31) ? "-inf" : "inf";
+  const std::string shape = matrix ? "[" + u64s(d0) + ", " + u64s(d1) + "]" : "[" + u64s(d0) + "]";
+  const std::string at = matrix ? "[" + u64s(first / d1) + ", " + u64s(first % d1) + "]" : "[" + u64s(first) + "]";
+  bad(path, name, "finite values (no NaN or Inf)",
+      u64s(n_bad) + " non-finite value" + (n_bad > 1 ? "s" : "") + " in float32" + shape + ", the first " + value +
+          " at " + at);
+}
+
+}  // namespace
+
 MorphableModel MorphableModel::load(const std::string& path) {
   auto m = std::make_unique<Impl>();
   m->path = path;
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) bad(path, "file", "a readable .e3dmm model cache", std::strerror(errno));
-  struct stat st;
+  // ---- 1. a regular file, mapped read-only ----
+  // O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused just below).
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+  if (fd < 0) {
+    const int err = errno;
+    if (err == ENOENT) bad(path, "file", "an .e3dmm cache file", "nothing at this path");
+    bad(path, "file", "a readable .e3dmm cache file", std::strerror(err));
+  }
+  struct stat st = {};
   if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    const bool dir = S_ISDIR(st.st_mode);
     ::close(fd);
-    bad(path, "file", "a regular file", "a directory or special file");
+    bad(path, "file", "an .e3dmm cache file", dir ? "a folder" : "a special file (not a regular file)");
   }
   const uint64_t size = (uint64_t)st.st_size;
   if (size < sizeof kMagic) {
@@ -165,61 +225,74 @@ MorphableModel MorphableModel::load(const std::string& path) {
     bad(path, "magic", "the bytes \"E3DMMBIN\" (an .e3dmm model cache)", "a file of " + u64s(size) + " bytes");
   }
   m->map = mmap(nullptr, (size_t)size, PROT_READ, MAP_PRIVATE, fd, 0);
+  const int map_err = errno;
   ::close(fd);  // the mapping keeps the file alive
   if (m->map == MAP_FAILED) {
     m->map = nullptr;
-    bad(path, "file", "a file that can be memory-mapped", std::strerror(errno));
+    bad(path, "file", "a readable file that can be memory-mapped", std::strerror(map_err));
   }
   m->map_bytes = (size_t)size;
   const uint8_t* base = static_cast<const uint8_t*>(m->map);
 
-  // ---- header ----
+  // ---- 2-3. header ----
   if (std::memcmp(base, kMagic, sizeof kMagic) != 0)
     bad(path, "magic", "the bytes \"E3DMMBIN\" (an .e3dmm model cache)", printable(base, sizeof kMagic));
-  if (size < kHeaderBytes) bad(path, "header", "64 bytes (file truncated?)", "a file of " + u64s(size) + " bytes");
+  if (size < kHeaderBytes) bad(path, "header", "64 bytes", "a file of " + u64s(size) + " bytes");
   const uint32_t version = read_le<uint32_t>(base + 8);
   if (version != kVersion) bad(path, "version", "1", u64s(version));
+  for (int i = 40; i < 64; ++i)
+    if (base[i] != 0) bad(path, "reserved", "24 zero bytes", "a non-zero byte at offset " + std::to_string(i));
   const uint32_t count = read_le<uint32_t>(base + 12);
   const uint64_t meta_off = read_le<uint64_t>(base + 16), meta_n = read_le<uint64_t>(base + 24);
   const uint64_t file_n = read_le<uint64_t>(base + 32);
-  if (file_n != size) bad(path, "file_nbytes", u64s(file_n) + " bytes in the file (truncated or padded?)", u64s(size));
-  const uint64_t table_end = kHeaderBytes + kEntryBytes * (uint64_t)count;  // count < 2^32: no overflow
+  if (file_n != size) bad(path, "file_nbytes", "the real file size " + u64s(size) + " (truncated or extended?)", u64s(file_n));
+  if (count != kRequired && count != kRequired + 1) bad(path, "array_count", "7 or 8 records", u64s(count));
+  const uint64_t table_end = kHeaderBytes + kEntryBytes * (uint64_t)count;
   if (table_end > size)
     bad(path, "array_count", "a table that fits the file of " + u64s(size) + " bytes", u64s(count) + " records");
-  if (meta_off < table_end || meta_off > size || meta_n > size - meta_off)
+  // ---- 4. the metadata range (meta_off >= table_end and meta_n <= size - meta_off: no u64 overflow) ----
+  if (meta_n < 2 || meta_n > kMaxMetadataBytes || meta_off < table_end || meta_off > size || meta_n > size - meta_off)
     bad(path, "metadata_offset/metadata_nbytes",
-        "a range after the array table (>= " + u64s(table_end) + ") inside the file of " + u64s(size) + " bytes",
+        "2 to " + u64s(kMaxMetadataBytes) + " bytes after the array table (>= " + u64s(table_end) +
+            ") inside the file of " + u64s(size) + " bytes",
         "offset " + u64s(meta_off) + ", " + u64s(meta_n) + " bytes");
 
-  // ---- array table ----
+  // ---- 5. each record ----
   std::map<std::string, Entry> arrays;
   for (uint32_t i = 0; i < count; ++i) {
     const uint8_t* r = base + kHeaderBytes + kEntryBytes * i;
-    const std::string where = "array table record " + std::to_string(i);
     size_t len = 0;
     while (len < 24 && r[len] != 0) ++len;
-    for (size_t j = 0; j < 24; ++j) {
-      const bool name_char = j < len && r[j] >= 0x21 && r[j] < 0x7f;
-      if (j < len ? !name_char : r[j] != 0)
-        bad(path, where + " name", "printable ASCII, NUL-padded to 24 bytes", printable(r, 24));
+    const ArraySpec* spec = nullptr;
+    for (const ArraySpec& a : kArrays)
+      if (std::strlen(a.name) == len && std::memcmp(a.name, r, len) == 0) spec = &a;
+    bool padded = true;
+    for (size_t j = len; j < 24; ++j) padded &= r[j] == 0;
+    if (!spec || !padded) {
+      size_t shown = 24;
+      while (shown > 0 && r[shown - 1] == 0) --shown;
+      bad(path, "array table record " + std::to_string(i) + " name", "one of " + names_list() + ", NUL-padded to 24 bytes",
+          printable(r, shown));
     }
-    if (len == 0) bad(path, where + " name", "a non-empty name", "an empty name");
     Entry e;
-    e.name.assign(reinterpret_cast<const char*>(r), len);
+    e.name = spec->name;
     const std::string field = "array '" + e.name + "'";
+    if (arrays.count(e.name)) bad(path, field, "one record per name", "a second record");
     e.dtype = read_le<uint32_t>(r + 24);
     e.ndim = read_le<uint32_t>(r + 28);
     e.dim0 = read_le<uint64_t>(r + 32);
     e.dim1 = read_le<uint64_t>(r + 40);
     e.offset = read_le<uint64_t>(r + 48);
     e.nbytes = read_le<uint64_t>(r + 56);
-    if (e.dtype != kFloat32 && e.dtype != kFloat16 && e.dtype != kInt32)
-      bad(path, field + " dtype", "1 (float32), 2 (float16) or 3 (int32)", u64s(e.dtype));
-    if (e.ndim != 1 && e.ndim != 2) bad(path, field + " ndim", "1 or 2", u64s(e.ndim));
-    if (e.ndim == 1 && e.dim1 != 1) bad(path, field + " dim1", "1 (ndim is 1)", u64s(e.dim1));
-    const uint64_t item = e.dtype == kFloat16 ? 2 : 4;
-    const uint64_t lim = std::numeric_limits<uint64_t>::max();
-    if ((e.dim1 != 0 && e.dim0 > lim / e.dim1) || (e.dim0 * e.dim1 > lim / item) || e.dim0 * e.dim1 * item != e.nbytes)
+    if (e.dtype != spec->dtype)
+      bad(path, field + " dtype", std::to_string(spec->dtype) + " (" + dtype_name(spec->dtype) + ")", u64s(e.dtype));
+    if (e.ndim != spec->ndim) bad(path, field + " ndim", std::to_string(spec->ndim), u64s(e.ndim));
+    if (e.dim0 < 1 || e.dim0 > kMaxDim || e.dim1 < 1 || e.dim1 > kMaxDim || (e.ndim == 1 && e.dim1 != 1))
+      bad(path, field + " dims", "dim0 and dim1 in [1, " + u64s(kMaxDim) + "]" + (e.ndim == 1 ? ", dim1 = 1" : ""),
+          "(" + u64s(e.dim0) + ", " + u64s(e.dim1) + ")");
+    const uint64_t item = 4;  // float32 and int32
+    uint64_t want = 0;  // dims < 2^31, so this cannot overflow; checked all the same
+    if (__builtin_mul_overflow(e.dim0, e.dim1, &want) || __builtin_mul_overflow(want, item, &want) || want != e.nbytes)
       bad(path, field + " nbytes",
           "dim0 * dim1 * itemsize = " + u64s(e.dim0) + " * " + u64s(e.dim1) + " * " + u64s(item), u64s(e.nbytes));
     if (e.offset % 64 != 0) bad(path, field + " offset", "a multiple of 64", u64s(e.offset));
@@ -227,96 +300,116 @@ MorphableModel MorphableModel::load(const std::string& path) {
       bad(path, field + " offset/nbytes",
           "a range after the array table (>= " + u64s(table_end) + ") inside the file of " + u64s(size) + " bytes",
           "offset " + u64s(e.offset) + ", " + u64s(e.nbytes) + " bytes");
-    if (!arrays.emplace(e.name, e).second) bad(path, field, "one record per name", "a second record");
+    arrays.emplace(e.name, e);
+  }
+  // ---- 6. every required array ----
+  for (uint32_t i = 0; i < kRequired; ++i)
+    if (!arrays.count(kArrays[i].name)) {
+      std::string have;
+      for (const auto& kv : arrays) have += (have.empty() ? "'" : ", '") + kv.first + "'";
+      bad(path, std::string("array '") + kArrays[i].name + "'", "present (required)", "arrays [" + have + "]");
+    }
+  // ---- 7. no two ranges overlap (all inside the file, so end = offset + nbytes cannot overflow) ----
+  {
+    struct Range {
+      uint64_t start, end;
+      std::string what;
+      bool operator<(const Range& o) const { return start != o.start ? start < o.start : end != o.end ? end < o.end : what < o.what; }
+    };
+    std::vector<Range> ranges = {{meta_off, meta_off + meta_n, "the metadata"}};
+    for (const auto& kv : arrays)
+      ranges.push_back({kv.second.offset, kv.second.offset + kv.second.nbytes, "array '" + kv.first + "'"});
+    std::sort(ranges.begin(), ranges.end());
+    for (size_t i = 1; i < ranges.size(); ++i)
+      if (ranges[i].start < ranges[i - 1].end)
+        bad(path, ranges[i].what + " offset",
+            "a range that does not overlap " + ranges[i - 1].what + " (which ends at " + u64s(ranges[i - 1].end) + ")",
+            "offset " + u64s(ranges[i].start));
   }
 
-  // ---- required arrays: dtype, rank, consistent N, Ks, Kt ----
-  auto need = [&](const char* name, uint32_t dtype, uint32_t ndim) -> const Entry& {
-    auto it = arrays.find(name);
-    if (it == arrays.end()) bad(path, std::string("array '") + name + "'", "present (required)", "missing");
-    const Entry& e = it->second;
-    if (e.dtype != dtype) bad(path, std::string("array '") + name + "' dtype", dtype_name(dtype), dtype_name(e.dtype));
-    if (e.ndim != ndim)
-      bad(path, std::string("array '") + name + "' ndim", std::to_string(ndim), u64s(e.ndim));
-    return e;
-  };
-  auto dims = [](const Entry& e) {
-    return e.ndim == 1 ? "[" + u64s(e.dim0) + "]" : "[" + u64s(e.dim0) + ", " + u64s(e.dim1) + "]";
-  };
-  const Entry& smean = need("shape_mean", kFloat32, 1);
+  // ---- 8. the model's shapes and bounds: N, Ks, Kt, F, L ----
+  const Entry& smean = arrays.at("shape_mean");
   const uint64_t n3 = smean.dim0;
-  if (n3 == 0 || n3 % 3 != 0 || n3 / 3 > (uint64_t)std::numeric_limits<int32_t>::max())
-    bad(path, "array 'shape_mean' shape", "[3N] with 1 <= N < 2^31", dims(smean));
+  if (n3 % 3 != 0 || n3 / 3 < 1 || n3 / 3 > (uint64_t)kMaxVertices)
+    bad(path, "array 'shape_mean' shape", "[3N] with 1 <= N <= " + std::to_string(kMaxVertices), dims_of(smean));
   const std::string s3n = u64s(n3);
-  const Entry& sbasis = need("shape_basis", kFloat32, 2);
-  if (sbasis.dim1 != n3 || sbasis.dim0 == 0 || sbasis.dim0 > (uint64_t)std::numeric_limits<int>::max())
-    bad(path, "array 'shape_basis' shape", "[Ks, " + s3n + "] with Ks >= 1 (3N from shape_mean)", dims(sbasis));
-  const Entry& ssig = need("shape_sigma", kFloat32, 1);
-  if (ssig.dim0 != sbasis.dim0)
-    bad(path, "array 'shape_sigma' shape", "[" + u64s(sbasis.dim0) + "] (Ks from shape_basis)", dims(ssig));
-  const Entry& tmean = need("tex_mean", kFloat32, 1);
-  if (tmean.dim0 != n3) bad(path, "array 'tex_mean' shape", "[" + s3n + "] (3N from shape_mean)", dims(tmean));
-  const Entry& tbasis = need("tex_basis", kFloat32, 2);
-  if (tbasis.dim1 != n3 || tbasis.dim0 == 0 || tbasis.dim0 > (uint64_t)std::numeric_limits<int>::max())
-    bad(path, "array 'tex_basis' shape", "[Kt, " + s3n + "] with Kt >= 1 (3N from shape_mean)", dims(tbasis));
-  const Entry& tsig = need("tex_sigma", kFloat32, 1);
-  if (tsig.dim0 != tbasis.dim0)
-    bad(path, "array 'tex_sigma' shape", "[" + u64s(tbasis.dim0) + "] (Kt from tex_basis)", dims(tsig));
-  const Entry& faces = need("faces", kInt32, 2);
-  if (faces.dim1 != 3) bad(path, "array 'faces' shape", "[F, 3]", dims(faces));
-
-  m->n = (int64_t)(n3 / 3);
-  m->ks = (int)sbasis.dim0;
-  m->kt = (int)tbasis.dim0;
-  m->f = (int64_t)faces.dim0;
-  auto at = [&](const Entry& e) { return static_cast<const void*>(base + e.offset); };
-  m->shape_mean = static_cast<const float*>(at(smean));
-  m->shape_basis = static_cast<const float*>(at(sbasis));
-  m->shape_sigma = static_cast<const float*>(at(ssig));
-  m->tex_mean = static_cast<const float*>(at(tmean));
-  m->tex_basis = static_cast<const float*>(at(tbasis));
-  m->tex_sigma = static_cast<const float*>(at(tsig));
-  m->faces = static_cast<const int32_t*>(at(faces));
-
-  // ---- index ranges: a bad face index would make every consumer read out of bounds ----
-  const int32_t nmax = (int32_t)m->n;
-  for (int64_t i = 0; i < 3 * m->f; ++i) {
-    const int32_t v = m->faces[i];
-    if (v < 0 || v >= nmax)
-      bad(path, "array 'faces'[" + std::to_string(i / 3) + ", " + std::to_string(i % 3) + "]",
-          "a vertex index in [0, " + std::to_string(nmax) + ")", std::to_string(v));
+  for (const char* prefix : {"shape", "tex"}) {
+    const std::string pre(prefix), k = pre == "shape" ? "Ks" : "Kt";
+    if (pre == "tex" && arrays.at("tex_mean").dim0 != n3)
+      bad(path, "array 'tex_mean' shape", "[" + s3n + "] (3N from shape_mean)", dims_of(arrays.at("tex_mean")));
+    const Entry& basis = arrays.at(pre + "_basis");
+    if (basis.dim1 != n3 || basis.dim0 < 1 || basis.dim0 > (uint64_t)kMaxComponents)
+      bad(path, "array '" + pre + "_basis' shape",
+          "[" + k + ", " + s3n + "] with 1 <= " + k + " <= " + std::to_string(kMaxComponents) + " (3N from shape_mean)",
+          dims_of(basis));
+    const Entry& sigma = arrays.at(pre + "_sigma");
+    if (sigma.dim0 != basis.dim0)
+      bad(path, "array '" + pre + "_sigma' shape", "[" + u64s(basis.dim0) + "] (" + k + " from " + pre + "_basis)",
+          dims_of(sigma));
   }
+  const Entry& faces = arrays.at("faces");
+  if (faces.dim1 != 3 || faces.dim0 < 1 || faces.dim0 > (uint64_t)kMaxFaces)
+    bad(path, "array 'faces' shape", "[F, 3] with 1 <= F <= " + std::to_string(kMaxFaces), dims_of(faces));
   auto lm = arrays.find("landmarks");
-  if (lm != arrays.end()) {
-    const Entry& e = lm->second;
-    if (e.dtype != kInt32 || e.ndim != 1)
-      bad(path, "array 'landmarks'", "int32 [68]", std::string(dtype_name(e.dtype)) + " " + dims(e));
-    m->landmarks = static_cast<const int32_t*>(at(e));
-    m->n_landmarks = (int64_t)e.dim0;
-    for (int64_t i = 0; i < m->n_landmarks; ++i)
-      if (m->landmarks[i] < 0 || m->landmarks[i] >= nmax)
-        bad(path, "array 'landmarks'[" + std::to_string(i) + "]", "a vertex index in [0, " + std::to_string(nmax) + ")",
-            std::to_string(m->landmarks[i]));
-  }
+  if (lm != arrays.end() && (lm->second.dim0 < 1 || lm->second.dim0 > (uint64_t)kMaxLandmarks))
+    bad(path, "array 'landmarks' shape", "[L] with 1 <= L <= " + std::to_string(kMaxLandmarks), dims_of(lm->second));
 
-  // ---- metadata ----
+  // ---- 9. metadata ----
   m->metadata.assign(reinterpret_cast<const char*>(base + meta_off), (size_t)meta_n);
   const size_t bad_utf8 = first_invalid_utf8(m->metadata);
   if (bad_utf8 != std::string::npos)
     bad(path, "metadata", "UTF-8 text", "an invalid byte sequence at byte " + std::to_string(bad_utf8));
   json_lite::TopLevel top;
   std::string jerr;
-  if (!json_lite::parse_object(m->metadata, &top, &jerr)) bad(path, "metadata", "a UTF-8 JSON object", jerr);
+  if (!json_lite::parse_object(m->metadata, &top, &jerr))
+    bad(path, "metadata", "a JSON object (RFC 8259, the limits of docs/model_cache_format.md)", "invalid JSON: " + jerr);
+  for (const char* key : {"format", "synthetic", "name", "source"})
+    if (!top.kinds.count(key)) bad(path, std::string("metadata \"") + key + "\"", "this required key", "missing");
   auto fmt = top.strings.find("format");
   if (fmt == top.strings.end() || fmt->second != "e3dmm-cache")
-    bad(path, "metadata \"format\"", "\"e3dmm-cache\"", fmt == top.strings.end() ? "missing or not a string" : '"' + fmt->second + '"');
+    bad(path, "metadata \"format\"", "\"e3dmm-cache\"",
+        fmt == top.strings.end() ? "a JSON value that is not a string" : '"' + fmt->second + '"');
   auto syn = top.bools.find("synthetic");
-  if (syn == top.bools.end()) bad(path, "metadata \"synthetic\"", "true or false", "missing or not a boolean");
+  if (syn == top.bools.end()) bad(path, "metadata \"synthetic\"", "true or false", "a JSON value that is not a boolean");
   m->synthetic = syn->second;
   for (const char* key : {"name", "source"})
-    if (!top.kinds.count(key)) bad(path, std::string("metadata \"") + key + "\"", "this required key", "missing");
-  auto nm = top.strings.find("name");
-  if (nm != top.strings.end()) m->name = nm->second;
+    if (!top.strings.count(key))
+      bad(path, std::string("metadata \"") + key + "\"", "a string", "a JSON value that is not a string");
+  m->name = top.strings.at("name");
+
+  // ---- 10. values ----
+  m->n = (int64_t)(n3 / 3);
+  m->ks = (int)arrays.at("shape_basis").dim0;
+  m->kt = (int)arrays.at("tex_basis").dim0;
+  m->f = (int64_t)faces.dim0;
+  auto at = [&](const char* name) { return static_cast<const void*>(base + arrays.at(name).offset); };
+  m->shape_mean = static_cast<const float*>(at("shape_mean"));
+  m->shape_basis = static_cast<const float*>(at("shape_basis"));
+  m->shape_sigma = static_cast<const float*>(at("shape_sigma"));
+  m->tex_mean = static_cast<const float*>(at("tex_mean"));
+  m->tex_basis = static_cast<const float*>(at("tex_basis"));
+  m->tex_sigma = static_cast<const float*>(at("tex_sigma"));
+  m->faces = static_cast<const int32_t*>(at("faces"));
+  for (uint32_t i = 0; i < 6; ++i) {  // the six float arrays, in table order
+    const Entry& e = arrays.at(kArrays[i].name);
+    check_finite(path, kArrays[i].name, static_cast<const float*>(at(kArrays[i].name)), e.dim0, e.dim1, e.ndim == 2);
+  }
+  // A bad face or landmark index would make every consumer read out of bounds.
+  const int32_t nmax = (int32_t)m->n;
+  for (int64_t i = 0; i < 3 * m->f; ++i) {
+    const int32_t v = read_le<int32_t>(reinterpret_cast<const uint8_t*>(m->faces + i));
+    if (v < 0 || v >= nmax)
+      bad(path, "array 'faces'[" + std::to_string(i / 3) + ", " + std::to_string(i % 3) + "]",
+                "a vertex index in [0, " + std::to_string(nmax) + ")", std::to_string(v));
+  }
+  if (lm != arrays.end()) {
+    m->landmarks = static_cast<const int32_t*>(at("landmarks"));
+    m->n_landmarks = (int64_t)lm->second.dim0;
+    for (int64_t i = 0; i < m->n_landmarks; ++i)
+      if (m->landmarks[i] < 0 || m->landmarks[i] >= nmax)
+        bad(path, "array 'landmarks'[" + std::to_string(i) + "]", "a vertex index in [0, " + std::to_string(nmax) + ")",
+                  std::to_string(m->landmarks[i]));
+  }
   return MorphableModel(std::move(m));
 }
 
@@ -349,12 +442,28 @@ CoeffLayout MorphableModel::default_layout() const {
 void MorphableModel::make_float16_bases() {
   if (has_float16_bases()) return;
   const size_t n3 = (size_t)(3 * impl_->n);
-  auto convert = [n3](const float* src, int k, std::vector<uint16_t>* dst) {
-    dst->resize((size_t)k * n3);
-    for (size_t i = 0; i < dst->size(); ++i) (*dst)[i] = float_to_half(src[i]);
+  const std::string& path = impl_->path;
+  // A finite value beyond float16's range would become Inf, and then every decode NaN or Inf
+  // (0 * Inf is NaN): refused, naming the element, before anything is kept.
+  auto convert = [&](const char* name, const float* src, int k, std::vector<uint16_t>* dst) {
+    std::vector<uint16_t> out((size_t)k * n3);
+    for (size_t i = 0; i < out.size(); ++i) {
+      out[i] = float_to_half(src[i]);
+      if ((out[i] & 0x7c00u) == 0x7c00u) {
+        char v[32];
+        *std::to_chars(v, v + sizeof v - 1, src[i]).ptr = 0;
+        throw InvalidInput("make_float16_bases: " + path + ": " + name + "[" + std::to_string(i / n3) + ", " +
+                           std::to_string(i % n3) + "]: expected a value float16 can hold (|v| < 65520), found " + v +
+                           "; decode this model with Float32 bases");
+      }
+    }
+    *dst = std::move(out);
   };
-  convert(impl_->shape_basis, impl_->ks, &impl_->shape_basis_f16);
-  convert(impl_->tex_basis, impl_->kt, &impl_->tex_basis_f16);
+  std::vector<uint16_t> shape, tex;
+  convert("shape_basis", impl_->shape_basis, impl_->ks, &shape);
+  convert("tex_basis", impl_->tex_basis, impl_->kt, &tex);
+  impl_->shape_basis_f16 = std::move(shape);
+  impl_->tex_basis_f16 = std::move(tex);
 }
 
 bool MorphableModel::has_float16_bases() const {

@@ -10,12 +10,11 @@
 #include <cuda_runtime.h>
 
 #include <cstdio>
-#include <fstream>
-#include <iterator>
 #include <memory>
 #include <vector>
 
 #include "e3dmm/errors.h"
+#include "e3dmm/limits.h"
 #include "e3dmm/tensorrt_runner.h"
 
 namespace e3dmm {
@@ -73,9 +72,18 @@ TensorRTRunner::TensorRTRunner(const std::string& engine_path) {
   }
   auto m = std::make_unique<Impl>();
   m->path = engine_path;
-  std::ifstream f(engine_path, std::ios::binary);
-  if (!f) throw ModelFileError(engine_path + ": file: expected a readable TensorRT engine, found none");
-  std::vector<char> blob((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  // stdio, not an ifstream: the library keeps clear of iostreams (see build_info.cpp).
+  std::vector<char> blob;
+  {
+    std::FILE* fp = std::fopen(engine_path.c_str(), "rb");
+    if (!fp) throw ModelFileError(engine_path + ": file: expected a readable TensorRT engine, found none");
+    char buf[1 << 16];
+    size_t got;
+    while ((got = std::fread(buf, 1, sizeof buf, fp)) > 0) blob.insert(blob.end(), buf, buf + got);
+    const bool failed = std::ferror(fp) != 0;
+    std::fclose(fp);
+    if (failed) throw ModelFileError(engine_path + ": file: read error while loading the TensorRT engine");
+  }
   if (blob.empty()) throw ModelFileError(engine_path + ": file: expected a TensorRT engine, found an empty file");
 
   m->runtime.reset(nvinfer1::createInferRuntime(logger()));
@@ -108,10 +116,11 @@ TensorRTRunner::TensorRTRunner(const std::string& engine_path) {
     throw ModelFileError(engine_path + ": input '" + m->input + "': expected shape [B, 3, 224, 224], found rank " +
                          std::to_string(in.nbDims));
   const nvinfer1::Dims out = m->engine->getTensorShape(m->output.c_str());
-  if (out.nbDims != 2 || out.d[1] <= 0)
-    throw ModelFileError(engine_path + ": output '" + m->output + "': expected shape [B, C], found rank " +
-                         std::to_string(out.nbDims));
-  m->width = (int)out.d[1];
+  if (out.nbDims != 2 || out.d[1] <= 0 || out.d[1] > kMaxCoeffStride)
+    throw ModelFileError(engine_path + ": output '" + m->output + "': expected shape [B, C] with 1 <= C <= " +
+                         std::to_string(kMaxCoeffStride) + ", found rank " + std::to_string(out.nbDims) +
+                         (out.nbDims == 2 ? ", C " + std::to_string((int64_t)out.d[1]) : std::string()));
+  m->width = (int)out.d[1];  // checked above: no narrowing
   impl_ = std::move(m);
 }
 
@@ -126,7 +135,9 @@ int TensorRTRunner::output_width() const { return impl_->width; }
 const float* TensorRTRunner::run(const float* input, int64_t batch, void* stream) {
   Impl& m = *impl_;
   if (!input) throw InvalidInput("TensorRTRunner::run: input: expected a device pointer, found null");
-  if (batch < 1) throw InvalidInput("TensorRTRunner::run: batch: expected >= 1, found " + std::to_string(batch));
+  // Dims holds int32 in TensorRT 8: a larger batch would be narrowed before the profile check.
+  if (batch < 1 || batch > INT32_MAX)
+    throw InvalidInput("TensorRTRunner::run: batch: expected 1 to 2147483647, found " + std::to_string(batch));
   nvinfer1::Dims dims;
   dims.nbDims = 4;
   dims.d[0] = batch;

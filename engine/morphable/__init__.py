@@ -6,6 +6,11 @@ Public surface:
   `save_cache(path)`;
 - `load_model(path=None, *, mod_struct_mat=None, seed=0)`: any form, chosen by content;
   no path gives the built-in synthetic model.
+
+Every file is treated as hostile: MATLAB v5 elements are checked before scipy parses them
+(`mat5`), HDF5 shapes, links, types and storage before h5py reads them (`hdf5`), all sizes
+against the bounds of a face model (`model.MAX_VERTICES`, ...), and non-finite values are
+refused (`model.validate_arrays`). A bad file is a ModelFileError naming the file and field.
 """
 from engine.morphable.loading import load_model
 from engine.morphable.model import MorphableModel

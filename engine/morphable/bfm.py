@@ -21,7 +21,8 @@ import numpy as np
 
 from engine.errors import ModelFileError, describe_array
 from engine.morphable.matfiles import FieldSource
-from engine.morphable.model import MorphableModel, check_index_range
+from engine.morphable.model import (MAX_COMPONENTS, MAX_FACES, MAX_ROWS, MAX_VERTICES, MorphableModel,
+                                    check_finite, check_index_range)
 
 COMPONENTS = 99  # kept per basis, as the release does
 BFM2009_VERTICES = 53_490
@@ -44,30 +45,42 @@ def _one_based(src_path: Path, name: str, values: np.ndarray, n: int) -> np.ndar
     if values.dtype.kind == "f":
         if not np.all(np.isfinite(values)) or not np.array_equal(values, np.round(values)):
             raise ModelFileError(f"{src_path}: {name}: expected integer vertex indices, found non-integer values")
-    idx = values.astype(np.int64)
-    check_index_range(idx, n, str(src_path), name, base=1)
-    return (idx - 1).astype(np.int32)
+    check_index_range(values, n, str(src_path), name, base=1)  # before the cast: 1e300 or 2^64-1 would wrap
+    return (values.astype(np.int64) - 1).astype(np.int32)
 
 
 def _basis(src: FieldSource, prefix: str, n3: int, ev_scale: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(mean [n3_file], K-major folded basis [99, n3_file], sigma [99]) before any row selection
-    for the mean; `ev_scale` converts EV to the model's units (1/1000 for BFM 2009 shape)."""
-    mean = src.vector(f"{prefix}MU", n3).astype(np.float64)
-    pc = src.matrix(f"{prefix}PC", n3, None, min_cols=COMPONENTS)
+    """(mean [n3_file], K-major unfolded basis [99, n3_file], sigma [99]) before any row
+    selection; `ev_scale` converts EV to the model's units (1/1000 for BFM 2009 shape).
+    Every value is finite (checked here, so the error names the file's field)."""
+    mean = src.vector(f"{prefix}MU", n3)
+    pc = src.matrix(f"{prefix}PC", n3, None, min_cols=COMPONENTS, max_cols=MAX_COMPONENTS)
     k = pc.shape[1]
     ev = src.vector(f"{prefix}EV", k)
+    for field, values in ((f"{prefix}MU", mean), (f"{prefix}PC", pc), (f"{prefix}EV", ev)):
+        check_finite(values, str(src.path), field)  # all of it: a NaN anywhere means a damaged file
     sigma = ev[:COMPONENTS].astype(np.float64) * ev_scale
-    return mean, pc.T[:COMPONENTS], sigma
+    return mean.astype(np.float64), pc.T[:COMPONENTS], sigma
 
 
-def _fold(pc_t: np.ndarray, sigma: np.ndarray) -> np.ndarray:
+def _float32(values: np.ndarray, src_path: Path, field: str) -> np.ndarray:
+    """C-contiguous float32 of float64 `values`; finite inputs can still overflow float32 (3.4e38)."""
+    with np.errstate(over="ignore", invalid="ignore"):  # checked right below, naming the field
+        out = np.ascontiguousarray(values.astype(np.float32))
+    check_finite(out, str(src_path), f"{field} (as float32)")
+    return out
+
+
+def _fold(pc_t: np.ndarray, sigma: np.ndarray, src_path: Path, prefix: str) -> np.ndarray:
     """Row k = PC[:, k] * sigma[k], computed in float64 and stored as C-contiguous float32."""
-    return np.ascontiguousarray((pc_t * sigma[:, None]).astype(np.float32))
+    with np.errstate(over="ignore"):  # an overflow becomes inf, which _float32 names
+        folded = pc_t * sigma[:, None]
+    return _float32(folded, src_path, f"{prefix}PC x {prefix}EV")
 
 
 def _sizes(src: FieldSource) -> int:
     """3N from shapeMU, the one field every form has."""
-    n3 = src.vector("shapeMU").size
+    n3 = src.vector("shapeMU", max_length=MAX_ROWS).size
     if n3 == 0 or n3 % 3:
         raise ModelFileError(f"{src.path}: shapeMU: expected 3N values (x y z per vertex), "
                              f"found {describe_array(src.raw('shapeMU'))}")
@@ -89,15 +102,16 @@ def load_trimmed(path: str | os.PathLike) -> MorphableModel:
     arrays = {}
     for prefix, name in (("shape", "shape"), ("tex", "tex")):
         mean, pc_t, sigma = _basis(src, prefix, n3, 1.0)
-        arrays[f"{name}_mean"] = mean.astype(np.float32)
-        arrays[f"{name}_basis"] = _fold(pc_t, sigma)
-        arrays[f"{name}_sigma"] = sigma.astype(np.float32)
+        arrays[f"{name}_mean"] = _float32(mean, src.path, f"{prefix}MU")
+        arrays[f"{name}_basis"] = _fold(pc_t, sigma, src.path, prefix)
+        arrays[f"{name}_sigma"] = _float32(sigma, src.path, f"{prefix}EV")
     face_field = "faces" if src.has("faces") else "tl" if src.has("tl") else None
     if face_field is None:
         raise ModelFileError(f"{src.path}: faces: expected a field 'faces' (or 'tl'), found only {src.names()}")
-    faces = src.matrix(face_field, None, 3)
+    faces = src.matrix(face_field, None, 3, max_rows=MAX_FACES)
     arrays["faces"] = np.ascontiguousarray(_one_based(src.path, face_field, faces, n))
-    arrays["landmarks"] = (_one_based(src.path, "innerLandmarkIndex", src.vector("innerLandmarkIndex"), n)
+    arrays["landmarks"] = (_one_based(src.path, "innerLandmarkIndex",
+                                      src.vector("innerLandmarkIndex", max_length=MAX_VERTICES), n)
                            if src.has("innerLandmarkIndex") else None)
     return MorphableModel(**arrays, metadata={
         "synthetic": False,
@@ -112,23 +126,29 @@ def load_bfm2009(bfm_mat: str | os.PathLike, mod_struct_mat: str | os.PathLike) 
     ms = FieldSource(mod_struct_mat, _MOD_STRUCT_FIELDS)
     src = FieldSource(bfm_mat, _BASIS_FIELDS)
     n3_bfm = _sizes(src)
-    kept = _one_based(ms.path, "vertex_indices", ms.vector("vertex_indices"), n3_bfm // 3).astype(np.int64)
+    kept = _one_based(ms.path, "vertex_indices", ms.vector("vertex_indices", max_length=MAX_VERTICES),
+                      n3_bfm // 3).astype(np.int64)
     n = kept.size
     # Rows 3k, 3k+1, 3k+2 of every kept vertex k, in the order of vertex_indices.
     rows = (3 * kept[:, None] + np.arange(3)).reshape(-1)
-    tx = ms.vector("tx", 1)[0]
+    tx_field = ms.vector("tx", 1)
+    check_finite(tx_field, str(ms.path), "tx")
+    tx = float(tx_field[0])
 
     arrays = {}
     for prefix, scale in (("shape", 1.0 / 1000.0), ("tex", 1.0)):
         mean, pc_t, sigma = _basis(src, prefix, n3_bfm, scale)
         mean = mean[rows] * scale  # shapeMU: micrometres -> millimetres; texMU: 0..255 as is
         if prefix == "shape":
-            mean[0::3] += tx  # the release re-centres x after the unit change
-        arrays[f"{prefix}_mean"] = mean.astype(np.float32)
-        arrays[f"{prefix}_basis"] = _fold(pc_t[:, rows], sigma)  # PC itself is not scaled
-        arrays[f"{prefix}_sigma"] = sigma.astype(np.float32)
-    arrays["faces"] = np.ascontiguousarray(_one_based(ms.path, "faces", ms.matrix("faces", None, 3), n))
-    arrays["landmarks"] = (_one_based(ms.path, "innerLandmarkIndex", ms.vector("innerLandmarkIndex"), n)
+            with np.errstate(over="ignore"):  # an overflow becomes inf, which _float32 names
+                mean[0::3] += tx  # the release re-centres x after the unit change
+        arrays[f"{prefix}_mean"] = _float32(mean, src.path, "shapeMU / 1000 + tx" if prefix == "shape" else "texMU")
+        arrays[f"{prefix}_basis"] = _fold(pc_t[:, rows], sigma, src.path, prefix)  # PC itself is not scaled
+        arrays[f"{prefix}_sigma"] = _float32(sigma, src.path, f"{prefix}EV")
+    faces = ms.matrix("faces", None, 3, max_rows=MAX_FACES)
+    arrays["faces"] = np.ascontiguousarray(_one_based(ms.path, "faces", faces, n))
+    arrays["landmarks"] = (_one_based(ms.path, "innerLandmarkIndex",
+                                      ms.vector("innerLandmarkIndex", max_length=MAX_VERTICES), n)
                            if ms.has("innerLandmarkIndex") else None)
     bfm_name, ms_name = Path(bfm_mat).name, Path(mod_struct_mat).name
     return MorphableModel(**arrays, metadata={

@@ -22,6 +22,9 @@ def load_model(path: str | os.PathLike | None = None, *, mod_struct_mat: str | o
     - BFM 2009 `01_MorphableModel.mat` together with `mod_struct_mat=` (the release's
       `mod_struct_expr.mat`): trimmed by the release's rule.
     - the release's trimmed `BaselFaceModel_mod.mat` (MATLAB v5 or v7.3) or `.h5`.
+
+    Raises ModelFileError (naming the file and field) for any missing, damaged, hostile or
+    inconsistent file, including NaN/Inf values and sizes beyond those of a face model.
     """
     if path is None:
         from engine.morphable.synthetic import synthetic_model

@@ -22,6 +22,18 @@ from engine.errors import ModelFileError, describe_array
 # Array names as they appear in the `.e3dmm` cache and in error messages.
 FLOAT_FIELDS = ("shape_mean", "shape_basis", "shape_sigma", "tex_mean", "tex_basis", "tex_sigma")
 
+# What a face model can be. Every loader checks declared sizes against these bounds before
+# it reads or allocates anything, so a small hostile file cannot make it allocate more than
+# a model this size needs (BFM 2009: 53,490 vertices, 106,466 triangles, 199 components per
+# basis; the release's trimmed model: 46,990 vertices, 93,323 triangles, 99 + 99).
+MAX_VERTICES = 200_000  # about 4x the Basel Face Model
+MAX_FACES = 2 * MAX_VERTICES  # a closed triangle mesh has about two triangles per vertex
+MAX_COMPONENTS = 384  # per basis; BFM 2009 and 2017 have 199. 2 x 384 x 16 float32 = 48 KiB: the CUDA
+# kernel keeps a 16-row tile of both coefficient sets in shared memory, and 48 KiB is what every
+# GPU grants a block without an opt-in (csrc/include/e3dmm/limits.h)
+MAX_ROWS = 3 * MAX_VERTICES  # the longest dimension a model array has: 3N (x y z per vertex)
+MAX_ARRAY_ELEMENTS = MAX_ROWS * MAX_COMPONENTS  # the largest model array: a [3N, K] basis
+
 
 @dataclass(eq=False)
 class MorphableModel:
@@ -142,10 +154,11 @@ def _fail(origin: str, field_name: str, expected: str, found: str) -> ModelFileE
 
 
 def validate_arrays(arrays: dict[str, np.ndarray | None], origin: str) -> None:
-    """Check dtypes, shapes, mutual consistency and face/landmark ranges.
+    """Check dtypes, shapes (within MAX_VERTICES / MAX_COMPONENTS / MAX_FACES), mutual
+    consistency, finite float values and face/landmark ranges.
 
     The single consistency check for every way a model is made; `origin` (a file name)
-    leads every message so the user knows which file is wrong.
+    leads every message so the user knows which file is wrong. Raises ModelFileError.
     """
     for name in (*FLOAT_FIELDS, "faces"):
         a = arrays.get(name)
@@ -158,22 +171,27 @@ def validate_arrays(arrays: dict[str, np.ndarray | None], origin: str) -> None:
     if mean.ndim != 1 or mean.shape[0] == 0 or mean.shape[0] % 3:
         raise _fail(origin, "shape_mean", "float32[3N] with N >= 1", describe_array(mean))
     n3 = mean.shape[0]
+    if n3 > MAX_ROWS:
+        raise _fail(origin, "shape_mean", f"at most {MAX_VERTICES} vertices (3N <= {MAX_ROWS})", describe_array(mean))
     for prefix in ("shape", "tex"):
         m, b, s = (arrays[f"{prefix}_{x}"] for x in ("mean", "basis", "sigma"))
         if m.shape != (n3,):
             raise _fail(origin, f"{prefix}_mean", f"float32[{n3}]", describe_array(m))
-        if b.ndim != 2 or b.shape[1] != n3 or b.shape[0] == 0:
-            raise _fail(origin, f"{prefix}_basis", f"float32[K, {n3}] with K >= 1", describe_array(b))
+        if b.ndim != 2 or b.shape[1] != n3 or not 1 <= b.shape[0] <= MAX_COMPONENTS:
+            raise _fail(origin, f"{prefix}_basis", f"float32[K, {n3}] with 1 <= K <= {MAX_COMPONENTS}",
+                        describe_array(b))
         if s.shape != (b.shape[0],):
             raise _fail(origin, f"{prefix}_sigma", f"float32[{b.shape[0]}] (one per basis row)",
                         describe_array(s))
+    for name in FLOAT_FIELDS:  # after the shapes, so a huge array is refused before it is scanned
+        check_finite(arrays[name], origin, name)
     faces = arrays["faces"]
-    if faces.dtype != np.int32 or faces.ndim != 2 or faces.shape[1] != 3:
-        raise _fail(origin, "faces", "int32[F, 3]", describe_array(faces))
+    if faces.dtype != np.int32 or faces.ndim != 2 or faces.shape[1] != 3 or faces.shape[0] > MAX_FACES:
+        raise _fail(origin, "faces", f"int32[F, 3] with F <= {MAX_FACES}", describe_array(faces))
     check_index_range(faces, n3 // 3, origin, "faces")
     lm = arrays.get("landmarks")
     if lm is not None:
-        if not isinstance(lm, np.ndarray) or lm.dtype != np.int32 or lm.ndim != 1:
+        if not isinstance(lm, np.ndarray) or lm.dtype != np.int32 or lm.ndim != 1 or lm.shape[0] > MAX_VERTICES:
             raise _fail(origin, "landmarks", "int32[68]", describe_array(lm))
         check_index_range(lm, n3 // 3, origin, "landmarks")
 
@@ -187,3 +205,18 @@ def check_index_range(idx: np.ndarray, n: int, origin: str, field_name: str, bas
         bad = lo if lo < base else hi
         raise _fail(origin, field_name, f"{'0' if base == 0 else '1'}-based vertex indices in "
                     f"[{base}, {n - 1 + base}] (N = {n})", f"index {bad} (min {lo}, max {hi})")
+
+
+def check_finite(a: np.ndarray, origin: str, field_name: str) -> None:
+    """Every value finite (no NaN, no +-Inf): a non-finite model value poisons every vertex it
+    touches, and the mesh writers would only notice much later, naming neither file nor field.
+    One vectorised pass, no copy of `a`; the message gives the count and the first bad index."""
+    finite = np.isfinite(a)
+    if finite.all():
+        return
+    bad = np.flatnonzero(~finite)
+    first = tuple(int(i) for i in np.unravel_index(bad[0], a.shape))
+    where = ", ".join(str(i) for i in first)
+    raise _fail(origin, field_name, "finite values (no NaN or Inf)",
+                f"{bad.size} non-finite value{'s' if bad.size > 1 else ''} in {describe_array(a)}, "
+                f"the first {float(a[first])} at [{where}]")

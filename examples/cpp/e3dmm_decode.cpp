@@ -3,10 +3,15 @@
 // this program decodes every row and writes one PLY per row, byte-identical to
 // engine.mesh_io.write_ply for the same coefficients. Where the library was built with
 // TensorRT it can also run a serialized engine on raw crops and decode on the GPU.
+#include <algorithm>
+#include <charconv>
 #include <chrono>
+#include <clocale>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <memory>
+#include <new>
 #include <string>
 #include <vector>
 
@@ -74,14 +79,26 @@ std::vector<std::string> read_list(const std::string& list) {
   return out;
 }
 
-// Checks a coefficient array against the model: [B, C] with C >= Ks + Kt.
+// Checks a coefficient array against the model: [B, C] with Ks + Kt <= C <= kMaxCoeffStride
+// (sizes in int64: Ks + Kt and C are never summed or narrowed in int before the check).
 void check_coeffs(const std::string& path, const npy::Array& a, const e3dmm::MorphableModel& m) {
-  const int64_t need = m.shape_components() + m.tex_components();
-  if (a.shape.size() != 2 || a.dim(0) < 1 || a.dim(1) < need)
-    throw e3dmm::InvalidInput(path + ": shape: expected float32 [B >= 1, " + std::to_string(need) +
-                              "], found rank " + std::to_string(a.shape.size()) + " [" +
-                              (a.shape.empty() ? "" : std::to_string(a.dim(0))) +
+  const int64_t need = (int64_t)m.shape_components() + m.tex_components();
+  if (a.shape.size() != 2 || a.dim(0) < 1 || a.dim(1) < need || a.dim(1) > e3dmm::kMaxCoeffStride)
+    throw e3dmm::InvalidInput(path + ": shape: expected float32 [B >= 1, C] with " + std::to_string(need) +
+                              " <= C <= " + std::to_string(e3dmm::kMaxCoeffStride) + ", found rank " +
+                              std::to_string(a.shape.size()) + " [" + (a.shape.empty() ? "" : std::to_string(a.dim(0))) +
                               (a.shape.size() > 1 ? ", " + std::to_string(a.dim(1)) : "") + "]");
+}
+
+// Rows decoded per call: the record buffer is bounded (kChunkRows * N * 15 bytes, 45 MB for the
+// BFM) whatever the number of rows in the input file.
+constexpr int64_t kChunkRows = 64;
+
+// A whole decimal int in [lo, hi], or -1 (no locale, no silent atoi-style garbage).
+long long parse_int(const std::string& s, long long lo, long long hi) {
+  long long v = 0;
+  const auto r = std::from_chars(s.data(), s.data() + s.size(), v);
+  return (r.ec != std::errc() || r.ptr != s.data() + s.size() || v < lo || v > hi) ? -1 : v;
 }
 
 #if defined(E3DMM_WITH_CUDA)
@@ -165,29 +182,40 @@ int run(const Options& o) {
     const int64_t batch = coeffs.dim(0);
     e3dmm::CoeffLayout layout = m.default_layout();
     layout.stride = (int)coeffs.dim(1);
-    std::vector<uint8_t> rec((size_t)(batch * n * e3dmm::kRecordBytes));
-    t0 = std::chrono::steady_clock::now();
-    if (o.device == "cuda") {
+    double decode_ms = 0, write_ms = 0;
 #if defined(E3DMM_WITH_CUDA)
-      e3dmm::CudaDecoder gpu(m);
-      cudaStream_t stream;
-      cuda_ok(cudaStreamCreate(&stream), "cudaStreamCreate");
-      float* d_coeffs = upload(coeffs.data, stream);
-      decode_on_gpu(gpu, d_coeffs, batch, layout, &rec, stream);
-      cudaFree(d_coeffs);
-      cudaStreamDestroy(stream);
+    std::unique_ptr<e3dmm::CudaDecoder> gpu;
+    if (o.device == "cuda") gpu.reset(new e3dmm::CudaDecoder(m));
 #else
-      throw e3dmm::Unavailable("--device cuda: this build of e3dmm has no CUDA kernel");
+    if (o.device == "cuda") throw e3dmm::Unavailable("--device cuda: this build of e3dmm has no CUDA kernel");
 #endif
-    } else {
-      dec.decode(coeffs.data.data(), batch, layout, nullptr, nullptr, rec.data());
+    for (int64_t b0 = 0; b0 < batch; b0 += kChunkRows) {
+      const int64_t rows = std::min(kChunkRows, batch - b0);
+      const float* chunk = coeffs.data.data() + b0 * layout.stride;
+      std::vector<uint8_t> rec((size_t)(rows * n * e3dmm::kRecordBytes));
+      t0 = std::chrono::steady_clock::now();
+#if defined(E3DMM_WITH_CUDA)
+      if (gpu) {
+        cudaStream_t stream;
+        cuda_ok(cudaStreamCreate(&stream), "cudaStreamCreate");
+        float* d_coeffs = upload(std::vector<float>(chunk, chunk + rows * layout.stride), stream);
+        decode_on_gpu(*gpu, d_coeffs, rows, layout, &rec, stream);
+        cudaFree(d_coeffs);
+        cudaStreamDestroy(stream);
+      } else
+#endif
+      {
+        dec.decode(chunk, rows, layout, nullptr, nullptr, rec.data());
+      }
+      decode_ms += ms_since(t0);
+      t0 = std::chrono::steady_clock::now();
+      for (int64_t r = 0; r < rows; ++r, ++written)
+        dec.write_ply(row_path(o, path, b0 + r), rec.data() + r * n * e3dmm::kRecordBytes, fmt, comments);
+      write_ms += ms_since(t0);
     }
-    const double decode_ms = ms_since(t0);
-    t0 = std::chrono::steady_clock::now();
-    for (int64_t b = 0; b < batch; ++b, ++written)
-      dec.write_ply(row_path(o, path, b), rec.data() + b * n * e3dmm::kRecordBytes, fmt, comments);
+    // Human-readable timings: the only output that follows the locale (a decimal comma under de_DE).
     std::printf("%s: %lld rows decoded (%s) in %.2f ms, PLY written in %.2f ms\n", path.c_str(), (long long)batch,
-                o.device.c_str(), decode_ms, ms_since(t0));
+                o.device.c_str(), decode_ms, write_ms);
   }
   std::printf("wrote %lld PLY files to %s\n", (long long)written, o.out.c_str());
   return 0;
@@ -196,6 +224,9 @@ int run(const Options& o) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // As an application embedding the library would (every Qt program does): the PLY files must
+  // not change with the user's locale (tests/test_cpp_example.py runs this under de_DE.UTF-8).
+  std::setlocale(LC_ALL, "");
   Options o;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -213,7 +244,12 @@ int main(int argc, char** argv) {
     else if (a == "--crops") o.crops = value("--crops");
     else if (a == "--device") o.device = value("--device");
     else if (a == "--comment") o.comments.push_back(value("--comment"));
-    else if (a == "--threads") o.threads = std::atoi(value("--threads").c_str());
+    else if (a == "--threads") {
+      const std::string v = value("--threads");
+      const long long t = parse_int(v, 0, 4096);
+      if (t < 0) return std::fprintf(stderr, "error: --threads: expected an integer in [0, 4096], found %s\n", v.c_str()), 2;
+      o.threads = (int)t;
+    }
     else if (a == "--ascii") o.ascii = true;
     else if (a == "-h" || a == "--help") return std::printf("%s", kUsage), 0;
     else if (!a.empty() && a[0] == '-') return std::fprintf(stderr, "error: unknown option %s\n%s", a.c_str(), kUsage), 2;
@@ -229,6 +265,9 @@ int main(int argc, char** argv) {
   } catch (const e3dmm::Error& e) {
     // Typed library errors: the message names the file, field, expected and found.
     std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  } catch (const std::bad_alloc&) {
+    std::fprintf(stderr, "error: out of memory\n");
     return 1;
   }
 }

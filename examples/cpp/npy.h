@@ -32,13 +32,14 @@ inline std::string dict_value(const std::string& h, const std::string& key) {
   const std::string k = "'" + key + "':";
   const size_t at = h.find(k);
   if (at == std::string::npos) return {};
-  size_t i = at + k.size(), depth = 0;
+  size_t i = at + k.size();
+  long depth = 0;  // signed: an unmatched ')' must not wrap it around
   while (i < h.size() && h[i] == ' ') ++i;
   const size_t start = i;
   for (; i < h.size(); ++i) {
     if (h[i] == '(') ++depth;
     else if (h[i] == ')') --depth;
-    else if ((h[i] == ',' || h[i] == '}') && depth == 0) break;
+    else if ((h[i] == ',' || h[i] == '}') && depth <= 0) break;
   }
   return h.substr(start, i - start);
 }

@@ -120,3 +120,19 @@ def test_cuda_unavailable_is_a_clear_error(m):
         Decoder(m, device="cuda")
     with pytest.raises(UnavailableError):
         C.decode_cuda(0, 0, 0, 0, 1, N, 99, 99, 0, 1, 198, 0, 99, 0, 0, 0, 0, 0)
+
+
+def test_float16_bases_refuse_values_float16_cannot_hold():
+    """A basis value beyond float16's range would become infinity in fp16 storage and every
+    decoded vertex NaN: refused by name, as the C++ Decoder refuses it."""
+    from engine.decode import Decoder
+    from engine.morphable import MorphableModel
+
+    m = MorphableModel.synthetic()
+    tex = np.array(m.tex_basis, np.float32)
+    tex[3, 17] = 7e4
+    bad = MorphableModel(m.shape_mean, m.shape_basis, m.shape_sigma, m.tex_mean, tex, m.tex_sigma, m.faces,
+                         metadata={**m.metadata, "name": "hot-model"})
+    with pytest.raises(InputError, match=r"hot-model: tex_basis: .* found 70000 at \[3, 17\]"):
+        Decoder(bad, basis_dtype="fp16")
+    Decoder(bad, basis_dtype="fp32")  # float32 holds it

@@ -124,7 +124,11 @@ def _damage(kind, data: bytearray, p) -> None:
         _patch(data, t["shape_basis"]["at"] + 32, "<QQ", 2, 60)
     elif kind == "ndim":
         _patch(data, t["faces"]["at"] + 28, "<I", 3)
-    elif kind == "missing":
+    elif kind == "missing":  # the landmarks record moves over tex_sigma's, and the table shrinks to 7
+        at, lm = t["tex_sigma"]["at"], t["landmarks"]["at"]
+        data[at:at + 64] = data[lm:lm + 64]
+        _patch(data, 12, "<I", 7)
+    elif kind == "unknown name":
         _patch(data, t["tex_sigma"]["at"], "<24s", b"tex_sigmb")
     elif kind == "duplicate":
         _patch(data, t["tex_sigma"]["at"], "<24s", b"shape_sigma")
@@ -145,7 +149,8 @@ DAMAGE = {
     "truncated": "file_nbytes", "magic": "magic", "version": "version", "file_nbytes": "file_nbytes",
     "count": "array_count", "misaligned": "array 'tex_mean' offset", "outside": "array 'tex_basis' offset",
     "nbytes": "array 'shape_sigma' nbytes", "dtype code": "array 'faces' dtype", "faces dtype": "array 'faces' dtype",
-    "misshaped": "shape_basis", "ndim": "array 'faces' ndim", "missing": "array 'tex_sigma'",
+    "misshaped": "shape_basis", "ndim": "array 'faces' ndim", "missing": "array 'tex_sigma': expected present (required)",
+    "unknown name": "array table record 5 name: expected one of shape_mean",
     "duplicate": "array 'shape_sigma'", "face range": "faces", "negative face": "faces",
     "landmark range": "landmarks", "metadata json": "metadata",
 }

@@ -48,7 +48,9 @@ struct DecodeParams {
   uint8_t* records = nullptr;         ///< out [batch, N, kRecordBytes] PLY vertex records, or null to skip
 };
 
-/// Checks sizes, offsets and that at least one output is requested.
+/// Checks sizes against limits.h (N <= kMaxVertices, Ks and Kt <= kMaxComponents, batch <=
+/// kMaxBatch, coeff_stride <= kMaxCoeffStride), offsets (each offset + components <= stride,
+/// summed in 64 bits), pointers, and that at least one output is requested.
 /// Throws InvalidInput naming the field, the expected and the found value.
 void validate(const DecodeParams& p);
 

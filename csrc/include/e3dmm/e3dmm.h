@@ -7,11 +7,13 @@
 /// - mesh.h: write_ply, write_obj, ply_bytes
 /// - tensorrt_runner.h: TensorRTRunner (where built with TensorRT)
 /// - errors.h: the typed exceptions
+/// - limits.h: the bounds on model and batch sizes
 #pragma once
 
 #include "e3dmm/decode.h"
 #include "e3dmm/decoder.h"
 #include "e3dmm/errors.h"
+#include "e3dmm/limits.h"
 #include "e3dmm/mesh.h"
 #include "e3dmm/model.h"
 #include "e3dmm/tensorrt_runner.h"

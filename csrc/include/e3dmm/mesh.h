@@ -23,8 +23,10 @@ enum class PlyFormat : int {
 /// @param records   [num_vertices, kRecordBytes] interleaved vertex records (decode output)
 /// @param faces     [num_faces, 3] 0-based vertex indices
 /// @param comments  header comment lines, without the `comment ` prefix: single-line ASCII
-/// ASCII bodies print x y z as `%.9g` (exact for float32) and colours as integers.
-/// @throws InvalidInput (before any byte is produced) on num_vertices < 1, null pointers,
+/// ASCII bodies print x y z as `%.9g` (exact for float32) and colours as integers, as printf
+/// does in the "C" locale, whatever the process locale is (setlocale(LC_ALL, "") included).
+/// @throws InvalidInput (before any byte is produced) on num_vertices outside [1, 2^31 - 1],
+///         num_faces outside [0, 2^31 - 1], null pointers,
 ///         a non-finite coordinate, a comment that is not single-line ASCII, or a face
 ///         index outside [0, num_vertices).
 std::string ply_bytes(const uint8_t* records, int64_t num_vertices, const int32_t* faces, int64_t num_faces,

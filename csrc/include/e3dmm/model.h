@@ -11,6 +11,7 @@
 #include <string>
 
 #include "e3dmm/decode.h"
+#include "e3dmm/limits.h"
 
 namespace e3dmm {
 
@@ -28,12 +29,16 @@ struct CoeffLayout {
 /// may be called from several threads at once.
 class MorphableModel {
  public:
-  /// Maps and validates the cache at `path`: magic, version, file size, every array
-  /// inside the file and 64-byte aligned, sizes consistent with dtype and dims, all
-  /// required arrays present with consistent N, Ks, Kt, every face and landmark index
-  /// in [0, N), and the metadata JSON (an object with "format": "e3dmm-cache" and a
-  /// boolean "synthetic").
-  /// @throws ModelFileError naming the file, the field, what was expected and what was found.
+  /// Maps and validates the cache at `path` by every rule of docs/model_cache_format.md (the
+  /// same rules, in the same order, as the Python reader): magic, version, reserved bytes,
+  /// file size, the eight known array names, dtype, rank and dims of each (within the bounds
+  /// of limits.h), every array and the metadata inside the file, after the table, 64-byte
+  /// aligned and not overlapping, consistent N, Ks, Kt, finite float values, every face and
+  /// landmark index in [0, N), and the metadata (strict RFC 8259 JSON, no duplicate keys,
+  /// depth <= 64, an object with "format": "e3dmm-cache", a boolean "synthetic" and string
+  /// "name" and "source").
+  /// @throws ModelFileError naming the file, the field, what was expected and what was found
+  ///         (also when the file cannot be opened or mapped: missing, a folder, ENOMEM).
   static MorphableModel load(const std::string& path);
 
   MorphableModel(MorphableModel&&) noexcept;             ///< Moves the mapping.
@@ -70,6 +75,8 @@ class MorphableModel {
   /// Builds a float16 (round-to-nearest-even) copy of both bases, owned by this object,
   /// for decode_params(..., BasisType::Float16). Halves the bytes the decode streams.
   /// Not thread-safe with concurrent decode_params(Float16) calls. Idempotent.
+  /// @throws InvalidInput (and keeps no copy) if a basis value is beyond float16's range
+  ///         (|v| >= 65520 would round to Inf): such a model decodes with Float32 only.
   void make_float16_bases();
   /// True after make_float16_bases().
   bool has_float16_bases() const;
