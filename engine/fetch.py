@@ -17,7 +17,8 @@ Public API
 Errors
 ------
 Network failures (connection refused, timeout, HTTP error, truncated transfer) raise
-BackendError; a checksum mismatch raises ModelFileError; bad arguments and unsafe
+BackendError (from ``fetch``, saying where to save a file downloaded by hand so that
+a rerun uses it); a checksum mismatch raises ModelFileError; bad arguments and unsafe
 archives raise InputError. Messages name the URL or file, what was expected and what
 was found.
 
@@ -69,6 +70,8 @@ class Asset:
         return (base_url or self.base_url).rstrip("/") + "/" + self.path.lstrip("/")
 
 
+TOPOLOGY_COMMIT = "c4b0eb1f91357a6395833ace1df7343d2f680463"  # anhttran/3dmm_cnn
+
 ASSETS: dict[str, Asset] = {
     # The authors' Caffe release (3dmm_cnn_resnet_101.caffemodel, deploy_network.prototxt,
     # mean.binaryproto), mirrored by Yuval Nirkin's face_swap project. The release tag is
@@ -83,12 +86,12 @@ ASSETS: dict[str, Asset] = {
         extract=True,
         description="3DMM-CNN ResNet-101 Caffe release (weights, prototxt, mean image)",
     ),
-    # How the release trims the Basel Face Model (vertex subset, faces, landmarks).
-    # Assumes the repository's default branch is "master" (the repository dates from 2017).
+    # How the release trims the Basel Face Model (vertex subset, faces, landmarks). Pinned to
+    # the commit that added the file, not to a branch that can move.
     "topology": Asset(
         name="topology",
         base_url="https://raw.githubusercontent.com",
-        path="anhttran/3dmm_cnn/master/3DMM_model/mod_struct_expr.mat",
+        path=f"anhttran/3dmm_cnn/{TOPOLOGY_COMMIT}/3DMM_model/mod_struct_expr.mat",
         filename="mod_struct_expr.mat",
         sha256="2b4c1e4716ac58922be8e9e84841f4956c87d65d63e8763b6c05b0bebe945901",
         extract=False,
@@ -325,7 +328,13 @@ def fetch(
         # with a known checksum we also verify it, and fetch again on mismatch.
         skipped = dest.is_file() and (asset.sha256 is None or sha256_file(dest) == asset.sha256)
         if not skipped:
-            download(url, dest, sha256=asset.sha256, timeout=timeout, progress=progress)
+            try:
+                download(url, dest, sha256=asset.sha256, timeout=timeout, progress=progress)
+            except BackendError as e:  # offline, blocked, server down: say how to do it by hand
+                raise BackendError(f"{e}. To install it by hand, download {asset.url()} elsewhere and save it as "
+                                   f"{dest.resolve()}; running fetch again then uses that file"
+                                   + (" (and checks its sha256)" if asset.sha256 else " (and extracts it)"
+                                      if asset.extract else "")) from None
         digest = sha256_file(dest)
         extracted = tuple(extract_zip(dest, dest_dir)) if asset.extract else ()
         results[name] = FetchResult(name, dest, digest, extracted, skipped)

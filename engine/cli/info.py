@@ -62,8 +62,20 @@ def _network(args, problems):
         out.update(status="BROKEN", detail=str(e))
         return out
     synthetic = bool(meta.get("synthetic"))
+    from engine.network.convert import CHANNEL_MEAN_COST
+    from engine.network.fp16 import Fp16Plan
+    from engine.network.resolve import CHANNEL_MEAN, mean_kind
+
+    kind = mean_kind(meta)
     out.update(status="SYNTHETIC" if synthetic else "official",
-               detail=_source_text(meta.get("source")) if not synthetic else "synthetic weights file")
+               detail=_source_text(meta.get("source")) if not synthetic else "synthetic weights file", mean=kind)
+    if not synthetic and kind == CHANNEL_MEAN:
+        out["status"] = "official, PER-CHANNEL MEAN"
+        out["detail"] += (f"; converted without the release's mean image (--channel-mean): {CHANNEL_MEAN_COST} "
+                          "compared with the release")
+    plan = Fp16Plan.from_json(str(meta.get("fp16_plan", "")))
+    if plan is not None:
+        out["float16"] = plan.summary()
     return out
 
 
@@ -131,6 +143,8 @@ def _print(report: dict, problems: list[str]) -> None:
     w(f"engine3dmm {report['engine']}  (Python {report['python']}, {report['platform']})\n\n")
     w("network:         " + f"{report['network']['status']}  {report['network']['detail']}\n")
     w("                 " + f"model card {report['network']['folder']}\n")
+    if report["network"].get("float16"):
+        w("                 " + f"float16: {report['network']['float16']}\n")
     m = report["morphable_model"]
     w("morphable model: " + f"{m['status']}  {m['detail']}" + (f"  ({m['file']})" if m["file"] else "") + "\n")
     w("runners:         " + (", ".join(report["runners"]) or "none") + f"  (auto picks {report['auto_runner']})\n")

@@ -14,8 +14,11 @@ from engine.cli import common as C
 from engine.cli.common import Report, progress, say
 from engine.errors import EngineError, InputError
 
-CAFFE_FILES = {"prototxt": "deploy_network.prototxt", "caffemodel": "3dmm_cnn_resnet_101.caffemodel",
-               "mean": "mean.binaryproto"}
+# The release's Caffe files, found by role (extension) under the downloads folder whatever
+# their names: face_swap's zip holds 3dmm_cnn_resnet_101.caffemodel, 3dmm_cnn_resnet_101_deploy.
+# prototxt and 3dmm_cnn_resnet_101_mean.binaryproto; the authors' page deploy_network.prototxt
+# and mean.binaryproto. Among several candidates only those of the right content count.
+CAFFE_ROLES = {"prototxt": ".prototxt", "caffemodel": ".caffemodel", "mean": ".binaryproto"}
 BFM_FILES = {"bfm": "01_MorphableModel.mat", "topology": "mod_struct_expr.mat"}
 
 
@@ -31,15 +34,49 @@ def morphable_cache_path(model_dir: Path) -> Path:
     return model_dir / C.MORPHABLE_CACHE_FILE
 
 
-def _find(folder: Path, name: str) -> Path | None:
-    """A downloaded file by name, at the top of `folder` or anywhere below (archives
-    sometimes wrap their files in a folder)."""
+def _downloaded(folder: Path) -> list[Path]:
+    """Finished files under `folder`, recursively (archives sometimes wrap their files in a
+    folder); not the hidden temporaries of unfinished writes nor `.partial` downloads."""
     if not folder.is_dir():
-        return None
+        return []
+    return sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")
+                  and not p.name.endswith(".partial"))
+
+
+def _find(folder: Path, name: str) -> Path | None:
+    """A downloaded file by name, at the top of `folder` or anywhere below."""
     top = folder / name
     if top.is_file():
         return top
-    return next(iter(sorted(folder.rglob(name))), None)
+    return next((p for p in _downloaded(folder) if p.name == name), None)
+
+
+def _fits_role(path: Path, role: str) -> bool:
+    """Whether a candidate file holds what its role needs (cheap: the prototxt and the mean are small)."""
+    from engine.network import caffe_io
+
+    try:
+        if role == "prototxt":
+            caffe_io.validate_prototxt(caffe_io.read_prototxt(path), path)
+        else:
+            caffe_io.read_mean(path)
+    except EngineError:
+        return False
+    return True
+
+
+def find_caffe_file(downloads: Path, role: str) -> Path | None:
+    """The one file of `role` ("prototxt", "caffemodel", "mean") under `downloads`, or None.
+    Several candidates: those whose content fits the role (prototxt, mean); still several:
+    an InputError listing them."""
+    found = [p for p in _downloaded(downloads) if p.name.lower().endswith(CAFFE_ROLES[role])]
+    if len(found) > 1 and role != "caffemodel":  # a caffemodel is too big to open just to choose
+        fitting = [p for p in found if _fits_role(p, role)]
+        found = fitting or found
+    if len(found) > 1:
+        raise InputError(f"--{role}: {len(found)} candidate *{CAFFE_ROLES[role]} files under {downloads}: "
+                         + ", ".join(str(p) for p in found) + f"; pass --{role} FILE to pick one")
+    return found[0] if found else None
 
 
 # --------------------------------------------------------------------------- fetch
@@ -75,41 +112,69 @@ def run_fetch(args) -> int:
         print(f"{name}: {state}: {res.path}\n  sha256 {res.sha256} ({pinned})")
         for p in res.extracted:
             print(f"  extracted {p}")
+    if report.failures:
+        # The messages above say where to put each file by hand; the next steps need them first.
+        return report.exit_code
     if not args.quiet:
         print("\nNext: the Basel Face Model (not downloadable automatically):\n")
         print(F.bfm_instructions(dest))
-        print("Then convert the network: python -m engine convert   (looks in " f"{dest})")
+        where = f" --downloads {dest}" if args.dest else ""
+        print(f"Then convert the network: python -m engine convert{where}   (looks in {dest})")
     return report.exit_code
 
 
 # --------------------------------------------------------------------------- convert
 
 
-def _pick(args, key: str, downloads: Path, required: bool) -> Path | None:
+def _given(args, key: str) -> Path | None:
     given = getattr(args, key)
-    if given:
-        p = Path(given)
-        if not p.is_file():
-            raise InputError(f"--{key} {p}: no such file")
-        return p
-    found = _find(downloads, CAFFE_FILES.get(key) or BFM_FILES[key])
+    if not given:
+        return None
+    p = Path(given)
+    if not p.is_file():
+        raise InputError(f"--{key} {p}: no such file")
+    return p
+
+
+def _pick_bfm(args, key: str, downloads: Path) -> Path:
+    found = _given(args, key) or _find(downloads, BFM_FILES[key])
+    if found is None:
+        raise InputError(f"--{key}: not given and no {BFM_FILES[key]} under {downloads}; run `fetch` or pass --{key} FILE")
+    return found
+
+
+def _pick_caffe(args, role: str, downloads: Path, required: bool) -> Path | None:
+    found = _given(args, role) or find_caffe_file(downloads, role)
     if found is None and required:
-        name = CAFFE_FILES.get(key) or BFM_FILES[key]
-        raise InputError(f"--{key}: not given and no {name} under {downloads}; run `fetch` or pass --{key} FILE")
+        raise InputError(f"--{role}: not given and no *{CAFFE_ROLES[role]} file under {downloads}; run `fetch`, "
+                         f"or pass --{role} FILE")
     return found
 
 
 def run_convert(args) -> int:
+    from engine.network.convert import CHANNEL_MEAN_COST
+
     model_dir = _model_dir(args)
     downloads = Path(args.downloads) if args.downloads else model_dir / "downloads"
     bfm_asked = bool(args.bfm or args.topology)
     caffe_asked = bool(args.prototxt or args.caffemodel or args.mean)
     if not (bfm_asked or caffe_asked):  # no file named: convert whatever `fetch` and the user put there
-        caffe_asked = _find(downloads, CAFFE_FILES["caffemodel"]) is not None
+        caffe_asked = find_caffe_file(downloads, "caffemodel") is not None
         bfm_asked = _find(downloads, BFM_FILES["bfm"]) is not None
         if not (caffe_asked or bfm_asked):
-            raise InputError(f"convert: nothing to convert: no {CAFFE_FILES['caffemodel']} or {BFM_FILES['bfm']} "
-                             f"under {downloads}; run `fetch`, or pass --prototxt/--caffemodel/--mean or --bfm/--topology")
+            raise InputError(f"convert: nothing to convert: no *.caffemodel or {BFM_FILES['bfm']} under {downloads}; "
+                             "run `fetch`, or pass --prototxt/--caffemodel/--mean or --bfm/--topology")
+    if caffe_asked:  # every file found (and the cheap ones checked) before anything is written
+        proto = _pick_caffe(args, "prototxt", downloads, True)
+        caffemodel = _pick_caffe(args, "caffemodel", downloads, True)
+        mean = None if args.channel_mean else _pick_caffe(args, "mean", downloads, False)
+        if mean is None and not args.channel_mean:
+            raise InputError(f"--mean: not given and no mean image (*.binaryproto) under {downloads}; the mean image "
+                             "is part of the network: pass --mean FILE, or --channel-mean to use the release's "
+                             f"per-channel mean instead ({CHANNEL_MEAN_COST})")
+    if bfm_asked:
+        bfm = _pick_bfm(args, "bfm", downloads)
+        topo = _pick_bfm(args, "topology", downloads)
     if not model_dir.is_dir():
         try:
             model_dir.mkdir(parents=True)
@@ -118,18 +183,13 @@ def run_convert(args) -> int:
     if caffe_asked:
         from engine.network import convert_caffe
 
-        proto = _pick(args, "prototxt", downloads, True)
-        caffemodel = _pick(args, "caffemodel", downloads, True)
-        mean = _pick(args, "mean", downloads, False)
-        say(f"converting {caffemodel} (this reads about 170 MB and takes a minute)")
-        out = convert_caffe(proto, caffemodel, mean, model_dir, onnx=not args.no_onnx)
+        out = convert_caffe(proto, caffemodel, mean, model_dir, onnx=not args.no_onnx,
+                            channel_mean=bool(args.channel_mean), progress=None if args.quiet else say)
         for what, p in out.items():
             print(f"{what}: {p}")
     if bfm_asked:
         from engine.morphable import load_model
 
-        bfm = _pick(args, "bfm", downloads, True)
-        topo = _pick(args, "topology", downloads, True)
         model = load_model(bfm, mod_struct_mat=topo)
         target = morphable_cache_path(model_dir)
         model.save_cache(target)

@@ -13,6 +13,7 @@ _EXPORTS = {
     "read_mean": "engine.network.caffe_io",
     "write_caffemodel": "engine.network.caffe_io",
     "validate_prototxt": "engine.network.caffe_io",
+    "match_network": "engine.network.caffe_net",
     "from_caffe_blobs": "engine.network.weights",
     "load_weights": "engine.network.weights",
     "save_weights": "engine.network.weights",

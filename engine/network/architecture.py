@@ -19,7 +19,8 @@ from dataclasses import dataclass
 INPUT_SIZE = 224
 NUM_COEFFS = 198
 BN_EPS = 1e-5  # Caffe's BatchNorm default; the prototxt does not override it
-# Channel means of the release's mean image (B, G, R), used when no mean file is given.
+# Channel means of the release's mean image (B, G, R): the synthetic weights' mean, and a
+# converted model's only when its user asks for it (convert --channel-mean).
 CHANNEL_MEAN_BGR = (85.245, 96.971, 119.065)
 
 # (stage, number of blocks, bottleneck width, output width, stride of the first block)

@@ -1,7 +1,9 @@
 """`convert_caffe`: the release's three files -> the model card's artifacts.
 
 Writes into `out_dir`: `cnn3dmm.safetensors` (our weight file, with the source files'
-sha256 in its metadata) and the fp32 and fp16 ONNX graphs. Every write is atomic.
+sha256, the kind of mean and the float16 plan in its metadata) and the fp32 and fp16
+ONNX graphs. Every write is atomic. Needs numpy, protobuf and safetensors, plus onnx for
+the graphs; never PyTorch.
 """
 from __future__ import annotations
 
@@ -20,6 +22,9 @@ OFFICIAL_SHA256 = {
     "deploy_network.prototxt": "c8ed5e80b212399494d8a0e81b0e694bb729cebce0e87ba873163cd5839c8545",
     "mean.binaryproto": "bbada1be647a623972f25077e9083738418152efc8284ccf8bba872e095dba22",
 }
+# What using the per-channel mean instead of the mean image costs (issue 8: measured on a
+# full-size model).
+CHANNEL_MEAN_COST = "outputs move by up to about 10% of their spread"
 
 
 def file_sha256(path) -> str:
@@ -30,31 +35,75 @@ def file_sha256(path) -> str:
     return h.hexdigest()
 
 
-def convert_caffe(prototxt, caffemodel, mean=None, out_dir=None, *, onnx: bool = True) -> dict[str, Path]:
+def _megabytes(path) -> str:
+    try:
+        return f"{Path(path).stat().st_size / 1e6:.0f} MB"
+    except OSError:
+        return "size unknown"
+
+
+def check_prototxt(prototxt):
+    """Parse and validate a deploy prototxt (cheap: do it before the long caffemodel read);
+    returns the caffe_net.NetMatch. Warns when it is not byte for byte the release's file."""
+    net = caffe_io.read_prototxt(prototxt)
+    match = caffe_io.validate_prototxt(net, prototxt)
+    official = OFFICIAL_SHA256["deploy_network.prototxt"]
+    if file_sha256(prototxt) != official:
+        log.warning("%s differs from the official deploy_network.prototxt (sha256 %s); it computes the same "
+                    "network, so converting anyway%s", prototxt, official,
+                    f" (layers renamed: {len(match.renamed)})" if match.renamed else "")
+    if match.off_path:
+        log.info("%s: layers that do not feed the output (ignored): %s", prototxt, ", ".join(match.off_path))
+    return match
+
+
+def convert_caffe(prototxt, caffemodel, mean=None, out_dir=None, *, onnx: bool = True,
+                  channel_mean: bool = False, progress=None) -> dict[str, Path]:
     """Convert the release's Caffe files; returns {"weights": path, "onnx_fp32": ..., "onnx_fp16": ...}.
 
-    `mean` may be None: the per-channel mean of the release is then used (and recorded)."""
-    from engine.network.resolve import WEIGHTS_FILE, default_model_dir, resolve_model
+    `mean`: the release's mean.binaryproto. The mean image is part of the network, so
+    converting without it is refused unless `channel_mean=True` asks for the release's
+    per-channel mean (B, G, R) instead; such a model says so in its metadata, `describe()`,
+    `info` and every result's provenance. `progress(message)`: told before each long step
+    (the cheap checks of the prototxt and the mean come first). Errors: InputError
+    (arguments), ModelFileError (files), each naming the file."""
+    from engine.network import fp16
+    from engine.network.resolve import CHANNEL_MEAN, MEAN_IMAGE, WEIGHTS_FILE, default_model_dir, resolve_model
 
     out_dir = Path(out_dir) if out_dir is not None else default_model_dir()
     if not out_dir.is_dir():
         raise InputError(f"out_dir: folder {out_dir} does not exist")
-    net = caffe_io.read_prototxt(prototxt)
-    caffe_io.validate_prototxt(net, prototxt)
-    weights = W.from_caffe_blobs(caffe_io.read_caffemodel(caffemodel), str(caffemodel))
+    if mean is None and not channel_mean:
+        raise InputError("mean: not given; the mean image (mean.binaryproto) is part of the network. Pass it, "
+                         f"or channel_mean=True to use the release's per-channel mean instead ({CHANNEL_MEAN_COST})")
+    if mean is not None and channel_mean:
+        raise InputError(f"mean: {mean} given together with channel_mean=True; pass one of them")
+    say = progress or (lambda message: None)
+    match = check_prototxt(prototxt)
     mean_img = caffe_io.read_mean(mean) if mean is not None else W.channel_mean_image()
+    say(f"reading {caffemodel} ({_megabytes(caffemodel)})")
+    blobs = caffe_io.read_caffemodel(caffemodel, layers=set(match.layer_names.values()))
+    weights = W.from_caffe_blobs(blobs, str(caffemodel), match.layer_names)
+    del blobs
     source = {"prototxt": {"file": Path(prototxt).name, "sha256": file_sha256(prototxt)},
               "caffemodel": {"file": Path(caffemodel).name, "sha256": file_sha256(caffemodel)},
               "mean": ({"file": Path(mean).name, "sha256": file_sha256(mean)} if mean is not None
-                       else {"file": None, "note": "per-channel mean (B, G, R) used; no mean file given"})}
-    official = OFFICIAL_SHA256["deploy_network.prototxt"]
-    if source["prototxt"]["sha256"] != official:
-        log.warning("%s differs from the official deploy_network.prototxt (sha256 %s); it describes the same "
-                    "network, so converting anyway", prototxt, official)
+                       else {"file": None, "note": f"per-channel mean (B, G, R) {W.channel_mean_bgr()}, asked for "
+                                                   f"explicitly: not the release's mean image ({CHANNEL_MEAN_COST})"})}
+    if channel_mean:
+        log.warning("converting with the per-channel mean instead of the release's mean image: %s; every result "
+                    "made with these weights says so", CHANNEL_MEAN_COST)
+    say("checking which layers fit float16 (a forward pass over real face crops, seconds)")
+    plan = fp16.make_plan(W.fuse(weights), mean_img)
     out = {"weights": out_dir / WEIGHTS_FILE}
-    W.save_weights(out["weights"], weights, mean_img, {"synthetic": False, "source": source})
-    log.warning("wrote converted weights %s", out["weights"])
+    W.save_weights(out["weights"], weights, mean_img,
+                   {"synthetic": False, "source": source, "mean_kind": CHANNEL_MEAN if channel_mean else MEAN_IMAGE,
+                    "fp16_plan": plan.to_json()})
+    log.info("wrote converted weights %s", out["weights"])
+    if not onnx:  # else the float16 export says it
+        fp16.log_plan(plan, f"{out['weights'].name}: float16")
     if onnx:
+        say("writing the float32 and float16 ONNX graphs")
         model = resolve_model(out_dir, allow_synthetic=False)
         for p in ("fp32", "fp16"):
             out[f"onnx_{p}"] = model.onnx_path(p)

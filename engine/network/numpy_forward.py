@@ -76,3 +76,30 @@ def forward(weights: dict, mean: np.ndarray, crops: np.ndarray) -> np.ndarray:
     """Coefficients [N, 198] of raw crops [N, 3, 224, 224] (BGR, 0..255)."""
     f = features(weights, mean, crops)
     return f @ weights[f"{arch.FC_NAME}.weight"].astype(f.dtype).T + weights[f"{arch.FC_NAME}.bias"].astype(f.dtype)
+
+
+def fused_features(fused: dict, mean: np.ndarray, crops: np.ndarray, record=None) -> np.ndarray:
+    """pool5 output [N, 2048] with BatchNorm folded into the convolutions (weights.fuse),
+    the form every exported graph carries. `record(name, value)` sees each tensor of the
+    trunk before its ReLU: "centred" (input minus mean), each convolution's output by its
+    Caffe name, and each residual sum by its block name (pool1 and the ReLUs never exceed
+    what they read)."""
+    record = record or (lambda name, value: None)
+
+    def conv(x, c: arch.ConvSpec):
+        y = conv2d(x, fused[f"{c.conv}.weight"].astype(x.dtype), c.stride, c.pad)
+        y += fused[f"{c.conv}.bias"].astype(x.dtype)[:, None, None]
+        record(c.conv, y)
+        return y
+
+    x = crops - mean.astype(crops.dtype)
+    record("centred", x)
+    x = max_pool_ceil(np.maximum(conv(x, arch.STEM), 0), 3, 2)
+    for b in arch.BLOCKS:
+        short = x if b.branch1 is None else conv(x, b.branch1)
+        y = np.maximum(conv(x, b.branch2[0]), 0)
+        y = np.maximum(conv(y, b.branch2[1]), 0)
+        x = short + conv(y, b.branch2[2])
+        record(b.name, x)
+        x = np.maximum(x, 0)
+    return x.mean(axis=(2, 3))

@@ -78,6 +78,21 @@ def _synthetic(seed: int):
     return w, mean, meta, weights_fingerprint(w, mean)
 
 
+MEAN_IMAGE, CHANNEL_MEAN = "image", "per-channel"
+_FP16_PLANS: dict[str, object] = {}  # weights fingerprint -> Fp16Plan, computed once per process
+
+
+def mean_kind(metadata: dict) -> str:
+    """MEAN_IMAGE (the release's mean.binaryproto) or CHANNEL_MEAN (its three channel means only)."""
+    kind = metadata.get("mean_kind")
+    if kind in (MEAN_IMAGE, CHANNEL_MEAN):
+        return kind
+    # Files converted before `mean_kind` existed: no mean file recorded means the channel mean.
+    src = metadata.get("source")
+    mean = src.get("mean") if isinstance(src, dict) else None
+    return CHANNEL_MEAN if isinstance(mean, dict) and not mean.get("file") else MEAN_IMAGE
+
+
 @dataclass
 class ResolvedModel:
     model_dir: Path
@@ -88,11 +103,31 @@ class ResolvedModel:
     fingerprint: str
     weights_path: Path | None = None
 
+    @property
+    def mean_kind(self) -> str:
+        """MEAN_IMAGE or CHANNEL_MEAN (a conversion without the release's mean image)."""
+        return CHANNEL_MEAN if self.synthetic else mean_kind(self.metadata)
+
     def describe(self) -> str:
         if self.synthetic:
             return (f"SYNTHETIC weights (built-in, seed {self.metadata.get('seed')}): coefficients are meaningless; "
                     f"run `convert` on the release's caffemodel to use the trained network")
-        return f"converted 3DMM-CNN weights from {self.weights_path}"
+        note = (" (PER-CHANNEL MEAN: converted without the release's mean image, outputs differ from the "
+                "release's)" if self.mean_kind == CHANNEL_MEAN else "")
+        return f"converted 3DMM-CNN weights from {self.weights_path}{note}"
+
+    def fp16_plan(self):
+        """The engine.network.fp16.Fp16Plan of these weights: stored with converted weights,
+        else measured once per process (a numpy forward pass over the calibration faces)."""
+        from engine.network import fp16
+
+        plan = _FP16_PLANS.get(self.fingerprint)
+        if plan is None:
+            plan = fp16.Fp16Plan.from_json(str(self.metadata.get("fp16_plan", "")))
+        if plan is None:
+            plan = fp16.make_plan(W.fuse(self.weights), self.mean)
+        _FP16_PLANS[self.fingerprint] = plan
+        return plan
 
     @property
     def tag(self) -> str:
@@ -101,14 +136,15 @@ class ResolvedModel:
 
     def onnx_path(self, precision: str = "fp32") -> Path:
         """The ONNX file of these weights at `precision`, exported now if absent or stale."""
-        from engine.network.onnx_export import read_metadata
+        from engine.network.onnx_export import EXPORT_VERSION, read_metadata
 
         path = self.model_dir / f"{self.tag}.{precision}.onnx"
         if path.is_file():
             try:
-                if read_metadata(path).get("weights_sha256") == self.fingerprint:
+                meta = read_metadata(path)
+                if meta.get("weights_sha256") == self.fingerprint and meta.get("export_version") == EXPORT_VERSION:
                     return path
-                log.warning("%s was built from other weights; rebuilding it", path)
+                log.info("%s was built from other weights or by an older version; rebuilding it", path)
             except Exception as e:  # unreadable: rebuild rather than fail
                 log.warning("%s is unreadable (%s); rebuilding it", path, e)
         export_onnx(self, precision, path)
@@ -119,11 +155,17 @@ def export_onnx(model: ResolvedModel, precision: str, path: Path) -> Path:
     from engine.fileio import atomic_write
     from engine.network.onnx_export import build_onnx
 
-    log.warning("exporting %s ONNX of the %s weights to %s (one time)", precision,
-                "synthetic" if model.synthetic else "converted", path)
+    log.info("exporting %s ONNX of the %s weights to %s (one time)", precision,
+             "synthetic" if model.synthetic else "converted", path)
     meta = {"weights_sha256": model.fingerprint, "synthetic": str(model.synthetic).lower(),
-            "source": model.describe()}
-    onnx_model = build_onnx(W.fuse(model.weights), model.mean, precision, meta)
+            "source": model.describe(), "mean": model.mean_kind}
+    plan = None
+    if precision == "fp16":
+        from engine.network.fp16 import log_plan
+
+        plan = model.fp16_plan()
+        log_plan(plan, f"{path.name}: float16")
+    onnx_model = build_onnx(W.fuse(model.weights), model.mean, precision, meta, fp16_plan=plan)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path) as f:
         f.write(onnx_model.SerializeToString())

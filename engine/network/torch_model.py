@@ -37,7 +37,7 @@ class ConvBN(nn.Module):
         self.bn = None if fused else FrozenBN(spec.cout)
 
     def forward(self, x):
-        x = self.conv(x)
+        x = self.conv(x.to(self.conv.weight.dtype))  # a no-op unless a float16 plan mixes precisions
         return x if self.bn is None else self.bn(x)
 
 
@@ -46,12 +46,15 @@ class Bottleneck(nn.Module):
         super().__init__()
         self.branch1 = None if spec.branch1 is None else ConvBN(spec.branch1, fused)
         self.branch2a, self.branch2b, self.branch2c = (ConvBN(c, fused) for c in spec.branch2)
+        self.sum_dtype = None  # set by set_trunk_dtype: the precision of the residual sum
 
     def forward(self, x):
         short = x if self.branch1 is None else self.branch1(x)
         y = F.relu(self.branch2a(x))
-        y = F.relu(self.branch2b(y))
-        return F.relu(short + self.branch2c(y))
+        y = self.branch2c(F.relu(self.branch2b(y)))
+        if self.sum_dtype is not None:
+            short, y = short.to(self.sum_dtype), y.to(self.sum_dtype)
+        return F.relu(short + y)
 
 
 class _Net(nn.Module):
@@ -132,14 +135,32 @@ def build(weights: dict[str, np.ndarray], mean: np.ndarray, *, fused: bool = Tru
     return net.eval().requires_grad_(False)
 
 
-def set_trunk_dtype(net: _Net, dtype: torch.dtype) -> _Net:
+def set_trunk_dtype(net: _Net, dtype: torch.dtype, fp16_plan=None) -> _Net:
     """Run the convolutional trunk in `dtype` (bf16/fp16); the mean subtraction, pool5
-    and fc_ftnew stay float32 (forward() casts at those boundaries)."""
-    mean, fc = net.mean, net.fc_ftnew
-    net.to(dtype)
-    net.mean = mean.float()
-    fc.float()
+    and fc_ftnew stay float32 (forward() casts at those boundaries).
+
+    float16 (65504 at most) needs the weights' engine.network.fp16.Fp16Plan (ResolvedModel.
+    fp16_plan()): the convolutions and residual sums it names stay float32, so no value
+    can overflow; each convolution casts its input to its own precision. bfloat16 has
+    float32's range and needs none."""
+    if dtype == torch.float16 and fp16_plan is None:
+        raise ValueError("set_trunk_dtype: float16 needs fp16_plan (ResolvedModel.fp16_plan())")
+    plan = fp16_plan if dtype == torch.float16 else None
+    # Convolution by convolution, from float32: a weight float16 cannot hold must never
+    # pass through float16 (it would come back as inf).
+    for spec in arch.all_convs():
+        _conv_module(net, spec.conv).to(torch.float32 if plan and plan.runs_fp32(spec.conv) else dtype)
+    for name, block in net.blocks.items():
+        block.sum_dtype = torch.float32 if plan and plan.runs_fp32(name) else dtype
     return net
+
+
+def _conv_module(net: _Net, conv_name: str) -> ConvBN:
+    """The ConvBN of a Caffe convolution name ('conv1', 'res4b3_branch2b')."""
+    if conv_name == arch.STEM.conv:
+        return net.conv1
+    block, branch = conv_name.split("_")
+    return getattr(net.blocks[block], branch)
 
 
 def load_torch_model(model_dir=None, *, fused: bool = True) -> _Net:

@@ -21,12 +21,13 @@ WEIGHTS_VERSION = "1"
 
 
 def _fit(arr: np.ndarray, shape: tuple[int, ...]) -> np.ndarray | None:
-    """`arr` viewed as `shape`, or None. Legacy 4-D Caffe blobs pad vectors and
-    matrices with leading 1s (e.g. a 198x2048 InnerProduct weight is 1x1x198x2048),
-    so dimensions of size 1 are allowed to differ; anything else is a real mismatch."""
+    """`arr` viewed as `shape`, or None. Legacy 4-D Caffe blobs pad vectors and matrices
+    with LEADING 1s (a 198x2048 InnerProduct weight is 1x1x198x2048, a bias 1x1x1x198), and
+    Caffe's Blob::ShapeEquals accepts exactly that padding; so do we, and nothing else (a
+    transposed matrix or 1s elsewhere is the same size but another layout)."""
     if arr.shape == shape:
         return arr
-    if arr.size == int(np.prod(shape)) and [d for d in arr.shape if d != 1] == [d for d in shape if d != 1]:
+    if arr.ndim == 4 and len(shape) < 4 and arr.shape == (1,) * (4 - len(shape)) + tuple(shape):
         return arr.reshape(shape)
     return None
 
@@ -42,26 +43,46 @@ def report_mismatch(where: str, missing: list[str], unexpected: list[str], missh
     raise ModelFileError(f"{where}: weights do not match the 3DMM-CNN ResNet-101: " + "; ".join(parts))
 
 
-def from_caffe_blobs(blobs: dict[str, list[np.ndarray]], where: str = "caffemodel") -> dict[str, np.ndarray]:
-    """Map Caffe blobs by layer name to our canonical weights (BatchNorm+Scale merged)."""
+def from_caffe_blobs(blobs: dict[str, list[np.ndarray]], where: str = "caffemodel",
+                     names: dict[str, str] | None = None) -> dict[str, np.ndarray]:
+    """Map Caffe blobs by layer name to our canonical weights (BatchNorm+Scale merged).
+
+    `names`: the prototxt's name of each layer of the architecture (what
+    caffe_io.validate_prototxt returns; default: the release's names). Like Caffe, weights
+    are copied by layer name and layers the network does not use are ignored (listed at
+    info level); missing, misshaped and non-finite layers are refused, all in one error."""
+    from engine.network.caffe_io import log_ignored_layers
+
     expected = arch.expected_caffe_blobs()
-    missing = [n for n in expected if n not in blobs]
-    unexpected = [n for n in blobs if n not in expected]
-    misshaped = []
+    names = names or {}
+    source = {n: names.get(n, n) for n in expected}  # architecture name -> name in the file
+
+    def label(n: str) -> str:
+        return source[n] if source[n] == n else f"{source[n]} (the architecture's {n})"
+
+    missing = [label(n) for n in expected if source[n] not in blobs]
+    misshaped, bad_values = [], []
     fitted: dict[str, list[np.ndarray]] = {}
     for name, shapes in expected.items():
-        if name not in blobs:
+        if source[name] not in blobs:
             continue
-        found = blobs[name]
+        found = blobs[source[name]]
         arrays = [_fit(a, s) for a, s in zip(found, shapes)]
         if len(found) != len(shapes) or any(a is None for a in arrays):
-            misshaped.append(f"{name} (expected blobs {[list(s) for s in shapes]}, "
+            misshaped.append(f"{label(name)} (expected blobs {[list(s) for s in shapes]}, "
                              f"found {[list(a.shape) for a in found]})")
             continue
+        if not all(np.isfinite(a).all() for a in arrays):
+            bad_values.append(label(name))
+            continue
         fitted[name] = [a.astype(np.float32) for a in arrays]
-    report_mismatch(where, missing, unexpected, misshaped)
+    report_mismatch(where, missing, [], misshaped)
+    if bad_values:
+        raise ModelFileError(f"{where}: layers holding NaN or infinite weights: {', '.join(bad_values)}")
+    log_ignored_layers(where, set(blobs) - set(source.values()))
 
     out: dict[str, np.ndarray] = {}
+    negative = []
     for c in arch.all_convs():
         out[f"{c.conv}.weight"] = fitted[c.conv][0]
         mean, var, factor = fitted[c.bn]
@@ -71,9 +92,16 @@ def from_caffe_blobs(blobs: dict[str, list[np.ndarray]], where: str = "caffemode
         inv = 0.0 if f == 0.0 else 1.0 / f
         out[f"{c.conv}.bn.running_mean"] = (mean * inv).astype(np.float32)
         out[f"{c.conv}.bn.running_var"] = (var * inv).astype(np.float32)
+        stats = (out[f"{c.conv}.bn.running_mean"], out[f"{c.conv}.bn.running_var"])
+        if not all(np.isfinite(a).all() for a in stats) or (stats[1].astype(np.float64) + arch.BN_EPS <= 0).any():
+            negative.append(label(c.bn))  # e.g. a tiny factor, or a negative variance (sqrt of < 0)
         gamma, beta = fitted[c.scale]
         out[f"{c.conv}.bn.weight"] = gamma
         out[f"{c.conv}.bn.bias"] = beta
+    if negative:
+        raise ModelFileError(f"{where}: BatchNorm layers whose statistics (blobs 0 and 1 divided by blob 2) are "
+                             f"not finite, or whose variance plus eps is not positive; either makes NaN outputs: "
+                             f"{', '.join(negative)}")
     out[f"{arch.FC_NAME}.weight"], out[f"{arch.FC_NAME}.bias"] = fitted[arch.FC_NAME]
     return out
 
@@ -150,6 +178,10 @@ def fuse(weights: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     out[f"{arch.FC_NAME}.weight"] = weights[f"{arch.FC_NAME}.weight"].astype(np.float32)
     out[f"{arch.FC_NAME}.bias"] = weights[f"{arch.FC_NAME}.bias"].astype(np.float32)
     return out
+
+
+def channel_mean_bgr() -> list[float]:
+    return list(arch.CHANNEL_MEAN_BGR)
 
 
 def channel_mean_image() -> np.ndarray:

@@ -2,7 +2,9 @@
 
 Every runner has `name`, `device` ("cpu"/"cuda"), `precision` ("fp32"/"bf16"/"fp16"),
 `synthetic` (True when it runs the built-in synthetic weights), `fingerprint` (sha256
-of the weights), `max_batch`,
+of the weights), `mean_kind` ("image", or "per-channel" for a model converted without the
+release's mean image), `fp32_ops` (at fp16: the operations kept in float32 so that no
+value overflows, see engine.network.fp16), `max_batch`,
 `run(crops) -> np.ndarray`, `close()` and context-manager support; CUDA runners add
 `run_device(crops) -> torch.Tensor` (left on the device) and `stream`.
 
@@ -46,7 +48,15 @@ class Runner:
         self.synthetic = bool(model.synthetic)
         self.model_description = model.describe()
         self.fingerprint = model.fingerprint  # sha256 of the weights: identifies outputs made with them
+        self.mean_kind = model.mean_kind
+        self.fp32_ops: tuple[str, ...] = ()
         self._closed = False
+
+    def _use_fp16_plan(self, model) -> None:
+        """Record which operations the float16 network keeps in float32 (engine.network.fp16)."""
+        from engine.network.fp16 import ordered
+
+        self.fp32_ops = tuple(ordered(model.fp16_plan().fp32))
 
     # subclasses implement this on a checked, C-contiguous chunk of at most max_batch crops
     def _run_chunk(self, crops: np.ndarray) -> np.ndarray:

@@ -26,6 +26,8 @@ class OrtRunner(Runner):
             raise InputError(f"threads: expected a positive int or None, found {threads!r}")
         self.precision = precision
         self.onnx_path = model.onnx_path(precision)
+        if precision == "fp16":
+            self._use_fp16_plan(model)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads or os.cpu_count() or 1
         opts.inter_op_num_threads = 1

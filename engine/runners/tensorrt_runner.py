@@ -77,6 +77,8 @@ class TensorRTRunner(Runner):
         if not 1 <= opt <= max_batch:
             raise InputError(f"opt_batch: expected 1..{max_batch}, found {opt}")
         onnx_path = model.onnx_path(precision)
+        if precision == "fp16":
+            self._use_fp16_plan(model)
         cache_dir = Path(cache_dir) if cache_dir is not None else onnx_path.parent
         key = trt_cache.EngineKey(_onnx_sha256(onnx_path), trt.__version__, gpu, cc, precision, (1, opt, max_batch))
         self.engine_path = trt_cache.engine_path(cache_dir, model.tag, key)
@@ -88,8 +90,10 @@ class TensorRTRunner(Runner):
         if engine is None:
             if payload is not None:
                 reason = f"{self.engine_path}: TensorRT could not deserialize it"
-            log.warning("%s; building a TensorRT %s engine for %s (sm %s), batch 1..%d (opt %d); "
-                        "this takes minutes once", reason, precision, gpu, cc, max_batch, opt)
+            # A missing engine is the normal first run (info); a stale or corrupt one is news (warning).
+            (log.info if payload is None and reason.endswith(": no cached engine") else log.warning)(
+                "%s; building a TensorRT %s engine for %s (sm %s), batch 1..%d (opt %d); this takes minutes once",
+                reason, precision, gpu, cc, max_batch, opt)
             payload = self._build(onnx_path, key, workspace_gib)
             trt_cache.write_engine(self.engine_path, key, payload)
             engine = self._runtime.deserialize_cuda_engine(payload)

@@ -26,7 +26,13 @@ def _build(model, precision: str, device: str):
     net = torch_model.build(model.weights, model.mean, fused=True, synthetic=model.synthetic)
     dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
     if dtype is not None:
-        torch_model.set_trunk_dtype(net, dtype)
+        plan = None
+        if precision == "fp16":
+            from engine.network.fp16 import log_plan
+
+            plan = model.fp16_plan()
+            log_plan(plan, "torch float16 trunk")
+        torch_model.set_trunk_dtype(net, dtype, plan)
     return net.to(device)
 
 
@@ -94,6 +100,8 @@ class TorchCudaRunner(Runner):
             torch.backends.cudnn.allow_tf32 = False
             torch.backends.cuda.matmul.allow_tf32 = False
         self._net = _build(model, precision, self._dev).to(memory_format=torch.channels_last)
+        if precision == "fp16":
+            self._use_fp16_plan(model)
         self.stream = torch.cuda.Stream(self._dev)
         self.cuda_graphs = bool(cuda_graphs)
         self._graphs: dict[int, tuple] = {}

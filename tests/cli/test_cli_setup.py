@@ -79,6 +79,10 @@ def test_fetch_checksum_mismatch_and_server_down(cli, server, tmp_path):
     r = cli("fetch", "--base-url", f"http://127.0.0.1:{port}", "--dest", tmp_path / "d2", "--timeout", "5")
     assert r.rc == 1
     assert r.err.count("cannot connect") == 2 and "Traceback" not in r.err
+    # offline: where to put each file downloaded elsewhere, and no next steps that need them
+    for name in ("network", "topology"):
+        assert f"save it as {(tmp_path / 'd2' / ASSETS[name].filename).resolve()}" in r.err
+    assert "Next:" not in r.out and "convert" not in r.out and "fetch topology" not in r.out
 
 
 def test_fetch_unknown_asset(cli, tmp_path):
@@ -153,3 +157,103 @@ def test_info_recognises_converted_weights(cli, tmp_path):
     r = cli("info", "--network-dir", tmp_path)
     assert r.rc == 0, r.out
     assert "network:         official  converted from 3dmm_cnn_resnet_101.caffemodel (sha256 abababab" in r.out
+
+
+# --------------------------------------------------------------------------- convert: files by role
+
+FACE_SWAP = ("3dmm_cnn_resnet_101_deploy.prototxt", "3dmm_cnn_resnet_101.caffemodel",
+             "3dmm_cnn_resnet_101_mean.binaryproto")
+AUTHORS = ("deploy_network.prototxt", "3dmm_cnn_resnet_101.caffemodel", "mean.binaryproto")
+NOT_A_CAFFEMODEL = b"\x0a\xff\xff\xff\x0f truncated"
+
+
+def _downloads(card: Path, shared_dir: Path, names, sub: str = "") -> tuple[Path, Path]:
+    """A downloads folder holding the real prototxt and mean and a broken caffemodel, under `names`."""
+    folder = card / "downloads" / sub
+    folder.mkdir(parents=True)
+    proto, caffemodel, mean = (folder / n for n in names)
+    proto.write_bytes((shared_dir / "deploy_network.prototxt").read_bytes())
+    mean.write_bytes((shared_dir / "mean.binaryproto").read_bytes())
+    caffemodel.write_bytes(NOT_A_CAFFEMODEL)
+    return folder, caffemodel
+
+
+@pytest.mark.parametrize("names, sub", [(FACE_SWAP, ""), (AUTHORS, ""), (FACE_SWAP, "3dmm_cnn_resnet_101")])
+def test_convert_finds_the_release_files_by_role(cli, tmp_path, shared_dir, names, sub):
+    card = tmp_path / "card"
+    folder, caffemodel = _downloads(card, shared_dir, names, sub)
+    (folder / "3dmm_cnn_resnet_101.zip").write_bytes(b"PK")  # the archive itself is not a candidate
+    (folder / ".x.caffemodel.1234.partial").write_bytes(b"")  # nor an unfinished write
+    r = cli("convert", "--network-dir", card)
+    # the prototxt and the mean were found and checked; then the caffemodel was read (and is broken)
+    assert r.rc == 1 and f"reading {caffemodel}" in r.err
+    assert f"{caffemodel}: not a valid Caffe weights" in r.err
+
+
+def test_convert_checks_the_prototxt_before_the_long_read(cli, tmp_path, shared_dir):
+    card = tmp_path / "card"
+    folder, caffemodel = _downloads(card, shared_dir, AUTHORS)
+    (folder / "deploy_network.prototxt").write_text((shared_dir / "deploy_network.prototxt").read_text()
+                                                    .replace("num_output: 198", "num_output: 10"))
+    r = cli("convert", "--network-dir", card)
+    assert r.rc == 1 and "num_output expected 198, found 10" in r.err
+    assert "reading" not in r.err and list(card.iterdir()) == [card / "downloads"]
+
+
+def test_convert_lists_several_candidates_and_the_flag_that_picks_one(cli, tmp_path, shared_dir):
+    card = tmp_path / "card"
+    folder, caffemodel = _downloads(card, shared_dir, AUTHORS)
+    (folder / "old").mkdir()
+    (folder / "old" / "snapshot_iter_1000.caffemodel").write_bytes(NOT_A_CAFFEMODEL)
+    r = cli("convert", "--network-dir", card)
+    assert r.rc == 1
+    assert (f"--caffemodel: 2 candidate *.caffemodel files under {card / 'downloads'}: {caffemodel}, "
+            f"{folder / 'old' / 'snapshot_iter_1000.caffemodel'}; pass --caffemodel FILE to pick one") in r.err
+    # a solver definition beside the deploy prototxt is not a candidate by content ...
+    (folder / "old" / "snapshot_iter_1000.caffemodel").unlink()
+    (folder / "solver.prototxt").write_text('net: "train_val.prototxt"\nbase_lr: 0.01\n')
+    r = cli("convert", "--network-dir", card)
+    assert r.rc == 1 and f"reading {caffemodel}" in r.err
+    # ... but two deploy prototxts are ambiguous
+    (folder / "copy_deploy.prototxt").write_bytes((shared_dir / "deploy_network.prototxt").read_bytes())
+    r = cli("convert", "--network-dir", card)
+    assert r.rc == 1 and "--prototxt: 2 candidate *.prototxt files" in r.err and "pass --prototxt FILE" in r.err
+    r = cli("convert", "--network-dir", card, "--prototxt", folder / "copy_deploy.prototxt")
+    assert r.rc == 1 and f"reading {caffemodel}" in r.err
+
+
+def test_convert_without_a_mean_image_is_refused_unless_asked(cli, tmp_path, shared_dir):
+    card = tmp_path / "card"
+    folder, caffemodel = _downloads(card, shared_dir, AUTHORS)
+    (folder / "mean.binaryproto").unlink()
+    r = cli("convert", "--network-dir", card)
+    assert r.rc == 1 and "reading" not in r.err
+    assert "no mean image (*.binaryproto)" in r.err and "part of the network" in r.err and "--channel-mean" in r.err
+    r = cli("convert", "--network-dir", card, "--channel-mean")
+    assert r.rc == 1 and f"reading {caffemodel}" in r.err  # asked for: goes on
+    r = cli("convert", "--network-dir", card, "--channel-mean", "--mean", shared_dir / "mean.binaryproto")
+    assert r.rc == 2  # one or the other
+
+
+def test_convert_caffe_api_refuses_a_missing_mean(tmp_path, shared_dir):
+    from engine.errors import InputError
+    from engine.network import convert_caffe
+
+    with pytest.raises(InputError, match="mean: not given; the mean image .* channel_mean=True"):
+        convert_caffe(shared_dir / "deploy_network.prototxt", tmp_path / "w.caffemodel", None, tmp_path)
+
+
+def test_info_says_when_a_card_was_converted_with_the_channel_mean(cli, tmp_path):
+    from engine.network.synthetic import make_synthetic
+    from engine.network.weights import save_weights
+
+    weights, mean, _ = make_synthetic(0)
+    source = {"caffemodel": {"file": "3dmm_cnn_resnet_101.caffemodel", "sha256": "ab" * 32},
+              "mean": {"file": None, "note": "per-channel mean"}}
+    save_weights(tmp_path / "cnn3dmm.safetensors", weights, mean,
+                 {"synthetic": False, "source": source, "mean_kind": "per-channel"})
+    r = cli("info", "--network-dir", tmp_path)
+    assert "network:         official, PER-CHANNEL MEAN  converted from 3dmm_cnn_resnet_101.caffemodel" in r.out
+    assert "converted without the release's mean image" in r.out
+    report = json.loads(cli("info", "--json", "--network-dir", tmp_path).out)
+    assert report["network"]["mean"] == "per-channel"

@@ -292,8 +292,11 @@ def test_fetch_arguments_and_default_urls():
     assert ASSETS["network"].url() == (
         "https://github.com/YuvalNirkin/face_swap/releases/download/0.9/3dmm_cnn_resnet_101.zip"
     )
-    assert ASSETS["topology"].url().endswith("/anhttran/3dmm_cnn/master/3DMM_model/mod_struct_expr.mat")
-    assert ASSETS["topology"].url("http://mirror/") == "http://mirror/anhttran/3dmm_cnn/master/3DMM_model/mod_struct_expr.mat"
+    # pinned to the commit that added the file, not to a branch that can move
+    commit = "c4b0eb1f91357a6395833ace1df7343d2f680463"
+    assert ASSETS["topology"].url() == (
+        f"https://raw.githubusercontent.com/anhttran/3dmm_cnn/{commit}/3DMM_model/mod_struct_expr.mat")
+    assert ASSETS["topology"].url("http://mirror/") == f"http://mirror/anhttran/3dmm_cnn/{commit}/3DMM_model/mod_struct_expr.mat"
 
 
 def test_bfm_instructions():
@@ -301,3 +304,23 @@ def test_bfm_instructions():
     for needle in ("https://faces.dmi.unibas.ch/bfm/", "01_MorphableModel.mat", "models/x", "register", "convert"):
         assert needle in text
     assert fetch_mod.ASSETS["topology"].sha256 in text
+
+
+def test_fetch_offline_says_where_to_put_a_file_downloaded_elsewhere(tmp_path, shared_dir):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # nothing listens there: as offline as a test can be
+    for name in ("topology", "network"):
+        with pytest.raises(BackendError) as err:
+            fetch([name], tmp_path, base_url=f"http://127.0.0.1:{port}", timeout=5)
+        target = (tmp_path / ASSETS[name].filename).resolve()
+        msg = str(err.value)
+        assert "cannot connect" in msg and f"save it as {target}" in msg and ASSETS[name].url() in msg
+    # ... and a rerun does use a file put there by hand (checked against the pinned sha256)
+    (tmp_path / "mod_struct_expr.mat").write_bytes((shared_dir / "mod_struct_expr.mat").read_bytes())
+    res = fetch(["topology"], tmp_path, base_url=f"http://127.0.0.1:{port}", timeout=5)["topology"]
+    assert res.skipped and res.sha256 == ASSETS["topology"].sha256
+    _zip(tmp_path / "3dmm_cnn_resnet_101.zip", {"a/3dmm_cnn_resnet_101_deploy.prototxt": b"x"})
+    res = fetch(["network"], tmp_path, base_url=f"http://127.0.0.1:{port}", timeout=5)["network"]
+    assert res.skipped and [p.name for p in res.extracted] == ["3dmm_cnn_resnet_101_deploy.prototxt"]

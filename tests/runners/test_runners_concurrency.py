@@ -62,7 +62,7 @@ def _gpu_cases():
 
 @pytest.mark.cuda
 @pytest.mark.parametrize("name, options", _gpu_cases())
-def test_concurrent_run_device_calls_do_not_mix_their_inputs(name, options, model_dir, crops, tmp_path):
+def test_concurrent_run_device_calls_do_not_mix_their_inputs(name, options, model_dir, crops, tmp_path, coeff_sd):
     """Shared device buffers (CUDA-graph static inputs, TensorRT's bindings) are guarded:
     run_device from several threads gives each call its own input's coefficients."""
     if name == "tensorrt":
@@ -78,6 +78,8 @@ def test_concurrent_run_device_calls_do_not_mix_their_inputs(name, options, mode
 
         for got in _concurrent(run_device, inputs, rounds=4):
             for s, g in zip(sequential, got):
-                # the same kernels on the same input: equal up to fp16 noise; another call's
-                # input would give coefficients that differ by whole units
-                np.testing.assert_allclose(g, s, rtol=1e-3, atol=1e-3)
+                # The same input: equal up to float16 noise. Eager calls from another thread
+                # may run other kernels (PyTorch keeps its cuDNN benchmark cache per thread:
+                # measured 0.011 apart on an H200), so the bound is the float16 budget, 0.05
+                # sd; another call's input would give coefficients about 1 sd apart.
+                np.testing.assert_allclose(g, s, rtol=0, atol=0.05 * coeff_sd)
