@@ -9,8 +9,8 @@ This reproduces ``utils.cropImg`` + ``cv2.resize`` of the original 3DMM-CNN demo
 3. each bound rounded half away from zero (Python 2 ``round``, as the release ran);
 4. pixels outside the image are zero (black). Like the release, a region that leaves the
    image is zero-padded into a copy; a region too large to copy (a huge caller box) is
-   sampled straight from the image instead (see _MAX_PADDED_PIXELS), so any box works
-   with memory bounded by the output;
+   sampled straight from the image instead (see _MAX_PADDED_PIXELS), so every box the
+   box rule below admits works with memory bounded by the output;
 5. the integer crop is resized to size x size with bilinear interpolation on uint8
    (``cv2.resize(..., INTER_LINEAR)``), then laid out as planar BGR float32 0..255.
    The mean image is NOT subtracted here: the network graph does that.
@@ -23,9 +23,23 @@ uses OpenCV's half-pixel-centre mapping: output pixel j samples the crop at
 src = (j + 0.5) * n_in / n_out - 0.5, clamped to [0, n_in - 1] (edge replication
 of the already zero-padded crop).
 
+The box rule (every box, whoever made it: detector, sidecar, API caller). A box is
+refused with an InputError naming it, the field and the value unless
+- every coordinate is a finite number with |value| <= MAX_COORD (2**31 px: no image has a
+  side that long; this part needs no image, and keeps every computation below exact and
+  far from overflow);
+- x1 - x0 >= 1 and y1 - y0 >= 1 (MIN_SIDE: pixel coordinates; a box in normalised
+  0..1 coordinates is refused, not cropped to a pixel);
+- when the image is known (at crop time): every coordinate lies within
+  +-IMAGE_SPAN (10) x the image's longer side. A face box 10 image sizes away from the
+  image is a coordinate mistake, not a face; the bound also caps the crop arithmetic.
+``check_box`` applies it (FaceBox and the sidecar reader call it too).
+
 Public API
 ----------
 - ``RATIOS``: {"detector": (...), "landmarks": (...)}
+- ``check_box(coords, where="box", image_shape=None) -> (x0, y0, x1, y1)``  the box rule
+- ``crop_rule(box) -> str``  "landmarks", "detector" or "whole image" (which ratios crop it)
 - ``crop_region(box, kind=None) -> (x0, y0, x1, y1)``  float bounds before rounding
 - ``crop_bounds(box, kind=None) -> (bl, bt, br, bb)``  integer bounds actually cropped
 - ``crop_face(image_rgb, box, kind=None, size=224, out=None) -> float32 [3, size, size]``
@@ -36,6 +50,7 @@ Public API
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 from typing import Sequence
 
@@ -64,28 +79,81 @@ def _cv2_or_none():
     return cv2
 
 
+# The box rule (see the module docstring).
+MAX_COORD = float(2**31)
+MIN_SIDE = 1.0
+IMAGE_SPAN = 10
+_FIELDS = ("x0", "y0", "x1", "y1")
+
+
+def _as_float(v, where: str, field: str) -> float:
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)):
+        raise InputError(f"{where}, field {field}: expected a number, found {_short(v)}")
+    try:
+        f = float(v)  # a Python int too large for a float raises OverflowError here
+    except OverflowError:
+        f = math.inf
+    if not math.isfinite(f) or abs(f) > MAX_COORD:
+        raise InputError(f"{where}, field {field}: expected a finite number within +-{MAX_COORD:.0f} px, "
+                         f"found {_short(v)}")
+    return f
+
+
+def _short(v) -> str:
+    # A 5,000-digit integer must not flood the message (nor hit Python's int-to-str limit).
+    if isinstance(v, int) and not isinstance(v, bool) and v.bit_length() > 64:
+        return f"an integer of about {int(v.bit_length() * 0.30103) + 1} digits"
+    r = repr(v)
+    return r if len(r) <= 40 else r[:37] + "..."
+
+
+def check_box(coords, where: str = "box", image_shape=None) -> tuple[float, float, float, float]:
+    """The box rule: (x0, y0, x1, y1) as floats, or an InputError naming `where`, the field
+    and the value. Without `image_shape` only the image-independent part is checked
+    (numbers, finite, |v| <= MAX_COORD, sides >= MIN_SIDE px); with `image_shape` ([H, W,
+    ...]) also that every coordinate lies within +-IMAGE_SPAN x the image's longer side."""
+    vals = tuple(_as_float(v, where, f) for v, f in zip(coords, _FIELDS))
+    x0, y0, x1, y1 = vals
+    if not (x1 - x0 >= MIN_SIDE and y1 - y0 >= MIN_SIDE):
+        raise InputError(f"{where}: expected x1 > x0 and y1 > y0, each side at least {MIN_SIDE:g} px (pixel "
+                         f"coordinates), found x0={x0:g} y0={y0:g} x1={x1:g} y1={y1:g}")
+    if image_shape is not None:
+        h, w = int(image_shape[0]), int(image_shape[1])
+        span = IMAGE_SPAN * max(h, w)
+        for v, f in zip(vals, _FIELDS):
+            if abs(v) > span:
+                raise InputError(f"{where}, field {f}: expected a coordinate within +-{span} px ({IMAGE_SPAN} x "
+                                 f"the longer side of this {w}x{h} image), found {v:g}")
+    return vals
+
+
+def crop_rule(box) -> str:
+    """Which crop rule a result's box was cropped with: "landmarks" (the release's default:
+    the tight box of the 68 landmarks, rescaleCASIA ratios), "detector" (a dlib or caller-given
+    box, rescaleBB ratios) or "whole image" (already-cropped mode: no box)."""
+    if box is None:
+        return "whole image"
+    return _KIND_TO_RATIOS.get(getattr(box, "kind", "detector"), "detector")
+
+
 def _box_and_kind(box, kind: str | None) -> tuple[tuple[float, float, float, float], str]:
-    """Accept a FaceBox (any object with x0..y1 and kind) or a 4-sequence."""
+    """Accept a FaceBox (any object with x0..y1 and kind) or a 4-sequence; applies the
+    image-independent part of the box rule."""
+    where = "box"
     if hasattr(box, "x0"):
         coords = (box.x0, box.y0, box.x1, box.y1)
         kind = kind if kind is not None else getattr(box, "kind", "detector")
+        where = getattr(box, "origin", None) or where
     else:
         try:
-            coords = tuple(box)
+            coords = tuple(itertools.islice(box, 5))  # never read on: an endless iterator is an error too
         except TypeError:
             raise InputError(f"box: expected a FaceBox or (x0, y0, x1, y1), found {type(box).__name__}") from None
         if len(coords) != 4:
-            raise InputError(f"box: expected 4 numbers (x0, y0, x1, y1), found {len(coords)}")
+            raise InputError(f"box: expected 4 numbers (x0, y0, x1, y1), found {len(coords)}"
+                             f"{' or more' if len(coords) > 4 else ''}")
         kind = kind if kind is not None else "detector"
-    try:
-        coords = tuple(float(c) for c in coords)
-    except (TypeError, ValueError):
-        raise InputError(f"box: expected numbers, found {coords!r}") from None
-    x0, y0, x1, y1 = coords
-    if not all(math.isfinite(c) for c in coords):
-        raise InputError(f"box: expected finite coordinates, found {coords}")
-    if not (x1 > x0 and y1 > y0):
-        raise InputError(f"box: expected x1 > x0 and y1 > y0, found {coords}")
+    coords = check_box(coords, where)
     if kind not in _KIND_TO_RATIOS:
         raise InputError(f"kind: expected one of {sorted(_KIND_TO_RATIOS)}, found {kind!r}")
     return coords, _KIND_TO_RATIOS[kind]
@@ -95,7 +163,8 @@ def crop_region(box, kind: str | None = None) -> tuple[float, float, float, floa
     """Crop rectangle (x0, y0, x1, y1) in image pixels, before rounding.
 
     `kind` selects the ratios ("detector", "landmarks"; "given" = detector); when None
-    it is taken from ``box.kind`` (FaceBox) or defaults to "detector".
+    it is taken from ``box.kind`` (FaceBox) or defaults to "detector". The box must pass
+    the image-independent part of the box rule (InputError otherwise).
     """
     (x0, y0, x1, y1), rk = _box_and_kind(box, kind)
     r0, r1, r2, r3 = RATIOS[rk]
@@ -172,7 +241,7 @@ def _axis_taps(start: int, n_in: int, n_out: int, limit: int) -> tuple[np.ndarra
     """For one axis: image indices [2, n_out] of the two taps of each output pixel (clipped
     into the image), whether each tap lies in the image, and the taps' weights. The crop
     coordinates follow OpenCV (half-pixel centres, clamped to the crop: edge replication);
-    float64 throughout, so absurd bounds (1e300) cannot overflow an integer."""
+    float64 throughout (the box rule keeps every bound within about 4 x MAX_COORD)."""
     src = (np.arange(n_out, dtype=np.float64) + 0.5) * (float(n_in) / n_out) - 0.5
     src = np.clip(src, 0.0, float(n_in - 1))
     i0 = np.floor(src)
@@ -210,14 +279,16 @@ def crop_face(image_rgb: np.ndarray, box, kind: str | None = None, size: int = 2
 
     `image_rgb` is RGB uint8 [H, W, 3] (engine.images gives exactly that). `box` is a
     FaceBox or (x0, y0, x1, y1); `kind` as in `crop_region`. `out`, when given, is a
-    float32 [3, size, size] buffer written in place and returned.
+    float32 [3, size, size] buffer written in place and returned. A box outside the box
+    rule (module docstring; e.g. 10 image sizes away) raises InputError naming the box's
+    origin (a sidecar's file and line) and the value.
     """
     _check_image(image_rgb)
     size = _check_size(size)
     out = _check_out(out, (3, size, size))
-    bl, bt, br, bb = crop_bounds(box, kind)
-    if br - bl < 1 or bb - bt < 1:
-        raise InputError(f"box: crop rectangle is empty after rounding: columns [{bl}, {br}), rows [{bt}, {bb})")
+    coords, rk = _box_and_kind(box, kind)
+    check_box(coords, getattr(box, "origin", None) or "box", image_rgb.shape)  # the image-dependent part
+    bl, bt, br, bb = crop_bounds(coords, rk)
     return _to_planar_bgr(_resize_region(image_rgb, bl, bt, br, bb, size), out)
 
 

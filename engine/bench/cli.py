@@ -3,10 +3,12 @@
     python -m engine.bench                       # every available runner, batch sizes 1 8 32 (GPU: + 128)
     python -m engine.bench --quick               # default runner, batch 1 and 8, under a minute
     python -m engine.bench --runners onnxruntime --batch-sizes 1 4 --json out.json --markdown out.md
+    python -m engine.bench --stages detect huge    # the detection rows only (astronaut, 81-megapixel photo)
 """
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import shlex
 import sys
@@ -19,6 +21,7 @@ from engine.errors import EngineError
 DEFAULT_BATCHES_CPU = (1, 8, 32)
 DEFAULT_BATCHES_GPU = (1, 8, 32, 128)
 QUICK_BATCHES = (1, 8)
+STAGE_GROUPS = ("detect", "huge", "runners")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -37,6 +40,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--basis-dtype", choices=("fp32", "fp16"), default="fp32",
                    help="storage of the morphable model bases in the decoder (default fp32, the Reconstructor's)")
     p.add_argument("--note", action="append", default=[], help="a line added to the Markdown notes")
+    p.add_argument("--stages", nargs="+", choices=STAGE_GROUPS, metavar="GROUP",
+                   help="which rows: detect (dlib on astronaut), huge (an 81-megapixel photo, detect_81mp and "
+                        "reconstruct_81mp, each in a child process), runners (every runner and batch size) "
+                        "(default: all; --quick: detect runners)")
+    p.add_argument("--huge-max-sides", nargs="+", type=int, default=[2048], metavar="PX",
+                   help="detect_81mp: one row per detector max side (0: full resolution, the old behaviour: "
+                        "about 25 s and 4.6 GB on 2 cores) (default: 2048, the engine's default)")
     return p
 
 
@@ -50,6 +60,7 @@ def run(args) -> tuple[list[measure.Row], measure.Machine]:
     from engine.runners import available_runners, create_runner
 
     budget = measure.QUICK if args.quick else measure.FULL
+    stages = args.stages or (("detect", "runners") if args.quick else STAGE_GROUPS)
     available = available_runners()
     if not available:
         raise EngineError("no network runner is available: pip install onnxruntime onnx (CPU) or torch")
@@ -63,17 +74,25 @@ def run(args) -> tuple[list[measure.Row], measure.Machine]:
     if missing:
         raise EngineError(f"--runners: {missing} not available on this machine; available: {available}")
     work = S.workload()
-    model = load_model(args.model)
     rows: list[measure.Row] = []
-    row = S.detect(work, budget)
-    if row is not None:
+    has_dlib = importlib.util.find_spec("dlib") is not None
+    if "detect" in stages and has_dlib:
+        row = S.detect(work, budget)
         rows.append(row)
         _log(f"detect: {row.latency_ms_p50:.1f} ms per image")
+    if "huge" in stages and has_dlib:
+        from engine.bench import huge
+
+        if any(m != 0 and m < 32 for m in args.huge_max_sides):
+            raise EngineError(f"--huge-max-sides: expected 0 or integers >= 32, found {args.huge_max_sides}")
+        rows += huge.rows(names[0], [m or None for m in args.huge_max_sides], log=_log)
+    if "runners" not in stages:
+        return rows, measure.machine(gpu_any)
+    model = load_model(args.model)
     for name in names:
         _log(f"runner {name}: loading")
         runner = create_runner(name, args.network_dir, max_batch=max(batches))
-        label = (f"network {'SYNTHETIC' if runner.synthetic else 'cnn3dmm'} + morphable "
-                 f"{model.metadata.get('name')}{' (SYNTHETIC)' if model.synthetic else ''}")
+        label = S.model_label(runner.synthetic, model.metadata.get("name"), model.synthetic)
         try:
             for b in batches:
                 with Reconstructor(runner=runner, model=model, batch_size=b, detector=None,

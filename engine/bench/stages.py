@@ -22,6 +22,12 @@ from engine.bench.measure import Budget, PeakMemory, Row, summarize, time_calls
 ASTRONAUT_BOX = (170.0, 75.0, 280.0, 185.0)
 
 
+def model_label(network_synthetic: bool, morphable_name, morphable_synthetic: bool) -> str:
+    """The rows' `model`: which network and morphable model ran, SYNTHETIC when they are."""
+    return (f"network {'SYNTHETIC' if network_synthetic else 'cnn3dmm'} + morphable "
+            f"{morphable_name}{' (SYNTHETIC)' if morphable_synthetic else ''}")
+
+
 @dataclass
 class Workload:
     jpeg: bytes  # astronaut() as JPEG
@@ -90,12 +96,8 @@ def preprocess_batch(jpeg: bytes, batch: int, out: np.ndarray | None = None) -> 
     return out
 
 
-def detect(work: Workload, budget: Budget) -> Row | None:
-    """dlib HOG + 68-landmark box on astronaut() (512x512), one image per call."""
-    import importlib.util
-
-    if importlib.util.find_spec("dlib") is None:
-        return None
+def detect(work: Workload, budget: Budget) -> Row:
+    """dlib HOG + 68-landmark box on astronaut() (512x512), one image per call, default options."""
     from engine.detect import FaceDetector
 
     det = FaceDetector()

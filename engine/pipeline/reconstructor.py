@@ -16,6 +16,7 @@ coefficients are copied back.
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import queue
 import threading
@@ -24,11 +25,13 @@ from typing import Callable, Iterator, Mapping
 
 import numpy as np
 
-from engine.errors import InputError, UnavailableError
+from engine.detect import DEFAULT_MAX_SIDE, DEFAULT_UPSAMPLE, check_detector_options
+from engine.errors import EngineError, InputError, UnavailableError
 from engine.pipeline import stages
-from engine.pipeline.inputs import VideoSpan, iter_items, prepare
+from engine.pipeline.inputs import Prepared, VideoSpan, iter_items, prepare
 from engine.pipeline.results import FaceResult
 
+log = logging.getLogger("engine.pipeline")
 DETECTORS = ("auto", "dlib")
 _CPU_OUTPUTS = ("vertices", "colors", "records")
 
@@ -52,18 +55,29 @@ class Reconstructor:
     detector: "auto" (dlib when importable; otherwise an UnavailableError as soon as an input
         needs detection), "dlib", None (only caller-given boxes or cropped inputs), or a
         callable image_rgb -> list[FaceBox] (called under a lock: it need not be thread-safe).
+    det_threshold, det_upsample, det_max_side: the dlib detector's threshold (None: each
+        image's best face from score 0 as the release, further faces from 0.5; a number T:
+        every face from T, dlib's adjust_threshold), upsample (0..4) and max_side (detect on
+        a copy at most this many pixels on its longer side, default 2048; None: full size).
+        See engine.detect.FaceDetector. When the 68-point landmark model is not installed,
+        faces are cropped from the detector's box (the release used the landmark box): one
+        warning per Reconstructor says so.
     basis_dtype: "fp32" or "fp16" storage of the morphable model bases in the decoder.
     workers: threads that decode, detect and crop images (0: all in the feeder thread).
     threads: CPU threads of the network runner (None: the runner's default, all cores).
     """
 
     def __init__(self, *, runner="auto", network_dir=None, model=None, batch_size: int = 8,
-                 detector="auto", basis_dtype: str = "fp32", workers: int = 2, threads: int | None = None):
+                 detector="auto", basis_dtype: str = "fp32", workers: int = 2, threads: int | None = None,
+                 det_threshold: float | None = None, det_upsample: int = DEFAULT_UPSAMPLE,
+                 det_max_side: int | None = DEFAULT_MAX_SIDE):
         from engine.decode import Decoder
         from engine.morphable import MorphableModel, load_model
 
         self.batch_size = _positive_int(batch_size, "batch_size")
         self.workers = _positive_int(workers, "workers", 0)
+        self.det_options = dict(zip(("threshold", "upsample", "max_side"), check_detector_options(
+            det_threshold, det_upsample, det_max_side, prefix="Reconstructor: det_")))
         if not (detector is None or callable(detector) or detector in DETECTORS):
             raise InputError(f"Reconstructor: detector: expected 'auto', 'dlib', None or a callable, found {detector!r}")
         if detector == "dlib" and importlib.util.find_spec("dlib") is None:
@@ -107,12 +121,17 @@ class Reconstructor:
             "network_synthetic": bool(getattr(self.runner, "synthetic", False)),
             "network": getattr(self.runner, "model_description", ""),
             "network_fingerprint": getattr(self.runner, "fingerprint", None),
+            # "per-channel": converted without the release's mean image (outputs differ from the release's)
+            "network_mean": getattr(self.runner, "mean_kind", None),
+            # at fp16: operations kept in float32 so that no value overflows (engine.network.fp16)
+            "network_fp32_ops": list(getattr(self.runner, "fp32_ops", ()) or ()),
             "morphable_model": str(self.model.metadata.get("name")),
             "morphable_synthetic": bool(self.model.synthetic),
             "basis_dtype": basis_dtype, "decode_device": "cuda" if self.on_gpu else "cpu",
         }
         self._detectors: queue.SimpleQueue = queue.SimpleQueue()  # idle dlib detectors, one per busy thread
         self._detector_lock = threading.Lock()
+        self._warned_no_landmarks = False
         self._pipelines: weakref.WeakSet = weakref.WeakSet()
         self._closed = False
 
@@ -125,9 +144,11 @@ class Reconstructor:
     def _detector_name(self) -> str:
         if callable(self.detector):
             return f"caller's detector {getattr(self.detector, '__name__', type(self.detector).__name__)}"
-        from engine.detect import DEFAULT_THRESHOLD
+        from engine.detect import describe_rule
 
-        return f"dlib HOG detector, score threshold {DEFAULT_THRESHOLD}"
+        o = self.det_options
+        size = "full size" if o["max_side"] is None else f"at most {o['max_side']} px"
+        return f"dlib HOG detector: {describe_rule(o['threshold'])}, upsample {o['upsample']}, {size}"
 
     def _detect(self, image: np.ndarray) -> list:
         if callable(self.detector):
@@ -140,11 +161,24 @@ class Reconstructor:
         try:
             det = self._detectors.get_nowait()
         except queue.Empty:
-            det = FaceDetector()  # UnavailableError without dlib: fatal, not a per-input error
+            det = FaceDetector(**self.det_options)  # UnavailableError without dlib: fatal, not a per-input error
+            self._warn_once_without_landmarks(det)
         try:
             return det.detect(image)
         finally:
             self._detectors.put(det)
+
+    def _warn_once_without_landmarks(self, det) -> None:
+        if det.uses_landmarks:
+            return
+        with self._detector_lock:
+            if self._warned_no_landmarks:
+                return
+            self._warned_no_landmarks = True
+        log.warning("the 68-point landmark model is not installed (pip install face-recognition-models): "
+                    "faces are cropped from dlib's detector box, not from the landmark box the release used "
+                    "by default, so crops and coefficients differ from the release's (summary.json records "
+                    "each face's crop_rule)")
 
     # -- the pipeline's stages ------------------------------------------------------------
     def _run_batch(self, batch: stages.Batch, decode: bool) -> stages.Batch:
@@ -238,7 +272,15 @@ class Reconstructor:
         ahead = self.batch_size + 2 * max(self.workers, 1)  # enough to fill the next batch, bounded
 
         def prep(item):
-            return prepare(item, boxes=boxes, cropped=cropped, detect=detect, detector_name=name)
+            try:
+                return prepare(item, boxes=boxes, cropped=cropped, detect=detect, detector_name=name)
+            except EngineError:  # e.g. UnavailableError (no dlib): no input can run, so the run stops
+                raise
+            except Exception as e:  # anything else is this input's failure, not the run's end
+                log.debug("%s: preparing this input failed", item.source, exc_info=True)
+                where = item.source + ("" if item.frame is None else f" frame {item.frame}")
+                return Prepared(item, [], None, error=f"{where}: unexpected error while reading, detecting or "
+                                                      f"cropping this input: {type(e).__name__}: {e}")
 
         items = iter_items(inputs, VideoSpan(frame_step, max_frames))  # checks the arguments now, reads lazily
 

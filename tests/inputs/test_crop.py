@@ -2,13 +2,15 @@
 independent bilinear computation."""
 from __future__ import annotations
 
+import itertools
 import math
+import re
 
 import numpy as np
 import pytest
 
 from engine import crop as crop_mod
-from engine.crop import RATIOS, crop_bounds, crop_face, crop_faces, crop_region, prepare_cropped
+from engine.crop import RATIOS, check_box, crop_bounds, crop_face, crop_faces, crop_region, crop_rule, prepare_cropped
 from engine.detect import FaceBox
 from engine.errors import InputError
 
@@ -161,7 +163,7 @@ def test_face_at_the_border_is_zero_filled():
 
 def test_face_far_outside_gives_black():
     img = np.full((50, 50, 3), 200, np.uint8)
-    assert np.all(crop_face(img, (500, 500, 540, 540)) == 0)
+    assert np.all(crop_face(img, (400, 400, 440, 440)) == 0)
 
 
 def test_exact_224_crop_is_copied_unchanged():
@@ -213,6 +215,7 @@ def test_crop_faces_fills_a_preallocated_batch():
         ((np.zeros((10, 10, 3), np.uint8), (5, 1, 5, 5)), "x1 > x0"),
         ((np.zeros((10, 10, 3), np.uint8), (1, 1, 5)), "4 numbers"),
         ((np.zeros((10, 10, 3), np.uint8), (1, 1, float("nan"), 5)), "finite"),
+        ((np.zeros((10, 10, 3), np.uint8), itertools.count()), "found 5 or more"),  # an endless iterator: not read on
     ],
 )
 def test_bad_arguments(args, msg):
@@ -229,16 +232,69 @@ def test_bad_kind_and_out():
 
 
 def test_huge_boxes_are_sampled_without_building_the_padded_copy(monkeypatch):
-    # A 3.6e6 x 3.6e6 padded crop would need ~39 TB; it is sampled straight from the
-    # image instead, and agrees with the independent oracle (which never copies either).
+    # The largest boxes the box rule admits on a 100 x 100 image (+-10 x its side): a padded
+    # crop of ~6,700^2 pixels, over _MAX_PADDED_PIXELS, is sampled straight from the image
+    # instead, and agrees with the independent oracle (which never copies either).
     img = _smooth_image(100, 100)
-    for box in [(0, 0, 1e6, 1e6), (-3000, 20, 2500, 4000), (40, 30, 60, 50)]:
+    for box in [(-1000, -1000, 1000, 1000), (-900, 20, 950, 990), (40, 30, 60, 50)]:
         out = crop_face(img, box, size=40)
         assert np.abs(out - _reference_crop(img, crop_bounds(box), size=40)).max() <= 1.0, box
-    out = crop_faces(img, [(10, 10, 50, 50), FaceBox(0, 0, 1e300, 1e300, 1.0, "detector")])
+    out = crop_faces(img, [(10, 10, 50, 50), FaceBox(-1000, -1000, 1000, 1000, 1.0, "detector")])
     assert out.shape == (2, 3, 224, 224) and np.all(np.isfinite(out))
     # The copy is never made above the limit: forbid it, and the crop still comes out.
     monkeypatch.setattr(crop_mod, "_MAX_PADDED_PIXELS", 100)
     monkeypatch.setattr(crop_mod, "_padded_crop", lambda *a: pytest.fail("padded copy built"))
-    out = crop_face(img, (-3000, 20, 2500, 4000), size=40)
-    assert np.abs(out - _reference_crop(img, crop_bounds((-3000, 20, 2500, 4000)), size=40)).max() <= 1.0
+    out = crop_face(img, (-900, 20, 950, 990), size=40)
+    assert np.abs(out - _reference_crop(img, crop_bounds((-900, 20, 950, 990)), size=40)).max() <= 1.0
+
+
+# Boxes that used to overflow (OverflowError from int/float conversion) or ask for absurd work:
+# each is now an InputError naming the field and the value, from every entry point.
+ABSURD = [
+    ((10, 10, 1e308, 100), r"field x1: expected a finite number within \+-2147483648 px, found 1e\+308"),
+    ((-1e308, 0, 1e308, 10), r"field x0: expected a finite number within"),  # a span reaching infinity
+    ((0, 0, 1e300, 1e300), r"field x1: expected a finite number within"),
+    ((0, 0, 10**400, 10), r"field x1: .* an integer of about 401 digits"),
+    ((0, 0, float("inf"), 10), r"field x1: expected a finite number"),
+    ((0, 0, 0.5, 0.5), r"each side at least 1 px"),
+    ((0, 0, "50", 50), r"field x1: expected a number, found '50'"),
+    ((0, 0, True, 50), r"field x1: expected a number"),
+]
+
+
+@pytest.mark.parametrize("box,msg", ABSURD)
+def test_absurd_boxes_are_typed_errors_everywhere(box, msg):
+    img = _smooth_image(100, 100)
+    for call in (lambda: crop_region(box), lambda: crop_bounds(box), lambda: crop_face(img, box),
+                 lambda: crop_faces(img, [(10, 10, 50, 50), box]), lambda: crop_face(img, np.array(box, object)),
+                 lambda: check_box(box)):
+        with pytest.raises(InputError, match=msg):
+            call()
+    with pytest.raises(InputError, match=msg):
+        FaceBox(*box)
+
+
+@pytest.mark.parametrize("box,field", [((0, 0, 1001, 50), "x1"), ((-1001, 0, 50, 50), "x0"),
+                                       ((0, 1e6, 50, 2e6), "y0"), ((0, 0, 50, 1e9), "y1")])
+def test_boxes_beyond_ten_image_sizes_are_refused_at_crop_time(box, field):
+    img = _smooth_image(100, 80)  # 80 wide, 100 high: coordinates within +-1000
+    crop_region(box)  # without the image the box is fine
+    with pytest.raises(InputError, match=rf"^box, field {field}: expected a coordinate within \+-1000 px "
+                                         rf"\(10 x the longer side of this 80x100 image\)"):
+        crop_face(img, box)
+    fb = FaceBox(*box, origin="boxes.csv line 4")
+    found = re.escape(f"{fb.as_tuple()[_FIELDS.index(field)]:g}")
+    with pytest.raises(InputError, match=rf"^boxes.csv line 4, field {field}: .* found {found}$"):
+        crop_face(img, fb)
+    crop_face(img, (-1000, -1000, 1000, 1000))  # the rule's edge is in
+
+
+_FIELDS = ("x0", "y0", "x1", "y1")
+
+
+def test_crop_rule_names_the_ratios_used():
+    assert crop_rule(FaceBox(0, 0, 10, 10, 1.0, "landmarks")) == "landmarks"
+    assert crop_rule(FaceBox(0, 0, 10, 10, 1.0, "detector")) == "detector"
+    assert crop_rule(FaceBox(0, 0, 10, 10, 1.0, "given")) == "detector"
+    assert crop_rule((0, 0, 10, 10)) == "detector"
+    assert crop_rule(None) == "whole image"
