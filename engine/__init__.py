@@ -9,6 +9,7 @@ re-exported here lazily:
     engine.MorphableModel, engine.load_model     morphable models (BFM, caches, synthetic)
     engine.Decoder                               coefficients -> meshes (CPU / CUDA kernels)
     engine.create_runner, engine.available_runners   the network on ONNX Runtime, PyTorch, TensorRT
+    engine.expand_inputs, engine.OutputNames     the files a run reads; a file name for every face
 """
 from __future__ import annotations
 
@@ -27,6 +28,8 @@ _LAZY = {
     "DecodedBatch": "engine.decode",
     "create_runner": "engine.runners",
     "available_runners": "engine.runners",
+    "expand_inputs": "engine.images",
+    "OutputNames": "engine.pipeline.naming",
 }
 
 

@@ -19,10 +19,19 @@ Public API
 - ``pair_scores(pairs, descriptors, part="all", key=lfw_image_name, missing="error") -> (scores, kept)``
 - ``best_threshold(scores, same) -> (threshold, accuracy)``
 - ``roc_auc(scores, same) -> float``; ``roc_curve(scores, same) -> (fpr, tpr, thresholds)``
-- ``evaluate_verification(scores, same, folds=None, n_folds=10) -> VerificationResult``
-- ``evaluate_pairs(pairs, descriptors, part="all", ...) -> VerificationResult``
+- ``evaluate_verification(scores, same, folds=None, n_folds=10, fold_sizes=None) -> VerificationResult``
+- ``evaluate_pairs(pairs, descriptors, part="all", missing="error"|"wrong"|"skip") -> VerificationResult``
+- ``choose_face(boxes, image_size=None, rule="center") -> int``  which face of an image describes it
+- ``center_box(width, height) -> FaceBox``  LFW's fixed face region, for images without a detection
+- ``image_descriptors(reconstructor, images, face=..., fallback_box=None, part=...) -> ImageDescriptors``
 
 A pair is predicted "same person" when its score >= threshold.
+
+Pairs without a descriptor (no face found in one of its images). The LFW protocol scores every
+pair of the file, so by default (missing="wrong") such a pair counts as a wrong decision in the
+accuracy of its fold; it cannot enter the ROC AUC (it has no score), which is therefore over the
+scored pairs; the result says how many and which images. missing="skip" leaves them out of
+the accuracy too (a number over fewer pairs than the file holds: say so when you report it).
 """
 from __future__ import annotations
 
@@ -38,6 +47,8 @@ from engine.errors import InputError, describe_array
 
 N_COEFFS = 198
 PARTS = {"all": slice(0, 198), "alpha": slice(0, 99), "beta": slice(99, 198)}
+MISSING = ("error", "wrong", "skip")  # what a pair without a descriptor does (see the module docstring)
+FACE_RULES = ("center", "best", "largest")
 
 
 # --------------------------------------------------------------------------- descriptors
@@ -243,11 +254,12 @@ def pair_scores(
 
     `key(name, n)` names the image (default: LFW's 'name/name_0001.jpg'). When an image
     has no descriptor (e.g. no face found): missing="error" raises InputError naming
-    up to 5 of them; missing="skip" drops those pairs. Returns (scores float64 [K],
-    indices int64 [K] of the pairs kept).
+    up to 5 of them; "wrong" and "skip" leave those pairs out of the scores (how they
+    count is `evaluate_pairs`'s business). Returns (scores float64 [K], indices int64 [K]
+    of the pairs scored).
     """
-    if missing not in ("error", "skip"):
-        raise InputError(f"missing: expected 'error' or 'skip', found {missing!r}")
+    if missing not in MISSING:
+        raise InputError(f"missing: expected one of {', '.join(MISSING)}, found {missing!r}")
     plist = pairs.pairs if isinstance(pairs, PairsList) else tuple(pairs)
     a_rows, b_rows, kept, absent = [], [], [], []
     for i, p in enumerate(plist):
@@ -263,7 +275,7 @@ def pair_scores(
         uniq = sorted(set(absent))
         raise InputError(
             f"descriptors: expected one for every image in the pairs, found {len(uniq)} missing "
-            f"(e.g. {', '.join(uniq[:5])}); pass missing='skip' to drop those pairs"
+            f"(e.g. {', '.join(uniq[:5])}); pass missing='wrong' to count those pairs as wrong decisions"
         )
     if not kept:
         return np.zeros(0), np.zeros(0, dtype=np.int64)
@@ -356,18 +368,25 @@ class VerificationResult:
     standard_error: float  # accuracy_std / sqrt(folds), as the LFW protocol reports
     fold_accuracies: tuple[float, ...]
     thresholds: tuple[float, ...]  # threshold chosen on the other folds, per fold
-    auc: float  # ROC AUC over all pairs
-    n_pairs: int
-    n_skipped: int = 0  # pairs dropped for missing descriptors (pair_scores missing="skip")
+    auc: float  # ROC AUC over the scored pairs
+    n_pairs: int  # every pair evaluated: all of the pairs file for evaluate_pairs
+    n_skipped: int = 0  # pairs left out of the accuracy (missing="skip")
+    n_scored: int | None = None  # pairs with both descriptors (in the AUC); None: all n_pairs
+    n_missing: int = 0  # pairs with an image without a descriptor
+    missing: str = "wrong"  # how those pairs counted: "wrong" decisions or "skip"ped
+    missing_images: tuple[str, ...] = ()  # the images (keys) without a descriptor
 
 
-def evaluate_verification(scores, same, folds=None, n_folds: int = 10) -> VerificationResult:
+def evaluate_verification(scores, same, folds=None, n_folds: int = 10, *, fold_sizes=None) -> VerificationResult:
     """k-fold verification accuracy and ROC AUC.
 
     For each fold, the threshold is chosen (best_threshold) on all other folds and the
     accuracy measured on that fold. `folds` gives each pair's fold id; when None the
     pairs are split into `n_folds` contiguous, equal blocks (LFW's pairs.txt order).
     With a single fold, the threshold is chosen and tested on the same pairs.
+    `fold_sizes` ({fold id: pairs}) divides each fold's correct decisions by the pairs it
+    holds rather than by its scores: pairs that have no score count as wrong, and a fold
+    with no score at all scores 0 (evaluate_pairs, missing="wrong").
     """
     s, y = _scores_labels(scores, same)
     if folds is None:
@@ -378,14 +397,24 @@ def evaluate_verification(scores, same, folds=None, n_folds: int = 10) -> Verifi
         f = np.asarray(folds)
         if f.shape != s.shape or not np.issubdtype(f.dtype, np.integer):
             raise InputError(f"folds: expected one integer fold id per score ({s.size}), found {describe_array(f)}")
-    ids = np.unique(f)
+    if fold_sizes is None:
+        ids, sizes = np.unique(f), None
+    else:
+        ids = np.array(sorted(fold_sizes), dtype=np.int64)
+        sizes = {int(k): int(v) for k, v in fold_sizes.items()}
+        counts = {int(k): int(np.sum(f == k)) for k in ids}
+        if not set(np.unique(f).tolist()) <= set(sizes) or any(counts[k] > sizes[k] or sizes[k] < 1 for k in sizes):
+            raise InputError(f"fold_sizes: expected each fold's pairs (>= 1, >= its scores), found {fold_sizes!r}")
     accs, thrs = [], []
     for k in ids:
         test = f == k
         train = ~test if ids.size > 1 else test
+        if not train.any():
+            raise InputError(f"fold {int(k)}: no scored pair in the other folds to choose a threshold on")
         thr, _ = best_threshold(s[train], y[train])
         thrs.append(thr)
-        accs.append(float(np.mean((s[test] >= thr) == y[test])))
+        correct = int(np.sum((s[test] >= thr) == y[test]))
+        accs.append(correct / (int(test.sum()) if sizes is None else sizes[int(k)]))
     acc = np.array(accs)
     std = float(acc.std(ddof=1)) if acc.size > 1 else 0.0
     return VerificationResult(
@@ -395,7 +424,8 @@ def evaluate_verification(scores, same, folds=None, n_folds: int = 10) -> Verifi
         fold_accuracies=tuple(accs),
         thresholds=tuple(thrs),
         auc=roc_auc(s, y),
-        n_pairs=int(s.size),
+        n_pairs=int(s.size) if sizes is None else int(sum(sizes.values())),
+        n_scored=int(s.size),
     )
 
 
@@ -409,10 +439,188 @@ def evaluate_pairs(
 ) -> VerificationResult:
     """LFW-protocol evaluation: parse (if a path) the pairs file, score every pair by
     cosine similarity of its descriptors, and run 10-fold (the file's folds) accuracy
-    and ROC AUC. The paper reports 92.35% on LFW for this model."""
+    and ROC AUC. The paper reports 92.35% on LFW for this model.
+
+    missing: a pair with an image without a descriptor raises ("error"), counts as a wrong
+    decision in the accuracy of its fold ("wrong": the protocol scores every pair), or is left
+    out of the accuracy ("skip"). Either way it is outside the ROC AUC, and the result counts
+    it (n_missing, missing_images). n_pairs is every pair of the file."""
     plist = pairs if isinstance(pairs, PairsList) else parse_pairs(pairs)
     scores, kept = pair_scores(plist, descriptors, part=part, key=key, missing=missing)
     if scores.size == 0:
         raise InputError("descriptors: no pair has both descriptors; nothing to evaluate")
-    r = evaluate_verification(scores, plist.same[kept], folds=plist.folds[kept])
-    return dataclasses.replace(r, n_skipped=len(plist) - int(kept.size))
+    folds = plist.folds
+    sizes = None
+    if missing == "wrong":
+        ids, counts = np.unique(folds, return_counts=True)
+        sizes = dict(zip(ids.tolist(), counts.tolist()))
+    r = evaluate_verification(scores, plist.same[kept], folds=folds[kept], fold_sizes=sizes)
+    absent = sorted({k for p in plist.pairs for k in (key(p.name1, p.n1), key(p.name2, p.n2)) if k not in descriptors})
+    n_missing = len(plist) - int(kept.size)
+    return dataclasses.replace(r, n_pairs=len(plist), n_scored=int(kept.size), n_missing=n_missing,
+                               n_skipped=n_missing if missing == "skip" else 0,
+                               missing="skip" if missing == "skip" else "wrong", missing_images=tuple(absent))
+
+
+# --------------------------------------------------------------------------- which face describes an image
+
+# LFWcrop's fixed face region of LFW's 250x250 images: corners (83, 92) and (166, 175),
+# chosen on 40 LFW faces (C. Sanderson, B. C. Lovell, ICB 2009; conradsanderson.id.au/lfwcrop).
+# LFW centred every image on a detected face, so this region holds the face in the vast
+# majority of images; a box of about the size dlib's detector gives there.
+LFW_SIZE = 250
+LFW_FACE_REGION = (83.0, 92.0, 166.0, 175.0)
+
+
+def center_box(width: int, height: int):
+    """The LFW convention's face box for an image of `width` x `height` pixels (the LFWcrop
+    region, scaled from 250 x 250): the face an LFW-style image is centred on, for images
+    where detection finds none. A FaceBox of kind "given" (cropped like a detector box)."""
+    from engine.detect import FaceBox
+
+    if isinstance(width, bool) or isinstance(height, bool) or not all(
+            isinstance(v, (int, np.integer)) and v > 0 for v in (width, height)):
+        raise InputError(f"center_box: expected a positive width and height, found {width!r} x {height!r}")
+    x0, y0, x1, y1 = LFW_FACE_REGION
+    sx, sy = width / LFW_SIZE, height / LFW_SIZE
+    return FaceBox(x0 * sx, y0 * sy, x1 * sx, y1 * sy, score=1.0, kind="given")
+
+
+def _box_numbers(box) -> tuple[float, float, float, float, float]:
+    if hasattr(box, "as_tuple"):
+        return (*map(float, box.as_tuple()), float(getattr(box, "score", 1.0)))
+    vals = [float(v) for v in box]
+    if len(vals) not in (4, 5):
+        raise InputError(f"boxes: expected (x0, y0, x1, y1[, score]), found {len(vals)} numbers")
+    return (*vals[:4], vals[4] if len(vals) == 5 else 1.0)
+
+
+def choose_face(boxes: Sequence, image_size: tuple[int, int] | None = None, rule: str = "center") -> int:
+    """Index of the face that describes an image with several: `boxes` are its faces in
+    detector order (most confident first; FaceBox or (x0, y0, x1, y1[, score])).
+
+    rule "center": the box whose centre is nearest the image's centre (LFW-style images are
+    centred on their subject); needs image_size (width, height). "best": the highest score.
+    "largest": the largest area. Ties go to the earlier (more confident) face."""
+    if rule not in FACE_RULES:
+        raise InputError(f"rule: expected one of {', '.join(FACE_RULES)}, found {rule!r}")
+    if len(boxes) == 0:
+        raise InputError("boxes: expected at least one face, found none")
+    if len(boxes) == 1 or any(b is None for b in boxes):  # one face, or already-cropped inputs
+        return 0
+    nums = np.array([_box_numbers(b) for b in boxes], dtype=np.float64)
+    if rule == "best":
+        cost = -nums[:, 4]
+    elif rule == "largest":
+        cost = -(nums[:, 2] - nums[:, 0]) * (nums[:, 3] - nums[:, 1])
+    else:
+        if image_size is None:
+            raise InputError("image_size: rule 'center' needs the image's (width, height)")
+        w, h = image_size
+        cost = np.hypot((nums[:, 0] + nums[:, 2]) / 2 - w / 2, (nums[:, 1] + nums[:, 3]) / 2 - h / 2)
+    return int(np.flatnonzero(cost == cost.min())[0])
+
+
+@dataclass
+class ImageDescriptors:
+    """One descriptor per image, and what it took (see `image_descriptors`).
+
+    vectors: {image: float32 [D]} for every image described.
+    failures: {image: why it has no descriptor}.
+    several: {image: faces found} for images with more than one face (one was chosen by `rule`).
+    fallback: images described from `center_box` because detection found no face there.
+    provenance: of the run (runner, synthetic flags...), None when nothing ran."""
+
+    vectors: dict
+    failures: dict
+    several: dict
+    fallback: list
+    rule: str
+    provenance: dict | None = None
+
+
+def pick_faces(faces: Mapping[str, Sequence[tuple]], rule: str, image_size: Callable[[str], tuple[int, int]]
+               ) -> tuple[dict, dict, dict]:
+    """{image: [(box, vector), ...]} (faces in detector order) -> ({image: chosen vector},
+    {image: number of faces} for images with several, {image: why no face could be chosen}).
+    image_size(image) is asked only for images with several faces under rule "center"; when it
+    raises InputError (e.g. a video file), that image fails rather than use another rule."""
+    chosen, several, failed = {}, {}, {}
+    for image, found in faces.items():
+        if not found:
+            continue
+        if len(found) > 1:
+            several[image] = len(found)
+        try:
+            size = image_size(image) if len(found) > 1 and rule == "center" else None
+            chosen[image] = found[choose_face([b for b, _ in found], size, rule)][1]
+        except InputError as e:
+            failed[image] = f"{image}: {len(found)} faces, and the one nearest the centre cannot be told: {e}"
+    return chosen, several, failed
+
+
+def image_descriptors(reconstructor, images: Sequence[str], *, face: str = "center", fallback_box: str | None = None,
+                      part: str = "all", boxes: Mapping | None = None, cropped: bool = False,
+                      progress: Callable[[str], None] | None = None) -> ImageDescriptors:
+    """One descriptor per image file: run `reconstructor.embed` on `images`, take the face that
+    `face` (a FACE_RULES rule, see `choose_face`) picks where an image has several, and with
+    fallback_box="center" describe the images where nothing was found from `center_box`
+    (LFW's face region; a second, small pass). progress(image) is called once per image done."""
+    from engine.images import image_size
+
+    if fallback_box not in (None, "center"):
+        raise InputError(f"fallback_box: expected None or 'center', found {fallback_box!r}")
+    if face not in FACE_RULES:
+        raise InputError(f"face: expected one of {', '.join(FACE_RULES)}, found {face!r}")
+    images = [str(p) for p in images]
+    out = ImageDescriptors({}, {}, {}, [], face)
+    if not images:
+        return out
+    faces: dict[str, list] = {}
+    results = reconstructor.embed(images, boxes=boxes, cropped=cropped)
+    try:
+        for r in results:
+            if r.source not in faces:
+                faces[r.source] = []
+                if progress is not None:
+                    progress(r.source)
+            if r.error is not None:
+                out.failures[r.source] = r.error
+                continue
+            out.provenance = out.provenance or dict(r.provenance or {})
+            faces[r.source].append((r.box, descriptor(r.coeffs, part)))
+    finally:
+        results.close()
+    out.vectors, out.several, unpicked = pick_faces(faces, face, image_size)
+    for image in out.vectors:
+        out.failures.pop(image, None)  # a frame or face failed, another one described it
+    out.failures.update(unpicked)
+    if fallback_box == "center" and not cropped:
+        fallback_descriptors(reconstructor, [i for i in images if i not in out.vectors], part, out)
+    return out
+
+
+def fallback_descriptors(reconstructor, images: Sequence[str], part: str, out: ImageDescriptors) -> None:
+    """Describe `images` from `center_box` (their own size) into `out`: each one described
+    moves from out.failures to out.vectors and out.fallback. An image that cannot be read
+    keeps its failure."""
+    from engine.images import image_size
+
+    given = {}
+    for image in images:
+        try:
+            given[image] = [center_box(*image_size(image))]
+        except InputError:
+            continue  # unreadable: its first failure stands
+    if not given:
+        return
+    results = reconstructor.embed(list(given), boxes=given)
+    try:
+        for r in results:
+            if r.error is None and r.source not in out.vectors:
+                out.vectors[r.source] = descriptor(r.coeffs, part)
+                out.fallback.append(r.source)
+                out.failures.pop(r.source, None)
+                out.provenance = out.provenance or dict(r.provenance or {})
+    finally:
+        results.close()

@@ -8,10 +8,13 @@ Public API
 ----------
 - ``load_image(source, *, max_pixels=DEFAULT) -> np.ndarray``  path, bytes or array
 - ``decode_image(data, name="<bytes>", *, max_pixels=DEFAULT) -> np.ndarray``
+- ``image_size(source) -> (width, height)``   from the header alone, as load_image would give
 - ``as_rgb(array, name="array") -> np.ndarray``           validate/convert an array
 - ``expand_inputs(inputs, *, recursive=False) -> list[Path]``  folders/globs -> files
 - ``is_image_path(path)``, ``is_video_path(path)``
-- ``iter_video_frames(source, *, step=1, max_frames=None) -> Iterator[(int, ndarray)]``
+- ``iter_video_frames(source, *, step=1, max_frames=None) -> Iterator[(int, ndarray)]``;
+  a video that ends early raises ``VideoFramesError`` (an InputError naming the frame)
+- ``declared_bytes_missing(path) -> int``  a video container's own size check (AVI, MP4, MKV)
 
 Conventions
 -----------
@@ -145,6 +148,41 @@ def _decode(fp, name: str, max_pixels) -> np.ndarray:
         raise InputError(f"{name}: cannot decode image: {type(e).__name__}: {what}") from None
 
 
+def image_size(source: Source, *, max_pixels=DEFAULT) -> tuple[int, int]:
+    """(width, height) of the array `load_image(source)` gives, from the file's header alone (no
+    pixel is decoded): EXIF orientations that rotate by 90 degrees (5..8) swap them. Raises
+    InputError as load_image would for a missing, empty or unrecognised file, or one over the
+    pixel limit."""
+    from PIL import Image, UnidentifiedImageError
+
+    if isinstance(source, np.ndarray):
+        a = as_rgb(source)
+        return int(a.shape[1]), int(a.shape[0])
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        fp, name = io.BytesIO(bytes(source)), "<bytes>"
+    elif isinstance(source, (str, os.PathLike)):
+        name = os.fspath(source)
+        try:
+            fp = open(name, "rb")
+        except OSError as e:
+            raise InputError(f"{name}: cannot open: {e.strerror or e}") from None
+    else:
+        raise InputError(f"image source: expected a path, bytes or numpy array, found {type(source).__name__}")
+    limit = _pixel_limit(max_pixels)
+    with fp:
+        try:
+            with Image.open(fp) as im:
+                w, h = im.size
+                swap = im.getexif().get(_EXIF_ORIENTATION, 1) in (5, 6, 7, 8)
+        except UnidentifiedImageError:
+            raise InputError(f"{name}: not a recognised image format (is it really an image?)") from None
+        except Exception as e:  # Pillow's header parsers raise many kinds; each is this input's problem
+            raise InputError(f"{name}: cannot read the image header: {type(e).__name__}: {e}") from None
+    if limit is not None and w * h > limit:
+        raise InputError(f"{name}: image too large: {w}x{h} = {w * h} pixels, limit is {limit}")
+    return (h, w) if swap else (w, h)
+
+
 def _to_rgb(im, name: str) -> np.ndarray:
     mode = im.mode
     if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
@@ -158,7 +196,26 @@ def _to_rgb(im, name: str) -> np.ndarray:
         raise InputError(f"{name}: 32-bit float image: expected 8- or 16-bit integer pixels")
     if mode != "RGB":
         im = im.convert("RGB")  # L, 1, P, RGBA, LA, PA, CMYK, YCbCr, LAB, HSV ...
-    return np.array(im, dtype=np.uint8)  # np.array copies: writable, contiguous
+    return _rgb_array(im)
+
+
+_STRIP_PIXELS = 1 << 22  # 4 megapixels: 12 MB of RGB per strip
+
+
+def _rgb_array(im) -> np.ndarray:
+    """An RGB Pillow image as a writable, contiguous uint8 [H, W, 3] array.
+
+    np.array(im) goes through im.tobytes(): for an 81-megapixel photo that is a 243 MB bytes
+    object beside Pillow's own 324 MB (it keeps RGB as 4 bytes a pixel) and the 243 MB array.
+    Copying strip by strip keeps the extra at one strip (benchmark row reconstruct_81mp)."""
+    w, h = im.size
+    out = np.empty((h, w, 3), np.uint8)
+    rows = max(1, _STRIP_PIXELS // max(w, 1))
+    for y0 in range(0, h, rows):
+        y1 = min(h, y0 + rows)
+        strip = im if (y0 == 0 and y1 == h) else im.crop((0, y0, w, y1))
+        out[y0:y1] = np.frombuffer(strip.tobytes(), np.uint8).reshape(y1 - y0, w, 3)
+    return out
 
 
 def _scale16(a: np.ndarray) -> np.ndarray:
@@ -291,6 +348,89 @@ def check_frame_span(step, max_frames, *, step_name: str = "step") -> tuple[int,
     return int(step), None if max_frames is None else int(max_frames)
 
 
+class VideoFramesError(InputError):
+    """A video stopped delivering frames before its declared end: `frame` is the first
+    frame index that failed, `declared` the container's frame count. Frames before
+    `frame` were delivered (and are good by the rule in `iter_video_frames`)."""
+
+    def __init__(self, message: str, *, frame: int, declared: int):
+        super().__init__(message)
+        self.frame = frame
+        self.declared = declared
+
+
+def _declared_frames(cap, cv2) -> int | None:
+    """The container's frame count, or None when it states none (cameras, streams, WebM
+    from a browser) or states nonsense."""
+    n = cap.get(cv2.CAP_PROP_FRAME_COUNT)
+    if not (n == n) or n <= 0 or n >= 2 ** 62:  # NaN, unknown (-1 or 0), absurd
+        return None
+    return int(round(n))
+
+
+def _vint(b: bytes, pos: int, keep_marker: bool) -> tuple[int | None, int]:
+    """An EBML variable-length integer at b[pos:]: (value or None when unknown/invalid, its length)."""
+    if pos >= len(b) or b[pos] == 0:
+        return None, 1
+    n = 8 - b[pos].bit_length() + 1  # length from the leading zero bits
+    if pos + n > len(b):
+        return None, n
+    v = int.from_bytes(b[pos:pos + n], "big")
+    if not keep_marker:
+        v &= (1 << (7 * n)) - 1
+        if v == (1 << (7 * n)) - 1:  # all ones: "unknown size" (live streams)
+            return None, n
+    return v, n
+
+
+def declared_bytes_missing(path: str | os.PathLike) -> int:
+    """How many bytes, at least, the container's own top-level sizes say are missing from the end
+    of the file (0 when complete, or when its format or sizes cannot tell): RIFF (AVI, also
+    OpenDML's chained RIFF chunks), ISO BMFF (MP4, MOV, M4V: top-level boxes) and EBML
+    (MKV, WebM: EBML header and Segment; a live stream's unknown size tells nothing).
+    Reads only the element headers (a few bytes per top-level element)."""
+    size = os.path.getsize(path)
+    end = 0
+    with open(path, "rb") as f:
+        head = f.read(16)
+        if head[:4] == b"RIFF":
+            pos = 0
+            while pos + 8 <= size:
+                f.seek(pos)
+                h = f.read(8)
+                if h[:4] != b"RIFF":
+                    break
+                n = int.from_bytes(h[4:8], "little")
+                pos += 8 + n + (n & 1)
+                end = pos - (n & 1)  # a pad byte at the very end is optional in practice
+        elif head[4:8] in (b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip", b"pnot"):
+            pos = 0
+            while pos + 8 <= size:
+                f.seek(pos)
+                h = f.read(16)
+                n = int.from_bytes(h[:4], "big")
+                if n == 1 and len(h) >= 16:  # 64-bit size
+                    n = int.from_bytes(h[8:16], "big")
+                elif n == 0:  # to the end of the file
+                    return 0
+                if n < 8:
+                    return 0  # not a size we can follow
+                pos += n
+                end = pos
+        elif head[:4] == b"\x1a\x45\xdf\xa3":
+            pos = 0
+            while pos < size:
+                f.seek(pos)
+                h = f.read(12)
+                _, n_id = _vint(h, 0, True)
+                length, n_len = _vint(h, n_id, False)
+                if length is None:
+                    return 0
+                pos += n_id + n_len + length
+                end = pos
+    return max(end - size, 0)
+
+
 def iter_video_frames(
     source: str | os.PathLike | int, *, step: int = 1, max_frames: int | None = None
 ) -> Iterator[tuple[int, np.ndarray]]:
@@ -300,8 +440,28 @@ def iter_video_frames(
     CLI should turn "0" into 0 itself).
     `frame_index` counts decoded frames from 0, so it is stable for naming outputs;
     with `step` > 1 only every step-th frame is yielded (the others are grabbed, not
-    decoded). `max_frames` bounds the number yielded. Camera streams end when the
+    converted). `max_frames` bounds the number yielded. Camera streams end when the
     camera stops delivering frames or `max_frames` is reached.
+
+    A video that ends early raises VideoFramesError (an InputError) after the good
+    frames, naming the first failed frame and the declared count. The rule:
+    - A file is complete when it delivers the D frames its container declares
+      (CAP_PROP_FRAME_COUNT). When OpenCV stops after K < D frames (the file is cut
+      short, or its data fails to decode midway: FFmpeg gives up after a run of
+      undecodable packets), frames K-1 .. D-1 failed.
+    - Frame K-1 is the frame at the break. FFmpeg decodes a packet cut by the end of
+      the file without an error, concealing the missing part (MJPEG/MPEG-4 in AVI: a
+      partly grey frame), and OpenCV exposes neither the packet's corrupt flag nor the
+      bytes consumed. So a frame is handed out only once a later frame has decoded
+      (or it is frame D-1): the last frame before a break is dropped, even where the
+      demuxer had already dropped the cut packet itself (MKV), which costs one good
+      frame of a broken file and never passes on a damaged one.
+    - With `max_frames`, one more frame is grabbed after the last one wanted, to
+      confirm it; a video cut after that point is not a failure of this call.
+    Not detectable through OpenCV: a cut inside the very last frame's data (the count
+    is complete), and damage inside a frame that still decodes. Containers without a
+    stored count (D unknown: cameras, browser WebM) are taken as they come; for MKV/WebM
+    OpenCV may estimate D from duration x fps, which a variable-frame-rate file can miss.
     """
     step, max_frames = check_frame_span(step, max_frames)
     cv2 = _cv2()
@@ -319,24 +479,66 @@ def iter_video_frames(
     try:
         if not cap.isOpened():
             raise InputError(f"{name}: OpenCV cannot open it as a video or camera stream")
-        index = 0
-        yielded = 0
-        while max_frames is None or yielded < max_frames:
-            if index % step == 0:
-                ok, frame = cap.read()
-                if not ok:
-                    break
-                yielded += 1
-                # OpenCV gives BGR (or grey for some sources); hand out RGB like every other input.
-                if frame.ndim == 2:
-                    rgb = np.repeat(frame[:, :, None], 3, axis=2)
-                else:
-                    rgb = cv2.cvtColor(frame, cv2.COLOR_BGRA2RGB if frame.shape[2] == 4 else cv2.COLOR_BGR2RGB)
-                yield index, as_rgb(rgb, name)
-            elif not cap.grab():
-                break
-            index += 1
-        if index == 0 and yielded == 0:
-            raise InputError(f"{name}: opened but no frame could be decoded")
+        declared, missing = None, 0
+        if not isinstance(source, int):
+            declared = _declared_frames(cap, cv2)
+            try:
+                missing = declared_bytes_missing(source)
+            except OSError as e:
+                raise InputError(f"{name}: cannot read: {e.strerror or e}") from None
+        yield from _frames(cap, cv2, name, step, max_frames, declared, missing)
     finally:
         cap.release()
+
+
+def _frames(cap, cv2, name: str, step: int, max_frames: int | None, declared: int | None, missing: int):
+    def rgb(frame):
+        # OpenCV gives BGR (or grey for some sources); hand out RGB like every other input.
+        if frame.ndim == 2:
+            return as_rgb(np.repeat(frame[:, :, None], 3, axis=2), name)
+        code = cv2.COLOR_BGRA2RGB if frame.shape[2] == 4 else cv2.COLOR_BGR2RGB
+        return as_rgb(cv2.cvtColor(frame, code), name)
+
+    index = 0  # frames consumed so far (read or grabbed)
+    yielded = 0
+    held = None  # (index, BGR frame): decoded, handed out once a later frame decodes too
+    while max_frames is None or yielded < max_frames:
+        want = index % step == 0 and (max_frames is None or yielded + (held is not None) < max_frames)
+        if want:
+            ok, frame = cap.read()
+        else:  # a frame between wanted ones, or the one that confirms the last wanted frame
+            ok = cap.grab()
+        if not ok:
+            break
+        if held is not None:  # a later frame decoded: the held one was whole
+            yield held[0], rgb(held[1])
+            yielded += 1
+            held = None
+        if want:
+            held = (index, frame)
+        index += 1
+        if held is not None and not missing and (declared is None or held[0] >= declared - 1):
+            # Nothing to confirm against (a camera, no stored count), or the declared last frame
+            # of a file that holds every byte its container declares.
+            yield held[0], rgb(held[1])
+            yielded += 1
+            held = None
+    else:
+        return
+    # The stream ended after `index` frames.
+    if index == 0:
+        raise InputError(f"{name}: opened but no frame could be decoded")
+    short = declared is not None and index < declared
+    if short or missing:
+        first = index - 1  # the frame at the break: possibly incomplete, never handed out
+        total = max(declared or 0, index)
+        dropped = held is not None and held[0] == first
+        why = (f"the video ends early, after {index} of its {declared} declared frames (cut short, or part of its "
+               "data does not decode)" if short else
+               f"the file is cut short: its container declares {missing} more bytes than it holds")
+        raise VideoFramesError(
+            f"{name}: frame {first} of {total}: {why}; frames {first}..{total - 1} count as failed"
+            + (f"; frame {first}, the last one read, was dropped: it may hold cut-off data that the decoder "
+               "concealed" if dropped else ""), frame=first, declared=total)
+    if held is not None:  # ended where declared, or no count to check: nothing is missing
+        yield held[0], rgb(held[1])

@@ -4,9 +4,11 @@ from __future__ import annotations
 import os
 
 import numpy as np
-import plyfile
 import pytest
-import trimesh
+
+# The independent readers: in the test extra, but absent on some machines (the GPU image).
+plyfile = pytest.importorskip("plyfile")
+trimesh = pytest.importorskip("trimesh")
 
 from engine.errors import InputError
 from engine.mesh_io import VERTEX_DTYPE, ply_bytes, write_mesh, write_obj, write_ply
@@ -152,7 +154,7 @@ def test_bad_input_raises_and_leaves_no_file(tmp_path, kind, fmt):
 
 def test_bad_format_comment_and_folder(tmp_path):
     rec, faces = mesh(n=20, f=10)
-    with pytest.raises(InputError, match="fmt: expected one of ply, ply-ascii, obj, found 'stl'"):
+    with pytest.raises(InputError, match="fmt: expected one of ply, ply-ascii, obj, ply-release, found 'stl'"):
         write_mesh(tmp_path / "m.stl", rec, faces, fmt="stl")
     with pytest.raises(InputError, match="comments"):
         write_ply(tmp_path / "m.ply", rec, faces, comments=["two\nlines"])
@@ -162,3 +164,63 @@ def test_bad_format_comment_and_folder(tmp_path):
     with pytest.raises(InputError):
         write_obj(tmp_path / "file" / "m.obj", rec, faces)
     assert sorted(os.listdir(tmp_path)) == ["file"]
+
+
+# --- the release's files: byte for byte what its demo wrote -------------------------------
+
+def release_write_ply(fname, S, T, faces):
+    """demoCode/utils.py `write_ply` of anhttran/3dmm_cnn, as released (Python 2 there; the same
+    statements here), writing to `fname`: the reference our "ply-release" must equal."""
+    nV = S.shape[0]
+    nF = faces.shape[0]
+    f = open(fname, 'w')
+    f.write('ply\n')
+    f.write('format ascii 1.0\n')
+    f.write('element vertex ' + str(nV) + '\n')
+    f.write('property float x\n')
+    f.write('property float y\n')
+    f.write('property float z\n')
+    f.write('property uchar red\n')
+    f.write('property uchar green\n')
+    f.write('property uchar blue\n')
+    f.write('element face ' + str(nF) + '\n')
+    f.write('property list uchar int vertex_indices\n')
+    f.write('end_header\n')
+    for i in range(0, nV):
+        f.write('%0.4f %0.4f %0.4f %d %d %d\n' % (S[i, 0], S[i, 1], S[i, 2], T[i, 0], T[i, 1], T[i, 2]))
+    for i in range(0, nF):
+        f.write('3 %d %d %d\n' % (faces[i, 0], faces[i, 1], faces[i, 2]))
+    f.close()
+
+
+def test_release_ply_is_byte_for_byte_the_demos(tmp_path):
+    rec, faces = mesh()
+    S = np.stack([rec["x"], rec["y"], rec["z"]], 1).astype(np.float64)
+    T = np.stack([rec["red"], rec["green"], rec["blue"]], 1)
+    release_write_ply(tmp_path / "release.ply", S, T, faces)
+    write_mesh(tmp_path / "ours.ply", rec, faces, fmt="ply-release")
+    assert (tmp_path / "ours.ply").read_bytes() == (tmp_path / "release.ply").read_bytes()
+    # plyfile reads it: 4 decimals of each vertex (then float32), colours and faces exact.
+    data, xyz, rgb, got = read_ply(tmp_path / "ours.ply")
+    assert data.text and not data.comments
+    expected = np.array([[float("%0.4f" % v) for v in row] for row in S], dtype=np.float32)
+    assert np.array_equal(xyz, expected) and np.array_equal(rgb, T) and np.array_equal(got, faces)
+    with pytest.raises(InputError, match="comments: the release's PLY header has no comment lines"):
+        write_mesh(tmp_path / "c.ply", rec, faces, fmt="ply-release", comments=["synthetic"])
+
+
+def test_release_coefficient_files_are_np_savetxt(tmp_path):
+    from engine.mesh_io import release_coefficients_text, write_release_coefficients
+
+    rng = np.random.default_rng(3)
+    alpha = (rng.standard_normal(99) * 3).astype(np.float32)
+    alpha[:3] = [0.0, -1e-30, 3.4e38]
+    np.savetxt(tmp_path / "release.ply.alpha", alpha)  # what the demo called
+    write_release_coefficients(tmp_path / "ours.ply.alpha", alpha)
+    assert (tmp_path / "ours.ply.alpha").read_bytes() == (tmp_path / "release.ply.alpha").read_bytes()
+    assert release_coefficients_text(alpha) == (tmp_path / "release.ply.alpha").read_text()
+    lines = (tmp_path / "ours.ply.alpha").read_text().splitlines()
+    assert len(lines) == 99 and np.array_equal(np.array([float(v) for v in lines], np.float32), alpha)
+    for bad in (alpha.reshape(9, 11), np.array([1.0, np.nan], np.float32), np.arange(3), np.zeros(0, np.float32)):
+        with pytest.raises(InputError, match="values"):
+            release_coefficients_text(bad)

@@ -399,7 +399,9 @@ class _NaNOnBlackCudaRunner(_NaNOnBlackRunner):
         import torch
 
         out = self.inner.run_device(crops)
-        with torch.cuda.stream(self.stream):
+        # The runner returns an inference-mode tensor: writing into it needs inference mode too
+        # (found on an H200: "Inplace update to inference tensor outside InferenceMode").
+        with torch.inference_mode(), torch.cuda.stream(self.stream):
             return self._poison(out, crops)
 
 
@@ -431,14 +433,16 @@ def test_non_finite_coefficients_fail_that_face_only_and_the_run_goes_on(runner,
 
 
 def test_a_huge_caller_box_is_cropped_without_a_huge_allocation(runner, model, astronaut):
-    # Its padded crop would need ~39 TB; it is sampled straight from the image (engine.crop).
+    # The largest box the box rule admits on this 512 px image (+-10 x its side): its padded
+    # crop would need ~4 GB; it is sampled straight from the image (engine.crop).
+    huge = (-5120, -5120, 5120, 5120)
     inputs = [("huge", astronaut), ("a", astronaut)]
     with make(runner, model, detector=None) as rec:
-        res = list(rec.reconstruct(inputs, boxes={"huge": [(0, 0, 1e6, 1e6)], "a": [BOX]}, keep_crops=True))
+        res = list(rec.reconstruct(inputs, boxes={"huge": [huge], "a": [BOX]}, keep_crops=True))
     assert [(r.source, r.face_index, r.error) for r in res] == [("huge", 0, None), ("a", 0, None)]
     from engine.crop import crop_face
 
-    np.testing.assert_array_equal(res[0].crop, crop_face(astronaut, (0, 0, 1e6, 1e6)))
+    np.testing.assert_array_equal(res[0].crop, crop_face(astronaut, huge))
     assert np.isfinite(res[0].vertices).all()
     assert np.isfinite(res[1].vertices).all()
 
@@ -461,3 +465,122 @@ def test_gpu_pipeline_non_finite_coefficients_fail_that_face_only(model, astrona
     for good in (res[0], res[2]):
         assert good.error is None and np.isfinite(good.vertices).all()
     assert emb[0].error is None and emb[2].error is None
+
+
+# --------------------------------------------------------------------------- faces: sidecars, detector options
+
+
+def test_bad_sidecar_rows_and_absurd_boxes_fail_their_input_only(runner, model, photos):
+    """Issue 13 finding 6: a bad number in a --boxes sidecar (or an API box) fails that image,
+    with the file, line and value; before, 1e308 raised OverflowError and stopped the run."""
+    from PIL import Image
+
+    src = Image.open(photos / "astronaut.jpg")
+    names = ["good.jpg", "e308.jpg", "digits.jpg", "far.jpg", "last.jpg"]
+    for n in names:
+        src.save(photos / n, quality=92)
+    sidecar = photos / "boxes.csv"
+    sidecar.write_text("image,x0,y0,x1,y1\n"
+                       f"good.jpg,{','.join(map(str, BOX))}\n"
+                       "e308.jpg,10,10,1e308,100\n"
+                       f"digits.jpg,{'9' * 400},10,20,30\n"
+                       "far.jpg,0,0,1000000,1000000\n"  # fine alone; 2,000 x this 512 px image
+                       f"last.jpg,{','.join(map(str, BOX))}\n")
+    paths = [str(photos / n) for n in names]
+    with make(runner, model, detector=None) as rec:
+        res = list(rec.reconstruct(paths, boxes=str(sidecar)))
+        jpeg = (photos / "good.jpg").read_bytes()
+        api = list(rec.reconstruct([("a", jpeg), ("b", jpeg)],
+                                   boxes={"a": [(10, 10, 1e308, 100)], "b": [BOX]}))
+    assert [(r.source, r.face_index) for r in res] == [(paths[0], 0), (paths[1], -1), (paths[2], -1),
+                                                       (paths[3], -1), (paths[4], 0)]
+    assert res[1].error == f"{sidecar} line 3, field x1: expected a finite number within +-2147483648 px, found 1e+308"
+    assert res[2].error.startswith(f"{sidecar} line 4, field x0: expected a finite number, found '999")
+    assert res[3].error == (f"{sidecar} line 5, field x1: expected a coordinate within +-5120 px (10 x the longer "
+                            "side of this 512x512 image), found 1e+06")
+    np.testing.assert_allclose(res[0].coeffs, res[4].coeffs, rtol=1e-5, atol=1e-5)
+    assert [(r.source, r.face_index) for r in api] == [("a", -1), ("b", 0)]
+    assert "field x1: expected a finite number within +-2147483648 px, found 1e+308" in api[0].error
+
+
+def test_an_unexpected_error_preparing_one_input_fails_that_input_only(runner, model, astronaut):
+    """Anything a worker raises that is not an engine error (a caller's detector failing, a
+    library's untyped error) is that input's failure, named, and the run goes on."""
+    def detector(image):
+        if image[0, 0, 0] == 0:
+            raise RuntimeError("the caller's detector gave up")
+        return [BOX]
+
+    black_corner = astronaut.copy()
+    black_corner[0, 0] = 0
+    inputs = [("a", astronaut), ("bad", black_corner), ("b", astronaut)]
+    with make(runner, model, detector=detector) as rec:
+        res = list(rec.reconstruct(inputs))
+    assert [(r.source, r.face_index) for r in res] == [("a", 0), ("bad", -1), ("b", 0)]
+    assert res[1].error == ("bad: unexpected error while reading, detecting or cropping this input: "
+                            "RuntimeError: the caller's detector gave up")
+
+
+@pytest.mark.skipif(not HAS_DLIB, reason="dlib not installed")
+def test_detector_options_reach_the_detector(runner, model, astronaut):
+    from PIL import Image, ImageFilter
+
+    # The astronaut's face cut out and blurred: dlib's only box scores under 0.5 (tests/inputs/test_detect.py).
+    blurred = np.asarray(Image.fromarray(astronaut).crop((100, 0, 356, 256)).filter(ImageFilter.GaussianBlur(3)))
+    with make(runner, model) as rec:
+        (default,) = list(rec.reconstruct([("blurred", blurred)]))
+    with make(runner, model, det_threshold=0.5, det_upsample=0, det_max_side=None) as rec:
+        (strict,) = list(rec.reconstruct([("blurred", blurred)]))
+    assert default.error is None and 0 < default.box.score < 0.5
+    assert strict.error == ("blurred: no face found (dlib HOG detector: faces from score 0.5, upsample 0, "
+                            "full size)")
+    for kw, msg in [({"det_threshold": float("inf")}, "det_threshold"), ({"det_upsample": 9}, "det_upsample"),
+                    ({"det_max_side": 8}, "det_max_side")]:
+        with pytest.raises(InputError, match=f"^Reconstructor: {msg}"):
+            make(runner, model, **kw)
+
+
+@pytest.mark.skipif(not HAS_DLIB, reason="dlib not installed")
+def test_a_missing_landmark_model_is_said_once_per_run(runner, model, astronaut, monkeypatch, caplog):
+    """The release cropped from the 68-landmark box; without the landmark model the faces are
+    cropped from dlib's box. One warning per run says so, however many faces and workers."""
+    import logging
+
+    from engine import detect
+    from engine.crop import crop_rule
+
+    with monkeypatch.context() as m, caplog.at_level(logging.WARNING, logger="engine"):
+        m.setattr(detect, "landmark_model_path", lambda: None)  # as on a machine without the package
+        with make(runner, model, workers=2) as rec:
+            res = list(rec.reconstruct([("a", astronaut), ("b", astronaut), ("c", astronaut)]))
+    assert [r.error for r in res] == [None] * 3
+    assert [crop_rule(r.box) for r in res] == ["detector"] * 3
+    said = [r for r in caplog.records if "landmark model" in r.getMessage()]
+    assert len(said) == 1 and said[0].levelno == logging.WARNING, [r.getMessage() for r in caplog.records]
+    if detect.landmark_model_path() is None:
+        return  # nothing to compare with on a machine without the package
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="engine"), make(runner, model, workers=2) as rec:
+        assert [crop_rule(r.box) for r in rec.reconstruct([("a", astronaut)])] == ["landmarks"]
+    assert not [r for r in caplog.records if "landmark model" in r.getMessage()]
+
+
+def test_a_cut_video_yields_its_whole_frames_then_a_failure_naming_the_first_lost(runner, model, astronaut, tmp_path):
+    # engine.images drops the frame at the break (decoded partly grey, without an error) and
+    # the pipeline reports the video's failure in its place, with that frame's number.
+    cv2 = pytest.importorskip("cv2")
+    path = tmp_path / "clip.avi"
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 5, (256, 256))
+    if not w.isOpened():
+        pytest.skip("OpenCV cannot write an MJPG .avi here")
+    for i in range(8):  # the astronaut, the view moving 8 px per frame
+        w.write(np.ascontiguousarray(cv2.resize(astronaut[8 * i:8 * i + 400, 8 * i:8 * i + 400, ::-1], (256, 256))))
+    w.release()
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) * 5 // 8])
+    with make(runner, model, detector=None) as rec:
+        res = list(rec.embed([str(path)], cropped=True))
+    *frames, failure = res
+    assert [r.frame for r in frames] == list(range(len(frames))) and all(r.ok for r in frames)
+    assert failure.error is not None and failure.face_index == -1 and failure.frame == len(frames)
+    assert f"frame {len(frames)} of 8: the video ends early" in failure.error and 2 <= len(frames) <= 6

@@ -1,5 +1,6 @@
 """Pieces every run-type subcommand shares: the failure report, progress bars,
-input expansion, output naming and folders, and building the Reconstructor."""
+input expansion, output folders and JSON files, and building the Reconstructor.
+(Output file names: engine.pipeline.naming.)"""
 from __future__ import annotations
 
 import json
@@ -8,7 +9,6 @@ import os
 import re
 import sys
 import tempfile
-from collections import Counter
 from pathlib import Path
 from typing import Iterable
 
@@ -145,31 +145,26 @@ def source_key(source) -> str:
     return os.path.normpath(os.path.abspath(os.fspath(source)))
 
 
-def output_stems(paths: list[Path]) -> dict[str, str]:
-    """{source_key: output stem}. The stem is the file stem; inputs that share one
-    (a/img.jpg and b/img.jpg) get their path below the common folder instead
-    (a_img, b_img), then the extension too (img_jpg, img_png) if still ambiguous."""
-    keys = [source_key(p) for p in paths]
-    stems = {k: Path(k).stem for k in keys}
-    clash = Counter(stems.values())
-    dup = [k for k in keys if clash[stems[k]] > 1]
-    if dup:
-        root = os.path.commonpath([os.path.dirname(k) for k in dup])
-        for k in dup:
-            rel = Path(os.path.relpath(k, root))
-            stems[k] = "_".join(rel.with_suffix("").parts)
-        clash = Counter(stems.values())
-        for k in dup:
-            if clash[stems[k]] > 1:
-                stems[k] = f"{stems[k]}_{Path(k).suffix.lstrip('.').lower()}"
-    return stems
+_STREAMED = "\x00streamed:{}\x00"
 
 
-def write_json(path: Path, data) -> None:
+def write_json(path: Path, data: dict) -> None:
+    """`data` as indented JSON (compact lists), atomically. A top-level value that is an
+    iterable other than a list, tuple, dict or string (e.g. reconstruct's FaceList) is written
+    as a list item by item, one item per line, never held whole in memory."""
     from engine.fileio import atomic_write
 
-    text = compact_json(json.dumps(data, indent=1, default=_json_default))
+    streamed = {k: v for k, v in data.items()
+                if hasattr(v, "__iter__") and not isinstance(v, (list, tuple, dict, str, bytes))}
+    plain = {k: (_STREAMED.format(k) if k in streamed else v) for k, v in data.items()}
+    text = compact_json(json.dumps(plain, indent=1, default=json_default))
     with atomic_write(path, "w") as f:
+        for key, items in streamed.items():
+            before, text = text.split(json.dumps(_STREAMED.format(key)), 1)
+            f.write(before + "[")
+            for i, item in enumerate(items):
+                f.write(("," if i else "") + "\n  " + json.dumps(item, default=json_default))
+            f.write("\n ]")
         f.write(text + "\n")
 
 
@@ -188,7 +183,7 @@ def compact_json(text: str) -> str:
     return _JSON_STRING_OR_FLAT_LIST.sub(one, text)
 
 
-def _json_default(o):
+def json_default(o):
     import numpy as np
 
     if isinstance(o, np.ndarray):
@@ -235,12 +230,17 @@ def batch_size(args) -> int:
 
 
 def make_reconstructor(args, *, decode: bool):
-    """The pipeline object configured from the shared options."""
+    """The pipeline object configured from the shared options (--det-max-side 0: full resolution)."""
+    from engine.detect import DEFAULT_MAX_SIDE, DEFAULT_UPSAMPLE
     from engine.pipeline import Reconstructor
 
     check_network_dir(args)
+    side = getattr(args, "det_max_side", DEFAULT_MAX_SIDE)
     kwargs = dict(runner=args.runner, network_dir=args.network_dir, batch_size=batch_size(args),
-                  detector=detector_mode(args), workers=args.workers, threads=args.threads)
+                  detector=detector_mode(args), workers=args.workers, threads=args.threads,
+                  det_threshold=getattr(args, "det_threshold", None),
+                  det_upsample=getattr(args, "det_upsample", DEFAULT_UPSAMPLE),
+                  det_max_side=None if side == 0 else side)
     if decode:
         kwargs["model"] = default_morphable(args)
     return Reconstructor(**kwargs)

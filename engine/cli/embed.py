@@ -1,8 +1,11 @@
 """`embed`: images -> descriptors, resumable.
 
 Output folder:
-    descriptors.npy  float32 [N, D] + metadata.csv (row, source, face_index, frame, box, score)
+    descriptors.npy  float32 [N, D] + metadata.csv (row, source, face_index, frame, box, score, network)
     or descriptors.parquet (--parquet): the same columns plus `descriptor` (list<float32>[D])
+    provenance.json  which network made them: `network` is SYNTHETIC (placeholder weights) or
+                     converted, as in every row's `network` column and the Parquet schema's
+                     metadata (key "engine3dmm"); the closing line says SYNTHETIC too
     progress.json    which inputs are done (ok or failed), which chunks hold their rows
     chunks/          chunk-NNNNN.npy + .csv (or .parquet): the durable, appended store
 
@@ -16,7 +19,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +27,7 @@ from engine.cli import common as C
 from engine.errors import InputError, ModelFileError
 
 PROGRESS = "progress.json"
+PROVENANCE = "provenance.json"  # which network made the descriptors (SYNTHETIC or converted), their part
 CHUNKS = "chunks"
 COLUMNS = ("source", "face_index", "frame", "x0", "y0", "x1", "y1", "score")
 # Provenance fields that decide what the numbers mean: a rerun must not mix descriptors of
@@ -32,8 +35,28 @@ COLUMNS = ("source", "face_index", "frame", "x0", "y0", "x1", "y1", "score")
 # fingerprint is the sha256 of the weights themselves: the same weights moved to another
 # folder (the "network" description names the path) are still the same network.
 IDENTITY_KEYS = ("network_fingerprint", "network_synthetic")
+# Recorded beside the identity for provenance.json (not compared: the fingerprint already
+# covers the mean image, and older folders do not hold these).
+DETAIL_KEYS = ("network_mean", "network_fp32_ops")
 # Which frames of each video a folder's descriptors hold: a rerun must take the same ones.
 DEFAULT_FRAMES = {"frame_step": 1, "max_frames": None}
+
+
+# A progress record holds about 200 bytes per input: this bounds a run to about a million inputs
+# per output folder, and the memory a damaged or hostile record can make the parser take.
+PROGRESS_MAX_BYTES = 256 * 2 ** 20
+
+
+def read_progress(path: Path) -> dict:
+    """An output folder's progress record, parsed with bounded size and nesting (a damaged or
+    hostile file is a ModelFileError naming it, never a RecursionError or MemoryError)."""
+    from engine.fileio import read_json
+
+    try:
+        return read_json(path, max_bytes=PROGRESS_MAX_BYTES)
+    except ModelFileError as e:
+        raise ModelFileError(f"unreadable progress record: {e}; delete it (and {CHUNKS}/) to start this output "
+                             "folder again") from None
 
 
 class Store:
@@ -49,11 +72,7 @@ class Store:
             self._load()
 
     def _load(self) -> None:
-        try:
-            state = json.loads(self.path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, ValueError) as e:
-            raise ModelFileError(f"{self.path}: unreadable progress record ({e}); delete it (and {CHUNKS}/) "
-                                 "to start this output folder again") from None
+        state = read_progress(self.path)
         self._check_fields(state)
         # Records written before frame options existed took every frame.
         state.setdefault("frames", dict(DEFAULT_FRAMES))
@@ -104,7 +123,7 @@ class Store:
     def check_identity(self, provenance: dict) -> None:
         ident = {k: provenance.get(k) for k in IDENTITY_KEYS}
         if self.state["identity"] is None:
-            self.state["identity"] = ident
+            self.state["identity"] = {**ident, **{k: provenance.get(k) for k in DETAIL_KEYS}}
             return
         # Only the identity fields count (records of earlier versions hold more, e.g. the path).
         mine = {k: self.state["identity"].get(k) for k in IDENTITY_KEYS}
@@ -190,18 +209,53 @@ def _lazy_pyarrow() -> None:
         raise UnavailableError("--parquet needs pyarrow: pip install pyarrow (or the 'parquet' extra)") from None
 
 
+def network_label(store: Store) -> str:
+    """What made the descriptors, as every merged row and the sidecar say it: "SYNTHETIC"
+    (placeholder weights: the numbers are meaningless), "converted" (the official network), or
+    "" while nothing has been embedded."""
+    ident = store.state.get("identity") or {}
+    if "network_synthetic" not in ident:
+        return ""
+    return "SYNTHETIC" if ident["network_synthetic"] else "converted"
+
+
+def _provenance(store: Store) -> dict:
+    label = network_label(store)
+    ident = store.state.get("identity") or {}
+    return {"network": label or None, "synthetic": (label == "SYNTHETIC") if label else None,
+            "network_fingerprint": ident.get("network_fingerprint"),
+            "network_mean": ident.get("network_mean"),  # "per-channel": converted without the mean image
+            "network_fp32_ops": ident.get("network_fp32_ops"),
+            "part": store.part, "frames": store.frames,
+            "note": ("SYNTHETIC network weights: these descriptors are placeholders, meaningless until you "
+                     "`engine3dmm convert` the official model") if label == "SYNTHETIC" else None}
+
+
 def merge(store: Store) -> tuple[Path, int]:
-    """Rewrite the merged output from every chunk, streaming; returns (path, rows)."""
+    """Rewrite the merged output from every chunk, streaming; returns (path, rows). Every row
+    says which network made it (column `network`: SYNTHETIC or converted), and so do the
+    sidecar provenance.json and, for Parquet, the schema's metadata (key b"engine3dmm")."""
+    import json
+
     from engine.fileio import atomic_write
 
     names = store.state["chunks"]
     live = store.live_sources()
     out = store.out
     dim = 198 if store.part == "all" else 99
+    label = network_label(store)
+    provenance = _provenance(store)
+    C.write_json(out / PROVENANCE, provenance)
     if store.fmt == "parquet":
         import pyarrow as pa
         import pyarrow.compute as pc
         import pyarrow.parquet as pq
+
+        meta = {b"engine3dmm": json.dumps(provenance).encode()}
+
+        def labelled(t):
+            t = t.append_column("network", pa.array([label] * t.num_rows, pa.string()))
+            return t.replace_schema_metadata({**(t.schema.metadata or {}), **meta})
 
         target = out / "descriptors.parquet"
         n = 0
@@ -209,12 +263,13 @@ def merge(store: Store) -> tuple[Path, int]:
             writer = None
             for name in names:
                 t = pq.read_table(store.chunk_files(name)[0])
-                t = t.filter(pc.is_in(t["source"], value_set=pa.array(sorted(live.get(name, ())), pa.string())))
+                t = labelled(t.filter(pc.is_in(t["source"], value_set=pa.array(sorted(live.get(name, ())),
+                                                                                pa.string()))))
                 writer = writer or pq.ParquetWriter(f, t.schema)
                 writer.write_table(t)
                 n += t.num_rows
             if writer is None:  # nothing embedded (yet): a valid, empty table
-                pq.write_table(_arrow_table([], np.zeros((0, dim), np.float32)), f)
+                pq.write_table(labelled(_arrow_table([], np.zeros((0, dim), np.float32))), f)
             else:
                 writer.close()
         return target, n
@@ -233,26 +288,41 @@ def merge(store: Store) -> tuple[Path, int]:
     with atomic_write(target) as f:
         np.lib.format.write_array_header_1_0(f, {"descr": "<f4", "fortran_order": False, "shape": (total, dim)})
         for name in names:
-            a = np.load(store.chunk_files(name)[0], allow_pickle=False)
+            try:
+                a = np.load(store.chunk_files(name)[0], allow_pickle=False)
+            except (OSError, ValueError) as e:  # e.g. cut short after its header
+                raise _damaged(store.chunk_files(name)[0], f"unreadable descriptor chunk ({e})") from None
             f.write(np.ascontiguousarray(a[keep[name]], "<f4").tobytes())
             del a
     with atomic_write(out / "metadata.csv", "w") as f:
-        f.write(",".join(("row",) + COLUMNS) + "\n")
+        f.write(",".join(("row",) + COLUMNS + ("network",)) + "\n")
         row = 0
         for name in names:
             for rec, current in zip(_csv_rows(store.chunk_files(name)[1]), keep[name]):
                 if not current:
                     continue
                 buf = io.StringIO()
-                csv.writer(buf).writerow([row] + rec[1:])
+                csv.writer(buf).writerow([row] + rec[1:] + [label])
                 f.write(buf.getvalue().replace("\r\n", "\n"))
                 row += 1
     return target, total
 
 
+def _damaged(path: Path, what: str) -> ModelFileError:
+    return ModelFileError(f"{path}: {what}; delete {path.parent.parent / PROGRESS} and {path.parent} to start "
+                          "this output folder again")
+
+
 def _csv_rows(path: Path) -> list[list[str]]:
     """A chunk's metadata rows (header dropped): [row, source, face_index, ...]."""
-    return list(csv.reader(io.StringIO(path.read_text(encoding="utf-8"))))[1:]
+    try:
+        rows = list(csv.reader(io.StringIO(path.read_text(encoding="utf-8"))))[1:]
+    except (OSError, UnicodeDecodeError, csv.Error) as e:  # csv.Error: e.g. a field over csv's size limit
+        raise _damaged(path, f"unreadable descriptor chunk metadata ({e})") from None
+    for i, r in enumerate(rows):
+        if len(r) != len(COLUMNS) + 1:
+            raise _damaged(path, f"row {i + 1}: expected {len(COLUMNS) + 1} fields, found {len(r)}")
+    return rows
 
 
 def _npy_rows(path: Path, dim: int) -> int:
@@ -356,6 +426,8 @@ def run(args) -> int:
     if not args.quiet:
         failed = len({f["source"] for f in report.failures} - partial)
         C.say(f"engine3dmm: embed: {n} descriptor(s) in {target}"
+              + (" from SYNTHETIC network weights (placeholders, meaningless until you `convert` the official "
+                 "model)" if network_label(store) == "SYNTHETIC" else "")
               + (f"; {failed} input(s) failed" if failed else "")
               + (f"; {len(partial)} video(s) kept with some frames failed" if partial else "")
               + (" (listed above)" if failed or partial else ""))

@@ -10,6 +10,7 @@ import argparse
 RUNNERS = ("auto", "tensorrt", "torch-cuda", "onnxruntime", "torch-cpu")
 MESH_FORMATS = ("ply", "ply-ascii", "obj")
 PARTS = ("all", "alpha", "beta")
+FACE_RULES = ("center", "best", "largest")  # engine.descriptors.FACE_RULES (not imported: --help stays fast)
 ASSET_NAMES = ("network", "topology")  # engine.fetch.ASSETS (not imported here: keep --help fast)
 DEFAULT_THRESHOLD = 0.5
 DEFAULT_BATCH = 8
@@ -81,6 +82,35 @@ def _network_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--workers", type=_positive_int, default=2, metavar="N", help="threads decoding and cropping images")
 
 
+# engine.detect's defaults, repeated here so that --help needs no numpy (tests check they agree).
+DET_MAX_SIDE = 2048
+DET_MAX_UPSAMPLE = 4
+
+
+def _finite_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        v = float("nan")
+    if v != v or v in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"expected a finite number, found {text!r}")
+    return v
+
+
+def _det_upsample(text: str) -> int:
+    v = _non_negative_int(text)
+    if v > DET_MAX_UPSAMPLE:
+        raise argparse.ArgumentTypeError(f"expected an integer in 0..{DET_MAX_UPSAMPLE}, found {text!r}")
+    return v
+
+
+def _det_max_side(text: str) -> int:
+    v = _non_negative_int(text)
+    if 0 < v < 32:
+        raise argparse.ArgumentTypeError(f"expected 0 (full resolution) or an integer >= 32, found {text!r}")
+    return v
+
+
 def _input_options(p: argparse.ArgumentParser, nargs: str | None = "+") -> None:
     if nargs:
         p.add_argument("inputs", nargs=nargs, metavar="INPUT",
@@ -93,6 +123,15 @@ def _input_options(p: argparse.ArgumentParser, nargs: str | None = "+") -> None:
                         "no detector is run")
     m.add_argument("--detector", choices=("auto", "dlib"), default="auto",
                    help="face detector when neither --cropped nor --boxes is given (dlib: pip install dlib-bin)")
+    g.add_argument("--det-threshold", type=_finite_float, metavar="T",
+                   help="keep every detected face scoring >= T (dlib's adjust_threshold; lower finds more, weaker "
+                        "faces) (default: each image's best face from 0, as the release, further faces from 0.5)")
+    g.add_argument("--det-upsample", type=_det_upsample, default=1, metavar="N",
+                   help=f"times dlib upsamples the image, 0..{DET_MAX_UPSAMPLE} (1, as the release, finds faces of "
+                        "about 40 px and up; each step costs about 4x the time)")
+    g.add_argument("--det-max-side", type=_det_max_side, default=DET_MAX_SIDE, metavar="PX",
+                   help="detect on a copy at most PX pixels on its longer side (boxes mapped back; crops from the "
+                        "full image): bounds time and memory on huge photos; 0: full resolution")
     g.add_argument("--recursive", action="store_true", help="also take images in sub-folders of folder inputs")
     g.add_argument("--max-pixels", type=_positive_int, metavar="N",
                    help="refuse images larger than N pixels (decompression-bomb guard; default: Pillow's "
@@ -136,19 +175,27 @@ def build_parser(prog: str = "engine3dmm") -> argparse.ArgumentParser:
   %(prog)s photos/ --boxes boxes.csv -o out/     your own face boxes (image,x0,y0,x1,y1)
   %(prog)s clip.mp4 -o out/                      every frame: clip_f000000_face0.ply, ...
   %(prog)s clip.mp4 --frame-step 5 -o out/       every 5th frame: clip_f000000, clip_f000005, ...
+  %(prog)s lfw/ --release-layout -o out/         as the release's demo: out/NAME.ply, NAME.ply.alpha, .ply.beta
   %(prog)s --camera 0 --max-frames 300 -o out/   live camera 0, one face batch per frame""",
              "engine.cli.reconstruct:run")
     _input_options(p, nargs="*")
     _video_options(p, camera=True)
     p.add_argument("-o", "--output", metavar="DIR", default="out", help="output folder (created)")
-    p.add_argument("--format", choices=MESH_FORMATS, default="ply",
-                   help="mesh file format: binary PLY, the release's ASCII PLY, or OBJ with vertex colours")
+    layout = p.add_mutually_exclusive_group()
+    layout.add_argument("--format", choices=MESH_FORMATS,
+                        help="mesh file format: binary PLY, ASCII PLY (float32-exact), or OBJ with vertex colours "
+                             "(default: ply)")
+    layout.add_argument("--release-layout", action="store_true",
+                        help="write what the release's demo wrote, for scripts that parse it: NAME.ply in its ASCII "
+                             "layout, NAME.ply.alpha and NAME.ply.beta (99 values each, one per line); face 0 of a "
+                             "photo is plain NAME (the image's name), other faces and frames get _faceK, _fFFFFFF")
     p.add_argument("--no-mesh", action="store_true", help="write coefficients only")
     p.add_argument("--model", metavar="FILE",
                    help="morphable model (.e3dmm cache, BaselFaceModel_mod.mat/.h5); default: the converted "
                         "Basel Face Model if present, else the SYNTHETIC model")
-    p.add_argument("--summary-limit", type=int, default=100, metavar="N",
-                   help="summary.json lists each face with its coefficients when the run has at most N faces")
+    p.add_argument("--summary-limit", type=_non_negative_int, default=100, metavar="N",
+                   help="summary.json lists every face with its files, and with its coefficients too when the run "
+                        "has at most N faces")
     _network_options(p)
 
     p = _sub(subs, "embed", "face photos -> 198-d descriptors (.npy + metadata.csv, or Parquet); resumable",
@@ -181,8 +228,11 @@ Calibrate --threshold on labelled pairs with `evaluate` (it prints the best thre
              "engine.cli.verify:run_verify")
     p.add_argument("first", metavar="A", help="an image or a folder of images of one person")
     p.add_argument("second", metavar="B", help="an image or a folder of images of one person")
-    p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help="'same' when similarity >= threshold")
+    p.add_argument("--threshold", type=_finite_float, default=DEFAULT_THRESHOLD, help="'same' when similarity >= threshold")
     p.add_argument("--part", choices=PARTS, default="all", help="which coefficients form the descriptor")
+    p.add_argument("--face", choices=FACE_RULES, default="best",
+                   help="which face describes an image that holds several: the most confident, the one nearest "
+                        "the image centre, or the largest (such images are counted in the output)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     _input_options(p, nargs=None)
     _network_options(p)
@@ -191,7 +241,11 @@ Calibrate --threshold on labelled pairs with `evaluate` (it prints the best thre
              """examples:
   %(prog)s pairs.txt lfw/                        LFW: lfw/Name/Name_0001.jpg; the paper reports 92.35%%
   %(prog)s pairs.txt lfw/ --descriptors lfw-desc/  embed once (resumable), evaluate again in seconds
-  %(prog)s pairs.txt lfw-crops/ --cropped --json result.json""",
+  %(prog)s pairs.txt lfw-crops/ --cropped --json result.json
+  %(prog)s pairs.txt lfw/ --fallback-box center   an image without a detected face: LFW's centre face box
+
+Every pair of the file is scored: a pair with an image without a descriptor is a wrong decision
+(--missing skip leaves it out), outside the ROC AUC, and named in the output.""",
              "engine.cli.verify:run_evaluate")
     p.add_argument("pairs", help="pairs file in LFW pairs.txt format ('FOLDS N' header, then name n1 n2 / name1 n1 name2 n2)")
     p.add_argument("root", help="image root: each image is ROOT/name/name_NNNN.jpg")
@@ -200,19 +254,39 @@ Calibrate --threshold on labelled pairs with `evaluate` (it prints the best thre
     p.add_argument("--descriptors", metavar="DIR",
                    help="keep the descriptors in DIR (an `embed` output folder): images already embedded there "
                         "are not run again, so an interrupted evaluation resumes and a rerun takes seconds")
+    p.add_argument("--missing", choices=("wrong", "skip"), default="wrong",
+                   help="a pair with an image without a descriptor: a wrong decision in the accuracy, as the LFW "
+                        "protocol scores every pair, or left out of it (skip); either way it is outside the ROC "
+                        "AUC and counted in the output")
+    p.add_argument("--face", choices=FACE_RULES, default="center",
+                   help="which face describes an image that holds several: the one nearest the image centre "
+                        "(LFW images are centred on their subject), the most confident, or the largest")
+    p.add_argument("--fallback-box", choices=("none", "center"), default="none",
+                   help="center: describe an image where detection finds no face from LFW's fixed face region "
+                        "(LFWcrop's box (83,92)-(166,175) of 250x250, scaled to the image); counted in the output")
     _input_options(p, nargs=None)
     _network_options(p)
 
     p = _sub(subs, "convert", "official files -> the model card: Caffe network (and your Basel Face Model)",
              """examples:
-  %(prog)s                                        use what `fetch` downloaded (models/cnn3dmm/downloads)
+  %(prog)s                                        what `fetch` downloaded (models/cnn3dmm/downloads): the one
+                                                  *.caffemodel, *.prototxt and *.binaryproto found there
   %(prog)s --prototxt deploy_network.prototxt --caffemodel 3dmm_cnn_resnet_101.caffemodel \\
            --mean mean.binaryproto
   %(prog)s --bfm 01_MorphableModel.mat --topology mod_struct_expr.mat""",
              "engine.cli.setup:run_convert")
-    p.add_argument("--prototxt", metavar="FILE", help="deploy_network.prototxt")
-    p.add_argument("--caffemodel", metavar="FILE", help="3dmm_cnn_resnet_101.caffemodel")
-    p.add_argument("--mean", metavar="FILE", help="mean.binaryproto (default: the release's per-channel mean)")
+    p.add_argument("--prototxt", metavar="FILE",
+                   help="the deploy network definition (deploy_network.prototxt or 3dmm_cnn_resnet_101_deploy."
+                        "prototxt; default: the one *.prototxt under DOWNLOADS that describes this network)")
+    p.add_argument("--caffemodel", metavar="FILE",
+                   help="the weights, 3dmm_cnn_resnet_101.caffemodel (default: the one *.caffemodel under DOWNLOADS)")
+    m = p.add_mutually_exclusive_group()
+    m.add_argument("--mean", metavar="FILE",
+                   help="the mean image, mean.binaryproto or 3dmm_cnn_resnet_101_mean.binaryproto (default: the one "
+                        "*.binaryproto under DOWNLOADS); it is part of the network and required")
+    m.add_argument("--channel-mean", action="store_true",
+                   help="convert without the mean image, subtracting the release's per-channel mean instead "
+                        "(outputs move by up to about 10%% of their spread; info and every result say so)")
     p.add_argument("--bfm", metavar="FILE", help="01_MorphableModel.mat of the Basel Face Model 2009 (registration)")
     p.add_argument("--topology", metavar="FILE", help="the release's mod_struct_expr.mat (`fetch topology`)")
     p.add_argument("--downloads", metavar="DIR", help="where to look for files not named (default: NETWORK_DIR/downloads)")
@@ -237,7 +311,9 @@ Calibrate --threshold on labelled pairs with `evaluate` (it prints the best thre
              "engine.cli.setup:run_fetch")
     p.add_argument("assets", nargs="*", metavar="ASSET",
                    help=f"what to download: {', '.join(ASSET_NAMES)} (default: all)")
-    p.add_argument("--dest", metavar="DIR", help="download folder (default: models/cnn3dmm/downloads)")
+    p.add_argument("--dest", metavar="DIR", help="download folder (default: NETWORK_DIR/downloads, where `convert` "
+                                                  "looks)")
+    p.add_argument("--network-dir", metavar="DIR", help="model card folder (default: models/cnn3dmm)")
     p.add_argument("--base-url", metavar="URL", help="replace the host of every asset URL (a mirror)")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds without data before giving up")
 

@@ -1,26 +1,27 @@
 """`reconstruct`: images, folders, globs or videos -> meshes + coefficients per face.
 
-Per face: STEM_faceK.ply (or .obj) and STEM_faceK.npy (float32 [198]: alpha then beta);
-video and camera frames are STEM_fFFFFFF_faceK (a camera's stem is cameraINDEX). One summary.json per run lists the failures
-(which input, why), the provenance (runner, synthetic flags) and, for small runs, every
-face with its coefficients. Every file is written atomically (temporary name, then
+Per face: NAME.ply (or .obj) and NAME.npy (float32 [198]: alpha then beta), where NAME is
+STEM_faceK, or STEM_fFFFFFF_faceK for video and camera frames (a camera's stem is
+cameraINDEX). With --release-layout, what the release's demo wrote instead: NAME.ply in its
+ASCII layout and NAME.ply.alpha / NAME.ply.beta (99 values each, one per line), where face 0
+of a photo is plain STEM. The stems come from engine.pipeline.naming, which keeps every face's
+files apart whatever the input names (same names in different folders, names that look like
+our suffixes, case-only differences). One summary.json per run lists the failures (which
+input, why), the provenance (runner, synthetic flags) and every face with its files (and, for
+small runs, its coefficients). Every file is written atomically (temporary name, then
 rename), so a failure or Ctrl-C never leaves a partial file.
 """
 from __future__ import annotations
 
+import json
+import tempfile
 from pathlib import Path
 
 from engine.cli import common as C
-from engine.errors import EngineError
+from engine.crop import crop_rule
+from engine.errors import EngineError, InputError
 
 MESH_SUFFIX = {"ply": ".ply", "ply-ascii": ".ply", "obj": ".obj"}
-
-
-def face_stem(stems: dict[str, str], r) -> str:
-    """Output stem of result `r`: the input's stem (disambiguated), frame, face index."""
-    stem = stems.get(C.source_key(r.source)) or Path(str(r.source)).stem or "input"
-    frame = "" if r.frame is None else f"_f{r.frame:06d}"
-    return f"{stem}{frame}_face{r.face_index}"
 
 
 def _has_video(paths) -> bool:
@@ -30,24 +31,44 @@ def _has_video(paths) -> bool:
 
 
 class FaceList:
-    """The faces summary.json lists: only the first `limit` + 1 are kept (one more tells
-    that the limit was passed), the rest are only counted, so a long run's memory stays flat."""
+    """Every face summary.json lists, spooled to an anonymous temporary file as it comes, so a
+    long run's memory stays flat. Coefficients are kept only while the run has at most `limit`
+    faces: past that, summary.json lists the faces and their files without them."""
 
     def __init__(self, limit: int):
         self.limit = max(int(limit), 0)
-        self.items: list[dict] = []
         self.count = 0
+        self._spool = tempfile.TemporaryFile("w+", encoding="utf-8")
 
     def add(self, face: dict) -> None:
+        if self.count >= self.limit:
+            face = {k: v for k, v in face.items() if k != "coeffs"}
+        try:
+            self._spool.write(json.dumps(face, default=C.json_default) + "\n")
+        except OSError as e:  # the temporary folder is full: the run cannot record its faces
+            raise InputError(f"{tempfile.gettempdir()}: cannot keep the run summary's face list: "
+                             f"{e.strerror or e}") from None
         self.count += 1
-        if len(self.items) <= self.limit:
-            self.items.append(face)
 
     def __len__(self) -> int:
         return self.count
 
-    def summary(self) -> list[dict] | None:
-        return self.items if self.count <= self.limit else None
+    @property
+    def with_coeffs(self) -> bool:
+        return self.count <= self.limit
+
+    def __iter__(self):
+        self._spool.flush()
+        self._spool.seek(0)
+        for line in self._spool:
+            face = json.loads(line)
+            if not self.with_coeffs:
+                face.pop("coeffs", None)
+            yield face
+        self._spool.seek(0, 2)  # back to the end: add() appends
+
+    def close(self) -> None:
+        self._spool.close()
 
 
 def _remove(path: Path) -> None:
@@ -67,7 +88,42 @@ def used_provenance(provenance: dict, decoded: bool) -> dict:
     return p
 
 
+def _face_files(names, r, args) -> list[tuple[str, str, object]]:
+    """(role, file name, writer) of each file of face result `r`, coefficients first: a mesh on
+    disk always has its coefficients beside it."""
+    from engine.descriptors import descriptor
+    from engine.mesh_io import write_release_coefficients
+
+    name = names.name(r.source, r.frame, r.face_index)
+    if args.release_layout:
+        files = [("alpha", f"{name}.ply.alpha", lambda p: write_release_coefficients(p, descriptor(r.coeffs, "alpha"))),
+                 ("beta", f"{name}.ply.beta", lambda p: write_release_coefficients(p, descriptor(r.coeffs, "beta")))]
+        if not args.no_mesh:
+            files.append(("mesh", f"{name}.ply", lambda p: r.write_mesh(p, fmt="ply-release")))
+        return files
+    fmt = args.format or "ply"
+    files = [("coeffs", f"{name}.npy", lambda p: C.save_npy(p, r.coeffs))]
+    if not args.no_mesh:
+        files.append(("mesh", f"{name}{MESH_SUFFIX[fmt]}", lambda p: r.write_mesh(p, fmt=fmt)))
+    return files
+
+
+def _write_face(out: Path, files) -> None:
+    """Write every file of one face, or none: a failure (or Ctrl-C) removes those already written."""
+    done = []
+    try:
+        for _, name, write in files:
+            write(out / name)  # atomic: never a partial file under this name
+            done.append(name)
+    except BaseException:
+        for name in done:
+            _remove(out / name)
+        raise
+
+
 def run(args) -> int:
+    from engine.pipeline.naming import OutputNames
+
     out = C.prepare_output_dir(args.output)
     C.apply_max_pixels(args.max_pixels)
     report = C.Report()
@@ -75,71 +131,21 @@ def run(args) -> int:
     boxes = C.load_boxes_arg(args)
     camera = args.camera
     n_inputs = len(paths) + (camera is not None)
-    summary = {"command": "reconstruct", "output": str(out), "inputs": n_inputs, "format": args.format,
+    layout = "release" if args.release_layout else "engine"
+    summary = {"command": "reconstruct", "output": str(out), "inputs": n_inputs,
+               "format": "ply-release" if args.release_layout else (args.format or "ply"), "layout": layout,
                "provenance": None, "faces": [], "failures": report.failures, "interrupted": False}
     if not n_inputs:
         _write_summary(out, summary, report)
         return 1
-    stems = C.output_stems(paths)
-    sources: list = [str(p) for p in paths]
-    if camera is not None:  # results name it "camera N" (see engine.pipeline.inputs)
-        stems[C.source_key(f"camera {camera}")] = f"camera{camera}"
-        sources.append(camera)
-    suffix = MESH_SUFFIX[args.format]
+    sources: list = [str(p) for p in paths] + ([camera] if camera is not None else [])
+    names = OutputNames(sources, layout=layout)  # results name the camera "camera N", as naming does
     faces = FaceList(args.summary_limit)
-    with C.make_reconstructor(args, decode=not args.no_mesh) as rec:
-        streams = camera is not None or _has_video(paths)
-        bar = C.progress(None if streams else len(paths), "img", "reconstruct", args.quiet)
-        results = rec.reconstruct(sources, boxes=boxes, cropped=args.cropped, decode=not args.no_mesh,
-                                  frame_step=args.frame_step, max_frames=args.max_frames)
-        last = None
-        try:
-            for r in results:
-                item = (r.source, r.frame)
-                if item != last:
-                    bar.update(1)
-                    last = item
-                if r.error is not None:
-                    report.fail(r.source, r.error, frame=r.frame)
-                    continue
-                if summary["provenance"] is None:
-                    summary["provenance"] = used_provenance(r.provenance, decoded=not args.no_mesh)
-                stem = face_stem(stems, r)
-                files = {"coeffs": f"{stem}.npy"}
-                npy_written = False
-                try:
-                    # Coefficients first: a mesh on disk always has its .npy beside it.
-                    C.save_npy(out / files["coeffs"], r.coeffs)
-                    npy_written = True
-                    if not args.no_mesh:
-                        files["mesh"] = f"{stem}{suffix}"
-                        r.write_mesh(out / files["mesh"], fmt=args.format)
-                except (EngineError, OSError) as e:  # e.g. disk full: this face fails, the run goes on
-                    if npy_written:  # a failed face leaves no file behind (the mesh write is atomic)
-                        _remove(out / files["coeffs"])
-                    report.fail(r.source, f"{out}: cannot write {stem}: {getattr(e, 'strerror', None) or e}",
-                                frame=r.frame, face_index=r.face_index)
-                    continue
-                except BaseException:  # Ctrl-C between the two writes: no orphan .npy either
-                    if npy_written and not (out / files.get("mesh", files["coeffs"])).exists():
-                        _remove(out / files["coeffs"])
-                    raise
-                # A copy: a view would keep the whole batch's coefficient array alive.
-                faces.add({"source": str(r.source), "frame": r.frame, "face_index": r.face_index,
-                           "box": C.box_list(r.box), "score": C.box_score(r.box), "files": files,
-                           "coeffs": r.coeffs.copy()})
-        except KeyboardInterrupt:
-            summary["interrupted"] = True
-            raise
-        finally:
-            results.close()  # stop the pipeline's threads now, not at garbage collection
-            bar.close()
-            summary["faces_written"] = len(faces)
-            summary["faces"] = faces.summary()
-            if summary["faces"] is None:
-                summary["faces"] = None
-                summary["faces_note"] = f"{len(faces)} faces: more than --summary-limit {args.summary_limit}, not listed"
-            _write_summary(out, summary, report)
+    try:
+        with C.make_reconstructor(args, decode=not args.no_mesh) as rec:
+            _run(args, rec, out, sources, names, boxes, summary, faces, report)
+    finally:
+        faces.close()
     if not args.quiet:
         failed = len({f["source"] for f in report.failures})
         C.say(f"engine3dmm: reconstruct: {len(faces)} face(s) from {n_inputs} input(s) written to {out}"
@@ -152,6 +158,53 @@ def run(args) -> int:
             C.say(f"engine3dmm: note: results come from SYNTHETIC {' and '.join(synthetic)} "
                   "(see `engine3dmm info`)")
     return report.exit_code
+
+
+def _run(args, rec, out: Path, sources: list, names, boxes, summary: dict, faces: FaceList,
+         report: C.Report) -> None:
+    paths = [s for s in sources if not isinstance(s, int)]
+    streams = args.camera is not None or _has_video(paths)
+    bar = C.progress(None if streams else len(paths), "img", "reconstruct", args.quiet)
+    results = rec.reconstruct(sources, boxes=boxes, cropped=args.cropped, decode=not args.no_mesh,
+                              frame_step=args.frame_step, max_frames=args.max_frames)
+    last = None
+    try:
+        for r in results:
+            item = (r.source, r.frame)
+            if item != last:
+                bar.update(1)
+                last = item
+            if r.error is not None:
+                report.fail(r.source, r.error, frame=r.frame)
+                continue
+            if summary["provenance"] is None:
+                summary["provenance"] = used_provenance(r.provenance, decoded=not args.no_mesh)
+            files = _face_files(names, r, args)
+            try:
+                _write_face(out, files)
+            except (EngineError, OSError) as e:  # e.g. disk full: this face fails, the run goes on
+                report.fail(r.source, f"{out}: cannot write {files[0][1]}: {getattr(e, 'strerror', None) or e}",
+                            frame=r.frame, face_index=r.face_index)
+                continue
+            faces.add({"source": str(r.source), "frame": r.frame, "face_index": r.face_index,
+                       "box": C.box_list(r.box), "score": C.box_score(r.box),
+                       "crop_rule": crop_rule(r.box), "files": {role: name for role, name, _ in files},
+                       "coeffs": r.coeffs})
+    except KeyboardInterrupt:
+        summary["interrupted"] = True
+        raise
+    except Exception as e:  # a fatal error stops the run: its summary must not read as a clean run's
+        summary["stopped_by"] = str(e) if isinstance(e, EngineError) else f"{type(e).__name__}: {e}"
+        raise
+    finally:
+        results.close()  # stop the pipeline's threads now, not at garbage collection
+        bar.close()
+        summary["faces_written"] = len(faces)
+        if not faces.with_coeffs:
+            summary["faces_note"] = (f"{len(faces)} faces: more than --summary-limit {args.summary_limit}, "
+                                     "listed without their coefficients")
+        summary["faces"] = faces
+        _write_summary(out, summary, report)
 
 
 def _write_summary(out: Path, summary: dict, report: C.Report) -> None:

@@ -11,6 +11,7 @@ detector's, or none in already-cropped mode) and crop every face.
 """
 from __future__ import annotations
 
+import itertools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,6 +88,10 @@ def _video_items(source: str | int, span: VideoSpan) -> Iterator[Item]:
     try:
         for index, rgb in images.iter_video_frames(source, step=span.step, max_frames=span.max_frames):
             yield Item(name, (lambda a=rgb: a), frame=index, path=path)
+    except images.VideoFramesError as e:  # the frames before it came through; this names the first lost
+        item = _failing(name, str(e))
+        item.frame = e.frame
+        yield item
     except InputError as e:
         yield _failing(name, str(e))
 
@@ -154,12 +159,14 @@ def as_face_box(b, where: str) -> FaceBox:
     if isinstance(b, FaceBox):
         return b
     try:
-        vals = [float(v) for v in b]
-    except (TypeError, ValueError):
-        raise InputError(f"{where}: expected a FaceBox or (x0, y0, x1, y1), found {b!r}") from None
+        vals = list(itertools.islice(b, 6))  # a box has 4 or 5 values: never read on
+    except TypeError:
+        raise InputError(f"{where}: expected a FaceBox or (x0, y0, x1, y1), found {type(b).__name__}") from None
     if len(vals) not in (4, 5):
-        raise InputError(f"{where}: expected a FaceBox or (x0, y0, x1, y1), found {len(vals)} numbers")
-    return FaceBox(*vals[:4], score=vals[4] if len(vals) == 5 else 1.0, kind="given")
+        more = " or more" if len(vals) > 5 else ""
+        raise InputError(f"{where}: expected a FaceBox or (x0, y0, x1, y1), found {len(vals)}{more} values")
+    # FaceBox checks every value by the box rule (engine.crop.check_box), naming `where` and the field.
+    return FaceBox(*vals[:4], score=vals[4] if len(vals) == 5 else 1.0, kind="given", origin=where)
 
 
 def given_boxes(boxes: Mapping | None, item: Item) -> list[FaceBox] | None:

@@ -89,13 +89,14 @@ class FaceResult:
 
     @property
     def name(self) -> str:
-        """A file-name stem for this face: source stem, frame and face index
-        ("photo_face0", "clip_f000012_face1"). Files of the same name in different folders
-        give the same stem: a caller writing them into one folder must disambiguate."""
-        stem = os.path.splitext(os.path.basename(self.source.rstrip("/\\")))[0] or "input"
-        stem = "".join(c if (c.isalnum() or c in "-_.") else "_" for c in stem)
-        frame = "" if self.frame is None else f"_f{self.frame:06d}"
-        return f"{stem}{frame}_face{max(self.face_index, 0)}"
+        """A file-name stem for this face: its input's stem, frame and face index ("photo_face0",
+        "clip_f000012_face1"), by the rule of engine.pipeline.naming applied to this input alone.
+        Inputs of the same stem (a/img.jpg, b/img.jpg) give the same name: to write the faces
+        of several inputs into one folder, name them with `naming.OutputNames(inputs)`, which
+        keeps every face's files apart."""
+        from engine.pipeline.naming import OutputNames
+
+        return OutputNames([self.source]).name(self.source, self.frame, self.face_index)
 
     def mesh_comments(self) -> list[str]:
         """PLY/OBJ header comments: engine, source, face, and "synthetic" warnings."""
@@ -113,7 +114,8 @@ class FaceResult:
         return out
 
     def write_mesh(self, path: str | os.PathLike, fmt: str = "ply") -> None:
-        """Write this face's mesh ("ply" binary, "ply-ascii" or "obj"), atomically."""
+        """Write this face's mesh ("ply" binary, "ply-ascii", "obj", or "ply-release": the
+        release's demo's ASCII PLY, whose header has no room for our comments), atomically."""
         from engine.mesh_io import write_mesh
 
         if self.error is not None:
@@ -122,7 +124,7 @@ class FaceResult:
         if rec is None:
             raise InputError(f"{path}: no mesh for {self.source} face {self.face_index}: "
                              f"it was run with decode=False (use reconstruct(), not embed())")
-        write_mesh(path, rec, self.faces, fmt=fmt, comments=self.mesh_comments())
+        write_mesh(path, rec, self.faces, fmt=fmt, comments=() if fmt == "ply-release" else self.mesh_comments())
 
 
 def _ascii_line(s: str) -> str:
@@ -139,6 +141,10 @@ class HostDecoded:
     colors: np.ndarray
     records: np.ndarray
     faces: np.ndarray
+
+    def __len__(self) -> int:
+        """Meshes in the batch, as engine.decode.DecodedBatch answers (callers use either)."""
+        return int(self.records.shape[0])
 
 
 def record_views(records: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

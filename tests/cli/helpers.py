@@ -83,3 +83,52 @@ def write_face_clip(path: Path, photos: Path, frames: int) -> Path:
         w.write(face)
     w.release()
     return path
+
+
+def write_moving_clip(path: Path, photos: Path, frames: int, fourcc: str = "MJPG") -> Path:
+    """A real video: the astronaut's face, the view moving 3 px per frame (every frame differs),
+    `frames` frames of 160x160 written by OpenCV (skips the test where it cannot write `fourcc`)."""
+    import pytest
+
+    cv2 = pytest.importorskip("cv2")
+    from PIL import Image
+
+    x0, y0, x1, y1 = ASTRONAUT_BOX
+    photo = np.asarray(Image.open(photos / "astronaut.png").convert("RGB"))[:, :, ::-1]
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), 5, (160, 160))
+    if not w.isOpened():
+        pytest.skip(f"this OpenCV build cannot write {fourcc} video")
+    for i in range(frames):
+        d = 3 * i - 30
+        face = photo[y0 - 40 + d // 2:y1 + 40 + d // 2, x0 - 40 + d:x1 + 40 + d]
+        w.write(np.ascontiguousarray(cv2.resize(face, (160, 160))))
+    w.release()
+    return path
+
+
+def cut_video(path: Path, out: Path, keep_frames: int) -> Path:
+    """`path` cut short inside the data of frame `keep_frames` (0-based): frames before it whole.
+    Found by trying cut points with OpenCV (no knowledge of the container needed)."""
+    import cv2
+
+    data = path.read_bytes()
+
+    def readable(size: int) -> int:
+        out.write_bytes(data[:size])
+        cap = cv2.VideoCapture(str(out))
+        n = 0
+        while cap.read()[0]:
+            n += 1
+        cap.release()
+        return n
+
+    lo, hi = 0, len(data)  # the smallest size that decodes keep_frames + 1 frames (the last one partly)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if readable(mid) >= keep_frames + 1:
+            hi = mid
+        else:
+            lo = mid + 1
+    size = lo + 200  # well inside frame keep_frames' data, short of its end
+    assert readable(size) == keep_frames + 1
+    return out

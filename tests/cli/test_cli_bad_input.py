@@ -188,3 +188,30 @@ def test_ctrl_c_in_the_middle_of_a_run(photos, tmp_path):
         assert m.stat().st_size > 1_000_000 and m.with_suffix(".npy").is_file()
     summary = json.loads((out / "summary.json").read_text())
     assert summary["interrupted"] is True and summary["faces_written"] == len(meshes)
+
+
+def test_a_fatal_error_mid_run_is_in_the_summary(cli, photos, tmp_path, monkeypatch):
+    """A run stopped by an error that no input can avoid (here the network's device failing on
+    the second batch) keeps what it finished, and its summary.json says why it stopped instead
+    of reading as a clean run with no failures (issue 13)."""
+    from engine.errors import BackendError
+    from engine.pipeline.reconstructor import Reconstructor
+
+    real, calls = Reconstructor._run_batch, []
+
+    def failing(self, batch, decode):
+        calls.append(1)
+        if len(calls) == 2:
+            raise BackendError("network: the device stopped answering")
+        return real(self, batch, decode)
+
+    monkeypatch.setattr(Reconstructor, "_run_batch", failing)
+    copies = []
+    for i in range(3):
+        copies.append(tmp_path / f"face{i}.png")
+        copies[-1].write_bytes((photos / "astronaut.png").read_bytes())
+    r = cli("reconstruct", *copies, "--cropped", "--batch-size", "1", "-o", tmp_path / "out")
+    assert r.rc == 1 and "the device stopped answering" in r.err
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["stopped_by"] == "network: the device stopped answering"
+    assert summary["faces_written"] == 1

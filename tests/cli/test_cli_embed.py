@@ -78,10 +78,68 @@ def test_parquet(cli, three, tmp_path):
     assert r.rc == 0, r.err
     t = pq.read_table(out / "descriptors.parquet")
     assert t.num_rows == 3
-    assert t.column_names == ["source", "face_index", "frame", "x0", "y0", "x1", "y1", "score", "descriptor"]
+    assert t.column_names == ["source", "face_index", "frame", "x0", "y0", "x1", "y1", "score", "descriptor",
+                              "network"]
     d = np.stack(t.column("descriptor").to_numpy(zero_copy_only=False))
     assert d.shape == (3, 198)
     assert not (out / "descriptors.npy").exists()
+    # SYNTHETIC weights made them: every row, the schema's metadata and the sidecar say so.
+    assert t.column("network").to_pylist() == ["SYNTHETIC"] * 3
+    meta = json.loads(pq.read_schema(out / "descriptors.parquet").metadata[b"engine3dmm"])
+    assert meta["synthetic"] is True and meta["network"] == "SYNTHETIC" and "meaningless" in meta["note"]
+    assert json.loads((out / "provenance.json").read_text()) == meta
+
+
+def test_synthetic_descriptors_say_so(cli, three, tmp_path):
+    out = tmp_path / "desc"
+    r = cli("embed", three, "--cropped", "-o", out)
+    assert r.rc == 0, r.err
+    closing = [ln for ln in r.err.splitlines() if "descriptor(s) in" in ln]
+    assert len(closing) == 1 and "SYNTHETIC network weights" in closing[0]
+    assert [row["network"] for row in read_csv(out / "metadata.csv")] == ["SYNTHETIC"] * 3
+    prov = json.loads((out / "provenance.json").read_text())
+    assert prov["synthetic"] is True and prov["part"] == "all"
+    # A rerun with nothing new to do still says it (from the folder's record, not from this run).
+    r = cli("embed", three, "--cropped", "-o", out)
+    assert r.rc == 0 and "SYNTHETIC network weights" in r.err
+
+
+def test_converted_weights_do_not_say_synthetic(cli, three, tmp_path):
+    # The folder's record says which network made its rows: a converted one is labelled so.
+    from engine.cli import embed
+
+    out = tmp_path / "desc"
+    assert cli("embed", three / "astronaut.png", "--cropped", "-o", out, "-q").rc == 0
+    progress = json.loads((out / "progress.json").read_text())
+    progress["identity"]["network_synthetic"] = False
+    (out / "progress.json").write_text(json.dumps(progress))
+    store = embed.Store(out, "npy", "all")
+    embed.merge(store)
+    assert [row["network"] for row in read_csv(out / "metadata.csv")] == ["converted"]
+    assert json.loads((out / "provenance.json").read_text())["synthetic"] is False
+
+
+@pytest.mark.parametrize("text", ["[" * 100000 + "]" * 100000, '{"inputs": ' + "[" * 3000 + "]" * 3000 + "}",
+                                  '{"a": 1e999}', '{"a": NaN}', "\ud800", '{"x": "' + "9" * 5000 + '"}' + "x"])
+def test_a_hostile_progress_record_is_a_typed_error(cli, three, tmp_path, text):
+    # Issue 13 finding 4: deeply nested JSON raised an untyped RecursionError.
+    out = tmp_path / "desc"
+    out.mkdir()
+    (out / "progress.json").write_text(text, encoding="utf-8", errors="surrogatepass")
+    r = cli("embed", three / "astronaut.png", "--cropped", "-o", out)
+    assert r.rc == 1 and "Traceback" not in r.err
+    assert f"engine3dmm: error: unreadable progress record: {out / 'progress.json'}" in r.err
+
+
+def test_a_huge_progress_record_is_refused_before_reading(cli, three, tmp_path, monkeypatch):
+    from engine.cli import embed
+
+    monkeypatch.setattr(embed, "PROGRESS_MAX_BYTES", 1000)
+    out = tmp_path / "desc"
+    out.mkdir()
+    (out / "progress.json").write_text('{"inputs": {}, "pad": "' + "x" * 2000 + '"}')
+    r = cli("embed", three / "astronaut.png", "--cropped", "-o", out)
+    assert r.rc == 1 and "larger than the 1000 a file of this kind can be" in r.err
 
 
 def test_resume_after_ctrl_c(cli, photos, tmp_path):
@@ -303,3 +361,32 @@ def test_a_progress_record_from_before_frame_options_still_resumes(cli, three, t
     (out / "progress.json").write_text(json.dumps(progress))
     r = cli("embed", three / "astronaut.png", "--cropped", "-o", out)
     assert r.rc == 0 and "1 input(s) already done" in r.err
+
+
+def test_a_cut_video_keeps_its_whole_frames_and_fails(cli, photos, tmp_path):
+    from tests.cli.helpers import cut_video, write_moving_clip
+
+    clip = write_moving_clip(tmp_path / "clip.avi", photos, frames=8)
+    cut = cut_video(clip, tmp_path / "cut.avi", keep_frames=5)
+    out = tmp_path / "desc"
+    r = cli("embed", cut, "--cropped", "-o", out)
+    assert r.rc == 1 and f"{cut}: frame 5 of 8: the video ends early" in r.err
+    assert "1 video(s) kept with some frames failed" in r.err
+    assert [row["frame"] for row in read_csv(out / "metadata.csv")] == [str(i) for i in range(5)]
+
+
+@pytest.mark.parametrize("damage", ["huge field", "missing field", "cut npy"])
+def test_a_damaged_chunk_is_a_typed_error_naming_it(cli, three, tmp_path, damage):
+    out = tmp_path / "desc"
+    assert cli("embed", three / "astronaut.png", "--cropped", "-o", out, "-q").rc == 0
+    chunk = out / "chunks" / "chunk-00000"
+    if damage == "huge field":  # over the csv module's field size limit: csv.Error before
+        chunk.with_suffix(".csv").write_text("row,source\n0,\"" + "x" * 200000 + "\"\n")
+    elif damage == "missing field":
+        chunk.with_suffix(".csv").write_text("row,source\n0,a.png\n")
+    else:
+        data = chunk.with_suffix(".npy").read_bytes()
+        chunk.with_suffix(".npy").write_bytes(data[:-100])
+    r = cli("embed", three / "chelsea.jpg", "--cropped", "-o", out)
+    assert r.rc == 1 and "Traceback" not in r.err and "engine3dmm: error: " in r.err
+    assert str(chunk) in r.err and "to start this output folder again" in r.err

@@ -39,6 +39,11 @@ def test_every_command_has_help_with_examples(cli, command):
     (["reconstruct", "x.jpg", "--cropped", "--boxes", "b.csv"], "not allowed with argument"),
     (["embed", "x.jpg", "-q", "-v"], "not allowed with argument"),
     (["verify", "a.jpg"], "the following arguments are required: B"),
+    (["reconstruct", "x.jpg", "--release-layout", "--format", "ply"], "not allowed with argument"),
+    (["evaluate", "p.txt", "lfw", "--missing", "ignore"], "invalid choice: 'ignore'"),
+    (["evaluate", "p.txt", "lfw", "--face", "first"], "invalid choice: 'first'"),
+    (["evaluate", "p.txt", "lfw", "--fallback-box", "whole"], "invalid choice: 'whole'"),
+    (["verify", "a.jpg", "b.jpg", "--face", "middle"], "invalid choice: 'middle'"),
 ])
 def test_usage_errors_exit_2(cli, argv, message):
     r = cli(*argv)
@@ -69,3 +74,14 @@ def test_console_script_entry_point_is_main():
     from engine.cli import main
 
     assert inspect.signature(main).parameters["argv"].default is None
+
+
+def test_face_rules_agree_with_the_library():
+    # parser.py repeats engine.descriptors.FACE_RULES so that --help needs no numpy.
+    from engine.cli.parser import FACE_RULES, build_parser
+    from engine.descriptors import FACE_RULES as LIBRARY
+
+    assert FACE_RULES == LIBRARY
+    args = build_parser().parse_args(["evaluate", "p.txt", "lfw"])
+    assert (args.face, args.missing, args.fallback_box) == ("center", "wrong", "none")
+    assert build_parser().parse_args(["verify", "a.jpg", "b.jpg"]).face == "best"

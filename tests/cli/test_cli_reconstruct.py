@@ -155,16 +155,22 @@ def test_a_small_morphable_model_file(cli, photos, tmp_path):
     assert xyz.shape == (10, 3)
 
 
-def test_summary_keeps_only_what_it_lists():
+def test_summary_spools_every_face_and_keeps_coefficients_only_for_small_runs():
     from engine.cli.reconstruct import FaceList
 
     faces = FaceList(2)
     for i in range(1000):
-        faces.add({"i": i})
-    assert len(faces) == 1000 and len(faces.items) == 3 and faces.summary() is None
+        faces.add({"i": i, "coeffs": np.full(198, i, np.float32)})
+    assert len(faces) == 1000 and not faces.with_coeffs
+    listed = list(faces)
+    assert [f["i"] for f in listed] == list(range(1000)) and all("coeffs" not in f for f in listed)
+    faces.close()
     small = FaceList(2)
-    small.add({"i": 0})
-    assert small.summary() == [{"i": 0}]
+    small.add({"i": 0, "coeffs": np.arange(198, dtype=np.float32)})
+    assert [f["coeffs"] for f in small] == [list(range(198))]
+    small.add({"i": 1})
+    assert len(list(small)) == 2  # iterating twice, adding in between
+    small.close()
 
 
 def test_summary_limit(cli, photos, tmp_path):
@@ -173,7 +179,11 @@ def test_summary_limit(cli, photos, tmp_path):
             "--no-mesh", "--summary-limit", "1", "-o", out, "-q")
     assert r.rc == 0, r.err
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["faces"] is None and summary["faces_written"] == 3 and "--summary-limit 1" in summary["faces_note"]
+    assert summary["faces_written"] == 3 and "--summary-limit 1" in summary["faces_note"]
+    # Every face is still mapped to its files; only the coefficients are left out.
+    assert [f["files"] for f in summary["faces"]] == [{"coeffs": f"{n}_face0.npy"}
+                                                      for n in ("astronaut", "chelsea", "camera")]
+    assert all("coeffs" not in f for f in summary["faces"])
 
 
 def test_a_failed_mesh_write_leaves_no_npy(cli, photos, tmp_path, monkeypatch):
@@ -203,3 +213,170 @@ def test_no_mesh_does_not_claim_the_morphable_model(cli, photos, tmp_path):
     assert not prov["morphable_synthetic"] and prov["morphable_model"] is None
     assert prov["network_synthetic"] is True
     assert "SYNTHETIC network weights" in r.err and "morphable" not in r.err
+
+
+# --------------------------------------------------------------------------- every face keeps its own files
+
+
+def _files_hold_their_faces(out, summary):
+    """Every face in summary.json has files of its own, and each .npy holds that face's coefficients."""
+    files = [name for f in summary["faces"] for name in f["files"].values()]
+    assert len(set(files)) == len(files) and len({n.casefold() for n in files}) == len(files)
+    assert sorted(files + ["summary.json"]) == sorted(p.name for p in out.iterdir())
+    for f in summary["faces"]:
+        assert np.array_equal(load_npy(out / f["files"]["coeffs"]), np.float32(f["coeffs"])), f
+
+
+def test_a_video_and_a_photo_named_like_its_frames_keep_their_own_files(cli, photos, tmp_path):
+    # The issue's case: clip.avi and clip_f000000.jpg both wrote clip_f000000_face0.*, the photo's
+    # coefficients replacing the frame's while the run reported 4 faces written.
+    from tests.cli.helpers import write_face_clip
+
+    clip = write_face_clip(tmp_path / "clip.avi", photos, frames=3)
+    (tmp_path / "clip_f000000.jpg").write_bytes((photos / "chelsea.jpg").read_bytes())
+    out = tmp_path / "out"
+    r = cli("reconstruct", clip, tmp_path / "clip_f000000.jpg", "--cropped", "-o", out, "-q")
+    assert r.rc == 0, r.err
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["faces_written"] == 4 and len(summary["faces"]) == 4
+    names = {(f["source"], f["frame"]): f["files"] for f in summary["faces"]}
+    assert names[(str(clip), 0)] == {"coeffs": "clip_f000000_face0.npy", "mesh": "clip_f000000_face0.ply"}
+    photo = names[(str(tmp_path / "clip_f000000.jpg"), None)]
+    assert photo["coeffs"] != "clip_f000000_face0.npy"
+    files = [n for f in names.values() for n in f.values()]
+    assert len(set(files)) == 8 and sorted(files + ["summary.json"]) == sorted(p.name for p in out.iterdir())
+    for f in summary["faces"]:  # each file holds its own face (none overwritten by another)
+        assert np.array_equal(load_npy(out / f["files"]["coeffs"]), np.float32(f["coeffs"]))
+        _, xyz, _ = read_ply(out / f["files"]["mesh"])
+        assert xyz.shape == (N_VERTICES, 3)
+
+
+def test_names_that_differ_only_in_case_or_folder_keep_their_own_files(cli, photos, tmp_path):
+    # Written on Linux, these outputs must also survive a copy to a case-insensitive disk.
+    srcs = []
+    for rel, photo in (("a/img.png", "astronaut.png"), ("b/img.png", "chelsea.jpg"), ("b/IMG.png", "camera.png"),
+                       ("a_img.png", "coffee.jpg"), ("x_face0.png", "camera.png"), ("x.png", "chelsea.jpg")):
+        p = tmp_path / "in" / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes((photos / photo).read_bytes())
+        srcs.append(p)
+    out = tmp_path / "out"
+    r = cli("reconstruct", *srcs, "--cropped", "--no-mesh", "-o", out, "-q")
+    assert r.rc == 0, r.err
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["faces_written"] == 6
+    _files_hold_their_faces(out, summary)
+
+
+# --------------------------------------------------------------------------- the release's layout
+
+# demoCode/utils.py `write_ply` of anhttran/3dmm_cnn writes exactly these header lines.
+RELEASE_HEADER = ["ply", "format ascii 1.0", f"element vertex {N_VERTICES}", "property float x", "property float y",
+                  "property float z", "property uchar red", "property uchar green", "property uchar blue",
+                  f"element face {N_FACES}", "property list uchar int vertex_indices", "end_header"]
+
+
+def test_release_layout_writes_what_the_demo_wrote(cli, photos, tmp_path):
+    import re
+
+    trimesh = pytest.importorskip("trimesh")
+    ours, release = tmp_path / "ours", tmp_path / "release"
+    r = cli("reconstruct", photos / "astronaut.png", "--cropped", "-o", ours, "-q")
+    assert r.rc == 0, r.err
+    r = cli("reconstruct", photos / "astronaut.png", "--cropped", "--release-layout", "-o", release, "-q")
+    assert r.rc == 0, r.err
+    assert sorted(p.name for p in release.iterdir()) == ["astronaut.ply", "astronaut.ply.alpha", "astronaut.ply.beta",
+                                                         "summary.json"]
+    lines = (release / "astronaut.ply").read_text(encoding="ascii").split("\n")
+    assert lines[:12] == RELEASE_HEADER
+    assert all(re.fullmatch(r"-?\d+\.\d{4} -?\d+\.\d{4} -?\d+\.\d{4} \d{1,3} \d{1,3} \d{1,3}", ln)
+               for ln in lines[12:12 + N_VERTICES])
+    assert all(re.fullmatch(r"3 \d+ \d+ \d+", ln) for ln in lines[12 + N_VERTICES:-1]) and lines[-1] == ""
+    # Independent readers: plyfile and trimesh read the same mesh as our binary PLY (to the 4 decimals).
+    ply, xyz, rgb = read_ply(release / "astronaut.ply")
+    assert ply.text is True and not ply.comments
+    ref, ref_xyz, ref_rgb = read_ply(ours / "astronaut_face0.ply")
+    text_xyz = np.array([ln.split()[:3] for ln in lines[12:12 + N_VERTICES]], dtype=np.float64)
+    assert np.abs(text_xyz - ref_xyz.astype(np.float64)).max() <= 0.5e-4 + 1e-9  # '%0.4f' of our float32 vertices
+    assert np.abs(xyz - ref_xyz).max() <= 0.5e-4 + 1e-5 and np.array_equal(rgb, ref_rgb)  # + float32 rounding
+    assert np.array_equal(np.stack(ply["face"]["vertex_indices"]), np.stack(ref["face"]["vertex_indices"]))
+    mesh = trimesh.load(release / "astronaut.ply", process=False)
+    assert mesh.vertices.shape == (N_VERTICES, 3) and mesh.faces.shape == (N_FACES, 3)
+    assert np.abs(mesh.vertices - ref_xyz).max() <= 0.5e-4 + 1e-5
+    # .ply.alpha / .ply.beta: np.savetxt's '%.18e', 99 lines each, the exact float32 coefficients.
+    coeffs = load_npy(ours / "astronaut_face0.npy")
+    for part, values in (("alpha", coeffs[:99]), ("beta", coeffs[99:])):
+        rows = (release / f"astronaut.ply.{part}").read_text().splitlines()
+        assert len(rows) == 99 and all(re.fullmatch(r"-?\d\.\d{18}e[+-]\d\d", ln) for ln in rows)
+        assert np.array_equal(np.loadtxt(release / f"astronaut.ply.{part}").astype(np.float32), values)
+    faces = json.loads((release / "summary.json").read_text())["faces"]
+    assert faces[0]["files"] == {"alpha": "astronaut.ply.alpha", "beta": "astronaut.ply.beta", "mesh": "astronaut.ply"}
+
+
+def test_release_layout_names_further_faces_and_frames_and_refuses_a_format(cli, photos, tmp_path):
+    from tests.cli.helpers import write_face_clip
+
+    x0, y0, x1, y1 = ASTRONAUT_BOX
+    clip = write_face_clip(tmp_path / "clip.avi", photos, frames=2)
+    boxes = tmp_path / "boxes.csv"
+    boxes.write_text(f"image,x0,y0,x1,y1\n{photos / 'astronaut.png'},{x0},{y0},{x1},{y1}\n"
+                     f"{photos / 'astronaut.png'},300,300,400,400\n{clip},20,20,140,140\n")
+    out = tmp_path / "out"
+    r = cli("reconstruct", photos / "astronaut.png", clip, "--boxes", boxes, "--release-layout", "--no-mesh",
+            "-o", out, "-q")
+    assert r.rc == 0, r.err
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [f"{n}.ply.{part}" for n in ("astronaut", "astronaut_face1", "clip_f000000", "clip_f000001")
+         for part in ("alpha", "beta")] + ["summary.json"])
+    r = cli("reconstruct", photos / "astronaut.png", "--release-layout", "--format", "obj", "-o", out)
+    assert r.rc == 2 and "not allowed with argument" in r.err
+
+
+# --------------------------------------------------------------------------- videos that end early
+
+
+def test_a_cut_video_is_a_failure_that_names_the_frame_and_keeps_the_whole_frames(cli, photos, tmp_path):
+    from tests.cli.helpers import cut_video, write_moving_clip
+
+    clip = write_moving_clip(tmp_path / "clip.avi", photos, frames=10)
+    whole = tmp_path / "whole"
+    r = cli("reconstruct", clip, "--cropped", "--no-mesh", "-o", whole, "-q")
+    assert r.rc == 0, r.err
+    (tmp_path / "cut").mkdir()
+    cut = cut_video(clip, tmp_path / "cut" / "clip.avi", keep_frames=6)  # frame 6 decodes partly grey
+    out = tmp_path / "out"
+    r = cli("reconstruct", cut, "--cropped", "-o", out, "-q")
+    assert r.rc == 1
+    assert f"failed: {cut}: frame 6 of 10: the video ends early" in r.err
+    summary = json.loads((out / "summary.json").read_text())
+    assert [(f["source"], f["frame"]) for f in summary["failures"]] == [(str(cut), 6)]
+    # Frames 0..5 are kept and equal the whole video's; frame 6, cut, is not reconstructed.
+    assert [f["frame"] for f in summary["faces"]] == list(range(6))
+    for i in range(6):
+        got, ref = load_npy(out / f"clip_f{i:06d}_face0.npy"), load_npy(whole / f"clip_f{i:06d}_face0.npy")
+        assert np.allclose(got, ref, atol=1e-4), i
+    assert not (out / "clip_f000006_face0.npy").exists() and no_partial_files(out) == []
+    # Frames taken only before the break: no failure. A wanted frame at or after it: a failure.
+    for opts, frames, rc in ((["--max-frames", "6"], range(6), 0),
+                             (["--frame-step", "2", "--max-frames", "3"], (0, 2, 4), 0),
+                             (["--frame-step", "5"], (0, 5), 1), (["--frame-step", "2"], (0, 2, 4), 1)):
+        o = tmp_path / "-".join(opts)
+        r = cli("reconstruct", cut, "--cropped", "--no-mesh", *opts, "-o", o, "-q")
+        assert r.rc == rc, (opts, r.err)
+        assert sorted(p.name for p in o.glob("*.npy")) == [f"clip_f{i:06d}_face0.npy" for i in frames], opts
+
+
+def test_a_video_cut_to_half_its_bytes(cli, photos, tmp_path):
+    # The issue's numbers: a video cut to half its bytes gave its frames, exit 0, no failure.
+    from tests.cli.helpers import write_moving_clip
+
+    clip = write_moving_clip(tmp_path / "clip.avi", photos, frames=12)
+    data = clip.read_bytes()
+    clip.write_bytes(data[:len(data) // 2])
+    out = tmp_path / "out"
+    r = cli("reconstruct", clip, "--cropped", "--no-mesh", "-o", out, "-q")
+    summary = json.loads((out / "summary.json").read_text())
+    assert r.rc == 1 and len(summary["failures"]) == 1
+    failed = summary["failures"][0]["frame"]
+    assert f"frame {failed} of 12" in summary["failures"][0]["error"]
+    assert summary["faces_written"] == failed == len(list(out.glob("*.npy"))) and 3 <= failed <= 7

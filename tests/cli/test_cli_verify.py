@@ -90,12 +90,134 @@ def test_evaluate_on_known_pairs(cli, photos, tmp_path):
     assert res["n_pairs"] == 8 and res["n_skipped"] == 0 and len(res["fold_accuracies"]) == 2
     r = cli("evaluate", pairs, root, "--cropped", "--part", "alpha", "-q")  # shape coefficients only
     assert r.rc == 0 and "accuracy 100.00%" in r.out, r.err
-    # An image missing from the tree: its two pairs are skipped, the rest is evaluated, exit 1.
-    (root / p[3] / f"{p[3]}_0002.jpg").unlink()
-    r = cli("evaluate", pairs, root, "--cropped", "-q")
-    assert r.rc == 1
-    assert f"{p[3]}_0002.jpg: no such image" in r.err
-    assert "6 scored, 2 skipped" in r.out
+
+
+def test_pairs_without_a_descriptor_count_as_wrong_and_are_named(cli, photos, tmp_path):
+    # The LFW protocol scores every pair: one image gone takes 2 of the 8 pairs (one per fold);
+    # they count as wrong decisions (unless --missing skip), stay out of the AUC, and are named.
+    root = tmp_path / "lfw"
+    p = lfw_tree(photos, root)
+    pairs = tmp_path / "pairs.txt"
+    write_pairs(pairs, p)
+    gone = f"{p[3]}/{p[3]}_0002.jpg"
+    (root / gone).unlink()
+    wrong, skip = tmp_path / "wrong.json", tmp_path / "skip.json"
+    r = cli("evaluate", pairs, root, "--cropped", "--json", wrong)
+    assert r.rc == 1 and f"{gone}: no such image" in r.err
+    assert f"pairs    8 in the file: 6 scored, 2 without a descriptor (images: {gone})" in r.out
+    assert "the 2 pair(s) without a descriptor count as wrong" in r.out
+    r = cli("evaluate", pairs, root, "--cropped", "--json", skip, "--missing", "skip", "-q")
+    assert r.rc == 1 and "over the 6 scored pairs only (--missing skip)" in r.out
+    w, s = json.loads(wrong.read_text()), json.loads(skip.read_text())
+    for res, mode in ((w, "wrong"), (s, "skip")):
+        assert (res["n_pairs"], res["n_scored"], res["n_missing"], res["missing"]) == (8, 6, 2, mode)
+        assert res["missing_images"] == [gone]
+    assert w["n_skipped"] == 0 and s["n_skipped"] == 2
+    # Same thresholds and AUC; each fold's accuracy is the same correct decisions over 4 pairs, not 3.
+    assert w["thresholds"] == s["thresholds"] and w["auc"] == s["auc"]
+    assert w["fold_accuracies"] == pytest.approx([a * 3 / 4 for a in s["fold_accuracies"]])
+    assert w["accuracy"] < 1 and w["accuracy"] == pytest.approx(s["accuracy"] * 3 / 4)
+
+
+def lfw_250(photos, root, people):
+    """LFW-style 250x250 images of {person: "face" (the astronaut centred), "mirror" (the same,
+    flipped: another person for the synthetic network) or a photo file name}."""
+    from PIL import Image
+
+    from tests.cli.helpers import ASTRONAUT_BOX
+
+    x0, y0, x1, y1 = ASTRONAUT_BOX
+    astronaut = Image.open(photos / "astronaut.png").convert("RGB")
+    cx, cy, half = (x0 + x1) / 2, (y0 + y1) / 2 + 4, (x1 - x0) * 2.2 / 2  # LFW: detection box x 2.2
+    face = astronaut.crop((int(cx - half), int(cy - half), int(cx + half), int(cy + half))).resize((250, 250))
+    out = {}
+    for person, kind in people.items():
+        (root / person).mkdir(parents=True)
+        for n in (1, 2):
+            img = face if kind == "face" else face.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if kind == "mirror" \
+                else Image.open(photos / kind).convert("RGB").resize((250, 250))
+            path = root / person / f"{person}_{n:04d}.jpg"
+            img.save(path, quality=95)
+            out[(person, n)] = path
+    return out
+
+
+def test_the_fallback_box_for_images_without_a_detected_face(cli, photos, tmp_path):
+    pytest.importorskip("dlib")
+    root = tmp_path / "lfw"
+    files = lfw_250(photos, root, {"Astro": "face", "Mirror": "mirror", "Coffee": "coffee.jpg"})
+    pairs = tmp_path / "pairs.txt"
+    pairs.write_text("1\t3\nAstro\t1\t2\nMirror\t1\t2\nCoffee\t1\t2\n"
+                     "Astro\t1\tMirror\t1\nAstro\t2\tCoffee\t1\nMirror\t2\tCoffee\t2\n")
+    # Coffee has no face: without a fallback its pairs have no descriptor and count as wrong.
+    r = cli("evaluate", pairs, root, "--json", tmp_path / "a.json")
+    res = json.loads((tmp_path / "a.json").read_text())
+    assert r.rc == 1 and "no face found" in r.err
+    assert (res["n_missing"], res["n_fallback"]) == (3, 0)
+    assert res["missing_images"] == ["Coffee/Coffee_0001.jpg", "Coffee/Coffee_0002.jpg"]
+    assert res["accuracy"] <= 0.5  # 3 of the 6 pairs are wrong whatever the threshold
+    # --fallback-box center: LFW's face region stands in for the detection, and is counted;
+    # the same with the descriptors kept in a folder (a resumable evaluation).
+    for extra in ([], ["--descriptors", tmp_path / "store"]):
+        r = cli("evaluate", pairs, root, "--fallback-box", "center", "--json", tmp_path / "b.json", *extra)
+        res = json.loads((tmp_path / "b.json").read_text())
+        assert r.rc == 0, r.err
+        assert (res["n_pairs"], res["n_missing"], res["n_fallback"]) == (6, 0, 2)
+        assert res["fallback_images"] == [str(files[("Coffee", 1)]), str(files[("Coffee", 2)])]
+        assert "2 image(s) had no face found and are described from LFW's centre face region" in r.err
+
+
+def test_image_descriptors_choose_and_fall_back_as_documented(photos, tmp_path):
+    # The library behind `evaluate`: the fallback descriptor is the network's on LFW's face
+    # region; the centre rule takes the face nearest the centre.
+    pytest.importorskip("dlib")
+    from engine.descriptors import LFW_FACE_REGION, center_box, image_descriptors
+    from engine.pipeline import Reconstructor
+
+    root = tmp_path / "lfw"
+    files = lfw_250(photos, root, {"Astro": "face", "Coffee": "coffee.jpg"})
+    astro, coffee = str(files[("Astro", 1)]), str(files[("Coffee", 1)])
+    assert center_box(250, 250).as_tuple() == LFW_FACE_REGION
+    with Reconstructor(runner="onnxruntime", workers=1) as rec:
+        got = image_descriptors(rec, [astro, coffee], fallback_box="center")
+        assert got.fallback == [coffee] and got.failures == {} and set(got.vectors) == {astro, coffee}
+        ref = list(rec.embed([coffee], boxes={coffee: [LFW_FACE_REGION]}))[0]
+        assert np.array_equal(got.vectors[coffee], ref.coeffs)
+        plain = image_descriptors(rec, [astro, coffee])
+        assert plain.fallback == [] and list(plain.failures) == [coffee] and "no face found" in plain.failures[coffee]
+        # Two given faces, the confident one off-centre: "center" and "best" disagree.
+        boxes = {astro: [(10, 10, 60, 60, 2.0), (83, 92, 166, 175, 1.0)]}
+        centre = image_descriptors(rec, [astro], boxes=boxes, face="center")
+        best = image_descriptors(rec, [astro], boxes=boxes, face="best")
+        assert centre.several == best.several == {astro: 2}
+        for got, box in ((centre, boxes[astro][1]), (best, boxes[astro][0])):
+            ref = list(rec.embed([astro], boxes={astro: [box[:4]]}))[0]
+            assert np.array_equal(got.vectors[astro], ref.coeffs)
+
+
+def test_the_face_rule_picks_the_face_and_counts_the_images(cli, photos, tmp_path):
+    # One image with three boxes, whose score order, distance to the centre and size disagree;
+    # its twin holds only the face the rule should pick: same pixels, same box -> similarity 1.
+    from tests.cli.helpers import ASTRONAUT_BOX
+
+    img, twin = tmp_path / "astronaut.png", tmp_path / "twin.png"
+    for f in (img, twin):
+        f.write_bytes((photos / "astronaut.png").read_bytes())  # 512 x 512: centre (256, 256)
+    faces = [(*ASTRONAUT_BOX, 2.0), (210, 210, 310, 310, 1.0), (0, 290, 220, 510, 0.5)]
+    for rule, expected in (("best", 0), ("center", 1), ("largest", 2)):
+        boxes = tmp_path / f"{rule}.csv"
+        boxes.write_text("image,x0,y0,x1,y1,score\n" + "".join(f"{img},{','.join(map(str, b))}\n" for b in faces)
+                         + f"{twin},{','.join(map(str, faces[expected]))}\n")
+        r = cli("verify", img, twin, "--boxes", boxes, "--face", rule, "--json")
+        assert r.rc == 0, r.err
+        res = json.loads(r.out)
+        assert res["similarity"] == pytest.approx(1.0, abs=1e-6), rule
+        assert res["several_faces"] == [str(img)] and "1 image(s) held several faces" in r.err
+        wrong = (expected + 1) % 3  # and another face of the twin is not the one chosen
+        boxes.write_text("image,x0,y0,x1,y1,score\n" + "".join(f"{img},{','.join(map(str, b))}\n" for b in faces)
+                         + f"{twin},{','.join(map(str, faces[wrong]))}\n")
+        r = cli("verify", img, twin, "--boxes", boxes, "--face", rule, "--json", "-q")
+        assert json.loads(r.out)["similarity"] < 0.999, rule
 
 
 def test_evaluate_keeps_descriptors_for_the_next_run(cli, photos, tmp_path):

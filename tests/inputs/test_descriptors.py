@@ -248,7 +248,118 @@ def test_evaluate_pairs_end_to_end(tmp_path):
     with pytest.raises(InputError, match=rf"missing \(e\.g\. {gone}/{gone}_0002\.jpg"):
         evaluate_pairs(path, descs)
     r2 = evaluate_pairs(path, descs, missing="skip")
-    assert r2.n_skipped >= 1 and r2.n_pairs == 60 - r2.n_skipped
+    assert r2.n_skipped >= 1 and r2.n_pairs == 60 and r2.n_scored == 60 - r2.n_skipped == 60 - r2.n_missing
+    assert r2.accuracy == 1.0 and r2.missing_images == (f"{gone}/{gone}_0002.jpg",)
     scores, kept = pair_scores(parse_pairs(path), descs, missing="skip")
     assert scores.shape == kept.shape and 0 not in kept.tolist()
     assert isinstance(parse_pairs(path), PairsList)
+
+
+def lfw_like(tmp_path, rng, n_folds=4, per_fold=5):
+    """A pairs file over people whose descriptors separate perfectly (every scored pair is right)."""
+    people = [f"P{k:02d}" for k in range(20)]
+    centres = {p: rng.normal(size=198) for p in people}
+    lines = [f"{n_folds}\t{per_fold}"]
+    for _ in range(n_folds):
+        lines += [f"{people[rng.integers(20)]}\t1\t2" for _ in range(per_fold)]
+        for _ in range(per_fold):
+            i, j = rng.choice(20, 2, replace=False)
+            lines.append(f"{people[i]}\t1\t{people[j]}\t2")
+    path = tmp_path / "pairs.txt"
+    path.write_text("\n".join(lines) + "\n")
+    descs = {lfw_image_name(p, n): centres[p] + 0.05 * rng.normal(size=198) for p in people for n in (1, 2)}
+    return path, descs
+
+
+def test_pairs_without_a_descriptor_count_as_wrong_decisions(tmp_path):
+    # The protocol scores every pair: a pair with a missing image is a wrong decision of its fold,
+    # outside the AUC, and named. Every scored pair is right, so each fold's accuracy is exactly
+    # (its pairs - its missing pairs) / its pairs.
+    path, descs = lfw_like(tmp_path, np.random.default_rng(7))
+    plist = parse_pairs(path)
+    for key in [lfw_image_name(plist.pairs[0].name1, 1), lfw_image_name(plist.pairs[13].name2, 2)]:
+        descs.pop(key, None)
+    missing = [any(lfw_image_name(n, k) not in descs for n, k in ((p.name1, p.n1), (p.name2, p.n2)))
+               for p in plist.pairs]
+    r = evaluate_pairs(path, descs, missing="wrong")
+    per_fold = [1 - sum(m for m, p in zip(missing, plist.pairs) if p.fold == f) / 10 for f in range(4)]
+    assert r.fold_accuracies == pytest.approx(per_fold) and r.accuracy == pytest.approx(np.mean(per_fold))
+    assert r.accuracy < 1 and r.auc == 1.0
+    assert (r.n_pairs, r.n_missing, r.n_scored, r.n_skipped, r.missing) == (40, sum(missing), 40 - sum(missing), 0,
+                                                                             "wrong")
+    assert len(r.missing_images) == 2
+    s = evaluate_pairs(path, descs, missing="skip")
+    assert s.accuracy == 1.0 and s.n_skipped == sum(missing) and s.missing == "skip" and s.n_pairs == 40
+    # A fold whose every pair lost an image scores 0 in "wrong"; its threshold still comes from
+    # the other folds.
+    for p in plist.pairs[30:40]:
+        descs.pop(lfw_image_name(p.name1, p.n1), None)
+    r = evaluate_pairs(path, descs, missing="wrong")
+    assert r.fold_accuracies[3] == 0.0 and len(r.thresholds) == 4
+    with pytest.raises(InputError, match="missing"):
+        evaluate_pairs(path, descs, missing="drop")
+
+
+def test_fold_sizes_divide_by_every_pair_of_the_fold():
+    s = np.array([0.9, 0.8, 0.1, 0.2, 0.9, 0.1])
+    y = np.array([True, True, False, False, True, False])
+    f = np.array([0, 0, 0, 0, 1, 1])
+    plain = evaluate_verification(s, y, folds=f)
+    sized = evaluate_verification(s, y, folds=f, fold_sizes={0: 4, 1: 4, 2: 3})
+    assert plain.fold_accuracies == (1.0, 1.0) and sized.fold_accuracies == (1.0, 0.5, 0.0)
+    assert sized.n_pairs == 11 and sized.n_scored == 6
+    with pytest.raises(InputError, match="fold_sizes"):
+        evaluate_verification(s, y, folds=f, fold_sizes={0: 3, 1: 4})  # fold 0 holds 4 scores
+
+
+def test_choose_face_rules():
+    from engine.descriptors import FACE_RULES, choose_face
+    from engine.detect import FaceBox
+
+    # Detector order: most confident first. Off-centre and small / centred / big and low.
+    boxes = [FaceBox(10, 10, 50, 50, score=2.0), FaceBox(100, 100, 150, 150, score=1.0),
+             FaceBox(0, 150, 120, 250, score=0.3)]
+    assert choose_face(boxes, (250, 250), "center") == 1
+    assert choose_face(boxes, None, "best") == 0
+    assert choose_face(boxes, None, "largest") == 2
+    assert choose_face([(10, 10, 50, 50, 1.0), (200, 200, 240, 240, 1.0)], (250, 250), "center") == 0  # a tie: first
+    assert choose_face([None], None, "center") == 0 and choose_face([boxes[2]], None, "center") == 0
+    assert FACE_RULES == ("center", "best", "largest")
+    with pytest.raises(InputError, match="image_size"):
+        choose_face(boxes, None, "center")
+    with pytest.raises(InputError, match="rule"):
+        choose_face(boxes, (250, 250), "first")
+    with pytest.raises(InputError, match="at least one face"):
+        choose_face([], (250, 250))
+
+
+def test_center_box_is_lfwcrops_region_scaled():
+    from engine.descriptors import LFW_FACE_REGION, center_box
+
+    assert center_box(250, 250).as_tuple() == LFW_FACE_REGION == (83.0, 92.0, 166.0, 175.0)
+    assert center_box(500, 250).as_tuple() == (166.0, 92.0, 332.0, 175.0)
+    assert center_box(250, 250).kind == "given"
+    for bad in ((0, 250), (250, -1), (2.5, 250), (True, 250)):
+        with pytest.raises(InputError, match="center_box"):
+            center_box(*bad)
+
+
+def test_pick_faces_counts_several_and_fails_what_it_cannot_place():
+    from engine.descriptors import pick_faces
+
+    a, b = np.ones(3), np.full(3, 2.0)
+    faces = {"one.jpg": [((0, 0, 10, 10, 1.0), a)],
+             "two.jpg": [((0, 0, 10, 10, 2.0), a), ((95, 95, 105, 105, 1.0), b)],
+             "clip.avi": [((0, 0, 10, 10, 2.0), a), ((95, 95, 105, 105, 1.0), b)], "none.jpg": []}
+
+    def size(image):
+        if image.endswith(".avi"):
+            raise InputError(f"{image}: not a recognised image format")
+        return (200, 200)
+
+    chosen, several, failed = pick_faces(faces, "center", size)
+    assert chosen["one.jpg"] is a and chosen["two.jpg"] is b and set(chosen) == {"one.jpg", "two.jpg"}
+    assert several == {"two.jpg": 2, "clip.avi": 2}
+    assert list(failed) == ["clip.avi"] and "cannot be told" in failed["clip.avi"]
+    chosen, _, failed = pick_faces(faces, "best", size)  # no size needed
+    assert chosen["clip.avi"] is a and failed == {}

@@ -232,3 +232,125 @@ def test_video_frames(tmp_path):
         list(iter_video_frames(path, step=0))
     with pytest.raises(InputError, match="camera 97: OpenCV cannot open"):
         list(iter_video_frames(97))  # no such camera on any test machine
+
+
+# --------------------------------------------------------------------------- videos that end early
+
+
+def moving_clip(path: Path, n: int, fourcc: str) -> Path:
+    """A real video: skimage's astronaut, the view moving a few pixels per frame (so every frame
+    differs), n frames of 96x80, written by OpenCV with `fourcc`."""
+    cv2 = pytest.importorskip("cv2")
+    skimage_data = pytest.importorskip("skimage.data")
+    photo = skimage_data.astronaut()[:, :, ::-1]  # OpenCV writes BGR
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), 10, (96, 80))
+    if not w.isOpened():
+        pytest.skip(f"this OpenCV build cannot write {fourcc} into {path.suffix}")
+    for i in range(n):
+        w.write(np.ascontiguousarray(cv2.resize(photo[40 + 4 * i:340 + 4 * i, 100 + 6 * i:460 + 6 * i], (96, 80))))
+    w.release()
+    return path
+
+
+def frames_of(path, **kw) -> tuple[list, BaseException | None]:
+    got = []
+    try:
+        for index, rgb in iter_video_frames(path, **kw):
+            got.append((index, rgb))
+    except InputError as e:
+        return got, e
+    return got, None
+
+
+# MJPG and MPEG-4 in AVI: FFmpeg decodes the frame cut by the end of the file into a partly grey
+# frame without an error. FFV1 in Matroska: the demuxer drops the cut packet itself.
+@pytest.mark.parametrize("name,fourcc", [("v.avi", "MJPG"), ("v.avi", "XVID"), ("v.mkv", "FFV1")])
+def test_a_cut_video_hands_out_only_whole_frames_and_names_the_first_lost(tmp_path, name, fourcc):
+    from engine.images import VideoFramesError
+
+    path = moving_clip(tmp_path / name, 12, fourcc)
+    whole, err = frames_of(path)
+    assert err is None and [i for i, _ in whole] == list(range(12))
+    data = path.read_bytes()
+    cut = tmp_path / ("cut" + path.suffix)
+    seen_errors = 0
+    # Every cut point from the first frame's data on, the last ones inside the last frame.
+    for size in sorted(set(np.linspace(len(data) * 0.15, len(data) - 1, 23).astype(int)) | {len(data) - 300}):
+        cut.write_bytes(data[:size])
+        got, err = frames_of(cut)
+        where = f"cut at {size} of {len(data)} bytes"
+        if err is not None and not isinstance(err, VideoFramesError):  # the container's header is gone
+            assert got == [] and "cut" in str(err) or "cannot open" in str(err) or "no frame" in str(err), where
+            continue
+        assert isinstance(err, VideoFramesError), f"{where}: a cut video must be a failure, found {len(got)} frames"
+        seen_errors += 1
+        # Frames handed out are bit for bit those of the whole file (never a partly decoded one),
+        # in order from 0, and the error names the first one not handed out, of the declared 12.
+        assert [i for i, _ in got] == list(range(len(got))), where
+        for i, rgb in got:
+            np.testing.assert_array_equal(rgb, whole[i][1], err_msg=where)
+        assert err.frame == len(got) and err.declared == 12, where
+        assert f"frame {err.frame} of 12" in str(err) and str(cut) in str(err), where
+    assert seen_errors >= 15
+
+
+def test_frame_step_and_max_frames_on_a_cut_video(tmp_path):
+    from engine.images import VideoFramesError
+
+    path = moving_clip(tmp_path / "v.avi", 12, "MJPG")
+    whole, _ = frames_of(path)
+    data = path.read_bytes()
+    # Cut inside frame 7's data: frames 0..6 whole; 7 decodes partly and is dropped. The cut
+    # point: the shortest file from which OpenCV decodes 8 frames, plus 100 bytes.
+    cv2 = pytest.importorskip("cv2")
+    cut = tmp_path / "cut.avi"
+
+    def decodable(size: int) -> int:
+        cut.write_bytes(data[:size])
+        cap, n = cv2.VideoCapture(str(cut)), 0
+        while cap.read()[0]:
+            n += 1
+        cap.release()
+        return n
+
+    lo, hi = 0, len(data)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if decodable(mid) >= 8 else (mid + 1, hi)
+    assert decodable(lo + 100) == 8
+    got, err = frames_of(cut)
+    assert [i for i, _ in got] == list(range(7)) and err.frame == 7
+    # Taking frames only before the break is no failure, and the frames are the whole file's.
+    # (Frame 6 is confirmed whole by frame 7 decoding after it, whatever frame 7 holds.)
+    for kw, frames in (({"max_frames": 6}, [0, 1, 2, 3, 4, 5]), ({"step": 3, "max_frames": 2}, [0, 3]),
+                       ({"step": 2, "max_frames": 4}, [0, 2, 4, 6]), ({"step": 6, "max_frames": 2}, [0, 6]),
+                       ({"max_frames": 7}, list(range(7)))):
+        got, err = frames_of(cut, **kw)
+        assert err is None and [i for i, _ in got] == frames, kw
+        for i, rgb in got:
+            np.testing.assert_array_equal(rgb, whole[i][1])
+    # Wanting a frame at or after the break is: the frame at the break is never handed out.
+    for kw, frames in (({"max_frames": 8}, list(range(7))), ({"step": 7}, [0]),
+                       ({"step": 2, "max_frames": 5}, [0, 2, 4, 6]),
+                       ({"step": 3}, [0, 3, 6])):
+        got, err = frames_of(cut, **kw)
+        assert [i for i, _ in got] == frames and isinstance(err, VideoFramesError) and err.frame == 7, kw
+    # The whole file with every option: no failure.
+    for kw in ({}, {"step": 5}, {"max_frames": 12}, {"step": 11, "max_frames": 5}):
+        assert frames_of(path, **kw)[1] is None, kw
+
+
+def test_declared_bytes_missing_reads_each_container(tmp_path):
+    from engine.images import declared_bytes_missing
+
+    for name, fourcc in (("v.avi", "MJPG"), ("v.mkv", "FFV1"), ("v.mp4", "mp4v")):
+        path = moving_clip(tmp_path / name, 4, fourcc)
+        data = path.read_bytes()
+        assert declared_bytes_missing(path) == 0, name
+        path.write_bytes(data[:-100])
+        assert declared_bytes_missing(path) == 100, name
+        path.write_bytes(data[:len(data) // 2])  # lower bound: sizes of elements cut off are lost too
+        assert 0 < declared_bytes_missing(path) <= len(data) - len(data) // 2, name
+    other = tmp_path / "notes.txt"
+    other.write_bytes(b"not a video at all")
+    assert declared_bytes_missing(other) == 0  # a format we cannot read tells nothing
