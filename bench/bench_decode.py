@@ -104,7 +104,9 @@ def machine_name():
     return f"{platform.processor()}, {os.cpu_count()} cores"
 
 
-def run(batches, model):
+def run(batches, model, gpu_only: bool = False):
+    if gpu_only:  # the CPU rows of another machine would only blur a GPU table
+        return [r for b in batches for r in _gpu_rows(model, *_coeffs_and_ref(model, b), b)], []
     n3 = model.shape_mean.shape[0]
     ks, kt = model.shape_basis.shape[0], model.tex_basis.shape[0]
     rows = []
@@ -116,8 +118,7 @@ def run(batches, model):
     smu, tmu = np.asarray(model.shape_mean, np.float32), np.asarray(model.tex_mean, np.float32)
     decoders = {b: Decoder(model, basis_dtype=b) for b in ("fp32", "fp16")}
     for batch in batches:
-        coeffs = np.random.default_rng(batch).normal(0, 1, (batch, ks + kt)).astype(np.float32)
-        ref64 = smu.astype(np.float64) + coeffs[:, :ks].astype(np.float64) @ sb32.astype(np.float64)
+        coeffs, ref64 = _coeffs_and_ref(model, batch)
 
         def numpy_decode():
             v = coeffs[:, :ks] @ sb32
@@ -151,6 +152,15 @@ def run(batches, model):
                              speedup_vs_numpy=t_np / t, max_abs_err_mm=float(err)))
         rows.extend(_gpu_rows(model, coeffs, ref64, batch))
     return rows, bws
+
+
+def _coeffs_and_ref(model, batch):
+    """Coefficients [batch, Ks+Kt] (seeded by the batch size) and the float64 reference vertices."""
+    ks, kt = model.shape_basis.shape[0], model.tex_basis.shape[0]
+    coeffs = np.random.default_rng(batch).normal(0, 1, (batch, ks + kt)).astype(np.float32)
+    sb = np.asarray(model.shape_basis, np.float64)
+    ref64 = np.asarray(model.shape_mean, np.float64) + coeffs[:, :ks].astype(np.float64) @ sb
+    return coeffs, ref64
 
 
 def _gpu_rows(model, coeffs, ref64, batch):
@@ -224,15 +234,19 @@ def main(argv=None):
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 8, 64])
     ap.add_argument("--json", type=Path, help="write the rows as JSON here")
     ap.add_argument("--markdown", type=Path, help="write a markdown table here")
+    ap.add_argument("--gpu-only", action="store_true", help="only the GPU rows (bench/gpu_check.sh)")
     args = ap.parse_args(argv)
+    if args.gpu_only and not _core.has_cuda():
+        sys.exit("bench_decode.py --gpu-only: engine._C has no usable CUDA device (build with ENGINE_WITH_CUDA=ON on a GPU machine)")
     model = MorphableModel.synthetic()
-    rows, bws = run(args.batches, model)
+    rows, bws = run(args.batches, model, gpu_only=args.gpu_only)
     machine = machine_name()
     table = markdown(rows, machine)
     print(table)
     if args.json:
-        args.json.write_text(json.dumps({"machine": machine, "copy_bandwidth_gbps": max(b for b, _ in bws) / 1e9,
-                                         "read_bandwidth_gbps": max(r for _, r in bws) / 1e9,
+        args.json.write_text(json.dumps({"machine": machine,
+                                         "copy_bandwidth_gbps": max((b for b, _ in bws), default=0) / 1e9,
+                                         "read_bandwidth_gbps": max((r for _, r in bws), default=0) / 1e9,
                                          "model": model.metadata.get("name"), "rows": rows}, indent=1))
     if args.markdown:
         args.markdown.write_text("# Decode benchmark (bench/bench_decode.py)\n\n" + table)

@@ -71,10 +71,12 @@ class EagerReference:
         self.net = None
 
 
-def configs(threads, gpu: bool):
+def configs(threads, gpu: bool, cpu: bool = True):
     """(runner name, create_runner kwargs) pairs to benchmark on this machine."""
     names = available_runners()
     out = []
+    if not cpu:
+        names = [n for n in names if n not in ("onnxruntime", "torch-cpu")]
     if "onnxruntime" in names:
         out.append(("onnxruntime", dict(threads=threads)))
     if "torch-cpu" in names:
@@ -143,6 +145,8 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
     ap.add_argument("--model-dir", default=None)
     ap.add_argument("--gpu", action="store_true", help="include GPU runners (default: only when present)")
+    ap.add_argument("--gpu-only", action="store_true",
+                    help="only GPU runners, against the float32 eager module on the same GPU (bench/gpu_check.sh)")
     ap.add_argument("--json", default=None, help="write rows as JSON here")
     ap.add_argument("--md", default=None, help="write a markdown table here")
     ap.add_argument("--append", action="store_true",
@@ -152,15 +156,17 @@ def main(argv=None):
 
     import torch
 
-    gpu = args.gpu or torch.cuda.is_available()
+    gpu = args.gpu or args.gpu_only or torch.cuda.is_available()
+    if args.gpu_only and not torch.cuda.is_available():
+        sys.exit("bench_network.py --gpu-only: PyTorch sees no CUDA device")
     batches = [int(b) for b in args.batches.split(",")] if args.batches else ([1, 8, 32, 128] if gpu else [1, 8, 32])
     threads = args.threads or os.cpu_count()
     torch.set_num_threads(threads)
     model = resolve_model(args.model_dir)
-    runners = [("fp32 exact module, eager", EagerReference(model))]
+    runners = [] if args.gpu_only else [("fp32 exact module, eager", EagerReference(model))]
     if gpu:  # the GPU targets compare with eager float32 on the same GPU
         runners.append(("fp32 exact module, eager", EagerReference(model, "cuda")))
-    for name, kw in configs(threads, gpu):
+    for name, kw in configs(threads, gpu, cpu=not args.gpu_only):
         r = create_runner(name, args.model_dir, max_batch=max(batches), **kw)
         label = ", ".join(f"{k}={v}" for k, v in kw.items())
         runners.append((label, r))
