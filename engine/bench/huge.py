@@ -23,7 +23,7 @@ import sys
 import tempfile
 import time
 
-from engine.bench.measure import Row
+from engine.bench.measure import Row, proc_status_mib
 
 SIDE = 9000
 FACE_SCALE = 6
@@ -46,14 +46,7 @@ def _peak_mib() -> float:
 
 
 def _rss_mib() -> float | None:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return None
+    return proc_status_mib("VmRSS")
 
 
 def child_detect(path: str, max_side: int | None, repeats: int) -> dict:

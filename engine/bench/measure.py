@@ -125,14 +125,22 @@ class PeakMemory:
         return False
 
 
-def _vm_hwm_mib() -> float | None:
+def proc_status_mib(field: str) -> float | None:
+    """A memory field of /proc/self/status ("VmHWM", "VmRSS") in MiB, or None off Linux."""
     try:
         with open("/proc/self/status") as f:
             for line in f:
-                if line.startswith("VmHWM:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1]) / 1024
     except OSError:
         pass
+    return None
+
+
+def _vm_hwm_mib() -> float | None:
+    hwm = proc_status_mib("VmHWM")
+    if hwm is not None:
+        return hwm
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -2,30 +2,14 @@
 engine's own writers (engine.network.caffe_io)."""
 from __future__ import annotations
 
-import atexit
-import functools
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from _scratch import file_bytes, scratch  # noqa: F401  (re-exported to the targets)
+
 SHARED = Path(__file__).resolve().parents[3].parent / "shared" / "cnn3dmm"
-
-
-@functools.lru_cache(maxsize=1)
-def scratch() -> Path:
-    """One temporary folder per process, removed at exit (the readers take paths)."""
-    path = Path(tempfile.mkdtemp(prefix="e3dmm-fuzz-caffe-"))
-    atexit.register(shutil.rmtree, path, ignore_errors=True)
-    return path
-
-
-def written(name: str, write) -> bytes:
-    """Bytes of a file made by `write(path)` in the scratch folder."""
-    path = scratch() / name
-    write(path)
-    return path.read_bytes()
+written = file_bytes  # the Caffe targets' name for it
 
 
 def small_blobs(seed: int = 0) -> dict[str, list[np.ndarray]]:
