@@ -31,9 +31,13 @@ refused with an InputError naming it, the field and the value unless
 - x1 - x0 >= 1 and y1 - y0 >= 1 (MIN_SIDE: pixel coordinates; a box in normalised
   0..1 coordinates is refused, not cropped to a pixel);
 - when the image is known (at crop time): every coordinate lies within
-  +-IMAGE_SPAN (10) x the image's longer side. A face box 10 image sizes away from the
-  image is a coordinate mistake, not a face; the bound also caps the crop arithmetic.
-``check_box`` applies it (FaceBox and the sidecar reader call it too).
+  +-IMAGE_SPAN (10) x the image's longer side (a face box 10 image sizes away from the
+  image is a coordinate mistake, not a face; the bound also caps the crop arithmetic), and
+  the box overlaps the image: part of it, of positive area, lies inside the image's
+  rectangle [0, W] x [0, H] (x0 < W, x1 > 0, y0 < H, y1 > 0). A box wholly outside would
+  crop nothing but padding: a "face" of black pixels.
+``check_box`` applies it to every box: the detector's, a sidecar's, an API caller's
+(FaceBox and the sidecar reader call it too, for the image-independent part).
 
 Public API
 ----------
@@ -111,7 +115,8 @@ def check_box(coords, where: str = "box", image_shape=None) -> tuple[float, floa
     """The box rule: (x0, y0, x1, y1) as floats, or an InputError naming `where`, the field
     and the value. Without `image_shape` only the image-independent part is checked
     (numbers, finite, |v| <= MAX_COORD, sides >= MIN_SIDE px); with `image_shape` ([H, W,
-    ...]) also that every coordinate lies within +-IMAGE_SPAN x the image's longer side."""
+    ...]) also that every coordinate lies within +-IMAGE_SPAN x the image's longer side and
+    that the box overlaps the image (x0 < W, x1 > 0, y0 < H, y1 > 0)."""
     vals = tuple(_as_float(v, where, f) for v, f in zip(coords, _FIELDS))
     x0, y0, x1, y1 = vals
     if not (x1 - x0 >= MIN_SIDE and y1 - y0 >= MIN_SIDE):
@@ -124,6 +129,9 @@ def check_box(coords, where: str = "box", image_shape=None) -> tuple[float, floa
             if abs(v) > span:
                 raise InputError(f"{where}, field {f}: expected a coordinate within +-{span} px ({IMAGE_SPAN} x "
                                  f"the longer side of this {w}x{h} image), found {v:g}")
+        if not (x0 < w and x1 > 0 and y0 < h and y1 > 0):
+            raise InputError(f"{where}: the box (x0={x0:g} y0={y0:g} x1={x1:g} y1={y1:g}) lies wholly outside this "
+                             f"{w}x{h} image: expected part of it inside (x0 < {w}, x1 > 0, y0 < {h}, y1 > 0)")
     return vals
 
 

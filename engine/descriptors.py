@@ -17,15 +17,18 @@ Public API
 - ``pool_by_label(descs, labels, weights=None) -> (list of labels, float32 [K, D])``
 - ``Pair``, ``PairsList``, ``parse_pairs(path) -> PairsList``, ``lfw_image_name(name, n)``
 - ``pair_scores(pairs, descriptors, part="all", key=lfw_image_name, missing="error") -> (scores, kept)``
-- ``best_threshold(scores, same) -> (threshold, accuracy)``
+- ``best_threshold(scores, same, score_range=(-1, 1)) -> (threshold, accuracy)``  always finite
 - ``roc_auc(scores, same) -> float``; ``roc_curve(scores, same) -> (fpr, tpr, thresholds)``
-- ``evaluate_verification(scores, same, folds=None, n_folds=10, fold_sizes=None) -> VerificationResult``
+- ``auc_undefined(same) -> str | None``  why a ROC AUC cannot be computed (one class only)
+- ``evaluate_verification(scores, same, folds=None, n_folds=10, fold_sizes=None, fold_ids=None) -> VerificationResult``
 - ``evaluate_pairs(pairs, descriptors, part="all", missing="error"|"wrong"|"skip") -> VerificationResult``
 - ``choose_face(boxes, image_size=None, rule="center") -> int``  which face of an image describes it
 - ``center_box(width, height) -> FaceBox``  LFW's fixed face region, for images without a detection
 - ``image_descriptors(reconstructor, images, face=..., fallback_box=None, part=...) -> ImageDescriptors``
 
-A pair is predicted "same person" when its score >= threshold.
+A pair is predicted "same person" when its score >= threshold. Every number the evaluation
+returns is finite or None with its reason (e.g. no ROC AUC when missing pairs leave no same
+pair scored): never NaN or infinity, so results are valid JSON as they are.
 
 Pairs without a descriptor (no face found in one of its images). The LFW protocol scores every
 pair of the file, so by default (missing="wrong") such a pair counts as a wrong decision in the
@@ -47,6 +50,7 @@ from engine.errors import InputError, describe_array
 
 N_COEFFS = 198
 PARTS = {"all": slice(0, 198), "alpha": slice(0, 99), "beta": slice(99, 198)}
+COSINE_RANGE = (-1.0, 1.0)  # what a cosine similarity can be: the thresholds evaluation chooses lie inside
 MISSING = ("error", "wrong", "skip")  # what a pair without a descriptor does (see the module docstring)
 FACE_RULES = ("center", "best", "largest")
 
@@ -299,29 +303,54 @@ def _scores_labels(scores, same) -> tuple[np.ndarray, np.ndarray]:
     return s, y
 
 
-def best_threshold(scores, same) -> tuple[float, float]:
+def best_threshold(scores, same, *, score_range: tuple[float, float] | None = COSINE_RANGE) -> tuple[float, float]:
     """Threshold maximising accuracy of 'same iff score >= threshold' on these pairs.
 
-    Candidates are midpoints between consecutive distinct scores, plus -inf and +inf.
-    Among equally accurate thresholds the median candidate is taken (deterministic,
-    away from the edges of the best range). Returns (threshold, accuracy).
+    Always a finite number that realises its cut exactly (so `verify --threshold` takes it and
+    decides these pairs as counted): midway between two neighbouring distinct scores; below
+    every score ("all same"): midway between the low end of `score_range` and the lowest score;
+    above every score ("all different"): midway between the top score and the high end, a
+    candidate only when the top score is below it (no cosine exceeds 1: a pair scoring 1 is
+    "same" at every threshold in [-1, 1]). score_range None: unbounded scores, the edges are
+    the lowest score and the float just above the top one. Among equally accurate thresholds
+    the median candidate is taken (deterministic, away from the edges of the best range).
+    Returns (threshold, accuracy); InputError when there is no pair.
     """
     s, y = _scores_labels(scores, same)
     n = s.size
     if n == 0:
         raise InputError("scores: expected at least one pair, found none")
+    lo, hi = _score_range(score_range)
     order = np.argsort(s, kind="mergesort")
     ss, yy = s[order], y[order]
     # cut i: pairs [i:] predicted same. correct(i) = same in [i:] + different in [:i].
     same_after = np.concatenate([np.cumsum(yy[::-1])[::-1], [0]])
     diff_before = np.concatenate([[0], np.cumsum(~yy)])
     correct = same_after + diff_before
+    thr = np.empty(n + 1)
+    thr[1:n] = ss[:-1] / 2.0 + ss[1:] / 2.0  # halves first: no overflow to infinity near the float limit
+    thr[1:n] = np.where(thr[1:n] > ss[:-1], thr[1:n], ss[1:])  # neighbours one float apart: the upper one
+    thr[0] = min(ss[0], lo / 2.0 + ss[0] / 2.0) if np.isfinite(lo) else ss[0]
+    with np.errstate(over="ignore"):  # above the largest float: infinity, not a candidate (valid[n])
+        thr[n] = ss[-1] / 2.0 + hi / 2.0 if np.isfinite(hi) else np.nextafter(ss[-1], np.inf)
     valid = np.ones(n + 1, dtype=bool)
     valid[1:n] = ss[1:] > ss[:-1]  # a cut inside a run of equal scores is not realisable
+    valid[n] = bool(np.isfinite(thr[n]) and ss[-1] < thr[n] and (not np.isfinite(hi) or thr[n] <= hi))
     best = np.flatnonzero(valid & (correct == correct[valid].max()))
     i = int(best[len(best) // 2])
-    thr = -np.inf if i == 0 else (np.inf if i == n else (ss[i - 1] + ss[i]) / 2.0)
-    return float(thr), float(correct[i] / n)
+    return float(thr[i]), float(correct[i] / n)
+
+
+def _score_range(score_range) -> tuple[float, float]:
+    if score_range is None:
+        return -np.inf, np.inf
+    try:
+        lo, hi = (float(v) for v in score_range)
+    except (TypeError, ValueError):
+        raise InputError(f"score_range: expected (low, high) or None, found {score_range!r}") from None
+    if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
+        raise InputError(f"score_range: expected finite low < high, found {score_range!r}")
+    return lo, hi
 
 
 def _average_ranks(s: np.ndarray) -> np.ndarray:
@@ -335,13 +364,26 @@ def _average_ranks(s: np.ndarray) -> np.ndarray:
     return ranks
 
 
+def auc_undefined(same) -> str | None:
+    """Why the ROC AUC of pairs labelled `same` (bool [K]) is undefined, or None when it is
+    defined: it compares same pairs with different pairs, so it needs at least one of each."""
+    y = np.asarray(same, dtype=bool)
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if n_pos and n_neg:
+        return None
+    return "no pairs scored" if not (n_pos or n_neg) else "no same pairs scored" if not n_pos \
+        else "no different pairs scored"
+
+
 def roc_auc(scores, same) -> float:
     """Area under the ROC curve by the rank-sum (Mann-Whitney U) formula, ties counted
-    as half: P(score of a same pair > score of a different pair)."""
+    as half: P(score of a same pair > score of a different pair). InputError when the pairs
+    are not both same and different (see auc_undefined)."""
     s, y = _scores_labels(scores, same)
     n_pos, n_neg = int(y.sum()), int((~y).sum())
-    if n_pos == 0 or n_neg == 0:
-        raise InputError(f"same: ROC AUC needs both same and different pairs, found {n_pos} same, {n_neg} different")
+    if auc_undefined(y):
+        raise InputError(f"same: a ROC AUC needs both same and different pairs, found {n_pos} same, "
+                         f"{n_neg} different")
     r = _average_ranks(s)
     return float((r[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
@@ -351,8 +393,9 @@ def roc_curve(scores, same) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     Returns (false positive rate, true positive rate, thresholds); thresholds[0] = +inf."""
     s, y = _scores_labels(scores, same)
     n_pos, n_neg = int(y.sum()), int((~y).sum())
-    if n_pos == 0 or n_neg == 0:
-        raise InputError(f"same: ROC needs both same and different pairs, found {n_pos} same, {n_neg} different")
+    if auc_undefined(y):
+        raise InputError(f"same: a ROC curve needs both same and different pairs, found {n_pos} same, "
+                         f"{n_neg} different")
     order = np.argsort(-s, kind="mergesort")
     ss, yy = s[order], y[order]
     last = np.r_[np.flatnonzero(ss[1:] != ss[:-1]), ss.size - 1]  # last index of each distinct score
@@ -363,30 +406,48 @@ def roc_curve(scores, same) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 @dataclass(frozen=True)
 class VerificationResult:
-    accuracy: float  # mean of the per-fold test accuracies
-    accuracy_std: float  # sample standard deviation over folds (ddof=1; 0 for one fold)
-    standard_error: float  # accuracy_std / sqrt(folds), as the LFW protocol reports
-    fold_accuracies: tuple[float, ...]
-    thresholds: tuple[float, ...]  # threshold chosen on the other folds, per fold
-    auc: float  # ROC AUC over the scored pairs
+    """k-fold verification numbers. A number that cannot be measured is None, never NaN or
+    infinity, and its `*_undefined` field says why (every field is valid JSON as it is)."""
+
+    accuracy: float | None  # mean of the per-fold test accuracies that are defined; None: none is
+    accuracy_std: float  # sample standard deviation over those folds (ddof=1; 0 for one fold)
+    standard_error: float  # accuracy_std / sqrt(those folds), as the LFW protocol reports
+    fold_accuracies: tuple[float | None, ...]  # per fold (fold ids ascending); None: no pair to measure
+    thresholds: tuple[float | None, ...]  # threshold chosen per fold; None: no scored pair to choose it on
+    auc: float | None  # ROC AUC over the scored pairs; None: undefined (auc_undefined says why)
     n_pairs: int  # every pair evaluated: all of the pairs file for evaluate_pairs
     n_skipped: int = 0  # pairs left out of the accuracy (missing="skip")
     n_scored: int | None = None  # pairs with both descriptors (in the AUC); None: all n_pairs
     n_missing: int = 0  # pairs with an image without a descriptor
     missing: str = "wrong"  # how those pairs counted: "wrong" decisions or "skip"ped
     missing_images: tuple[str, ...] = ()  # the images (keys) without a descriptor
+    auc_undefined: str | None = None  # e.g. "no same pairs scored"
+    accuracy_undefined: str | None = None  # e.g. "no pairs scored"
+    # The threshold to use (e.g. with `verify --threshold`): the mean of the per-fold thresholds
+    # (finite, inside the score range); None when no fold has one (threshold_undefined says why).
+    threshold: float | None = None
+    threshold_undefined: str | None = None
+    # Folds whose threshold was chosen on their own test pairs (a single fold, or no scored pair
+    # in the other folds): their accuracy is optimistic, not a held-out measurement.
+    threshold_fit_on_test: tuple[int, ...] = ()
 
 
-def evaluate_verification(scores, same, folds=None, n_folds: int = 10, *, fold_sizes=None) -> VerificationResult:
+def evaluate_verification(scores, same, folds=None, n_folds: int = 10, *, fold_sizes=None, fold_ids=None,
+                          score_range: tuple[float, float] | None = COSINE_RANGE) -> VerificationResult:
     """k-fold verification accuracy and ROC AUC.
 
-    For each fold, the threshold is chosen (best_threshold) on all other folds and the
-    accuracy measured on that fold. `folds` gives each pair's fold id; when None the
-    pairs are split into `n_folds` contiguous, equal blocks (LFW's pairs.txt order).
-    With a single fold, the threshold is chosen and tested on the same pairs.
-    `fold_sizes` ({fold id: pairs}) divides each fold's correct decisions by the pairs it
-    holds rather than by its scores: pairs that have no score count as wrong, and a fold
-    with no score at all scores 0 (evaluate_pairs, missing="wrong").
+    For each fold, the threshold is chosen (best_threshold, within score_range) on the scored
+    pairs of all other folds and the accuracy measured on that fold. `folds` gives each pair's
+    fold id; when None the pairs are split into `n_folds` contiguous, equal blocks (LFW's
+    pairs.txt order). With a single fold, or when the other folds hold no scored pair, the
+    threshold is chosen on the fold's own pairs, and `threshold_fit_on_test` names that fold.
+    `fold_ids` lists every fold to report (default: the ids in `folds`); `fold_sizes` ({fold
+    id: pairs}, its keys the folds to report) divides each fold's correct decisions by the
+    pairs it holds rather than by its scores: pairs that have no score count as wrong, and a
+    fold with no score at all scores 0 (evaluate_pairs, missing="wrong"). Without fold_sizes a
+    fold with no score has no accuracy (None), and is left out of the mean.
+    Degenerate inputs give numbers marked undefined (None and a reason), never an exception:
+    one class only (no ROC AUC), no score at all (no AUC, no threshold).
     """
     s, y = _scores_labels(scores, same)
     if folds is None:
@@ -395,35 +456,60 @@ def evaluate_verification(scores, same, folds=None, n_folds: int = 10, *, fold_s
         f = np.arange(s.size) * n_folds // max(s.size, 1)
     else:
         f = np.asarray(folds)
-        if f.shape != s.shape or not np.issubdtype(f.dtype, np.integer):
+        if f.shape != s.shape or (f.size and not np.issubdtype(f.dtype, np.integer)):
             raise InputError(f"folds: expected one integer fold id per score ({s.size}), found {describe_array(f)}")
-    if fold_sizes is None:
-        ids, sizes = np.unique(f), None
-    else:
-        ids = np.array(sorted(fold_sizes), dtype=np.int64)
-        sizes = {int(k): int(v) for k, v in fold_sizes.items()}
-        counts = {int(k): int(np.sum(f == k)) for k in ids}
+        f = f.astype(np.int64)
+    sizes = None
+    if fold_sizes is not None:
+        try:
+            sizes = {int(k): int(v) for k, v in fold_sizes.items()}
+        except (AttributeError, TypeError, ValueError):
+            raise InputError(f"fold_sizes: expected {{fold id: pairs}}, found {fold_sizes!r}") from None
+        counts = {k: int(np.sum(f == k)) for k in sizes}
         if not set(np.unique(f).tolist()) <= set(sizes) or any(counts[k] > sizes[k] or sizes[k] < 1 for k in sizes):
             raise InputError(f"fold_sizes: expected each fold's pairs (>= 1, >= its scores), found {fold_sizes!r}")
-    accs, thrs = [], []
+        ids = np.array(sorted(sizes), dtype=np.int64)
+    elif fold_ids is not None:
+        ids = np.array(sorted({int(k) for k in fold_ids}), dtype=np.int64)
+        if not set(np.unique(f).tolist()) <= set(ids.tolist()):
+            raise InputError(f"fold_ids: expected every fold id of `folds`, found {sorted(ids.tolist())}")
+    else:
+        ids = np.unique(f)
+    if ids.size == 0:
+        raise InputError("scores: expected at least one pair or fold, found none")
+    accs: list[float | None] = []
+    thrs: list[float | None] = []
+    own: list[int] = []
     for k in ids:
         test = f == k
-        train = ~test if ids.size > 1 else test
-        if not train.any():
-            raise InputError(f"fold {int(k)}: no scored pair in the other folds to choose a threshold on")
-        thr, _ = best_threshold(s[train], y[train])
+        train = ~test
+        if ids.size == 1 or not train.any():  # nothing held out to choose on: the fold's own pairs
+            train = test
+            if test.any():
+                own.append(int(k))
+        thr = best_threshold(s[train], y[train], score_range=score_range)[0] if train.any() else None
         thrs.append(thr)
-        correct = int(np.sum((s[test] >= thr) == y[test]))
-        accs.append(correct / (int(test.sum()) if sizes is None else sizes[int(k)]))
-    acc = np.array(accs)
-    std = float(acc.std(ddof=1)) if acc.size > 1 else 0.0
+        n_test = int(test.sum()) if sizes is None else sizes[int(k)]
+        if n_test == 0:
+            accs.append(None)  # no pair to measure (missing="skip" and every pair of the fold missing)
+            continue
+        correct = int(np.sum((s[test] >= thr) == y[test])) if test.any() else 0
+        accs.append(correct / n_test)
+    defined = np.array([a for a in accs if a is not None])
+    std = float(defined.std(ddof=1)) if defined.size > 1 else 0.0
+    used = [t for t in thrs if t is not None]
     return VerificationResult(
-        accuracy=float(acc.mean()),
+        accuracy=float(defined.mean()) if defined.size else None,
         accuracy_std=std,
-        standard_error=std / float(np.sqrt(acc.size)),
+        standard_error=std / float(np.sqrt(defined.size)) if defined.size else 0.0,
         fold_accuracies=tuple(accs),
         thresholds=tuple(thrs),
-        auc=roc_auc(s, y),
+        auc=None if auc_undefined(y) else roc_auc(s, y),
+        auc_undefined=auc_undefined(y),
+        accuracy_undefined=None if defined.size else "no pairs scored",
+        threshold=float(np.mean(used)) if used else None,
+        threshold_undefined=None if used else "no pairs scored",
+        threshold_fit_on_test=tuple(own),
         n_pairs=int(s.size) if sizes is None else int(sum(sizes.values())),
         n_scored=int(s.size),
     )
@@ -444,23 +530,22 @@ def evaluate_pairs(
     missing: a pair with an image without a descriptor raises ("error"), counts as a wrong
     decision in the accuracy of its fold ("wrong": the protocol scores every pair), or is left
     out of the accuracy ("skip"). Either way it is outside the ROC AUC, and the result counts
-    it (n_missing, missing_images). n_pairs is every pair of the file."""
+    it (n_missing, missing_images). n_pairs is every pair of the file; every fold of the file
+    is reported. When missing pairs leave one class (or nothing) scored, the numbers that need
+    it are None with the reason (auc_undefined, ...), not an exception."""
     plist = pairs if isinstance(pairs, PairsList) else parse_pairs(pairs)
     scores, kept = pair_scores(plist, descriptors, part=part, key=key, missing=missing)
-    if scores.size == 0:
-        raise InputError("descriptors: no pair has both descriptors; nothing to evaluate")
     folds = plist.folds
-    sizes = None
-    if missing == "wrong":
-        ids, counts = np.unique(folds, return_counts=True)
-        sizes = dict(zip(ids.tolist(), counts.tolist()))
-    r = evaluate_verification(scores, plist.same[kept], folds=folds[kept], fold_sizes=sizes)
+    ids, counts = np.unique(folds, return_counts=True)
+    sizes = dict(zip(ids.tolist(), counts.tolist())) if missing == "wrong" else None
+    r = evaluate_verification(scores, plist.same[kept], folds=folds[kept], fold_sizes=sizes, fold_ids=ids.tolist())
     absent = sorted({k for p in plist.pairs for k in (key(p.name1, p.n1), key(p.name2, p.n2)) if k not in descriptors})
     n_missing = len(plist) - int(kept.size)
+    why = r.accuracy_undefined and ("no pairs scored (--missing skip leaves out every pair, each without a "
+                                    "descriptor)" if missing == "skip" and n_missing else r.accuracy_undefined)
     return dataclasses.replace(r, n_pairs=len(plist), n_scored=int(kept.size), n_missing=n_missing,
-                               n_skipped=n_missing if missing == "skip" else 0,
+                               n_skipped=n_missing if missing == "skip" else 0, accuracy_undefined=why,
                                missing="skip" if missing == "skip" else "wrong", missing_images=tuple(absent))
-
 
 # --------------------------------------------------------------------------- which face describes an image
 
@@ -529,7 +614,9 @@ class ImageDescriptors:
     failures: {image: why it has no descriptor}.
     several: {image: faces found} for images with more than one face (one was chosen by `rule`).
     fallback: images described from `center_box` because detection found no face there.
-    provenance: of the run (runner, synthetic flags...), None when nothing ran."""
+    provenance: of the run (runner, synthetic flags...), None when nothing ran.
+    chosen: {image: (index of the face used among its faces, in detector order, its box)} for
+        the images in `several` (the box as given: a FaceBox or (x0, y0, x1, y1[, score]))."""
 
     vectors: dict
     failures: dict
@@ -537,15 +624,17 @@ class ImageDescriptors:
     fallback: list
     rule: str
     provenance: dict | None = None
+    chosen: dict = dataclasses.field(default_factory=dict)
 
 
 def pick_faces(faces: Mapping[str, Sequence[tuple]], rule: str, image_size: Callable[[str], tuple[int, int]]
-               ) -> tuple[dict, dict, dict]:
+               ) -> tuple[dict, dict, dict, dict]:
     """{image: [(box, vector), ...]} (faces in detector order) -> ({image: chosen vector},
-    {image: number of faces} for images with several, {image: why no face could be chosen}).
+    {image: number of faces} for images with several, {image: why no face could be chosen},
+    {image: (index, box) of the face chosen} for images with several).
     image_size(image) is asked only for images with several faces under rule "center"; when it
     raises InputError (e.g. a video file), that image fails rather than use another rule."""
-    chosen, several, failed = {}, {}, {}
+    chosen, several, failed, picked = {}, {}, {}, {}
     for image, found in faces.items():
         if not found:
             continue
@@ -553,10 +642,14 @@ def pick_faces(faces: Mapping[str, Sequence[tuple]], rule: str, image_size: Call
             several[image] = len(found)
         try:
             size = image_size(image) if len(found) > 1 and rule == "center" else None
-            chosen[image] = found[choose_face([b for b, _ in found], size, rule)][1]
+            k = choose_face([b for b, _ in found], size, rule)
         except InputError as e:
             failed[image] = f"{image}: {len(found)} faces, and the one nearest the centre cannot be told: {e}"
-    return chosen, several, failed
+            continue
+        chosen[image] = found[k][1]
+        if len(found) > 1:
+            picked[image] = (k, found[k][0])
+    return chosen, several, failed, picked
 
 
 def image_descriptors(reconstructor, images: Sequence[str], *, face: str = "center", fallback_box: str | None = None,
@@ -572,7 +665,9 @@ def image_descriptors(reconstructor, images: Sequence[str], *, face: str = "cent
         raise InputError(f"fallback_box: expected None or 'center', found {fallback_box!r}")
     if face not in FACE_RULES:
         raise InputError(f"face: expected one of {', '.join(FACE_RULES)}, found {face!r}")
-    images = [str(p) for p in images]
+    # Each image once: the results are grouped by their source, so an image given twice (verify
+    # a.jpg a.jpg) would otherwise look like one image holding each of its faces twice.
+    images = list(dict.fromkeys(str(p) for p in images))
     out = ImageDescriptors({}, {}, {}, [], face)
     if not images:
         return out
@@ -591,7 +686,7 @@ def image_descriptors(reconstructor, images: Sequence[str], *, face: str = "cent
             faces[r.source].append((r.box, descriptor(r.coeffs, part)))
     finally:
         results.close()
-    out.vectors, out.several, unpicked = pick_faces(faces, face, image_size)
+    out.vectors, out.several, unpicked, out.chosen = pick_faces(faces, face, image_size)
     for image in out.vectors:
         out.failures.pop(image, None)  # a frame or face failed, another one described it
     out.failures.update(unpicked)

@@ -10,7 +10,8 @@ Public API
 - ``describe_rule(threshold) -> str``  the score rule in words (for messages)
 - ``landmark_model_path() -> Path | None``   where face-recognition-models keeps the 68-point model
 - ``load_boxes(path, kind="given") -> BoxSidecar``  CSV or JSON sidecar ({image name: [FaceBox, ...]})
-- ``lookup_boxes(boxes, image_path) -> list[FaceBox]``
+- ``match_boxes(boxes, inputs)``  which input each entry belongs to: the one rule (engine.box_match)
+- ``lookup_boxes(boxes, image_path) -> list[FaceBox]``  that rule for a run of one image
 
 What the release did and what we do
 ------------------------------------
@@ -66,6 +67,7 @@ from typing import Iterator
 
 import numpy as np
 
+from engine.box_match import match_boxes  # noqa: F401 (public here: the sidecar's matching rule)
 from engine.crop import check_box
 from engine.errors import InputError, UnavailableError
 from engine.images import as_rgb
@@ -444,7 +446,9 @@ def load_boxes(path: str | os.PathLike, *, kind: str = "given") -> BoxSidecar:
     (any order), then one row per face. JSON (``.json``): {"image name": [[x0, y0, x1,
     y1], [x0, y0, x1, y1, score], ...], ...}. Returns a BoxSidecar {image name: [FaceBox,
     ...]}. `kind` is "given" (cropped like detector boxes) or "landmarks" when the boxes are
-    tight landmark boxes.
+    tight landmark boxes. Which input an image name belongs to is engine.box_match's rule
+    (the same path, relative to the working directory or to this file's folder; the path
+    below the folder given; the end of one input's path alone), applied by the pipeline.
 
     Every number is checked by engine.crop's box rule: here the image-independent part
     (finite, |v| <= 2**31, each side >= 1 px; a score finite), at crop time the part that
@@ -575,11 +579,10 @@ def _json_box(b, kind: str, where: str) -> FaceBox:
 
 
 def lookup_boxes(boxes: Mapping, image_path: str | os.PathLike) -> list[FaceBox]:
-    """Boxes for one image: matched by the path as given, then its POSIX form, then its
-    file name. Returns [] when the sidecar has no entry for it; an entry with a bad box
-    raises its InputError (see BoxSidecar)."""
-    p = Path(image_path)
-    for key in (os.fspath(image_path), p.as_posix(), p.name):
-        if key in boxes:
-            return list(boxes[key])
-    return []
+    """Boxes for one image, by the matching rule of engine.box_match applied to a run of that
+    image alone (the same path, relative to the working directory or to the sidecar's folder,
+    or the end of its path). Returns [] when no entry matches it; an entry with a bad box, or
+    several entries naming it, raise its InputError. A run of many inputs matches them all at
+    once (`match_boxes`): only then can a key that names two of them be told apart."""
+    hit = match_boxes(boxes, [os.fspath(image_path)], warn=False).for_input(image_path)
+    return [] if hit is None else list(hit[1])

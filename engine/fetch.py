@@ -12,7 +12,8 @@ Public API
 - ``fetch(names=("network", "topology"), dest_dir=".", *, base_url=None, timeout=30.0,
   progress=None) -> dict[str, FetchResult]``
 - ``sha256_file(path) -> str``
-- ``bfm_instructions(dest_dir=None) -> str``  where to put the Basel Face Model and how to convert it
+- ``bfm_instructions(dest_dir=None, *, options="") -> str``  where to put the Basel Face Model and
+  how to convert it (the commands carry `options`, the user's folder options)
 
 Errors
 ------
@@ -261,23 +262,30 @@ def _safe_member_path(info: zipfile.ZipInfo, target: Path, zip_path: Path) -> Pa
     return out
 
 
-def extract_zip(zip_path: str | os.PathLike, target_dir: str | os.PathLike, *, max_total_bytes: int = 8 << 30) -> list[Path]:
+def extract_zip(zip_path: str | os.PathLike, target_dir: str | os.PathLike, *, max_total_bytes: int = 8 << 30,
+                bad_archive_advice: str = "") -> list[Path]:
     """Extract a zip into `target_dir`, refusing the whole archive (before writing
     anything) if any member is absolute, contains '..', or is a symbolic link, or if
     the declared uncompressed size exceeds `max_total_bytes`. Each member is written
-    atomically. Returns the extracted file paths in archive order."""
+    atomically. Returns the extracted file paths in archive order.
+    `bad_archive_advice`: appended to every error about the archive itself (unreadable,
+    unsafe, too big, a corrupt member), e.g. how to get a good copy."""
     zip_path = Path(zip_path)
     target = Path(target_dir)
+    advice = f"; {bad_archive_advice}" if bad_archive_advice else ""
     try:
         zf = zipfile.ZipFile(zip_path)
     except (zipfile.BadZipFile, OSError) as e:
-        raise ModelFileError(f"{zip_path}: not a readable zip archive: {e}") from None
+        raise ModelFileError(f"{zip_path}: not a readable zip archive: {e}{advice}") from None
     with zf:
         infos = zf.infolist()
-        plan = [(i, _safe_member_path(i, target, zip_path)) for i in infos]
+        try:
+            plan = [(i, _safe_member_path(i, target, zip_path)) for i in infos]
+        except InputError as e:
+            raise InputError(f"{e}{advice}") from None
         total = sum(i.file_size for i in infos)
         if total > max_total_bytes:
-            raise InputError(f"{zip_path}: archive expands to {total} bytes, limit is {max_total_bytes}")
+            raise InputError(f"{zip_path}: archive expands to {total} bytes, limit is {max_total_bytes}{advice}")
         out = []
         for info, dest in plan:
             if dest is None:
@@ -287,7 +295,7 @@ def extract_zip(zip_path: str | os.PathLike, target_dir: str | os.PathLike, *, m
                 with zf.open(info) as src, atomic_write(dest) as f:
                     shutil.copyfileobj(src, f, CHUNK)
             except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as e:
-                raise ModelFileError(f"{zip_path}: member {info.filename!r} is corrupt: {e}") from None
+                raise ModelFileError(f"{zip_path}: member {info.filename!r} is corrupt: {e}{advice}") from None
             except OSError as e:
                 raise InputError(f"{dest}: cannot write member {info.filename!r} of {zip_path}: {e.strerror or e}") from None
             out.append(dest)
@@ -326,34 +334,44 @@ def fetch(
         url = asset.url(base_url)
         # A file under its final name is complete (download renames only at the end);
         # with a known checksum we also verify it, and fetch again on mismatch.
-        skipped = dest.is_file() and (asset.sha256 is None or sha256_file(dest) == asset.sha256)
+        present = sha256_file(dest) if dest.is_file() else None
+        skipped = present is not None and (asset.sha256 is None or present == asset.sha256)
+        by_hand = (f"download {asset.url()} elsewhere and save it as {dest.resolve()}; running fetch again then "
+                   "uses that file" + (" (and checks its sha256)" if asset.sha256 else " (and extracts it)"
+                                       if asset.extract else ""))
         if not skipped:
             try:
                 download(url, dest, sha256=asset.sha256, timeout=timeout, progress=progress)
             except BackendError as e:  # offline, blocked, server down: say how to do it by hand
-                raise BackendError(f"{e}. To install it by hand, download {asset.url()} elsewhere and save it as "
-                                   f"{dest.resolve()}; running fetch again then uses that file"
-                                   + (" (and checks its sha256)" if asset.sha256 else " (and extracts it)"
-                                      if asset.extract else "")) from None
-        digest = sha256_file(dest)
-        extracted = tuple(extract_zip(dest, dest_dir)) if asset.extract else ()
+                wrong = (f" The file now at {dest} is not the release's (sha256 {present}, expected "
+                         f"{asset.sha256})." if present is not None else "")
+                raise BackendError(f"{e}.{wrong} To install it by hand, {by_hand}") from None
+        digest = present if skipped else sha256_file(dest)
+        advice = f"delete {dest} and run fetch again to download it anew, or {by_hand}"
+        extracted = tuple(extract_zip(dest, dest_dir, bad_archive_advice=advice)) if asset.extract else ()
         results[name] = FetchResult(name, dest, digest, extracted, skipped)
     return results
 
 
-def bfm_instructions(dest_dir: str | os.PathLike | None = None) -> str:
-    """Human explanation of how to obtain and place the Basel Face Model."""
-    where = str(dest_dir) if dest_dir is not None else "the model folder (models/cnn3dmm/downloads/)"
+def bfm_instructions(dest_dir: str | os.PathLike | None = None, *, options: str = "") -> str:
+    """How to obtain the Basel Face Model, where to put it (`dest_dir`, default: the default
+    model card's downloads folder) and the commands that follow, with `options` (the user's
+    folder options, e.g. "--network-dir card") repeated in each so they act on the same folders."""
+    if dest_dir is None:
+        from engine.network.resolve import default_model_dir
+
+        dest_dir = default_model_dir() / "downloads"
+    opts = f" {options}" if options else ""
     return f"""\
 The Basel Face Model 2009 cannot be downloaded automatically: its owners (University of
 Basel) require each user to register and accept their licence.
 
 1. Register and download at https://faces.dmi.unibas.ch/bfm/ ("Basel Face Model 2009",
    the file 01_MorphableModel.mat, about 230 MB, MATLAB v5 format).
-2. Put 01_MorphableModel.mat in {where}.
-3. Download the release's topology file (public): python -m engine fetch topology
+2. Put 01_MorphableModel.mat in {dest_dir}.
+3. Download the release's topology file (public): engine3dmm fetch topology{opts}
    (mod_struct_expr.mat, sha256 {ASSETS['topology'].sha256}).
-4. Convert: python -m engine convert (reads 01_MorphableModel.mat and mod_struct_expr.mat;
+4. Convert: engine3dmm convert{opts} (reads 01_MorphableModel.mat and mod_struct_expr.mat;
    keeps the release's 46,990 vertices and first 99 shape/texture components, shape in
    millimetres, as the original trimBaselFace.py did).
 

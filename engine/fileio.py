@@ -14,7 +14,6 @@ import json
 import math
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import IO, Iterator
 
@@ -33,35 +32,26 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise InputError(f"{path}: output folder {folder} does not exist")
+    # The temporary's name is drawn before the file is created (64 random bits: never another
+    # file's), so a Ctrl-C landing anywhere, also right after the creation (tempfile.mkstemp runs
+    # Python code there, and left its file behind), removes it by name.
+    tmp = folder / f".{path.name}.{os.urandom(8).hex()}.partial"
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=folder)
-    except OSError as e:
-        raise InputError(f"{path}: cannot write in folder {folder}: {e.strerror}") from e
-    try:
-        # mkstemp creates the file 0600; outputs get the usual umask-based mode instead.
-        os.fchmod(fd, 0o666 & ~_umask())
+        try:
+            # O_EXCL: a new file of ours. Mode 0o666, less the umask (the kernel applies it): the
+            # usual one for outputs, and the umask is never read (reading it means setting it).
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+        except OSError as e:
+            tmp = None  # not created (O_EXCL): nothing of ours to remove
+            raise InputError(f"{path}: cannot write in folder {folder}: {e.strerror}") from e
         with os.fdopen(fd, mode, **({"encoding": "utf-8", "newline": "\n"} if mode == "w" else {})) as f:
             yield f
         os.replace(tmp, path)
     except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
         raise
-
-
-def _read_umask() -> int:
-    # os.umask can only be read by setting it; done once, at import, before any
-    # thread of ours could create files in the moment it is changed.
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _read_umask()
-
-
-def _umask() -> int:
-    return _UMASK
 
 
 JSON_MAX_DEPTH = 64  # as the C++ cache reader; our records nest 4 deep

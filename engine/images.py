@@ -10,8 +10,13 @@ Public API
 - ``decode_image(data, name="<bytes>", *, max_pixels=DEFAULT) -> np.ndarray``
 - ``image_size(source) -> (width, height)``   from the header alone, as load_image would give
 - ``as_rgb(array, name="array") -> np.ndarray``           validate/convert an array
-- ``expand_inputs(inputs, *, recursive=False) -> list[Path]``  folders/globs -> files
-- ``is_image_path(path)``, ``is_video_path(path)``
+- ``expand_inputs(inputs, *, recursive=False) -> list[Path]``  folders/globs -> image and video files
+- ``expand_input(item, *, recursive=False) -> Expanded``  one argument: its files, the folder they were
+  found in, the sub-folders not searched
+- ``is_image_path(path)``, ``is_video_path(path)``, ``is_media_path(path)``
+- ``pixel_limit(max_pixels) -> int | None``  what a max_pixels argument stands for (checked)
+- ``too_large(name, width, height, limit) -> InputError``  the one pixel-limit message;
+  ``set_limit_hint(text)`` says how to raise the limit (the CLI: its option and variable)
 - ``iter_video_frames(source, *, step=1, max_frames=None) -> Iterator[(int, ndarray)]``;
   a video that ends early raises ``VideoFramesError`` (an InputError naming the frame)
 - ``declared_bytes_missing(path) -> int``  a video container's own size check (AVI, MP4, MKV)
@@ -27,14 +32,20 @@ Conventions
 - Alpha is dropped (not composited): the network never saw transparency.
 - CMYK and other colour spaces go through Pillow's ``convert("RGB")``.
 - Multi-frame files (multi-page TIFF, animated WebP) give their first frame.
+- The pixel limit (decompression-bomb guard) is ours alone: an image over it is refused with
+  "WxH = P pixels, limit is L (raise ...)", whatever Pillow's own guard says. Pillow refuses
+  images over twice its Image.MAX_IMAGE_PIXELS inside Image.open, before we see the size; such
+  a file's header is then read without Pillow's guard and our limit decides (see `_open`).
 """
 from __future__ import annotations
 
 import glob
 import io
+import logging
 import os
+import struct
 from pathlib import Path
-from typing import Iterable, Iterator, Union
+from typing import Iterable, Iterator, NamedTuple, Union
 
 import numpy as np
 
@@ -55,10 +66,32 @@ class _Default:
 
 DEFAULT = _Default()
 _EXIF_ORIENTATION = 0x0112
+log = logging.getLogger("engine.images")
+# How a user raises the pixel limit, for the "image too large" message: the API's parameter by
+# default; the command line sets its option and environment variable (set_limit_hint).
+API_LIMIT_HINT = "max_pixels="
+_limit_hint = API_LIMIT_HINT
+
+
+def set_limit_hint(text: str) -> str:
+    """Say how the pixel limit is raised where this process runs (e.g. the CLI: "--max-pixels /
+    $ENGINE3DMM_MAX_PIXELS"); returns the previous hint, to put back."""
+    global _limit_hint
+    previous, _limit_hint = _limit_hint, str(text)
+    return previous
+
+
+def too_large(name: str, width: int, height: int, limit: int) -> InputError:
+    """The one message for an image over the pixel limit (every reader of this module uses it)."""
+    return InputError(f"{name}: image too large: {width}x{height} = {width * height} pixels, limit is {limit} "
+                      f"(raise {_limit_hint})")
 Source = Union[str, os.PathLike, bytes, bytearray, memoryview, np.ndarray]
 
 
-def _pixel_limit(max_pixels) -> int | None:
+def pixel_limit(max_pixels) -> int | None:
+    """The pixel limit `max_pixels` stands for: DEFAULT -> Pillow's Image.MAX_IMAGE_PIXELS now (None
+    when the user lifted it), None -> None (no limit), a positive integer -> itself; InputError
+    naming max_pixels otherwise."""
     if max_pixels is DEFAULT:
         from PIL import Image
 
@@ -76,8 +109,9 @@ def load_image(source: Source, *, max_pixels=DEFAULT) -> np.ndarray:
     `source` is a file path, encoded bytes (JPEG/PNG/... in memory) or a numpy array
     (validated by `as_rgb`). `max_pixels` bounds width*height before decoding
     (decompression-bomb guard): DEFAULT uses Pillow's ``Image.MAX_IMAGE_PIXELS``,
-    None disables our check. Pillow's own guard (2x MAX_IMAGE_PIXELS, raised inside
-    ``Image.open``) still applies; set ``PIL.Image.MAX_IMAGE_PIXELS = None`` to lift it.
+    None disables the check. This limit alone decides: Pillow's own guard (2x its
+    MAX_IMAGE_PIXELS) never refuses an image this limit admits, and an image over it is an
+    InputError "WxH = P pixels, limit is L (raise max_pixels=)".
     """
     if isinstance(source, np.ndarray):
         return as_rgb(source)
@@ -114,24 +148,53 @@ def _load_file(path: Path, max_pixels) -> np.ndarray:
         return _decode(f, str(path), max_pixels)
 
 
-def _decode(fp, name: str, max_pixels) -> np.ndarray:
-    from PIL import Image, ImageOps, UnidentifiedImageError
+def _open(fp):
+    """Image.open, except that Pillow's decompression-bomb error (above 2x its MAX_IMAGE_PIXELS,
+    raised before the caller sees the size) does not decide: the header is read again without
+    that check, so the caller's limit, checked on the size, is the only one (one message)."""
+    from PIL import Image
 
-    limit = _pixel_limit(max_pixels)
+    try:
+        return Image.open(fp)
+    except Image.DecompressionBombError:
+        return _open_unguarded(fp)
+
+
+def _open_unguarded(fp):
+    """What Image.open does (the first registered format that accepts the file's prefix and
+    parses its header), without the bomb check: reads the header only, decodes nothing.
+    Image.open has just found this file's format, so its plugin is loaded and comes first in
+    the same order."""
+    from PIL import Image, UnidentifiedImageError
+
+    fp.seek(0)
+    prefix = fp.read(16)
+    for fmt in list(Image.ID):
+        factory, accept = Image.OPEN[fmt]
+        ok = not accept or accept(prefix)
+        if not ok or isinstance(ok, str):  # a str: "not this format", with a warning text
+            continue
+        fp.seek(0)
+        try:
+            return factory(fp, "")
+        except (SyntaxError, IndexError, TypeError, struct.error):  # what Image.open skips too
+            continue
+    raise UnidentifiedImageError("cannot identify image file")
+
+
+def _decode(fp, name: str, max_pixels) -> np.ndarray:
+    from PIL import ImageOps, UnidentifiedImageError
+
+    limit = pixel_limit(max_pixels)
     try:
         try:
-            im = Image.open(fp)
+            im = _open(fp)
         except UnidentifiedImageError:
             raise InputError(f"{name}: not a recognised image format (is it really an image?)") from None
-        except Image.DecompressionBombError as e:
-            raise InputError(f"{name}: image too large (decompression-bomb guard): {e}") from None
         with im:
             w, h = im.size
             if limit is not None and w * h > limit:
-                raise InputError(
-                    f"{name}: image too large: {w}x{h} = {w * h} pixels, limit is {limit} "
-                    f"(raise max_pixels to accept it)"
-                )
+                raise too_large(name, w, h, limit)
             if w == 0 or h == 0:
                 raise InputError(f"{name}: image has zero size ({w}x{h})")
             im.load()  # decode now: truncation errors surface here, inside our handler
@@ -153,7 +216,7 @@ def image_size(source: Source, *, max_pixels=DEFAULT) -> tuple[int, int]:
     pixel is decoded): EXIF orientations that rotate by 90 degrees (5..8) swap them. Raises
     InputError as load_image would for a missing, empty or unrecognised file, or one over the
     pixel limit."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
 
     if isinstance(source, np.ndarray):
         a = as_rgb(source)
@@ -168,18 +231,20 @@ def image_size(source: Source, *, max_pixels=DEFAULT) -> tuple[int, int]:
             raise InputError(f"{name}: cannot open: {e.strerror or e}") from None
     else:
         raise InputError(f"image source: expected a path, bytes or numpy array, found {type(source).__name__}")
-    limit = _pixel_limit(max_pixels)
+    limit = pixel_limit(max_pixels)
     with fp:
         try:
-            with Image.open(fp) as im:
+            with _open(fp) as im:
                 w, h = im.size
+                if limit is not None and w * h > limit:  # before EXIF, which may read past the header
+                    raise too_large(name, w, h, limit)
                 swap = im.getexif().get(_EXIF_ORIENTATION, 1) in (5, 6, 7, 8)
+        except EngineError:
+            raise
         except UnidentifiedImageError:
             raise InputError(f"{name}: not a recognised image format (is it really an image?)") from None
         except Exception as e:  # Pillow's header parsers raise many kinds; each is this input's problem
             raise InputError(f"{name}: cannot read the image header: {type(e).__name__}: {e}") from None
-    if limit is not None and w * h > limit:
-        raise InputError(f"{name}: image too large: {w}x{h} = {w * h} pixels, limit is {limit}")
     return (h, w) if swap else (w, h)
 
 
@@ -271,52 +336,169 @@ def is_video_path(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() in VIDEO_EXTENSIONS
 
 
+def is_media_path(path: str | os.PathLike) -> bool:
+    """An image or a video by its extension: what a folder or a pattern contributes."""
+    return Path(path).suffix.lower() in IMAGE_EXTENSIONS | VIDEO_EXTENSIONS
+
+
 _GLOB_CHARS = set("*?[")
+# Directory entries looked at, per expansion, to count the sub-folders a non-recursive
+# expansion leaves out (each is searched until its first image or video): bounds the cost of
+# a folder argument above a huge tree. Past it the count is a lower bound ("at least").
+_UNSEARCHED_SCAN_LIMIT = 100_000
+
+
+class Expanded(NamedTuple):
+    """What one input argument expands to (`expand_input`).
+
+    files: the files, each the argument joined with its path below it, sorted by path.
+    root: the folder the files were found in (the folder argument, or a pattern's leading
+        folder); None for a file named directly. Box sidecars match keys below it.
+    unsearched: sub-folders of a folder argument that hold images or videos and were not
+        searched (recursive=False); `unsearched_exact` is False when counting them stopped at
+        _UNSEARCHED_SCAN_LIMIT entries (then there are at least that many)."""
+
+    files: list
+    root: Path | None
+    unsearched: list
+    unsearched_exact: bool = True
+
+
+def _sort_paths(paths) -> list[Path]:
+    return sorted(paths, key=lambda q: q.as_posix())
+
+
+def _holds_media(folder: str, budget: list[int]) -> bool | None:
+    """Whether `folder` holds an image or a video at any depth (None: the budget ran out first)."""
+    stack = [folder]
+    while stack:
+        try:
+            it = os.scandir(stack.pop())
+        except OSError:
+            continue
+        with it:
+            for e in it:
+                budget[0] -= 1
+                if budget[0] < 0:
+                    return None
+                try:
+                    if e.is_dir(follow_symlinks=False):
+                        stack.append(e.path)
+                    elif is_media_path(e.name) and e.is_file():
+                        return True
+                except OSError:
+                    continue
+    return False
+
+
+def _pattern_root(pattern: str) -> Path:
+    """The leading folder of a glob pattern: its components before the first with * ? [."""
+    parts = Path(pattern).parts
+    head = []
+    for part in parts[:-1]:
+        if _GLOB_CHARS & set(part):
+            break
+        head.append(part)
+    return Path(*head) if head else Path(".")
+
+
+def expand_input(item: str | os.PathLike, *, recursive: bool = False) -> Expanded:
+    """One input argument as files (see `expand_inputs` for the rules). Raises InputError for a
+    path that does not exist, or a folder or pattern that yields no image or video."""
+    s = os.fspath(item)
+    p = Path(s)
+    if p.is_file():
+        return Expanded([p], None, [])
+    if p.is_dir():
+        found, subdirs = [], []
+        for q in (p.rglob("*") if recursive else p.iterdir()):
+            try:
+                if q.is_file() and is_media_path(q):
+                    found.append(q)
+                elif not recursive and q.is_dir() and not q.is_symlink():
+                    subdirs.append(q)
+            except OSError:  # an entry that vanished or cannot be looked at: not an input
+                continue
+        budget = [_UNSEARCHED_SCAN_LIMIT]
+        unsearched, exact = [], True
+        for d in _sort_paths(subdirs):
+            held = _holds_media(str(d), budget)
+            if held is None:
+                exact = False
+                break
+            if held:
+                unsearched.append(d)
+        if not found:
+            more = ""
+            if unsearched:
+                more = (f"; {len(unsearched)}{'' if exact else ' or more'} of its sub-folders hold some "
+                        f"(e.g. {unsearched[0].name}/): {_recursive_hint} searches them")
+            raise InputError(f"{s}: folder holds no image or video files (extensions "
+                             f"{', '.join(sorted(IMAGE_EXTENSIONS | VIDEO_EXTENSIONS))}){more}")
+        return Expanded(_sort_paths(found), p, unsearched, exact)
+    if _GLOB_CHARS & set(s):
+        found = [q for q in _sort_paths(Path(m) for m in glob.glob(s, recursive=True))
+                 if q.is_file() and is_media_path(q)]
+        if not found:
+            raise InputError(f"{s}: pattern matched no image or video files")
+        return Expanded(found, _pattern_root(s), [])
+    raise InputError(f"{s}: no such file or folder")
+
+
+# How a user asks for sub-folders, in the messages of this module (the CLI sets its option).
+_recursive_hint = "recursive=True"
+
+
+def set_recursive_hint(text: str) -> str:
+    """Say how sub-folders are searched where this process runs (the CLI: "--recursive");
+    returns the previous hint."""
+    global _recursive_hint
+    previous, _recursive_hint = _recursive_hint, str(text)
+    return previous
+
+
+def unsearched_warning(expansions: Iterable[Expanded]) -> str | None:
+    """The one warning for sub-folders that a run's folder arguments did not search (None:
+    there are none): how many, a few of them, and how to search them."""
+    folders, exact = [], True
+    for e in expansions:
+        folders.extend(e.unsearched)
+        exact = exact and e.unsearched_exact
+    if not folders:
+        return None
+    shown = ", ".join(f"{d}/" for d in folders[:3]) + (" ..." if len(folders) > 3 else "")
+    return (f"{len(folders)}{'' if exact else ' or more'} sub-folder(s) holding images or videos were not "
+            f"searched ({shown}): {_recursive_hint} searches them")
 
 
 def expand_inputs(inputs: str | os.PathLike | Iterable[str | os.PathLike], *, recursive: bool = False) -> list[Path]:
     """Expand files, folders and glob patterns into a deterministic list of files.
 
     - an existing file is kept as given (whatever its extension);
-    - a folder contributes its image files (IMAGE_EXTENSIONS, case-insensitive),
-      sorted by path; with `recursive` its sub-folders too;
-    - a pattern with * ? [ is globbed (``**`` allowed); image files among the matches
-      are kept, sorted.
+    - a folder contributes its image and video files (IMAGE_EXTENSIONS, VIDEO_EXTENSIONS,
+      case-insensitive), sorted by path; with `recursive` those of its sub-folders too.
+      Without it, sub-folders that hold images or videos are counted, and one warning
+      (logger engine.images) says how many were not searched;
+    - a pattern with * ? [ is globbed (``**`` allowed); image and video files among the
+      matches are kept, sorted.
     Order follows the inputs; duplicates are dropped (first occurrence wins).
-    Raises InputError for a path that does not exist, or a folder/pattern with no images.
+    Raises InputError for a path that does not exist, or a folder/pattern with no image or
+    video (a folder whose media are all in sub-folders says so, and how to search them).
     """
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
     out: list[Path] = []
     seen: set[str] = set()
-
-    def add(p: Path) -> None:
-        key = os.path.normpath(str(p))
-        if key not in seen:
-            seen.add(key)
-            out.append(p)
-
-    for item in inputs:
-        s = os.fspath(item)
-        p = Path(s)
-        if p.is_file():
-            add(p)
-        elif p.is_dir():
-            it = p.rglob("*") if recursive else p.iterdir()
-            found = sorted((q for q in it if q.is_file() and is_image_path(q)), key=lambda q: q.as_posix())
-            if not found:
-                raise InputError(f"{p}: folder holds no image files (extensions {', '.join(sorted(IMAGE_EXTENSIONS))})")
-            for q in found:
-                add(q)
-        elif _GLOB_CHARS & set(s):
-            found = sorted((Path(m) for m in glob.glob(s, recursive=True)), key=lambda q: q.as_posix())
-            found = [q for q in found if q.is_file() and is_image_path(q)]
-            if not found:
-                raise InputError(f"{s}: pattern matched no image files")
-            for q in found:
-                add(q)
-        else:
-            raise InputError(f"{s}: no such file or folder")
+    expansions = [expand_input(item, recursive=recursive) for item in inputs]
+    for e in expansions:
+        for p in e.files:
+            key = os.path.normpath(str(p))
+            if key not in seen:
+                seen.add(key)
+                out.append(p)
+    warning = unsearched_warning(expansions)
+    if warning:
+        log.warning(warning)
     return out
 
 

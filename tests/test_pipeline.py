@@ -325,7 +325,7 @@ def test_folder_glob_and_csv_sidecar(runner, model, photos):
     assert names == [("D/astronaut.jpg", 0), ("D/coffee.jpg", -1), ("D/empty.jpg", -1), ("D/text.jpg", -1),
                      ("D/nothing*.png", -1)]
     assert res[0].box.kind == "given" and res[0].box.as_tuple() == BOX
-    assert "detector=None" in res[1].error and "matched no image" in res[4].error
+    assert "detector=None" in res[1].error and "matched no image or video files" in res[4].error
 
 
 def test_closing_the_reconstructor_mid_run_raises_instead_of_truncating(runner, model, astronaut):
@@ -584,3 +584,97 @@ def test_a_cut_video_yields_its_whole_frames_then_a_failure_naming_the_first_los
     assert [r.frame for r in frames] == list(range(len(frames))) and all(r.ok for r in frames)
     assert failure.error is not None and failure.face_index == -1 and failure.frame == len(frames)
     assert f"frame {len(frames)} of 8: the video ends early" in failure.error and 2 <= len(frames) <= 6
+
+
+# --------------------------------------------------------------------------- the tester's findings, through the API
+
+
+def test_api_boxes_follow_the_one_matching_rule(runner, model, photos, caplog, monkeypatch):
+    """Box mappings and sidecars given to the API match inputs as --boxes does (engine.box_match):
+    a bare name two inputs share fails both, a path below the folder given finds its file, and
+    the entries that match nothing are one warning."""
+    import logging
+
+    from PIL import Image
+
+    monkeypatch.chdir(photos)
+    for sub in ("a", "b"):
+        (photos / "album" / sub).mkdir(parents=True)
+        Image.open(photos / "astronaut.jpg").save(photos / "album" / sub / "img.jpg", quality=92)
+    with make(runner, model, detector=None) as rec:
+        res = list(rec.embed(["album/a", "album/b"], boxes={"img.jpg": [BOX]}))
+        assert [(r.source, r.face_index) for r in res] == [("album/a/img.jpg", -1), ("album/b/img.jpg", -1)]
+        assert res[0].error.startswith("album/a/img.jpg: boxes: entry 'img.jpg' matches 2 inputs ('album/a/img.jpg', "
+                                       "'album/b/img.jpg')")
+        with caplog.at_level(logging.WARNING, logger="engine"):
+            res = list(rec.embed(["album"], boxes={"a/img.jpg": [BOX], "zzz.jpg": [BOX]}, recursive=True))
+        assert [(r.source, r.face_index) for r in res] == [("album/a/img.jpg", 0), ("album/b/img.jpg", -1)]
+        assert res[1].error == ("album/b/img.jpg: no face box given for this input and detection is off "
+                                "(detector=None): pass boxes for it, or cropped=True")
+        said = [r.getMessage() for r in caplog.records if "match" in r.getMessage()]
+        assert len(said) == 1 and said[0].startswith("boxes: 1 of its 2 entries matches no input of this run: "
+                                                     "'zzz.jpg'")
+        # A one-shot iterator is read lazily: each input is matched alone (the same file, or
+        # below its folder), never by a bare name that another input might share.
+        res = list(rec.embed(iter(["album/a/img.jpg", "./astronaut.jpg"]), boxes={"astronaut.jpg": [BOX],
+                                                                                  "img.jpg": [BOX]}))
+        assert [(r.source, r.face_index) for r in res] == [("album/a/img.jpg", -1), ("./astronaut.jpg", 0)]
+
+
+def test_api_boxes_wholly_outside_the_image_fail_that_input(runner, model, astronaut):
+    with make(runner, model, detector=None) as rec:
+        res = list(rec.embed([("far", astronaut), ("ok", astronaut)],
+                             boxes={"far": [(-5000, -5000, -4000, -4000)], "ok": [BOX]}))
+    assert [(r.source, r.face_index) for r in res] == [("far", -1), ("ok", 0)]
+    assert res[0].error == ("boxes['far']: the box (x0=-5000 y0=-5000 x1=-4000 y1=-4000) lies wholly outside this "
+                            "512x512 image: expected part of it inside (x0 < 512, x1 > 0, y0 < 512, y1 > 0)")
+
+
+def test_api_folders_give_their_videos_and_say_what_they_left_out(runner, model, astronaut, tmp_path, caplog):
+    import logging
+
+    cv2 = pytest.importorskip("cv2")
+    from PIL import Image
+
+    (tmp_path / "sub").mkdir()
+    Image.fromarray(astronaut).save(tmp_path / "a.jpg", quality=92)
+    Image.fromarray(astronaut).save(tmp_path / "sub" / "b.jpg", quality=92)
+    w = cv2.VideoWriter(str(tmp_path / "clip.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 5, (512, 512))
+    if not w.isOpened():
+        pytest.skip("OpenCV cannot write an MJPG .avi here")
+    for _ in range(2):
+        w.write(astronaut[:, :, ::-1].copy())
+    w.release()
+    with make(runner, model, detector=None) as rec, caplog.at_level(logging.WARNING, logger="engine"):
+        res = list(rec.embed([str(tmp_path)], cropped=True))
+        assert [(r.source.replace(str(tmp_path), "D"), r.frame) for r in res] == [("D/a.jpg", None),
+                                                                                 ("D/clip.avi", 0), ("D/clip.avi", 1)]
+        said = [r.getMessage() for r in caplog.records]
+        assert said == [f"{tmp_path}: 1 sub-folder(s) holding images or videos were not searched "
+                        f"({tmp_path / 'sub'}/): recursive=True searches them"]
+        res = list(rec.embed(str(tmp_path / "*.avi"), cropped=True))  # patterns take videos
+        assert [r.frame for r in res] == [0, 1] and all(r.ok for r in res)
+        res = list(rec.embed([str(tmp_path)], cropped=True, recursive=True))
+        assert [r.source.replace(str(tmp_path), "D") for r in res] == ["D/a.jpg", "D/clip.avi", "D/clip.avi",
+                                                                       "D/sub/b.jpg"]
+
+
+def test_api_sizes_are_bounded(runner, model):
+    from engine.pipeline import Reconstructor
+
+    for kw, msg in [({"batch_size": 100000}, "batch_size: expected an integer in 1..1024, found 100000"),
+                    ({"workers": 65}, "workers: expected an integer in 0..64, found 65"),
+                    ({"threads": 5000}, "threads: expected an integer in 1..1024, found 5000"),
+                    ({"threads": 0}, "threads: expected an integer in 1..1024, found 0")]:
+        with pytest.raises(InputError, match=f"^Reconstructor: {msg}$"):
+            Reconstructor(runner=runner, model=model, **kw)
+    Reconstructor(runner=runner, model=model, batch_size=1024, workers=64).close()
+
+
+def test_api_pixel_limit_message(runner, model, photos):
+    with make(runner, model, detector=None, max_pixels=100) as rec:
+        (r,) = list(rec.embed([str(photos / "astronaut.jpg")], cropped=True))
+    assert r.error == (f"{photos / 'astronaut.jpg'}: image too large: 512x512 = 262144 pixels, limit is 100 "
+                       "(raise max_pixels=)")
+    with pytest.raises(InputError, match="max_pixels"):
+        make(runner, model, max_pixels=0)

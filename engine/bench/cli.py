@@ -34,7 +34,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-sizes", nargs="+", type=int, metavar="B", help="batch sizes (default 1 8 32; GPU + 128)")
     p.add_argument("--json", metavar="PATH", help="write the rows as JSON")
     p.add_argument("--markdown", metavar="PATH", help="write a Markdown table with the machine and the targets")
-    p.add_argument("--network-dir", metavar="DIR", help="converted network weights (default models/cnn3dmm)")
+    p.add_argument("--network-dir", metavar="DIR", help="model card folder with the converted network weights (default: $ENGINE3DMM_MODEL_DIR, the checkout's models/cnn3dmm, or the per-user folder)")
     p.add_argument("--model", metavar="PATH", help="morphable model file (default: the built-in synthetic model)")
     p.add_argument("--workers", type=int, default=2, help="prep worker threads of end_to_end (default 2)")
     p.add_argument("--basis-dtype", choices=("fp32", "fp16"), default="fp32",

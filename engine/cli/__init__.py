@@ -2,7 +2,9 @@
 
 `main(argv)` parses, runs one subcommand and returns the exit code:
 0 every input succeeded, 1 something failed (per-input failures, or an engine error
-such as a corrupt model file), 2 usage error (argparse), 130 interrupted (Ctrl-C).
+such as a corrupt model file, or the machine running out of memory: one line, never a
+traceback), 2 usage error (argparse), 130 interrupted (Ctrl-C). A run stopped by an error
+before it wrote anything leaves no output folder behind.
 
 Only argparse and the engine's error classes are imported here, so `--help` is fast;
 each subcommand imports what it needs (numpy, the pipeline, PyTorch...) when it runs.
@@ -13,6 +15,7 @@ import importlib
 import logging
 import sys
 import traceback
+import warnings
 
 from engine.cli.parser import build_parser
 from engine.errors import EngineError
@@ -59,8 +62,22 @@ def main(argv: list[str] | None = None) -> int:
     quiet, verbose = bool(getattr(args, "quiet", False)), bool(getattr(args, "verbose", False))
     restore_logging = _setup_logging(quiet, verbose)
     module, func = args.handler.split(":")
+    from engine import images
+    from engine.cli import common
+
+    # Messages of the library in the command line's words; put back afterwards (a host program's
+    # or a test session's own calls must keep the API's words).
+    hints = (images.set_limit_hint(f"--max-pixels / ${common.ENV_MAX_PIXELS}"),
+             images.set_recursive_hint("--recursive"))
+    finished = False
     try:
-        return int(getattr(importlib.import_module(module), func)(args))
+        with warnings.catch_warnings():
+            # Pillow warns below its hard limit; our own limit has refused such an image with a
+            # message of its own (engine.images), so its warning would only say it twice.
+            warnings.filterwarnings("ignore", message=r"Image size \(\d+ pixels\) exceeds limit")
+            code = int(getattr(importlib.import_module(module), func)(args))
+        finished = True
+        return code
     except KeyboardInterrupt:
         # Every file is written to a temporary name and renamed when complete, and the
         # temporary is removed when an exception (this one too) passes through, so what
@@ -73,10 +90,22 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return EXIT_FAILED
+    except MemoryError as e:  # one line, as every other error: a traceback helps no user here
+        if verbose:
+            traceback.print_exc()
+        detail = f" ({e})" if str(e) else ""
+        print(f"{PROG}: error: out of memory{detail}; finished outputs were kept. Try a smaller --batch-size, "
+              "fewer --workers, or smaller images (--max-pixels)", file=sys.stderr)
+        return EXIT_FAILED
     except BrokenPipeError:  # e.g. `engine3dmm info | head`: not an error of ours
+        finished = True
         return EXIT_OK
     finally:
+        if finished:
+            common.forget_output_dirs()
+        else:
+            common.remove_unused_output_dirs()  # only folders this run created and left empty
+        images.set_limit_hint(hints[0])
+        images.set_recursive_hint(hints[1])
         restore_logging()
-        from engine.cli.common import restore_max_pixels
-
-        restore_max_pixels()
+        common.restore_max_pixels()

@@ -102,14 +102,22 @@ def restore_max_pixels() -> None:
 
 def prepare_output_dir(path: str | os.PathLike) -> Path:
     """Create the output folder and prove it is writable now, before any model loads:
-    a run that cannot write anything should fail in a second, not after the first batch."""
+    a run that cannot write anything should fail in a second, not after the first batch.
+    The folders it creates are remembered: a run that stops with an error before writing
+    anything leaves none of them behind (`remove_unused_output_dirs`, called by main)."""
     p = Path(path)
+    missing = []  # the folders this call creates, outermost first
+    q = p
+    while not q.exists() and q != q.parent:
+        missing.insert(0, q)
+        q = q.parent
     try:
         p.mkdir(parents=True, exist_ok=True)
     except FileExistsError:
         raise InputError(f"{p}: output path exists and is not a folder") from None
     except OSError as e:
         raise InputError(f"{p}: cannot create the output folder: {e.strerror or e}") from None
+    _CREATED_DIRS.extend(m for m in missing if m.is_dir())
     try:
         fd, probe = tempfile.mkstemp(prefix=".engine3dmm-probe.", dir=p)
         os.close(fd)
@@ -119,24 +127,55 @@ def prepare_output_dir(path: str | os.PathLike) -> Path:
     return p
 
 
-def expand_each(inputs: Iterable[str], report: Report, *, recursive: bool) -> list[Path]:
-    """Files from every input argument. A missing file or an empty folder is reported
-    as that input's failure; the others still run."""
-    from engine.images import expand_inputs
+_CREATED_DIRS: list[Path] = []
+
+
+def remove_unused_output_dirs() -> None:
+    """Remove the folders prepare_output_dir created in this process that are still empty
+    (innermost first): a run stopped by an error before its first file leaves no trace."""
+    for d in reversed(_CREATED_DIRS):
+        try:
+            d.rmdir()  # only ever removes an empty folder
+        except OSError:
+            pass
+    _CREATED_DIRS.clear()
+
+
+def forget_output_dirs() -> None:
+    """The run is over: its folders stay, whatever they hold."""
+    _CREATED_DIRS.clear()
+
+
+def expand_each(inputs: Iterable[str], report: Report, *, recursive: bool,
+                roots: dict | None = None) -> list[Path]:
+    """Files from every input argument: images and videos (engine.images.expand_input). A
+    missing file or an empty folder is reported as that input's failure; the others still
+    run. Sub-folders left out (without --recursive) are counted in one warning. `roots`, when
+    given, receives {str(file): the folder argument it was found in (or None)}, for --boxes."""
+    import logging
+
+    from engine.images import expand_input, unsearched_warning
 
     out: list[Path] = []
     seen: set[str] = set()
+    expansions = []
     for item in inputs:
         try:
-            found = expand_inputs([item], recursive=recursive)
+            found = expand_input(item, recursive=recursive)
         except InputError as e:
             report.fail(item, str(e))
             continue
-        for q in found:
+        expansions.append(found)
+        for q in found.files:
             key = os.path.normpath(os.path.abspath(q))
             if key not in seen:
                 seen.add(key)
                 out.append(q)
+                if roots is not None:
+                    roots[str(q)] = None if found.root is None else str(found.root)
+    warning = unsearched_warning(expansions)
+    if warning:
+        logging.getLogger("engine.cli").warning(warning)
     return out
 
 
@@ -151,19 +190,20 @@ _STREAMED = "\x00streamed:{}\x00"
 def write_json(path: Path, data: dict) -> None:
     """`data` as indented JSON (compact lists), atomically. A top-level value that is an
     iterable other than a list, tuple, dict or string (e.g. reconstruct's FaceList) is written
-    as a list item by item, one item per line, never held whole in memory."""
+    as a list item by item, one item per line, never held whole in memory. NaN and infinity
+    are not JSON: one in `data` raises ValueError (a bug where it was made), never an invalid file."""
     from engine.fileio import atomic_write
 
     streamed = {k: v for k, v in data.items()
                 if hasattr(v, "__iter__") and not isinstance(v, (list, tuple, dict, str, bytes))}
     plain = {k: (_STREAMED.format(k) if k in streamed else v) for k, v in data.items()}
-    text = compact_json(json.dumps(plain, indent=1, default=json_default))
+    text = compact_json(json.dumps(plain, indent=1, default=json_default, allow_nan=False))
     with atomic_write(path, "w") as f:
         for key, items in streamed.items():
             before, text = text.split(json.dumps(_STREAMED.format(key)), 1)
             f.write(before + "[")
             for i, item in enumerate(items):
-                f.write(("," if i else "") + "\n  " + json.dumps(item, default=json_default))
+                f.write(("," if i else "") + "\n  " + json.dumps(item, default=json_default, allow_nan=False))
             f.write("\n ]")
         f.write(text + "\n")
 
@@ -211,12 +251,64 @@ def detector_mode(args) -> str | None:
     return args.detector
 
 
-def load_boxes_arg(args):
+def load_boxes_arg(args, inputs=None):
+    """--boxes read and matched to the run's inputs (engine.box_match: the one rule), or None.
+
+    inputs: the run's files, each a path or a (path, folder argument) pair; when None they
+    are listed again from the command's arguments (INPUT..., or verify's A and B) without a
+    word, and where there are none to list (evaluate) the pipeline matches the boxes to the
+    files it is given. Messages use the CLI's words (--boxes, --cropped). A sidecar that
+    cannot be read is an InputError: call this before creating anything."""
     if not getattr(args, "boxes", None):
         return None
+    from engine.box_match import match_boxes
     from engine.detect import load_boxes
 
-    return load_boxes(args.boxes)
+    if inputs is None and getattr(args, "_matched_boxes", None) is not None:
+        return args._matched_boxes  # read once per run: its warnings are said once
+    sidecar = load_boxes(args.boxes)
+    if inputs is not None:
+        return match_boxes(sidecar, inputs, option="--boxes")
+    args._matched_boxes = match_boxes(sidecar, _listed_again(args), option="--boxes")
+    return args._matched_boxes
+
+
+def _listed_again(args):
+    """(file, folder argument) of every input the command's arguments name, quietly (the
+    failures and warnings were said when the run expanded them), or None when the command
+    has no such arguments."""
+    from engine.images import expand_input
+
+    given = getattr(args, "inputs", None)
+    if given is None and getattr(args, "first", None) is not None:
+        given = [args.first, args.second]
+    if given is None:
+        return None
+    out = []
+    for item in given:
+        try:
+            found = expand_input(item, recursive=bool(getattr(args, "recursive", False)))
+        except InputError:
+            continue
+        out.extend((str(f), None if found.root is None else str(found.root)) for f in found.files)
+    return out
+
+
+def check_model_arg(args, *, decode: bool) -> None:
+    """--model checked before anything is created: it must be a model file by its content
+    (engine.morphable.loading.model_file_kind: .e3dmm, MATLAB .mat or HDF5 .h5), also where it
+    is not used; without meshes (--no-mesh) it is not used, and a warning says so."""
+    model = getattr(args, "model", None)
+    if not model:
+        return
+    from engine.morphable.loading import model_file_kind
+
+    model_file_kind(model)  # ModelFileError: missing, a folder, text, an image...
+    if not decode:
+        import logging
+
+        logging.getLogger("engine.cli").warning(
+            f"--model {model} is not used: --no-mesh writes coefficients only, and no mesh is decoded")
 
 
 def batch_size(args) -> int:
@@ -247,26 +339,36 @@ def make_reconstructor(args, *, decode: bool):
 
 
 def check_network_dir(args) -> None:
-    """An explicit --network-dir must hold converted weights: silently falling back to the
-    synthetic ones (what the engine does for the default folder) would hide a typo."""
+    """An explicit --network-dir must be a model card: a folder holding the converted network
+    weights or the converted Basel Face Model (or both). Silently falling back to the synthetic
+    set (what the engine does for the default folder) would hide a typo. A card with the
+    morphable model only runs the built-in SYNTHETIC network, and the run says so.
+    Errors: ModelFileError naming the folder and what it lacks."""
     if not getattr(args, "network_dir", None):
         return
     from engine.errors import ModelFileError
     from engine.network.resolve import WEIGHTS_FILE
 
-    weights = Path(args.network_dir) / WEIGHTS_FILE
-    if not weights.is_file():
-        raise ModelFileError(f"{weights}: --network-dir has no converted weights; run `engine3dmm convert "
-                             f"--network-dir {args.network_dir}`, or leave --network-dir out to use the "
-                             "built-in synthetic weights")
+    folder = Path(args.network_dir)
+    if not folder.is_dir():
+        what = "is not a folder" if folder.exists() else "does not exist"
+        raise ModelFileError(f"--network-dir {folder}: {what}; expected a model card folder made by `engine3dmm "
+                             f"convert --network-dir {folder}`")
+    if (folder / WEIGHTS_FILE).is_file() or (folder / MORPHABLE_CACHE_FILE).is_file():
+        return  # without the weights, engine.network.resolve warns that the network is SYNTHETIC
+    raise ModelFileError(f"--network-dir {folder}: not a model card: it holds neither converted network weights "
+                         f"({WEIGHTS_FILE}) nor a converted Basel Face Model ({MORPHABLE_CACHE_FILE}); run "
+                         f"`engine3dmm convert --network-dir {folder}`, or leave --network-dir out to use the "
+                         "default model card")
 
 
 MORPHABLE_CACHE_FILE = "bfm2009_trimmed.e3dmm"  # what `convert --bfm` writes into the model card
 
 
 def default_morphable(args) -> str | None:
-    """--model, else the Basel Face Model that `convert --bfm` wrote into the model card,
-    else None (the pipeline's built-in synthetic model)."""
+    """--model, else the Basel Face Model that `convert --bfm` wrote into the model card
+    (--network-dir, else the default card: engine.network.resolve.default_model_dir), else
+    None (the pipeline's built-in synthetic model)."""
     if getattr(args, "model", None):
         return args.model
     from engine.network.resolve import default_model_dir

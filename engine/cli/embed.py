@@ -6,14 +6,28 @@ Output folder:
     provenance.json  which network made them: `network` is SYNTHETIC (placeholder weights) or
                      converted, as in every row's `network` column and the Parquet schema's
                      metadata (key "engine3dmm"); the closing line says SYNTHETIC too
-    progress.json    which inputs are done (ok or failed), which chunks hold their rows
+                     It also records the rules the rows were made by: part, frames and `faces` (how
+                     faces were found: --cropped, --boxes with the file's sha256, or the detector
+                     with --det-threshold/--det-upsample/--det-max-side and its crop box)
+    progress.json    which inputs are done (ok or failed, with each file's size and mtime_ns),
+                     which chunks hold their rows, and the folder's rules (above)
     chunks/          chunk-NNNNN.npy + .csv (or .parquet): the durable, appended store
 
 Work is saved every --flush-every inputs: first the chunk files, then progress.json
-(both atomic), so a crash or Ctrl-C loses at most the inputs since the last flush and
-never leaves a chunk half-recorded. A rerun skips the inputs progress.json lists, runs
-the rest, and rewrites the merged descriptors/metadata from all chunks. Merging streams
-chunk by chunk, so it needs no more memory than one chunk.
+(both atomic), so a crash loses at most the inputs since the last flush and never leaves a
+chunk half-recorded. Ctrl-C saves the inputs finished so far and merges them before the
+process exits (a second Ctrl-C stops the merge, leaving the earlier merged files whole).
+A rerun skips the inputs progress.json lists, runs the rest, and rewrites the merged
+descriptors/metadata from all chunks. Merging streams chunk by chunk, so it needs no more
+memory than one chunk, and takes about the time of copying the descriptors once.
+
+An input whose file changed since it was embedded (another size or modification time) is
+run again and its old rows replaced. Why size and mtime_ns rather than a content hash: a
+rerun must cost a stat per done input, not a read of every byte (an LFW folder, or videos of
+gigabytes); every ordinary way of replacing a file (save, copy, download, move) changes its
+mtime. Not caught: a same-size replacement that also restores the old mtime (cp -p, rsync -t
+of another file with the same time stamp). A rerun with other rules (part, frame options,
+face settings, network) is refused: one table never mixes descriptors made by different rules.
 """
 from __future__ import annotations
 
@@ -40,6 +54,63 @@ IDENTITY_KEYS = ("network_fingerprint", "network_synthetic")
 DETAIL_KEYS = ("network_mean", "network_fp32_ops")
 # Which frames of each video a folder's descriptors hold: a rerun must take the same ones.
 DEFAULT_FRAMES = {"frame_step": 1, "max_frames": None}
+# How faces were found (see face_settings): a rerun must find them the same way. A record from
+# before these were kept holds detector rows made with the default options (engine.detect's);
+# whether its rows came from --cropped, --boxes or the detector it cannot tell, so that part
+# is taken from the first rerun.
+DEFAULT_DETECTOR = {"threshold": None, "upsample": 1, "max_side": 2048}
+FACE_FLAGS = {"mode": "how faces were found", "boxes_sha256": "--boxes (the file's contents)",
+              "threshold": "--det-threshold", "upsample": "--det-upsample", "max_side": "--det-max-side",
+              "crop_box": "the 68-point landmark model (face-recognition-models) installed or not"}
+
+
+def face_settings(args) -> dict:
+    """How this run finds faces, as the folder records it: {"mode": "cropped"}, {"mode":
+    "boxes", "boxes_sha256": the sidecar's digest}, or {"mode": "detector", "threshold": None
+    (the default rule) or T, "upsample": N, "max_side": PX or None (full size), "crop_box":
+    "landmarks" or "detector" (which box a face is cropped from: the landmark model decides)}.
+    Only the settings that change the rows are kept: the detector's options mean nothing with
+    --cropped or --boxes."""
+    if args.cropped:
+        return {"mode": "cropped"}
+    if args.boxes:  # read after load_boxes took it (bounded size, a missing file named there)
+        import hashlib
+
+        return {"mode": "boxes", "boxes_sha256": hashlib.sha256(Path(args.boxes).read_bytes()).hexdigest()}
+    from engine.detect import landmark_model_path
+
+    side = args.det_max_side
+    return {"mode": "detector", "threshold": args.det_threshold, "upsample": args.det_upsample,
+            "max_side": None if side == 0 else side,
+            "crop_box": "landmarks" if landmark_model_path() is not None else "detector"}
+
+
+def _face_value(key: str, faces: dict) -> str:
+    """One face setting in words, for the refusal message."""
+    if key not in faces:
+        return "not used"
+    v = faces[key]
+    if key == "mode":
+        return {"cropped": "--cropped", "boxes": "--boxes", "detector": "the detector"}.get(v, str(v))
+    if key == "threshold" and v is None:
+        return "the default rule"
+    if key == "max_side" and v is None:
+        return "full resolution (0)"
+    if key == "boxes_sha256":
+        return f"sha256 {str(v)[:12]}..."
+    return str(v)
+
+
+def file_stamp(path) -> dict | None:
+    """What tells a changed input: {"size": bytes, "mtime_ns": ...}; None when it cannot be
+    read now (the run then meets and reports the real error)."""
+    import os
+
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
 # A progress record holds about 200 bytes per input: this bounds a run to about a million inputs
@@ -62,12 +133,16 @@ def read_progress(path: Path) -> dict:
 class Store:
     """The output folder's progress record and chunk files."""
 
-    def __init__(self, out: Path, fmt: str, part: str, frames: dict | None = None):
-        self.out, self.fmt, self.part = out, fmt, part
+    def __init__(self, out: Path, fmt: str, part: str, frames: dict | None = None, faces: dict | None = None,
+                 flag: str = "--output"):
+        """faces: this run's face_settings (None: whatever the folder holds, for readers such as
+        merge). flag: the option that named the folder, for messages."""
+        self.out, self.fmt, self.part, self.flag = out, fmt, part, flag
         self.frames = dict(DEFAULT_FRAMES if frames is None else frames)
+        self.faces = None if faces is None else dict(faces)
         self.path = out / PROGRESS
-        self.state = {"version": 1, "format": fmt, "part": part, "frames": self.frames, "identity": None,
-                      "chunks": [], "inputs": {}}
+        self.state = {"version": 1, "format": fmt, "part": part, "frames": self.frames, "faces": self.faces,
+                      "identity": None, "chunks": [], "inputs": {}}
         if self.path.exists():
             self._load()
 
@@ -80,13 +155,30 @@ class Store:
             if state.get(key) != mine:
                 flag = {"format": "--parquet", "part": "--part", "frames": "--frame-step/--max-frames"}[key]
                 raise InputError(f"{self.out}: holds descriptors made with {key} {state.get(key)!r}, this run asks "
-                                 f"for {mine!r} ({flag}); use another --output folder")
+                                 f"for {mine!r} ({flag}); use another {self.flag} folder")
+        upgraded = state.get("faces") is None and self.faces is not None
+        if upgraded:  # a record from before faces were kept
+            state["faces"] = {**self.faces, **{k: v for k, v in DEFAULT_DETECTOR.items() if k in self.faces}}
+        if self.faces is not None and state.get("faces") != self.faces:
+            theirs = state["faces"]
+            if theirs.get("mode") != self.faces.get("mode"):  # the other settings then mean nothing
+                differ = [f"{_face_value('mode', theirs)} there, {_face_value('mode', self.faces)} in this run"]
+            else:
+                keys = set(theirs) | set(self.faces)
+                order = [k for k in FACE_FLAGS if k in keys] + sorted(keys - set(FACE_FLAGS))
+                differ = [f"{FACE_FLAGS.get(k, k)}: {_face_value(k, theirs)} there, {_face_value(k, self.faces)} in "
+                          "this run" for k in order if theirs.get(k) != self.faces.get(k)]
+            raise InputError(f"{self.out}: holds descriptors whose faces were found otherwise ("
+                             + "; ".join(differ) + f"); use another {self.flag} folder")
+        self.faces = state.get("faces")
         for name in state["chunks"]:  # every recorded chunk must still be there
             for p in self.chunk_files(name):
                 if not p.is_file():
                     raise ModelFileError(f"{p}: recorded in {self.path} but missing; delete {self.path} and "
                                          f"{self.out / CHUNKS} to start this output folder again")
         self.state = state
+        if upgraded:  # kept from now on, also when this run has nothing new to record
+            C.write_json(self.path, state)
 
     def _check_fields(self, state) -> None:
         """Every field the run relies on, with the right type (explicit: `assert` vanishes under -O)."""
@@ -103,8 +195,9 @@ class Store:
                 raise bad(field, f"{expected}, found {type(state[field]).__name__}")
         if "identity" not in state:
             raise bad("identity", "an object or null, found none")
-        if state["identity"] is not None and not isinstance(state["identity"], dict):
-            raise bad("identity", f"an object or null, found {type(state['identity']).__name__}")
+        for field in ("identity", "faces"):
+            if state.get(field) is not None and not isinstance(state[field], dict):
+                raise bad(field, f"an object or null, found {type(state[field]).__name__}")
         for i, name in enumerate(state["chunks"]):
             if not isinstance(name, str) or not name or "/" in name or "\\" in name or name.startswith("."):
                 raise bad(f"chunks[{i}]", f"a chunk name, found {name!r}")
@@ -115,6 +208,10 @@ class Store:
                 raise bad(f"inputs[{key!r}].error", "the failure's message")
             if rec.get("chunk") is not None and not isinstance(rec.get("source"), str):
                 raise bad(f"inputs[{key!r}].source", "the input's name as its rows give it")
+            stamp = rec.get("file")
+            if stamp is not None and not (isinstance(stamp, dict) and all(
+                    type(stamp.get(k)) is int for k in ("size", "mtime_ns"))):
+                raise bad(f"inputs[{key!r}].file", 'null or {"size": bytes, "mtime_ns": integer}')
 
     def chunk_files(self, name: str) -> list[Path]:
         d = self.out / CHUNKS
@@ -129,15 +226,24 @@ class Store:
         mine = {k: self.state["identity"].get(k) for k in IDENTITY_KEYS}
         if mine != ident:
             raise InputError(f"{self.out}: holds descriptors of another network ({mine}), this "
-                             f"run uses {ident}; use another --output folder")
+                             f"run uses {ident}; use another {self.flag} folder")
 
-    def done(self, key: str, retry_failed: bool) -> dict | None:
+    def done(self, key: str, retry_failed: bool, stamp: dict | None = None) -> dict | None:
         """The input's record when this run should skip it, else None. With retry_failed,
-        failed inputs and videos with some failed frames run again (whole)."""
+        failed inputs and inputs with some failed results (video frames, faces of a photo) run
+        again (whole). An input whose file changed since (`stamp`, file_stamp's, differs from
+        the recorded one) runs again; a record without a stamp (older runs) counts as unchanged."""
         rec = self.state["inputs"].get(key)
         if rec is None or (retry_failed and (rec["status"] == "failed" or rec.get("failed_results"))):
             return None
+        if self.changed(key, stamp):
+            return None
         return rec
+
+    def changed(self, key: str, stamp: dict | None) -> bool:
+        """Whether the recorded input `key` has another file now than when it was embedded."""
+        rec = self.state["inputs"].get(key)
+        return bool(rec and rec.get("file") is not None and rec["file"] != stamp)
 
     def live_sources(self) -> dict[str, set[str]]:
         """{chunk: sources whose current record names that chunk}. A row is current when
@@ -211,7 +317,7 @@ def _lazy_pyarrow() -> None:
 
 def network_label(store: Store) -> str:
     """What made the descriptors, as every merged row and the sidecar say it: "SYNTHETIC"
-    (placeholder weights: the numbers are meaningless), "converted" (the official network), or
+    (placeholder weights: the numbers are meaningless), "converted" (weights converted from a caffemodel), or
     "" while nothing has been embedded."""
     ident = store.state.get("identity") or {}
     if "network_synthetic" not in ident:
@@ -227,6 +333,10 @@ def _provenance(store: Store) -> dict:
             "network_mean": ident.get("network_mean"),  # "per-channel": converted without the mean image
             "network_fp32_ops": ident.get("network_fp32_ops"),
             "part": store.part, "frames": store.frames,
+            # how faces were found (face_settings): --cropped, --boxes (sha256 of the file), or the
+            # detector's --det-threshold (None: the default rule), --det-upsample, --det-max-side
+            # (None: full resolution) and crop box
+            "faces": store.faces,
             "note": ("SYNTHETIC network weights: these descriptors are placeholders, meaningless until you "
                      "`engine3dmm convert` the official model") if label == "SYNTHETIC" else None}
 
@@ -251,7 +361,7 @@ def merge(store: Store) -> tuple[Path, int]:
         import pyarrow.compute as pc
         import pyarrow.parquet as pq
 
-        meta = {b"engine3dmm": json.dumps(provenance).encode()}
+        meta = {b"engine3dmm": json.dumps(provenance, allow_nan=False).encode()}
 
         def labelled(t):
             t = t.append_column("network", pa.array([label] * t.num_rows, pa.string()))
@@ -285,7 +395,9 @@ def merge(store: Store) -> tuple[Path, int]:
         keep[name] = np.array([r[1] in live.get(name, ()) for r in rows], dtype=bool)
     total = int(sum(int(k.sum()) for k in keep.values()))
     target = out / "descriptors.npy"
-    with atomic_write(target) as f:
+    # Both files are written under temporary names and renamed together, with Ctrl-C held back
+    # between the two renames: an interruption never leaves a new table beside old metadata.
+    with _CtrlCHeld() as held, atomic_write(target) as f, atomic_write(out / "metadata.csv", "w") as meta_f:
         np.lib.format.write_array_header_1_0(f, {"descr": "<f4", "fortran_order": False, "shape": (total, dim)})
         for name in names:
             try:
@@ -294,8 +406,7 @@ def merge(store: Store) -> tuple[Path, int]:
                 raise _damaged(store.chunk_files(name)[0], f"unreadable descriptor chunk ({e})") from None
             f.write(np.ascontiguousarray(a[keep[name]], "<f4").tobytes())
             del a
-    with atomic_write(out / "metadata.csv", "w") as f:
-        f.write(",".join(("row",) + COLUMNS + ("network",)) + "\n")
+        meta_f.write(",".join(("row",) + COLUMNS + ("network",)) + "\n")
         row = 0
         for name in names:
             for rec, current in zip(_csv_rows(store.chunk_files(name)[1]), keep[name]):
@@ -303,9 +414,42 @@ def merge(store: Store) -> tuple[Path, int]:
                     continue
                 buf = io.StringIO()
                 csv.writer(buf).writerow([row] + rec[1:] + [label])
-                f.write(buf.getvalue().replace("\r\n", "\n"))
+                meta_f.write(buf.getvalue().replace("\r\n", "\n"))
                 row += 1
+        held.hold()  # the renames run next, as the with statement closes
     return target, total
+
+
+class _CtrlCHeld:
+    """Within the block, Ctrl-C acts at once until hold() is called; from then on it is held
+    back and raised when the block ends (after the renames that close it). Only the main
+    thread receives signals: elsewhere this does nothing."""
+
+    def __enter__(self):
+        import signal
+        import threading
+
+        self.pending, self.holding, self.saved = False, False, None
+        if threading.current_thread() is threading.main_thread():
+            self.saved = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def _handler(self, signum, frame):
+        if not self.holding:
+            raise KeyboardInterrupt
+        self.pending = True
+
+    def hold(self) -> None:
+        self.holding = True
+
+    def __exit__(self, kind, value, tb):
+        import signal
+
+        if self.saved is not None:
+            signal.signal(signal.SIGINT, self.saved)
+        if self.pending and kind is None:
+            raise KeyboardInterrupt
+        return False
 
 
 def _damaged(path: Path, what: str) -> ModelFileError:
@@ -340,6 +484,21 @@ def _npy_rows(path: Path, dim: int) -> int:
     return int(shape[0])
 
 
+def _partial_words(videos: int, photos: int, video_words: str, photo_words: str) -> str:
+    """'1 video(s) with failed frames, 2 photo(s) with failed faces' (the parts that apply)."""
+    return ", ".join(f"{n} {w}" for n, w in ((videos, video_words), (photos, photo_words)) if n)
+
+
+def _is_video(rec: dict) -> bool:
+    """Whether a recorded input was a video (its results had frames); records of older runs
+    do not say, and are told by the file name as the pipeline tells them."""
+    if "video" in rec:
+        return bool(rec["video"])
+    from engine.images import is_video_path
+
+    return is_video_path(rec.get("source") or "")
+
+
 def run(args) -> int:
     from engine.descriptors import descriptor
 
@@ -349,49 +508,62 @@ def run(args) -> int:
     C.apply_max_pixels(args.max_pixels)
     report = C.Report()
     paths = C.expand_each(args.inputs, report, recursive=args.recursive)
+    boxes = C.load_boxes_arg(args)  # a missing or bad sidecar: its own error, before anything runs
     store = Store(out, "parquet" if args.parquet else "npy", args.part,
-                  {"frame_step": args.frame_step, "max_frames": args.max_frames})
-    todo, skipped, kept_partial = [], 0, 0
+                  {"frame_step": args.frame_step, "max_frames": args.max_frames}, face_settings(args),
+                  flag=getattr(args, "output_flag", "--output"))
+    todo, skipped, changed, kept_partial = [], 0, 0, {True: 0, False: 0}
+    stamps = {}  # input key -> its file's size and mtime_ns, taken before it is read
     for p in paths:
-        rec = store.done(C.source_key(p), args.retry_failed)
+        key = C.source_key(p)
+        stamps[key] = file_stamp(p)
+        rec = store.done(key, args.retry_failed, stamps[key])
         if rec is None:
+            changed += store.changed(key, stamps[key])
             todo.append(p)
             continue
         skipped += 1
         if rec.get("failed_results"):
-            kept_partial += 1
+            kept_partial[_is_video(rec)] += 1
         if rec["status"] == "failed":  # still a failure of this output folder: say it again
             report.fail(p, f"{rec['error']} (recorded by an earlier run; --retry-failed to try again)")
     if skipped and not args.quiet:
+        partly = _partial_words(kept_partial[True], kept_partial[False], "video(s) with failed frames",
+                                "photo(s) with failed faces")
         C.say(f"engine3dmm: embed: {skipped} input(s) already done in {out}, skipped"
-              + (f" ({kept_partial} with failed frames: --retry-failed runs them again)" if kept_partial else ""))
+              + (f" ({partly}: --retry-failed runs them again)" if partly else ""))
+    if changed and not args.quiet:
+        C.say(f"engine3dmm: embed: {changed} input(s) changed since they were embedded in {out} (another size or "
+              "modification time): embedding them again, their old rows replaced")
     rows, descs, finished = [], [], {}
-    partial: set[str] = set()  # videos kept with some frames failed: reported, not failed inputs
-    cur = None  # [key, source, rows, descs, first error, failed results] of the input whose results are arriving
+    partial: dict[str, bool] = {}  # inputs kept with some results failed (source -> is a video): not failed inputs
+    # [key, source, rows, descs, first error, failed results, is a video] of the input whose results are arriving
+    cur = None
 
     def close_current():
         nonlocal cur
         if cur is None:
             return
-        key, source, crow, cdesc, err, nfailed = cur
+        key, source, crow, cdesc, err, nfailed, video = cur
         # A video's frames share one input: a frame that failed (no face, a bad frame) is
         # reported, but the rows of the other frames are kept. The input failed only when
         # it gave no row at all.
         ok = bool(crow) or err is None
         if ok and nfailed:
-            partial.add(source)
+            partial[source] = video
         rows.extend(crow)
         descs.extend(cdesc)
         finished[key] = {"source": source, "status": "ok" if ok else "failed", "faces": len(crow),
-                         "error": None if ok else err, "failed_results": nfailed}
+                         "error": None if ok else err, "failed_results": nfailed, "video": video,
+                         "file": stamps.get(key)}
         cur = None
 
     def flush():
         store.flush(rows, descs, finished)
         rows.clear(), descs.clear(), finished.clear()
 
+    interrupted = False
     if todo:
-        boxes = C.load_boxes_arg(args)
         with C.make_reconstructor(args, decode=False) as rec:
             bar = C.progress(len(todo), "img", "embed", args.quiet)
             results = rec.embed([str(p) for p in todo], boxes=boxes, cropped=args.cropped,
@@ -404,7 +576,8 @@ def run(args) -> int:
                         bar.update(1)
                         if len(finished) >= args.flush_every:
                             flush()
-                        cur = [key, str(r.source), [], [], None, 0]
+                        cur = [key, str(r.source), [], [], None, 0, False]
+                    cur[6] = cur[6] or r.frame is not None
                     if r.error is not None:
                         report.fail(r.source, r.error, frame=r.frame)
                         cur[4] = cur[4] or r.error
@@ -416,19 +589,30 @@ def run(args) -> int:
                                    "score": C.box_score(r.box)})
                     cur[3].append(descriptor(r.coeffs, args.part))
                 close_current()  # the stream ended: the last input is complete
+            except KeyboardInterrupt:
+                # Ctrl-C: the finished inputs are saved (below) and merged, then the interruption
+                # goes on to main (exit 130). The input whose results were still arriving (cur) is
+                # dropped and will be redone.
+                interrupted = True
             finally:
                 results.close()
                 bar.close()
-                # Save every complete input, also on Ctrl-C or an error; the input whose
-                # results were still arriving (cur) is dropped and will be redone.
-                flush()
+                flush()  # every complete input, also on Ctrl-C or an error
     target, n = merge(store)
+    if interrupted:
+        if not args.quiet:
+            C.say(f"engine3dmm: embed: interrupted: the {n} descriptor(s) of the inputs finished so far are in "
+                  f"{target}; run the same command again to do the rest")
+        raise KeyboardInterrupt
     if not args.quiet:
-        failed = len({f["source"] for f in report.failures} - partial)
+        failed = len({f["source"] for f in report.failures} - set(partial))
+        videos = sum(partial.values())
+        partly = _partial_words(videos, len(partial) - videos, "video(s) kept with some frames failed",
+                                "photo(s) kept with some faces failed")
         C.say(f"engine3dmm: embed: {n} descriptor(s) in {target}"
               + (" from SYNTHETIC network weights (placeholders, meaningless until you `convert` the official "
                  "model)" if network_label(store) == "SYNTHETIC" else "")
               + (f"; {failed} input(s) failed" if failed else "")
-              + (f"; {len(partial)} video(s) kept with some frames failed" if partial else "")
+              + (f"; {partly}" if partly else "")
               + (" (listed above)" if failed or partial else ""))
     return report.exit_code

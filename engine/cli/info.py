@@ -44,11 +44,21 @@ def _guard(problems: list[str], what: str, fn):
 
 
 def _network(args, problems):
-    from engine.network.resolve import WEIGHTS_FILE, default_model_dir
+    from engine.cli.common import check_network_dir
+    from engine.network.resolve import WEIGHTS_FILE, locate_model_dir
 
-    folder = Path(args.network_dir) if args.network_dir else default_model_dir()
+    if args.network_dir:
+        folder, origin = Path(args.network_dir), "--network-dir"
+    else:
+        folder, origin = locate_model_dir()
     weights = folder / WEIGHTS_FILE
-    out = {"folder": str(folder), "weights": str(weights) if weights.is_file() else None}
+    out = {"folder": str(folder), "folder_from": origin, "weights": str(weights) if weights.is_file() else None}
+    try:  # the rule every run applies to an explicit --network-dir: say here what a run would refuse
+        check_network_dir(args)
+    except Exception as e:
+        problems.append(f"network: {e}")
+        out.update(status="NOT A MODEL CARD", detail=str(e))
+        return out
     if not weights.is_file():
         out.update(status="SYNTHETIC", detail=f"no {WEIGHTS_FILE}: the built-in synthetic weights are used "
                                               "(meaningless coefficients); run `fetch` then `convert`")
@@ -61,16 +71,20 @@ def _network(args, problems):
         problems.append(f"network: {e}")
         out.update(status="BROKEN", detail=str(e))
         return out
-    synthetic = bool(meta.get("synthetic"))
-    from engine.network.convert import CHANNEL_MEAN_COST
+    if meta.get("synthetic"):
+        out.update(status="SYNTHETIC", detail="synthetic weights file")
+        return out
+    from engine.network.convert import CHANNEL_MEAN_COST, verify_source
     from engine.network.fp16 import Fp16Plan
     from engine.network.resolve import CHANNEL_MEAN, mean_kind
 
     kind = mean_kind(meta)
-    out.update(status="SYNTHETIC" if synthetic else "official",
-               detail=_source_text(meta.get("source")) if not synthetic else "synthetic weights file", mean=kind)
-    if not synthetic and kind == CHANNEL_MEAN:
-        out["status"] = "official, PER-CHANNEL MEAN"
+    official, why = verify_source(meta.get("source"))
+    # "official" only when the source files' sha256 prove it; anything else is just converted.
+    out.update(status="official" if official else "converted", verified=official, verification=why,
+               detail=_source_text(meta.get("source")), mean=kind)
+    if kind == CHANNEL_MEAN:
+        out["status"] += ", PER-CHANNEL MEAN"
         out["detail"] += (f"; converted without the release's mean image (--channel-mean): {CHANNEL_MEAN_COST} "
                           "compared with the release")
     plan = Fp16Plan.from_json(str(meta.get("fp16_plan", "")))
@@ -101,7 +115,10 @@ def _morphable(args, problems):
     except Exception as e:
         problems.append(f"morphable model: {e}")
         return {"file": str(args_model), "status": "BROKEN", "detail": str(e)}
-    return {"file": str(args_model), "status": "SYNTHETIC" if m.synthetic else "official",
+    # Never "official": the Basel Face Model is each user's own registered copy, and this
+    # project knows no checksum to verify it against (its metadata records the file's sha256).
+    status = "SYNTHETIC" if m.synthetic else ("given" if getattr(args, "model", None) else "converted")
+    return {"file": str(args_model), "status": status, "source": m.metadata.get("source"),
             "detail": f"{m.metadata.get('name')}: {m.num_vertices} vertices, {m.num_faces} faces, "
                       f"{m.shape_components}+{m.tex_components} components"}
 
@@ -141,8 +158,13 @@ def collect(args) -> tuple[dict, list[str]]:
 def _print(report: dict, problems: list[str]) -> None:
     w = sys.stdout.write
     w(f"engine3dmm {report['engine']}  (Python {report['python']}, {report['platform']})\n\n")
-    w("network:         " + f"{report['network']['status']}  {report['network']['detail']}\n")
-    w("                 " + f"model card {report['network']['folder']}\n")
+    net = report["network"]
+    if net.get("verification"):
+        w("network:         " + f"{net['status']} ({net['verification']})\n")
+        w("                 " + f"{net['detail']}\n")
+    else:
+        w("network:         " + f"{net['status']}  {net['detail']}\n")
+    w("                 " + f"model card {net['folder']} (from {net['folder_from']})\n")
     if report["network"].get("float16"):
         w("                 " + f"float16: {report['network']['float16']}\n")
     m = report["morphable_model"]
@@ -171,7 +193,7 @@ def run(args) -> int:
     report, problems = collect(args)
     report["problems"] = problems
     if args.json:
-        json.dump(report, sys.stdout, indent=1, default=str)
+        json.dump(report, sys.stdout, indent=1, default=str, allow_nan=False)
         sys.stdout.write("\n")
     else:
         _print(report, problems)

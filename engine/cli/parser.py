@@ -14,6 +14,9 @@ FACE_RULES = ("center", "best", "largest")  # engine.descriptors.FACE_RULES (not
 ASSET_NAMES = ("network", "topology")  # engine.fetch.ASSETS (not imported here: keep --help fast)
 DEFAULT_THRESHOLD = 0.5
 DEFAULT_BATCH = 8
+# engine.network.resolve.locate_model_dir, in words (not imported: keep --help fast)
+MODEL_DIR_DEFAULT = ("$ENGINE3DMM_MODEL_DIR, else models/cnn3dmm of the source checkout, else the per-user "
+                     "~/.local/share/engine3dmm/cnn3dmm (under $XDG_DATA_HOME when set); `info` shows which")
 
 MAIN_EPILOG = """\
 quick start:
@@ -68,18 +71,41 @@ def _int_at_least(lo: int, expected: str):
 _positive_int = _int_at_least(1, "a positive integer")
 _non_negative_int = _int_at_least(0, "an integer >= 0")
 
+# engine.pipeline.reconstructor's bounds, repeated here so that --help needs no numpy (tests
+# check they agree): memory grows with each, and beyond them a value is a typo.
+MAX_BATCH_SIZE = 1024
+MAX_WORKERS = 64
+MAX_THREADS = 1024
+
+
+def _int_in(lo: int, hi: int):
+    """An argparse type: an integer in lo..hi, else a usage error saying the bounds."""
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            v = lo - 1
+        if not lo <= v <= hi:
+            raise argparse.ArgumentTypeError(f"expected an integer in {lo}..{hi}, found {text!r}")
+        return v
+    return parse
+
 
 def _network_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("network")
     g.add_argument("--runner", choices=RUNNERS, default="auto",
                    help="auto: TensorRT on a GPU, else PyTorch CUDA, else the fastest CPU runner")
     g.add_argument("--network-dir", metavar="DIR",
-                   help="model card folder holding the converted weights cnn3dmm.safetensors (default: "
-                        "models/cnn3dmm or $ENGINE3DMM_MODEL_DIR, where SYNTHETIC weights stand in until you `convert`)")
-    g.add_argument("--batch-size", type=_positive_int, metavar="N",
-                   help=f"faces per network batch (default: {DEFAULT_BATCH}; 1 with --camera, for the lowest latency)")
-    g.add_argument("--threads", type=_positive_int, metavar="N", help="CPU threads for the network (default: the runner's)")
-    g.add_argument("--workers", type=_positive_int, default=2, metavar="N", help="threads decoding and cropping images")
+                   help="model card folder made by `convert`: the converted weights cnn3dmm.safetensors and/or the "
+                        f"converted Basel Face Model (default: {MODEL_DIR_DEFAULT}; SYNTHETIC weights stand in "
+                        "until you `convert`)")
+    g.add_argument("--batch-size", type=_int_in(1, MAX_BATCH_SIZE), metavar="N",
+                   help=f"faces per network batch, 1..{MAX_BATCH_SIZE} (default: {DEFAULT_BATCH}; 1 with --camera, "
+                        "for the lowest latency); memory grows by about 2 MB per face")
+    g.add_argument("--threads", type=_int_in(1, MAX_THREADS), metavar="N",
+                   help=f"CPU threads for the network, 1..{MAX_THREADS} (default: the runner's)")
+    g.add_argument("--workers", type=_int_in(1, MAX_WORKERS), default=2, metavar="N",
+                   help=f"threads decoding and cropping images, 1..{MAX_WORKERS}")
 
 
 # engine.detect's defaults, repeated here so that --help needs no numpy (tests check they agree).
@@ -94,6 +120,17 @@ def _finite_float(text: str) -> float:
         v = float("nan")
     if v != v or v in (float("inf"), float("-inf")):
         raise argparse.ArgumentTypeError(f"expected a finite number, found {text!r}")
+    return v
+
+
+def _cosine(text: str) -> float:
+    """A threshold on cosine similarity: a number in [-1, 1] (no similarity lies outside)."""
+    try:
+        v = float(text)
+    except ValueError:
+        v = float("nan")
+    if not -1.0 <= v <= 1.0:  # NaN fails this too
+        raise argparse.ArgumentTypeError(f"expected a cosine similarity, a number in [-1, 1], found {text!r}")
     return v
 
 
@@ -114,13 +151,17 @@ def _det_max_side(text: str) -> int:
 def _input_options(p: argparse.ArgumentParser, nargs: str | None = "+") -> None:
     if nargs:
         p.add_argument("inputs", nargs=nargs, metavar="INPUT",
-                       help="image files, folders, glob patterns ('photos/*.jpg', quote it) or video files")
+                       help="image or video files, folders (their images and videos; sub-folders with --recursive) "
+                            "or glob patterns ('photos/*.jpg', 'clips/*.mp4', 'lfw/**/*.jpg'; quote them)")
     g = p.add_argument_group("faces")
     m = g.add_mutually_exclusive_group()
     m.add_argument("--cropped", action="store_true", help="inputs are already face crops: no detection")
     m.add_argument("--boxes", metavar="FILE",
                    help="face boxes sidecar (.csv: image,x0,y0,x1,y1[,score]; .json: {image: [[x0,y0,x1,y1], ...]}); "
-                        "no detector is run")
+                        "no detector is run. An image name matches an input that is the same file (relative to the "
+                        "working directory or to FILE's folder), its path below the folder given, or the end of one "
+                        "input's path alone (a name two inputs end with is an error for both); each box must "
+                        "overlap its image")
     m.add_argument("--detector", choices=("auto", "dlib"), default="auto",
                    help="face detector when neither --cropped nor --boxes is given (dlib: pip install dlib-bin)")
     g.add_argument("--det-threshold", type=_finite_float, metavar="T",
@@ -132,7 +173,9 @@ def _input_options(p: argparse.ArgumentParser, nargs: str | None = "+") -> None:
     g.add_argument("--det-max-side", type=_det_max_side, default=DET_MAX_SIDE, metavar="PX",
                    help="detect on a copy at most PX pixels on its longer side (boxes mapped back; crops from the "
                         "full image): bounds time and memory on huge photos; 0: full resolution")
-    g.add_argument("--recursive", action="store_true", help="also take images in sub-folders of folder inputs")
+    g.add_argument("--recursive", action="store_true",
+                   help="also take the images and videos in sub-folders of folder inputs (without it, a warning "
+                        "counts the sub-folders left out)")
     g.add_argument("--max-pixels", type=_positive_int, metavar="N",
                    help="refuse images larger than N pixels (decompression-bomb guard; default: Pillow's "
                         "limit, about 89 million; also $ENGINE3DMM_MAX_PIXELS)")
@@ -175,7 +218,10 @@ def build_parser(prog: str = "engine3dmm") -> argparse.ArgumentParser:
   %(prog)s photos/ --boxes boxes.csv -o out/     your own face boxes (image,x0,y0,x1,y1)
   %(prog)s clip.mp4 -o out/                      every frame: clip_f000000_face0.ply, ...
   %(prog)s clip.mp4 --frame-step 5 -o out/       every 5th frame: clip_f000000, clip_f000005, ...
-  %(prog)s lfw/ --release-layout -o out/         as the release's demo: out/NAME.ply, NAME.ply.alpha, .ply.beta
+  %(prog)s lfw/ --recursive --release-layout -o out/
+                                                 LFW (lfw/Name/Name_0001.jpg), as the release's demo wrote:
+                                                 out/Name_0001.ply, .ply.alpha, .ply.beta (+ SYNTHETIC.txt
+                                                 while the models are synthetic)
   %(prog)s --camera 0 --max-frames 300 -o out/   live camera 0, one face batch per frame""",
              "engine.cli.reconstruct:run")
     _input_options(p, nargs="*")
@@ -192,7 +238,7 @@ def build_parser(prog: str = "engine3dmm") -> argparse.ArgumentParser:
     p.add_argument("--no-mesh", action="store_true", help="write coefficients only")
     p.add_argument("--model", metavar="FILE",
                    help="morphable model (.e3dmm cache, BaselFaceModel_mod.mat/.h5); default: the converted "
-                        "Basel Face Model if present, else the SYNTHETIC model")
+                        "Basel Face Model if present, else the SYNTHETIC model (not used with --no-mesh)")
     p.add_argument("--summary-limit", type=_non_negative_int, default=100, metavar="N",
                    help="summary.json lists every face with its files, and with its coefficients too when the run "
                         "has at most N faces")
@@ -212,8 +258,9 @@ def build_parser(prog: str = "engine3dmm") -> argparse.ArgumentParser:
     p.add_argument("--part", choices=PARTS, default="all",
                    help="all 198 coefficients, alpha (99 shape) or beta (99 texture)")
     p.add_argument("--retry-failed", action="store_true",
-                   help="on a rerun, try again the inputs that failed before, and videos with failed frames "
-                        "(whole; their earlier rows are replaced) (default: skip them too)")
+                   help="on a rerun, try again the inputs that failed before, videos with failed frames and photos "
+                        "with failed faces (whole; their earlier rows are replaced); without it they are skipped. "
+                        "Inputs whose file changed since are always run again")
     p.add_argument("--flush-every", type=_positive_int, default=64, metavar="N",
                    help="save progress every N inputs (what a crash or Ctrl-C can lose at most)")
     _network_options(p)
@@ -228,11 +275,14 @@ Calibrate --threshold on labelled pairs with `evaluate` (it prints the best thre
              "engine.cli.verify:run_verify")
     p.add_argument("first", metavar="A", help="an image or a folder of images of one person")
     p.add_argument("second", metavar="B", help="an image or a folder of images of one person")
-    p.add_argument("--threshold", type=_finite_float, default=DEFAULT_THRESHOLD, help="'same' when similarity >= threshold")
+    p.add_argument("--threshold", type=_cosine, default=DEFAULT_THRESHOLD, metavar="T",
+                   help="'same' when the cosine similarity >= T, a number in [-1, 1] (`evaluate` prints one "
+                        "chosen on labelled pairs)")
     p.add_argument("--part", choices=PARTS, default="all", help="which coefficients form the descriptor")
     p.add_argument("--face", choices=FACE_RULES, default="best",
-                   help="which face describes an image that holds several: the most confident, the one nearest "
-                        "the image centre, or the largest (such images are counted in the output)")
+                   help="which face describes an image that holds several: center (the one nearest the image "
+                        "centre), best (the most confident) or largest; default: best (each such image is named "
+                        "in the output, with the face used)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     _input_options(p, nargs=None)
     _network_options(p)
@@ -259,8 +309,9 @@ Every pair of the file is scored: a pair with an image without a descriptor is a
                         "protocol scores every pair, or left out of it (skip); either way it is outside the ROC "
                         "AUC and counted in the output")
     p.add_argument("--face", choices=FACE_RULES, default="center",
-                   help="which face describes an image that holds several: the one nearest the image centre "
-                        "(LFW images are centred on their subject), the most confident, or the largest")
+                   help="which face describes an image that holds several: center (the one nearest the image "
+                        "centre: LFW images are centred on their subject), best (the most confident) or largest; "
+                        "default: center (such images are counted in the output)")
     p.add_argument("--fallback-box", choices=("none", "center"), default="none",
                    help="center: describe an image where detection finds no face from LFW's fixed face region "
                         "(LFWcrop's box (83,92)-(166,175) of 250x250, scaled to the image); counted in the output")
@@ -269,7 +320,7 @@ Every pair of the file is scored: a pair with an image without a descriptor is a
 
     p = _sub(subs, "convert", "official files -> the model card: Caffe network (and your Basel Face Model)",
              """examples:
-  %(prog)s                                        what `fetch` downloaded (models/cnn3dmm/downloads): the one
+  %(prog)s                                        what `fetch` downloaded (NETWORK_DIR/downloads): the one
                                                   *.caffemodel, *.prototxt and *.binaryproto found there
   %(prog)s --prototxt deploy_network.prototxt --caffemodel 3dmm_cnn_resnet_101.caffemodel \\
            --mean mean.binaryproto
@@ -290,7 +341,7 @@ Every pair of the file is scored: a pair with an image without a descriptor is a
     p.add_argument("--bfm", metavar="FILE", help="01_MorphableModel.mat of the Basel Face Model 2009 (registration)")
     p.add_argument("--topology", metavar="FILE", help="the release's mod_struct_expr.mat (`fetch topology`)")
     p.add_argument("--downloads", metavar="DIR", help="where to look for files not named (default: NETWORK_DIR/downloads)")
-    p.add_argument("--network-dir", metavar="DIR", help="model card folder to write (default: models/cnn3dmm)")
+    p.add_argument("--network-dir", metavar="DIR", help=f"model card folder to write (default: {MODEL_DIR_DEFAULT})")
     p.add_argument("--no-onnx", action="store_true", help="write the weights only (ONNX is exported on first use)")
 
     p = _sub(subs, "build", "build (or load from cache) the TensorRT engine: needs an NVIDIA GPU and TensorRT",
@@ -301,28 +352,30 @@ Every pair of the file is scored: a pair with an image without a descriptor is a
     p.add_argument("--precision", choices=("fp16", "fp32"), default="fp16")
     p.add_argument("--max-batch", type=_positive_int, default=128, help="largest batch the engine accepts")
     p.add_argument("--opt-batch", type=_positive_int, help="batch size TensorRT optimises for (default: max)")
-    p.add_argument("--network-dir", metavar="DIR", help="model card folder (default: models/cnn3dmm)")
+    p.add_argument("--network-dir", metavar="DIR", help=f"model card folder (default: {MODEL_DIR_DEFAULT})")
 
     p = _sub(subs, "fetch", "download the public files (network release, mesh topology); explain the Basel Face Model",
              """examples:
-  %(prog)s                                        both assets into models/cnn3dmm/downloads
-  %(prog)s topology --dest somewhere/
+  %(prog)s                                        both assets into NETWORK_DIR/downloads, where `convert` looks
+  %(prog)s topology --downloads somewhere/        (then: convert --downloads somewhere/)
   %(prog)s --base-url http://mirror.example/files   same paths, another host""",
              "engine.cli.setup:run_fetch")
     p.add_argument("assets", nargs="*", metavar="ASSET",
                    help=f"what to download: {', '.join(ASSET_NAMES)} (default: all)")
-    p.add_argument("--dest", metavar="DIR", help="download folder (default: NETWORK_DIR/downloads, where `convert` "
-                                                  "looks)")
-    p.add_argument("--network-dir", metavar="DIR", help="model card folder (default: models/cnn3dmm)")
+    p.add_argument("--downloads", "--dest", dest="downloads", metavar="DIR",
+                   help="download folder, as `convert --downloads` (default: NETWORK_DIR/downloads, where `convert` "
+                        "looks)")
+    p.add_argument("--network-dir", metavar="DIR", help=f"model card folder (default: {MODEL_DIR_DEFAULT})")
     p.add_argument("--base-url", metavar="URL", help="replace the host of every asset URL (a mirror)")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds without data before giving up")
 
-    p = _sub(subs, "info", "what is installed and usable, and which models are active (synthetic or official)",
+    p = _sub(subs, "info",
+             "what is installed and usable, and which models are active (SYNTHETIC, converted, or verified official)",
              """examples:
   %(prog)s
   %(prog)s --json""",
              "engine.cli.info:run", aliases=("doctor",))
     p.add_argument("--json", action="store_true", help="print the report as JSON")
-    p.add_argument("--network-dir", metavar="DIR", help="model card folder to inspect (default: models/cnn3dmm)")
+    p.add_argument("--network-dir", metavar="DIR", help=f"model card folder to inspect (default: {MODEL_DIR_DEFAULT})")
     p.add_argument("--model", metavar="FILE", help="morphable model file to inspect")
     return parser

@@ -10,6 +10,11 @@ our suffixes, case-only differences). One summary.json per run lists the failure
 input, why), the provenance (runner, synthetic flags) and every face with its files (and, for
 small runs, its coefficients). Every file is written atomically (temporary name, then
 rename), so a failure or Ctrl-C never leaves a partial file.
+
+What needs no model is checked before the output folder is created (the inputs listed, the
+--boxes sidecar read and matched, --model a model file): a usage mistake leaves nothing behind.
+The release's layout has no room for a SYNTHETIC mark (its PLY header is fixed), so a run
+with synthetic models writes SYNTHETIC.txt beside its files (SYNTHETIC_NOTE) and says so.
 """
 from __future__ import annotations
 
@@ -22,6 +27,7 @@ from engine.crop import crop_rule
 from engine.errors import EngineError, InputError
 
 MESH_SUFFIX = {"ply": ".ply", "ply-ascii": ".ply", "obj": ".obj"}
+SYNTHETIC_NOTE = "SYNTHETIC.txt"
 
 
 def _has_video(paths) -> bool:
@@ -44,7 +50,7 @@ class FaceList:
         if self.count >= self.limit:
             face = {k: v for k, v in face.items() if k != "coeffs"}
         try:
-            self._spool.write(json.dumps(face, default=C.json_default) + "\n")
+            self._spool.write(json.dumps(face, default=C.json_default, allow_nan=False) + "\n")
         except OSError as e:  # the temporary folder is full: the run cannot record its faces
             raise InputError(f"{tempfile.gettempdir()}: cannot keep the run summary's face list: "
                              f"{e.strerror or e}") from None
@@ -124,11 +130,15 @@ def _write_face(out: Path, files) -> None:
 def run(args) -> int:
     from engine.pipeline.naming import OutputNames
 
-    out = C.prepare_output_dir(args.output)
+    decode = not args.no_mesh
     C.apply_max_pixels(args.max_pixels)
     report = C.Report()
-    paths = C.expand_each(args.inputs, report, recursive=args.recursive)
-    boxes = C.load_boxes_arg(args)
+    roots: dict = {}
+    paths = C.expand_each(args.inputs, report, recursive=args.recursive, roots=roots)
+    # Checked before the output folder exists: a mistake here leaves nothing behind.
+    boxes = C.load_boxes_arg(args, [(str(p), roots.get(str(p))) for p in paths])
+    C.check_model_arg(args, decode=decode)
+    out = C.prepare_output_dir(args.output)
     camera = args.camera
     n_inputs = len(paths) + (camera is not None)
     layout = "release" if args.release_layout else "engine"
@@ -142,7 +152,7 @@ def run(args) -> int:
     names = OutputNames(sources, layout=layout)  # results name the camera "camera N", as naming does
     faces = FaceList(args.summary_limit)
     try:
-        with C.make_reconstructor(args, decode=not args.no_mesh) as rec:
+        with C.make_reconstructor(args, decode=decode) as rec:
             _run(args, rec, out, sources, names, boxes, summary, faces, report)
     finally:
         faces.close()
@@ -151,13 +161,44 @@ def run(args) -> int:
         C.say(f"engine3dmm: reconstruct: {len(faces)} face(s) from {n_inputs} input(s) written to {out}"
               + (f"; {failed} input(s) failed (listed above and in {out / 'summary.json'})" if failed else ""))
         # Only what was used: with --no-mesh the morphable model made none of the results.
-        prov = summary["provenance"] or {}
-        synthetic = [what for key, what in (("network_synthetic", "network weights"),
-                                            ("morphable_synthetic", "morphable model")) if prov.get(key)]
+        synthetic = _synthetic_parts(summary["provenance"])
         if synthetic:
             C.say(f"engine3dmm: note: results come from SYNTHETIC {' and '.join(synthetic)} "
-                  "(see `engine3dmm info`)")
+                  "(see `engine3dmm info`)"
+                  + (f"; {SYNTHETIC_NOTE} in {out} says so beside the release-layout files, which have no room "
+                     "for the mark" if summary.get("synthetic_note") else ""))
     return report.exit_code
+
+
+def _synthetic_parts(provenance: dict | None) -> list[str]:
+    prov = provenance or {}
+    return [what for key, what in (("network_synthetic", "network weights"),
+                                   ("morphable_synthetic", "morphable model")) if prov.get(key)]
+
+
+def _note_synthetic(out: Path, summary: dict) -> None:
+    """--release-layout: the release's PLY header and coefficient files have no room for the
+    SYNTHETIC mark our own files carry, so a one-line SYNTHETIC.txt beside them says it, for a
+    user who only looks at the folder (written before the first face's files). A folder that
+    holds one from an earlier run while this run's models are official is named in a warning:
+    its other files may be synthetic, so the note is left as it is."""
+    import logging
+
+    from engine.fileio import atomic_write
+
+    parts = _synthetic_parts(summary["provenance"])
+    note = out / SYNTHETIC_NOTE
+    if not parts:
+        if note.exists():
+            logging.getLogger("engine.cli").warning(
+                f"{note} is from an earlier run with SYNTHETIC models: this run's results are not synthetic, "
+                "but the folder holds files of both; use a fresh output folder to keep them apart")
+        return
+    with atomic_write(note, "w") as f:
+        f.write(f"SYNTHETIC: the results in this folder come from the built-in SYNTHETIC {' and '.join(parts)} "
+                "(placeholders, not the official 3DMM-CNN); convert the official files (`engine3dmm fetch`, "
+                "`engine3dmm convert`) for real results; see `engine3dmm info`\n")
+    summary["synthetic_note"] = SYNTHETIC_NOTE
 
 
 def _run(args, rec, out: Path, sources: list, names, boxes, summary: dict, faces: FaceList,
@@ -179,6 +220,12 @@ def _run(args, rec, out: Path, sources: list, names, boxes, summary: dict, faces
                 continue
             if summary["provenance"] is None:
                 summary["provenance"] = used_provenance(r.provenance, decoded=not args.no_mesh)
+                if args.release_layout:
+                    try:
+                        _note_synthetic(out, summary)
+                    except (EngineError, OSError) as e:  # the faces can still be written; the exit code says it
+                        report.fail(out / SYNTHETIC_NOTE, f"cannot write the SYNTHETIC note: "
+                                                          f"{getattr(e, 'strerror', None) or e}")
             files = _face_files(names, r, args)
             try:
                 _write_face(out, files)

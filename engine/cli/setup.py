@@ -1,8 +1,11 @@
-"""`fetch`, `convert`, `build`: getting from a fresh clone to the official model.
+"""`fetch`, `convert`, `build`: getting from a fresh clone (or install) to the official model.
 
-    fetch   -> models/cnn3dmm/downloads/ (network release zip, extracted; topology .mat)
-    convert -> models/cnn3dmm/cnn3dmm.safetensors (+ ONNX fp32/fp16), and with the user's
-               Basel Face Model, models/cnn3dmm/<MORPHABLE_CACHE> (the decode-ready cache)
+The model card folder CARD is --network-dir, else engine.network.resolve.default_model_dir()
+($ENGINE3DMM_MODEL_DIR, the checkout's models/cnn3dmm, or ~/.local/share/engine3dmm/cnn3dmm).
+
+    fetch   -> CARD/downloads/ (network release zip, extracted; topology .mat)
+    convert -> CARD/cnn3dmm.safetensors (+ ONNX fp32/fp16), and with the user's
+               Basel Face Model, CARD/<MORPHABLE_CACHE> (the decode-ready cache)
     build   -> the TensorRT engine next to the ONNX files (cached per GPU and TensorRT version)
 """
 from __future__ import annotations
@@ -82,6 +85,19 @@ def find_caffe_file(downloads: Path, role: str) -> Path | None:
 # --------------------------------------------------------------------------- fetch
 
 
+def _options(args, *, downloads: Path | None = None) -> str:
+    """The folder options the user gave, to repeat in a suggested command: `--network-dir N`
+    when given, `--downloads D` when D is not where `convert` would look anyway."""
+    import shlex
+
+    opts = []
+    if getattr(args, "network_dir", None):
+        opts.append(f"--network-dir {shlex.quote(str(args.network_dir))}")
+    if downloads is not None and downloads != _model_dir(args) / "downloads":
+        opts.append(f"--downloads {shlex.quote(str(downloads))}")
+    return " ".join(opts)
+
+
 def run_fetch(args) -> int:
     from engine import fetch as F
 
@@ -89,8 +105,9 @@ def run_fetch(args) -> int:
     unknown = [n for n in names if n not in F.ASSETS]
     if unknown:
         raise InputError(f"fetch: unknown asset {unknown[0]!r}, expected one of {', '.join(F.ASSETS)}")
-    dest = Path(args.dest) if args.dest else _model_dir(args) / "downloads"
+    dest = Path(args.downloads) if args.downloads else _model_dir(args) / "downloads"
     report = Report()
+    fetched = set()
     for name in names:
         asset = F.ASSETS[name]
         bar = progress(None, "B", name, args.quiet)
@@ -107,20 +124,41 @@ def run_fetch(args) -> int:
         except EngineError as e:  # one asset failing does not stop the others
             report.fail(asset.url(args.base_url), str(e))
             continue
+        fetched.add(name)
         state = "already present" if res.skipped else "downloaded"
         pinned = "verified" if asset.sha256 else "no published checksum; pin this one"
         print(f"{name}: {state}: {res.path}\n  sha256 {res.sha256} ({pinned})")
         for p in res.extracted:
             print(f"  extracted {p}")
-    if report.failures:
-        # The messages above say where to put each file by hand; the next steps need them first.
-        return report.exit_code
     if not args.quiet:
-        print("\nNext: the Basel Face Model (not downloadable automatically):\n")
-        print(F.bfm_instructions(dest))
-        where = f" --downloads {dest}" if args.dest else ""
-        print(f"Then convert the network: python -m engine convert{where}   (looks in {dest})")
+        _next_steps(args, dest, fetched)
     return report.exit_code
+
+
+def _next_steps(args, dest: Path, fetched: set[str]) -> None:
+    """What to do after `fetch`, with the user's folder options: convert the network once its
+    files are there, and the Basel Face Model steps while the model card has no converted BFM
+    (they do not depend on any download succeeding)."""
+    from engine import fetch as F
+    from engine.network.resolve import WEIGHTS_FILE
+
+    opts = _options(args, downloads=dest)
+    card = _model_dir(args)
+    steps = []
+    if _has_caffe_file(dest, "caffemodel") and ("network" in fetched or not (card / WEIGHTS_FILE).is_file()):
+        steps.append(f"Convert the network: engine3dmm convert{' ' + opts if opts else ''}   (looks in {dest})")
+    if not morphable_cache_path(card).is_file():
+        steps.append(F.bfm_instructions(dest, options=opts))
+    if steps:
+        print("\nNext:\n\n" + "\n\n".join(steps))
+
+
+def _has_caffe_file(downloads: Path, role: str) -> bool:
+    """Whether `downloads` holds at least one file of `role` (several count too)."""
+    try:
+        return find_caffe_file(downloads, role) is not None
+    except InputError:
+        return True
 
 
 # --------------------------------------------------------------------------- convert
@@ -151,7 +189,19 @@ def _pick_caffe(args, role: str, downloads: Path, required: bool) -> Path | None
     return found
 
 
+def _say_picked(args, picked: dict[str, Path], downloads: Path) -> None:
+    """One line per input file, saying whether the user named it or it was found by role."""
+    if args.quiet:
+        return
+    width = max(map(len, picked))
+    for role, path in picked.items():
+        how = "given" if getattr(args, role) else f"found under {downloads}"
+        say(f"{role + ':':{width + 1}} {path} ({how})")
+
+
 def run_convert(args) -> int:
+    import logging
+
     from engine.network.convert import CHANNEL_MEAN_COST
 
     model_dir = _model_dir(args)
@@ -164,17 +214,30 @@ def run_convert(args) -> int:
         if not (caffe_asked or bfm_asked):
             raise InputError(f"convert: nothing to convert: no *.caffemodel or {BFM_FILES['bfm']} under {downloads}; "
                              "run `fetch`, or pass --prototxt/--caffemodel/--mean or --bfm/--topology")
+    picked: dict[str, Path] = {}
     if caffe_asked:  # every file found (and the cheap ones checked) before anything is written
-        proto = _pick_caffe(args, "prototxt", downloads, True)
-        caffemodel = _pick_caffe(args, "caffemodel", downloads, True)
+        picked["prototxt"] = proto = _pick_caffe(args, "prototxt", downloads, True)
+        picked["caffemodel"] = caffemodel = _pick_caffe(args, "caffemodel", downloads, True)
         mean = None if args.channel_mean else _pick_caffe(args, "mean", downloads, False)
         if mean is None and not args.channel_mean:
             raise InputError(f"--mean: not given and no mean image (*.binaryproto) under {downloads}; the mean image "
                              "is part of the network: pass --mean FILE, or --channel-mean to use the release's "
                              f"per-channel mean instead ({CHANNEL_MEAN_COST})")
+        if mean is not None:
+            picked["mean"] = mean
+        else:  # --channel-mean: the user may not know that a mean image is there; say it is left out
+            try:
+                present = find_caffe_file(downloads, "mean")
+            except InputError:  # several
+                present = f"(*.binaryproto) under {downloads}"
+            if present:
+                logging.getLogger("engine.cli").warning(
+                    "--channel-mean: ignoring the mean image %s, as asked: %s compared with the release (drop "
+                    "--channel-mean to use it)", present, CHANNEL_MEAN_COST)
     if bfm_asked:
-        bfm = _pick_bfm(args, "bfm", downloads)
-        topo = _pick_bfm(args, "topology", downloads)
+        picked["bfm"] = bfm = _pick_bfm(args, "bfm", downloads)
+        picked["topology"] = topo = _pick_bfm(args, "topology", downloads)
+    _say_picked(args, picked, downloads)
     if not model_dir.is_dir():
         try:
             model_dir.mkdir(parents=True)
@@ -206,6 +269,7 @@ def run_build(args) -> int:
     from engine import _core
     from engine.errors import UnavailableError
 
+    C.check_network_dir(args)  # an explicit folder must be a model card (a typo is not built into)
     # Say exactly what is missing before anything touches TensorRT (see DESIGN.md: never
     # create TensorRT objects without a working device).
     if importlib.util.find_spec("tensorrt") is None:

@@ -133,16 +133,19 @@ def log_ignored_layers(where: str, names: Collection[str]) -> None:
                  ", ".join(sorted(names)))
 
 
-def read_caffemodel(path, layers: Collection[str] | None = None) -> dict[str, list[np.ndarray]]:
+def read_caffemodel(path, layers: Collection[str] | None = None, *,
+                    ignored: set[str] | None = None) -> dict[str, list[np.ndarray]]:
     """{layer name: [blob arrays]} of the weighted layers of a .caffemodel (V2 or V1 layout).
 
     `layers`: the names the network copies weights into (Caffe looks layers up by name);
-    other layers are not converted, only listed at info level. None: every weighted layer."""
+    other layers are not converted, only listed at info level. None: every weighted layer.
+    `ignored`: a set that receives the names of the weighted layers not converted (so that
+    a caller can summarise them)."""
     net = _parse_binary(path, "Caffe weights (.caffemodel)", "NetParameter")
     entries = list(net.layer) if len(net.layer) else list(net.layers)
     wanted = None if layers is None else set(layers)
     out: dict[str, list[np.ndarray]] = {}
-    ignored: set[str] = set()
+    ignored = set() if ignored is None else ignored
     any_weights = False
     for layer in entries:
         if not len(layer.blobs):

@@ -1,7 +1,9 @@
 """Which weights the engine runs, and the artifacts derived from them.
 
-A model folder (default `models/cnn3dmm/` of the checkout; `ENGINE3DMM_MODEL_DIR` or an
-explicit `model_dir` override it) holds the model card and, once a user has run
+A model folder (an explicit `model_dir`, else `$ENGINE3DMM_MODEL_DIR`, else `models/cnn3dmm/`
+of the source checkout the package runs from, else the per-user
+`$XDG_DATA_HOME/engine3dmm/cnn3dmm`, by default `~/.local/share/engine3dmm/cnn3dmm`: an
+installed package never writes into site-packages) holds the model card and, once a user has run
 `convert_caffe`, the converted weights `cnn3dmm.safetensors`. When that file is absent
 the built-in synthetic weights are used, and everything says so: `ResolvedModel.synthetic`,
 `describe()`, the ONNX metadata, the runners' `synthetic` attribute and a log warning.
@@ -30,11 +32,45 @@ WEIGHTS_FILE = "cnn3dmm.safetensors"
 ENV_MODEL_DIR = "ENGINE3DMM_MODEL_DIR"
 
 
-def default_model_dir() -> Path:
+CARD_NAME = "cnn3dmm"
+# What marks a source checkout: the model card's manifest, tracked in git beside `engine/`.
+# An installed copy (site-packages) has no such file next to it, and must never write there.
+CHECKOUT_MARKER = Path("models") / CARD_NAME / "manifest.json"
+
+
+def checkout_model_dir() -> Path | None:
+    """`models/cnn3dmm` of the source checkout this package runs from (editable install,
+    PYTHONPATH), or None when it runs from an installed copy."""
+    root = Path(__file__).resolve().parents[2]
+    return root / CHECKOUT_MARKER.parent if (root / CHECKOUT_MARKER).is_file() else None
+
+
+def user_model_dir() -> Path:
+    """The per-user model card: $XDG_DATA_HOME/engine3dmm/cnn3dmm, by default
+    ~/.local/share/engine3dmm/cnn3dmm (%LOCALAPPDATA%\\engine3dmm\\cnn3dmm on Windows)."""
+    root = os.environ.get("XDG_DATA_HOME", "")
+    if not os.path.isabs(root):  # the XDG spec: a relative value is invalid and ignored
+        local = os.environ.get("LOCALAPPDATA", "") if os.name == "nt" else ""
+        root = local if os.path.isabs(local) else os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(root) / "engine3dmm" / CARD_NAME
+
+
+def locate_model_dir() -> tuple[Path, str]:
+    """(the default model card folder, why that one): $ENGINE3DMM_MODEL_DIR, else the
+    checkout's models/cnn3dmm when running from a source checkout, else the per-user folder
+    (user_model_dir). The folder need not exist yet: `fetch` and `convert` create it."""
     env = os.environ.get(ENV_MODEL_DIR)
     if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[2] / "models" / "cnn3dmm"
+        return Path(env).expanduser(), f"${ENV_MODEL_DIR}"
+    checkout = checkout_model_dir()
+    if checkout is not None:
+        return checkout, "the source checkout"
+    return user_model_dir(), "the per-user data folder"
+
+
+def default_model_dir() -> Path:
+    """The model card used when none is given: see locate_model_dir."""
+    return locate_model_dir()[0]
 
 
 def weights_fingerprint(weights: dict[str, np.ndarray], mean: np.ndarray) -> str:

@@ -1,10 +1,12 @@
 """Inputs to work items, and one work item to its face crops.
 
-`iter_items` turns what the caller passed (paths, folders, globs, videos, arrays,
-encoded bytes, (name, data) pairs) into a lazy, ordered stream of `Item`s. It never
-raises for one bad input: a missing file, an empty folder or a video OpenCV cannot
-open becomes an item whose `load` raises InputError, so the failure is reported in
-its place in the output order and the run goes on.
+`list_inputs` turns what the caller passed (paths, folders, globs, videos, arrays, encoded
+bytes, (name, data) pairs, camera indices) into a lazy, ordered stream of `Input`s: folders
+and patterns are expanded here (engine.images.expand_input: their images and videos), but
+nothing is opened. `iter_items` turns those into `Item`s, opening videos as they come. Neither
+raises for one bad input: a missing file, an empty folder or a video OpenCV cannot open
+becomes an item whose `load` raises InputError, so the failure is reported in its place in the
+output order and the run goes on.
 
 `prepare` runs on a worker thread: load (decode) the image, find the boxes (caller's,
 detector's, or none in already-cropped mode) and crop every face.
@@ -12,17 +14,18 @@ detector's, or none in already-cropped mode) and crop every face.
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Callable, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
-from engine.detect import FaceBox, lookup_boxes
+from engine.box_match import MatchedBoxes, missing_box_message
+from engine.detect import FaceBox
 from engine.errors import InputError
 
-_GLOB_CHARS = set("*?[")
+log = logging.getLogger("engine.pipeline")
 
 
 @dataclass
@@ -32,7 +35,8 @@ class Item:
     source: str
     load: Callable[[], np.ndarray]  # -> RGB uint8 [H, W, 3]; raises InputError
     frame: int | None = None
-    path: str | None = None  # for box lookup by path / file name
+    path: str | None = None  # a file's path (None: in memory or a camera)
+    root: str | None = None  # the folder argument the file was found in (box matching)
 
 
 @dataclass
@@ -45,6 +49,18 @@ class Prepared:
     error: str | None = None
 
 
+@dataclass
+class Input:
+    """One input of a run, named but not opened. kind: "file" (an image or a video, by its
+    extension), "memory" (an array or encoded bytes), "camera" or "failed" (`error` says why)."""
+
+    name: str
+    kind: str
+    data: Any = None  # the path (file), array/bytes (memory), index (camera)
+    root: str | None = None
+    error: str | None = None
+
+
 def _failing(source: str, message: str) -> Item:
     def load():
         raise InputError(message)
@@ -52,16 +68,16 @@ def _failing(source: str, message: str) -> Item:
     return Item(source, load)
 
 
-def _image_item(source: str, data, path: str | None = None) -> Item:
+def _image_item(source: str, data, max_pixels, path: str | None = None, root: str | None = None) -> Item:
     """An image from a numpy array, encoded bytes or a file path."""
     from engine import images
 
     if isinstance(data, np.ndarray):
-        return Item(source, lambda: images.as_rgb(data, source), path=path)
+        return Item(source, lambda: images.as_rgb(data, source))
     if isinstance(data, (bytes, bytearray, memoryview)):
-        return Item(source, lambda: images.decode_image(data, source), path=path)
+        return Item(source, lambda: images.decode_image(data, source, max_pixels=max_pixels))
     p = os.fspath(data)
-    return Item(source, lambda: images.load_image(p), path=p)
+    return Item(source, lambda: images.load_image(p, max_pixels=max_pixels), path=p, root=root)
 
 
 @dataclass(frozen=True)
@@ -79,7 +95,7 @@ class VideoSpan:
         object.__setattr__(self, "max_frames", max_frames)
 
 
-def _video_items(source: str | int, span: VideoSpan) -> Iterator[Item]:
+def _video_items(source: str | int, span: VideoSpan, root: str | None = None) -> Iterator[Item]:
     """Frames of a video file or of a camera (an int index), decoded here, in order."""
     from engine import images
 
@@ -87,7 +103,7 @@ def _video_items(source: str | int, span: VideoSpan) -> Iterator[Item]:
     path = None if isinstance(source, int) else source
     try:
         for index, rgb in images.iter_video_frames(source, step=span.step, max_frames=span.max_frames):
-            yield Item(name, (lambda a=rgb: a), frame=index, path=path)
+            yield Item(name, (lambda a=rgb: a), frame=index, path=path, root=root)
     except images.VideoFramesError as e:  # the frames before it came through; this names the first lost
         item = _failing(name, str(e))
         item.frame = e.frame
@@ -96,26 +112,21 @@ def _video_items(source: str | int, span: VideoSpan) -> Iterator[Item]:
         yield _failing(name, str(e))
 
 
-def _path_items(s: str, span: VideoSpan) -> Iterator[Item]:
+def _path_inputs(s: str, recursive: bool) -> Iterator[Input]:
     from engine import images
 
-    p = Path(s)
-    if p.is_file():
-        if images.is_video_path(p):
-            yield from _video_items(s, span)
-        else:
-            yield _image_item(s, s)
+    try:
+        found = images.expand_input(s, recursive=recursive)
+    except InputError as e:
+        yield Input(s, "failed", error=str(e))
         return
-    if p.is_dir() or _GLOB_CHARS & set(s):
-        try:
-            files = images.expand_inputs(s)
-        except InputError as e:
-            yield _failing(s, str(e))
-            return
-        for f in files:
-            yield _image_item(str(f), str(f))
-        return
-    yield _failing(s, f"{s}: no such file or folder")
+    warning = images.unsearched_warning([found])
+    if warning:
+        log.warning(f"{s}: {warning}")
+    root = None if found.root is None else str(found.root)
+    for f in found.files:
+        name = s if found.root is None else str(f)  # a file named directly keeps its name as given
+        yield Input(name, "file", name, root)
 
 
 def _is_pair(x) -> bool:
@@ -124,34 +135,56 @@ def _is_pair(x) -> bool:
         and isinstance(x[1], (np.ndarray, bytes, bytearray, memoryview))
 
 
-def iter_items(inputs, span: VideoSpan = VideoSpan()) -> Iterator[Item]:
-    """Lazy, ordered work items of `inputs` (one input or an iterable of inputs; an int is a
-    camera index; `span` picks the frames of videos and cameras). Checks the argument itself
-    now (InputError), the inputs lazily."""
+def check_inputs(inputs) -> Iterable:
+    """`inputs` as an iterable of inputs (one input becomes a list of one); InputError when it
+    is neither an input nor an iterable of them."""
     if isinstance(inputs, (str, os.PathLike, np.ndarray, bytes, bytearray, memoryview, int)) or _is_pair(inputs):
-        inputs = [inputs]
-    elif not isinstance(inputs, Iterable):
+        return [inputs]
+    if not isinstance(inputs, Iterable):
         raise InputError(f"inputs: expected paths, arrays, bytes or (name, data) pairs, "
                          f"found {type(inputs).__name__}")
-    return _items(inputs, span)
+    return inputs
 
 
-def _items(inputs, span: VideoSpan) -> Iterator[Item]:
+def list_inputs(inputs: Iterable, *, recursive: bool = False) -> Iterator[Input]:
+    """The run's inputs, in order, named (files as given or found, "<array N>", "<bytes N>",
+    "camera N"), with folders and patterns expanded to their images and videos; lazy."""
     n_arrays = 0  # numbers unnamed in-memory inputs: "<array 0>", "<bytes 1>", ...
     for x in inputs:
         if _is_pair(x):
-            yield _image_item(x[0], x[1])
+            yield Input(x[0], "memory", x[1])
         elif isinstance(x, (str, os.PathLike)):
-            yield from _path_items(os.fspath(x), span)
+            yield from _path_inputs(os.fspath(x), recursive)
         elif isinstance(x, (int, np.integer)) and not isinstance(x, bool):
-            yield from _video_items(int(x), span)  # a camera index
+            yield Input(f"camera {int(x)}", "camera", int(x))
         elif isinstance(x, (np.ndarray, bytes, bytearray, memoryview)):
             kind = "array" if isinstance(x, np.ndarray) else "bytes"
-            yield _image_item(f"<{kind} {n_arrays}>", x)
+            yield Input(f"<{kind} {n_arrays}>", "memory", x)
             n_arrays += 1
         else:
-            yield _failing(repr(x)[:60], f"input {repr(x)[:60]}: expected a path, a numpy array, encoded bytes "
-                                         f"or a (name, data) pair, found {type(x).__name__}")
+            what = repr(x)[:60]
+            yield Input(what, "failed", error=f"input {what}: expected a path, a numpy array, encoded bytes "
+                                              f"or a (name, data) pair, found {type(x).__name__}")
+
+
+def iter_items(inputs: Iterable[Input], span: VideoSpan = VideoSpan(), *, max_pixels=None) -> Iterator[Item]:
+    """Work items of listed inputs (`list_inputs`), in order: an image is one item, a video or a
+    camera one item per frame taken (`span`), opened as it is reached."""
+    from engine import images
+
+    if max_pixels is None:
+        max_pixels = images.DEFAULT
+    for inp in inputs:
+        if inp.kind == "failed":
+            yield _failing(inp.name, inp.error)
+        elif inp.kind == "camera":
+            yield from _video_items(inp.data, span)
+        elif inp.kind == "file" and images.is_video_path(inp.data):
+            yield from _video_items(inp.data, span, inp.root)
+        elif inp.kind == "file":
+            yield _image_item(inp.name, inp.data, max_pixels, root=inp.root)
+        else:
+            yield _image_item(inp.name, inp.data, max_pixels)
 
 
 def as_face_box(b, where: str) -> FaceBox:
@@ -169,23 +202,19 @@ def as_face_box(b, where: str) -> FaceBox:
     return FaceBox(*vals[:4], score=vals[4] if len(vals) == 5 else 1.0, kind="given", origin=where)
 
 
-def given_boxes(boxes: Mapping | None, item: Item) -> list[FaceBox] | None:
-    """The caller's boxes for `item`, or None when the mapping has no entry for it.
-
-    Looked up by the name as given, then (for files) by path and file name."""
+def given_boxes(boxes: MatchedBoxes | None, item: Item) -> list[FaceBox] | None:
+    """The caller's boxes for `item` (engine.box_match's rule), or None when no entry matches it."""
     if boxes is None:
         return None
-    for key in (item.source, item.path):
-        if key is not None and key in boxes:
-            return [as_face_box(b, f"boxes[{key!r}]") for b in boxes[key]]
-    if item.path is not None:
-        found = lookup_boxes(boxes, item.path)
-        if found:
-            return [as_face_box(b, f"boxes for {item.path}") for b in found]
-    return None
+    hit = boxes.for_input(item.path if item.path is not None else item.source, item.root)
+    if hit is None:
+        return None
+    key, found = hit
+    where = f"{boxes.label}[{key!r}]" if boxes.option is None else f"{boxes.label}: entry {key!r}"
+    return [as_face_box(b, where) for b in found]
 
 
-def prepare(item: Item, *, boxes: Mapping | None, cropped: bool, detect: Callable | None,
+def prepare(item: Item, *, boxes: MatchedBoxes | None, cropped: bool, detect: Callable | None,
             detector_name: str) -> Prepared:
     """Decode `item`, find its faces and crop them. Per-input problems (InputError) come
     back as `Prepared.error`; anything else (a missing detector, a bug) propagates."""
@@ -198,8 +227,8 @@ def prepare(item: Item, *, boxes: Mapping | None, cropped: bool, detect: Callabl
         found = given_boxes(boxes, item)
         if found is None:
             if detect is None:
-                raise InputError(f"{item.source}: no face box given for this input and detection is off "
-                                 f"(detector=None): pass boxes for it, or cropped=True")
+                raise InputError(boxes.missing(item.source) if boxes is not None
+                                 else missing_box_message(item.source))
             found = detect(image)
             if not found:
                 raise InputError(f"{item.source}: no face found ({detector_name})")

@@ -27,18 +27,27 @@ import numpy as np
 
 from engine.detect import DEFAULT_MAX_SIDE, DEFAULT_UPSAMPLE, check_detector_options
 from engine.errors import EngineError, InputError, UnavailableError
+from engine.images import DEFAULT as DEFAULT_PIXELS
 from engine.pipeline import stages
-from engine.pipeline.inputs import Prepared, VideoSpan, iter_items, prepare
+from engine.pipeline.inputs import Prepared, VideoSpan, check_inputs, iter_items, list_inputs, prepare
 from engine.pipeline.results import FaceResult
 
 log = logging.getLogger("engine.pipeline")
 DETECTORS = ("auto", "dlib")
 _CPU_OUTPUTS = ("vertices", "colors", "records")
+# Bounds of the sizes a caller picks (the CLI's parser repeats them). Each face of a batch holds
+# its crop (0.6 MB) and its decoded mesh (1.4 MB with the trimmed BFM's 46,990 vertices), and
+# about two batches are in flight: 1024 faces is some 4-6 GB, beyond any throughput gain (the
+# GPU benchmark saturates by 128). A worker holds one decoded photo (243 MB at 81 megapixels)
+# and a dlib detector; a runner thread per core. Beyond these a value is a typo, not a setting.
+MAX_BATCH_SIZE = 1024
+MAX_WORKERS = 64
+MAX_THREADS = 1024
 
 
-def _positive_int(value, name: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise InputError(f"Reconstructor: {name}: expected an integer >= {minimum}, found {value!r}")
+def _int_in(value, name: str, minimum: int, maximum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not minimum <= value <= maximum:
+        raise InputError(f"Reconstructor: {name}: expected an integer in {minimum}..{maximum}, found {value!r}")
     return int(value)
 
 
@@ -48,7 +57,7 @@ class Reconstructor:
     runner: "auto" (TensorRT > PyTorch CUDA > fastest CPU runner), a runner name
         ("tensorrt", "torch-cuda", "onnxruntime", "torch-cpu") or a runner object made by
         engine.runners.create_runner (then the caller keeps ownership: close() leaves it open).
-    network_dir: folder of converted network weights (default models/cnn3dmm; synthetic
+    network_dir: folder of converted network weights (default: engine.network.resolve.default_model_dir(), i.e. $ENGINE3DMM_MODEL_DIR, the checkout's models/cnn3dmm, or the per-user folder; synthetic
         weights when none were converted, and every result says so).
     model: a MorphableModel, a model file path, or None for the built-in synthetic model.
     batch_size: faces per network batch.
@@ -65,17 +74,27 @@ class Reconstructor:
     basis_dtype: "fp32" or "fp16" storage of the morphable model bases in the decoder.
     workers: threads that decode, detect and crop images (0: all in the feeder thread).
     threads: CPU threads of the network runner (None: the runner's default, all cores).
+    max_pixels: the largest image (width x height) decoded; larger ones fail with "WxH = P
+        pixels, limit is L (raise max_pixels=)". DEFAULT: Pillow's Image.MAX_IMAGE_PIXELS
+        (about 89 million, read at each image); None: no limit. See engine.images.load_image.
+    batch_size is at most MAX_BATCH_SIZE (1024), workers MAX_WORKERS (64), threads MAX_THREADS
+    (1024): InputError beyond (memory grows with each; see their definitions).
     """
 
     def __init__(self, *, runner="auto", network_dir=None, model=None, batch_size: int = 8,
                  detector="auto", basis_dtype: str = "fp32", workers: int = 2, threads: int | None = None,
                  det_threshold: float | None = None, det_upsample: int = DEFAULT_UPSAMPLE,
-                 det_max_side: int | None = DEFAULT_MAX_SIDE):
+                 det_max_side: int | None = DEFAULT_MAX_SIDE, max_pixels=DEFAULT_PIXELS):
         from engine.decode import Decoder
+        from engine.images import pixel_limit
         from engine.morphable import MorphableModel, load_model
 
-        self.batch_size = _positive_int(batch_size, "batch_size")
-        self.workers = _positive_int(workers, "workers", 0)
+        self.batch_size = _int_in(batch_size, "batch_size", 1, MAX_BATCH_SIZE)
+        self.workers = _int_in(workers, "workers", 0, MAX_WORKERS)
+        if threads is not None:
+            _int_in(threads, "threads", 1, MAX_THREADS)
+        pixel_limit(max_pixels)  # checked now, not at the first image
+        self.max_pixels = max_pixels
         self.det_options = dict(zip(("threshold", "upsample", "max_side"), check_detector_options(
             det_threshold, det_upsample, det_max_side, prefix="Reconstructor: det_")))
         if not (detector is None or callable(detector) or detector in DETECTORS):
@@ -240,13 +259,19 @@ class Reconstructor:
     # -- public API ---------------------------------------------------------------------
     def reconstruct(self, inputs, *, boxes: Mapping | str | os.PathLike | None = None, cropped: bool = False,
                     decode: bool = True, keep_crops: bool = False, frame_step: int = 1,
-                    max_frames: int | None = None) -> Iterator[FaceResult]:
+                    max_frames: int | None = None, recursive: bool = False) -> Iterator[FaceResult]:
         """Results for every face of every input, in input order then face order.
 
-        inputs: a path, folder, glob, video file, camera index (int), numpy image, encoded
-            bytes, (name, data) pair, or an iterable of these (consumed lazily).
-        boxes: {name or path: [FaceBox or (x0, y0, x1, y1), ...]} or a CSV/JSON sidecar path;
-            inputs without an entry go to the detector.
+        inputs: a path, folder (its images and videos), glob, video file, camera index (int),
+            numpy image, encoded bytes, (name, data) pair, or an iterable of these (consumed
+            lazily; a list or tuple is listed first when boxes are given, see below).
+        boxes: {name or path: [FaceBox or (x0, y0, x1, y1), ...]}, a BoxSidecar or a CSV/JSON
+            sidecar path. Entries are matched to inputs by engine.box_match's rule: the same
+            path (relative to the working directory or the sidecar's folder), the path below
+            the folder given, or the end of one input's path alone; an ambiguous entry fails
+            the inputs concerned, and one warning lists the entries that match no input.
+            Inputs without an entry go to the detector (with detector=None they fail).
+        recursive: folders contribute the images and videos of their sub-folders too.
         cropped: inputs are already crops by the release's rule (resized whole).
         decode: False gives coefficients only (see `embed`).
         keep_crops: attach each face's network input to its result.
@@ -260,13 +285,9 @@ class Reconstructor:
         (NaN/Inf) yields an error result with its face_index and box, and no coefficients. Closing the iterator (or Ctrl-C) stops the workers.
         """
         self._check_open()
-        if isinstance(boxes, (str, os.PathLike)):
-            from engine.detect import load_boxes
-
-            boxes = load_boxes(boxes)
-        if boxes is not None and not isinstance(boxes, Mapping):
-            raise InputError(f"reconstruct: boxes: expected a mapping {{name: [FaceBox, ...]}} or a sidecar path, "
-                             f"found {type(boxes).__name__}")
+        span = VideoSpan(frame_step, max_frames)  # checks the arguments now, reads lazily
+        listed = list_inputs(check_inputs(inputs), recursive=bool(recursive))
+        boxes, listed = self._match(boxes, inputs, listed)
         detect = None if (self.detector is None or cropped) else self._detect
         name = self._detector_name() if detect is not None else ""
         ahead = self.batch_size + 2 * max(self.workers, 1)  # enough to fill the next batch, bounded
@@ -282,7 +303,7 @@ class Reconstructor:
                 return Prepared(item, [], None, error=f"{where}: unexpected error while reading, detecting or "
                                                       f"cropping this input: {type(e).__name__}: {e}")
 
-        items = iter_items(inputs, VideoSpan(frame_step, max_frames))  # checks the arguments now, reads lazily
+        items = iter_items(listed, span, max_pixels=self.max_pixels)
 
         def batches(pool, stop):
             prepared = stages.ordered_map(pool, prep, items, ahead, stop)
@@ -290,6 +311,35 @@ class Reconstructor:
 
         pipe = self.pipeline(batches, decode=decode)
         return self._iterate(pipe, keep_crops)
+
+    @staticmethod
+    def _match(boxes, inputs, listed):
+        """(MatchedBoxes or None, the listed inputs): boxes matched to the run's inputs. Inputs
+        given as one input, a list or a tuple are listed now (folders expanded, nothing
+        opened), so every input is known and the whole rule applies; a one-shot iterator stays
+        lazy and each input is matched alone (engine.box_match)."""
+        from engine.box_match import MatchedBoxes, match_boxes
+
+        if boxes is None:
+            return None, listed
+        if isinstance(boxes, (str, os.PathLike)):
+            from engine.detect import load_boxes
+
+            boxes = load_boxes(boxes)
+        if isinstance(boxes, MatchedBoxes):
+            if boxes.complete:
+                return boxes, listed  # matched by the caller over every input (the CLI)
+            base, option, boxes = boxes.base, boxes.option, boxes.boxes
+        else:
+            base, option = None, None
+        if not isinstance(boxes, Mapping):
+            raise InputError(f"reconstruct: boxes: expected a mapping {{name: [FaceBox, ...]}} or a sidecar path, "
+                             f"found {type(boxes).__name__}")
+        if isinstance(inputs, (list, tuple, str, os.PathLike, np.ndarray, bytes, bytearray, memoryview, int)):
+            listed = list(listed)
+            named = [(i.name, i.root) for i in listed if i.kind != "failed"]
+            return match_boxes(boxes, named, base=base, option=option), listed
+        return match_boxes(boxes, None, base=base, option=option), listed
 
     def _iterate(self, pipe: stages.Pipeline, keep_crops: bool) -> Iterator[FaceResult]:
         for batch in pipe:

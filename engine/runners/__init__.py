@@ -89,7 +89,7 @@ def create_runner(name: str = "auto", model_dir=None, *, max_batch: int | None =
                   **options) -> Runner:
     """A runner by name ("auto", "onnxruntime", "torch-cpu", "torch-cuda", "tensorrt").
 
-    Weights: the converted ones in `model_dir` (default models/cnn3dmm), else the built-in
+    Weights: the converted ones in `model_dir` (default: engine.network.resolve.default_model_dir()), else the built-in
     synthetic set (then `runner.synthetic` is True and a warning is logged).
     `max_batch`: the largest batch run at once (default 32 on CPU, 128 on GPU); larger
     inputs are chunked. `threads`: CPU threads. `precision`: None picks the runner's

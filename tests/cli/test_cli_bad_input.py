@@ -83,6 +83,13 @@ def test_pixel_limit_option_and_environment(cli, photos, tmp_path, monkeypatch):
     # astronaut.png is 512 x 512 = 262144 pixels
     r = cli("reconstruct", photos / "astronaut.png", "--cropped", "--max-pixels", "100000", "-o", tmp_path / "a")
     assert r.rc == 1 and "astronaut.png: image too large" in r.err and "262144 pixels" in r.err
+    # Below half the size (Pillow's own guard, at twice the limit, fires first): the same
+    # message and the limit given, not Pillow's 200 (the tester's --max-pixels 100).
+    for limit in ("100000", "100"):
+        r = cli("reconstruct", photos / "astronaut.png", "--cropped", "--max-pixels", limit, "-o", tmp_path / limit)
+        assert r.rc == 1 and (f"engine3dmm: failed: {photos / 'astronaut.png'}: image too large: 512x512 = 262144 "
+                              f"pixels, limit is {limit} (raise --max-pixels / $ENGINE3DMM_MAX_PIXELS)"
+                              ) in r.err.splitlines()
     monkeypatch.setenv("ENGINE3DMM_MAX_PIXELS", "100000")
     r = cli("reconstruct", photos / "astronaut.png", "--cropped", "-o", tmp_path / "b", "-q")
     assert r.rc == 1 and "image too large" in r.err
@@ -123,7 +130,7 @@ def test_corrupt_network_weights(cli, photos, tmp_path):
     lines = r.err.strip().splitlines()
     assert lines[-1].startswith(f"engine3dmm: error: {card / 'cnn3dmm.safetensors'}: not a readable safetensors")
     assert "Traceback" not in r.err
-    assert list(out.iterdir()) == []  # nothing written, not even a summary of a run that never started
+    assert not out.exists()  # nothing written, not even the folder of a run that never started
     r = cli("reconstruct", photos / "astronaut.png", "--cropped", "--network-dir", card, "-o", out, "-v")
     assert r.rc == 1 and "Traceback" in r.err  # --verbose shows where it came from
     info = cli("info", "--network-dir", card, "--json")
@@ -137,7 +144,7 @@ def test_model_card_without_weights(cli, photos, tmp_path):
     # fallback to the synthetic weights (a typo in the path would otherwise go unnoticed).
     r = cli("embed", photos / "astronaut.png", "--cropped", "--network-dir", tmp_path / "typo", "-o", tmp_path / "o")
     assert r.rc == 1
-    assert f"{tmp_path / 'typo' / 'cnn3dmm.safetensors'}: --network-dir has no converted weights" in r.err
+    assert f"--network-dir {tmp_path / 'typo'}: does not exist" in r.err
     assert "SYNTHETIC" not in r.err
 
 
@@ -164,7 +171,7 @@ def test_corrupt_morphable_model_cache(cli, photos, tmp_path):
     r = cli("reconstruct", photos / "astronaut.png", "--cropped", "--model", path, "-o", out)
     assert r.rc == 1
     assert r.err.strip().splitlines()[-1].startswith(f"engine3dmm: error: {path}")
-    assert "Traceback" not in r.err and list(out.iterdir()) == []
+    assert "Traceback" not in r.err and not out.exists()
     r = cli("info", "--model", path)
     assert r.rc == 1 and "morphable model: BROKEN" in r.out
 
@@ -215,3 +222,98 @@ def test_a_fatal_error_mid_run_is_in_the_summary(cli, photos, tmp_path, monkeypa
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["stopped_by"] == "network: the device stopped answering"
     assert summary["faces_written"] == 1
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")  # the library call at the end
+@pytest.mark.parametrize("size", [(100_000, 100_000), (12_000, 12_000)])
+def test_huge_declared_images_get_the_one_pixel_limit_message(cli, tmp_path, size):
+    # The tester's two files: "limit of 178956970" (Pillow's doubled guard) for the first and
+    # "limit is 89478485 (raise max_pixels...)" for the second, from the same command.
+    from PIL import Image
+
+    w, h = size
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(png_header_only(w, h))
+    r = cli("reconstruct", bomb, "--cropped", "-o", tmp_path / "out")
+    assert r.rc == 1 and "Traceback" not in r.err and "DecompressionBombWarning" not in r.err
+    assert (f"engine3dmm: failed: {bomb}: image too large: {w}x{h} = {w * h} pixels, limit is "
+            f"{Image.MAX_IMAGE_PIXELS} (raise --max-pixels / $ENGINE3DMM_MAX_PIXELS)") in r.err.splitlines()
+    # The library, called after the CLI ran in this process, speaks the API's words again.
+    from engine.errors import InputError
+    from engine.images import load_image
+
+    with pytest.raises(InputError, match=r"\(raise max_pixels=\)$"):
+        load_image(bomb)
+
+
+def _sidecar(tmp_path, name: str, text: str) -> Path:
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+@pytest.mark.parametrize("case", ["missing sidecar", "sidecar is a folder", "sidecar header", "sidecar not UTF-8",
+                                  "model is text", "model missing", "model missing with --no-mesh",
+                                  "output is a file", "network-dir missing"])
+def test_usage_mistakes_leave_no_output_folder(cli, photos, tmp_path, case):
+    """Each is refused before the output folder exists (or, found while loading, the folder the
+    run created is removed again): an empty folder left behind says nothing useful."""
+    photo = photos / "astronaut.png"
+    out = tmp_path / "new" / "out"
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "model.txt").write_text("my notes about the model\n")
+    (tmp_path / "dir.csv").mkdir()
+    (tmp_path / "afile").write_text("keep me")
+    argv, want = {
+        "missing sidecar": (["--boxes", tmp_path / "none.csv"], f"{tmp_path / 'none.csv'}: no such boxes file"),
+        "sidecar is a folder": (["--boxes", tmp_path / "dir.csv"], f"{tmp_path / 'dir.csv'}: cannot read boxes file"),
+        "sidecar header": (["--boxes", _sidecar(tmp_path, "h.csv", "img,x0\n")],
+                           f"{tmp_path / 'h.csv'} line 1: header: expected columns image,x0,y0,x1,y1[,score], "
+                           "found img,x0"),
+        "sidecar not UTF-8": (["--boxes", _sidecar(tmp_path, "u.json", "")], f"{tmp_path / 'u.json'} line 1: "
+                                                                             "invalid JSON"),
+        "model is text": (["--cropped", "--model", tmp_path / "models" / "model.txt"],
+                          f"{tmp_path / 'models' / 'model.txt'}: not a model file (expected an .e3dmm model cache, "
+                          "a MATLAB .mat or an HDF5 .h5 file; found text ('my notes about the model' ...))"),
+        "model missing": (["--cropped", "--model", tmp_path / "m.e3dmm"],
+                          f"{tmp_path / 'm.e3dmm'}: expected an .e3dmm model cache, a MATLAB .mat or an HDF5 .h5 "
+                          "file, found nothing at this path"),
+        "model missing with --no-mesh": (["--cropped", "--no-mesh", "--model", tmp_path / "m.mat"],
+                                         f"{tmp_path / 'm.mat'}: expected an .e3dmm model cache"),
+        "output is a file": (["--cropped", "-o", tmp_path / "afile"], f"{tmp_path / 'afile'}: output path exists "
+                                                                        "and is not a folder"),
+        "network-dir missing": (["--cropped", "--network-dir", tmp_path / "card"],
+                                f"--network-dir {tmp_path / 'card'}"),
+    }[case]
+    r = cli("reconstruct", photo, "-o", out, *argv)
+    assert r.rc == 1 and "Traceback" not in r.err
+    assert r.err.strip().splitlines()[-1].startswith(f"engine3dmm: error: {want}"), r.err
+    assert not (tmp_path / "new").exists()
+    assert (tmp_path / "afile").read_text() == "keep me"
+
+
+def test_model_given_with_no_mesh_is_said_to_be_unused(cli, photos, tmp_path):
+    model = tmp_path / "tiny.e3dmm"
+    tiny_model().save_cache(model)
+    r = cli("reconstruct", photos / "astronaut.png", "--cropped", "--no-mesh", "--model", model, "-o", tmp_path / "o")
+    assert r.rc == 0, r.err
+    assert (f"engine3dmm: warning: --model {model} is not used: --no-mesh writes coefficients only, and no mesh is "
+            "decoded") in r.err.splitlines()
+    r = cli("reconstruct", photos / "astronaut.png", "--cropped", "--model", model, "-o", tmp_path / "m")
+    assert r.rc == 0 and "is not used" not in r.err
+
+
+def test_running_out_of_memory_is_one_line_not_a_traceback(cli, photos, tmp_path, monkeypatch):
+    """The tester's --batch-size 100000 asked numpy for 56 GiB and printed a raw traceback. The
+    bounds now refuse it (test_cli_parse); any MemoryError still ends in one line. Here the batch
+    buffer asks numpy for a real, impossible allocation (585 PiB: more than any address space)."""
+    from engine.pipeline import stages
+
+    monkeypatch.setattr(stages, "new_batch",
+                        lambda capacity: stages.Batch(np.empty((1 << 40, 3, 224, 224), np.float32)))
+    out = tmp_path / "out"
+    r = cli("reconstruct", photos / "astronaut.png", "--cropped", "-o", out)
+    assert r.rc == 1 and "Traceback" not in r.err
+    last = r.err.strip().splitlines()[-1]
+    assert last.startswith("engine3dmm: error: out of memory (Unable to allocate ") and "--batch-size" in last
+    assert json.loads((out / "summary.json").read_text())["stopped_by"].startswith("MemoryError: Unable to allocate")

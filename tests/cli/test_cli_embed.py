@@ -291,7 +291,8 @@ def test_retry_failed_reruns_a_video_with_failed_frames_and_replaces_its_rows(cl
         assert cli("embed", a, c, "--cropped", "-o", out, *flags).rc == 1
     assert table(out) == [(a, 0), (a, 2), (c, None)]
     r = cli("embed", a, c, "--cropped", "-o", out, *flags)  # kept as it is, and says so
-    assert r.rc == 0 and "2 input(s) already done" in r.err and "1 with failed frames: --retry-failed" in r.err
+    assert r.rc == 0 and "2 input(s) already done" in r.err
+    assert "(1 video(s) with failed frames: --retry-failed runs them again)" in r.err
     assert table(out) == [(a, 0), (a, 2), (c, None)]
     # Run again whole (now every frame succeeds): its old rows are replaced, chelsea's stay.
     r = cli("embed", a, c, "--cropped", "-o", out, "--retry-failed", *flags)
@@ -390,3 +391,244 @@ def test_a_damaged_chunk_is_a_typed_error_naming_it(cli, three, tmp_path, damage
     r = cli("embed", three / "chelsea.jpg", "--cropped", "-o", out)
     assert r.rc == 1 and "Traceback" not in r.err and "engine3dmm: error: " in r.err
     assert str(chunk) in r.err and "to start this output folder again" in r.err
+
+
+def strict_json(text: str):
+    """json.loads that refuses NaN and Infinity (Python's json accepts them; JSON does not)."""
+    def refuse(constant):
+        raise ValueError(f"not JSON: {constant}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def rows_by_source(out):
+    """{source: [descriptor rows]} of the merged table, read back by numpy and csv."""
+    d = load_npy(out / "descriptors.npy")
+    rows = read_csv(out / "metadata.csv")
+    assert d.shape[0] == len(rows)
+    got = {}
+    for row in rows:
+        got.setdefault(row["source"], []).append(d[int(row["row"])])
+    return got
+
+
+def test_a_changed_file_is_embedded_again_and_its_old_rows_replaced(cli, three, photos, tmp_path):
+    import os
+
+    out = tmp_path / "desc"
+    assert cli("embed", three, "--cropped", "-o", out, "-q").rc == 0
+    before = rows_by_source(out)
+    chelsea, camera = str(three / "chelsea.jpg"), str(three / "camera.png")
+    # The user overwrites chelsea.jpg with another picture: it must not keep its old descriptor.
+    (three / "chelsea.jpg").write_bytes((photos / "coffee.jpg").read_bytes())
+    r = cli("embed", three, "--cropped", "-o", out)
+    assert r.rc == 0, r.err
+    assert "2 input(s) already done" in r.err
+    assert "1 input(s) changed since they were embedded" in r.err and "their old rows replaced" in r.err
+    after = rows_by_source(out)
+    assert sorted(after) == sorted(before) and all(len(v) == 1 for v in after.values())  # each once
+    assert np.array_equal(after[camera][0], before[camera][0])  # the others untouched
+    # chelsea.jpg's row is now coffee's descriptor, as a fresh folder computes it
+    fresh = tmp_path / "fresh"
+    assert cli("embed", three / "chelsea.jpg", "--cropped", "-o", fresh, "-q").rc == 0
+    assert np.array_equal(after[chelsea][0], load_npy(fresh / "descriptors.npy")[0])
+    assert not np.array_equal(after[chelsea][0], before[chelsea][0])
+    # Same size, same bytes, but a new modification time: it is run again (the documented rule)...
+    stamp = (three / "camera.png").stat()
+    os.utime(three / "camera.png", ns=(stamp.st_atime_ns, stamp.st_mtime_ns + 10 ** 9))
+    r = cli("embed", three, "--cropped", "-o", out)
+    assert r.rc == 0 and "1 input(s) changed" in r.err
+    # ...and nothing is, when nothing changed.
+    r = cli("embed", three, "--cropped", "-o", out)
+    assert r.rc == 0 and "3 input(s) already done" in r.err and "changed since" not in r.err
+    rec = strict_json((out / "progress.json").read_text())["inputs"][C_key(three / "chelsea.jpg")]
+    st = (three / "chelsea.jpg").stat()
+    assert rec["file"] == {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def C_key(path) -> str:
+    from engine.cli.common import source_key
+
+    return source_key(path)
+
+
+def test_a_failed_input_whose_file_changed_runs_again(cli, three, photos, tmp_path):
+    out = tmp_path / "desc"
+    (three / "broken.jpg").write_bytes(b"not a jpeg")
+    assert cli("embed", three / "broken.jpg", "--cropped", "-o", out, "-q").rc == 1
+    (three / "broken.jpg").write_bytes((photos / "chelsea.jpg").read_bytes())  # fixed: no --retry-failed needed
+    r = cli("embed", three / "broken.jpg", "--cropped", "-o", out)
+    assert r.rc == 0, r.err
+    assert "1 input(s) changed" in r.err and load_npy(out / "descriptors.npy").shape == (1, 198)
+
+
+def test_a_progress_record_from_before_file_stamps_still_resumes(cli, three, tmp_path):
+    out = tmp_path / "desc"
+    assert cli("embed", three, "--cropped", "-o", out, "-q").rc == 0
+    progress = json.loads((out / "progress.json").read_text())
+    for rec in progress["inputs"].values():
+        assert rec.pop("file")["size"] > 0
+        rec.pop("video")
+    progress.pop("faces")
+    (out / "progress.json").write_text(json.dumps(progress))
+    r = cli("embed", three, "--cropped", "-o", out)
+    assert r.rc == 0 and "3 input(s) already done" in r.err and "changed since" not in r.err
+
+
+@pytest.mark.parametrize("first, second, named", [
+    (["--cropped"], [], "faces were found otherwise (--cropped there, the detector in this run)"),
+    ([], ["--det-threshold", "-0.2"], "--det-threshold: the default rule there, -0.2 in this run"),
+    ([], ["--det-upsample", "0"], "--det-upsample: 1 there, 0 in this run"),
+    ([], ["--det-max-side", "0"], "--det-max-side: 2048 there, full resolution (0) in this run"),
+    (["--boxes", "a.csv"], ["--boxes", "b.csv"], "--boxes (the file's contents): sha256 "),
+    (["--boxes", "a.csv"], ["--cropped"], "faces were found otherwise (--boxes there, --cropped in this run)"),
+])
+def test_other_face_settings_are_refused_not_mixed(cli, photos, tmp_path, first, second, named):
+    pytest.importorskip("dlib")
+    from tests.cli.helpers import ASTRONAUT_BOX
+
+    img = tmp_path / "astronaut.png"
+    img.write_bytes((photos / "astronaut.png").read_bytes())
+    for name, box in (("a.csv", ASTRONAUT_BOX), ("b.csv", (170, 80, 280, 190))):
+        (tmp_path / name).write_text("image,x0,y0,x1,y1\n" + f"{img},{','.join(map(str, box))}\n")
+    flags = lambda f: [str(tmp_path / x) if x.endswith(".csv") else x for x in f]  # noqa: E731
+    out = tmp_path / "desc"
+    assert cli("embed", img, "-o", out, "-q", *flags(first)).rc == 0
+    prov = strict_json((out / "provenance.json").read_text())
+    r = cli("embed", img, "-o", out, *flags(second))
+    assert r.rc == 1 and named in r.err and "use another --output folder" in r.err, r.err
+    assert strict_json((out / "provenance.json").read_text()) == prov  # nothing was touched
+    r = cli("embed", img, "-o", out, *flags(first))  # the same settings again: resumes
+    assert r.rc == 0 and "1 input(s) already done" in r.err
+
+
+def test_face_settings_are_recorded_in_provenance(cli, photos, tmp_path):
+    import hashlib
+
+    pytest.importorskip("dlib")
+    from engine.detect import landmark_model_path
+    from tests.cli.helpers import ASTRONAUT_BOX
+
+    img = photos / "astronaut.png"
+    out = tmp_path / "det"
+    assert cli("embed", img, "--det-upsample", "2", "--det-threshold", "0.1", "-o", out, "-q").rc == 0
+    assert strict_json((out / "provenance.json").read_text())["faces"] == {
+        "mode": "detector", "threshold": 0.1, "upsample": 2, "max_side": 2048,
+        "crop_box": "landmarks" if landmark_model_path() else "detector"}
+    boxes = tmp_path / "boxes.csv"
+    boxes.write_text("image,x0,y0,x1,y1\n" + f"{img},{','.join(map(str, ASTRONAUT_BOX))}\n")
+    out = tmp_path / "boxes"
+    assert cli("embed", img, "--boxes", boxes, "-o", out, "-q").rc == 0
+    assert strict_json((out / "provenance.json").read_text())["faces"] == {
+        "mode": "boxes", "boxes_sha256": hashlib.sha256(boxes.read_bytes()).hexdigest()}
+    moved = tmp_path / "elsewhere.csv"  # the same boxes in another file: the same settings
+    moved.write_bytes(boxes.read_bytes())
+    assert cli("embed", img, "--boxes", moved, "-o", out).rc == 0
+
+
+def test_a_record_from_before_face_settings_takes_the_defaults(cli, three, tmp_path):
+    out = tmp_path / "desc"
+    assert cli("embed", three / "astronaut.png", "--cropped", "-o", out, "-q").rc == 0
+    progress = json.loads((out / "progress.json").read_text())
+    assert progress.pop("faces") == {"mode": "cropped"}
+    (out / "progress.json").write_text(json.dumps(progress))
+    # Older records hold no face settings: the detector's options are taken as the defaults (a
+    # rerun with others is refused); whether the rows came from --cropped, --boxes or the
+    # detector an older record cannot tell, so the rerun's choice is recorded.
+    r = cli("embed", three / "astronaut.png", "--det-upsample", "2", "-o", out)
+    assert r.rc == 1 and "--det-upsample: 1 there, 2 in this run" in r.err
+    r = cli("embed", three / "astronaut.png", "--cropped", "-o", out)
+    assert r.rc == 0 and "1 input(s) already done" in r.err
+    assert json.loads((out / "progress.json").read_text())["faces"] == {"mode": "cropped"}
+
+
+def test_a_photo_with_a_failed_face_is_worded_as_one(cli, photos, tmp_path, monkeypatch):
+    # A still photo whose second face failed (e.g. its crop): "faces", not "frames".
+    import dataclasses
+
+    from engine.pipeline import Reconstructor
+
+    real = Reconstructor.embed
+
+    def second_face_fails(self, inputs, **kw):
+        results = list(real(self, inputs, **kw))
+
+        def gen():
+            for r in results:
+                yield r
+                yield dataclasses.replace(r, face_index=1, coeffs=None, error=f"{r.source}: face 1: cannot crop")
+        return gen()
+
+    out = tmp_path / "desc"
+    with monkeypatch.context() as m:
+        m.setattr(Reconstructor, "embed", second_face_fails)
+        r = cli("embed", photos / "astronaut.png", "--cropped", "-o", out)
+    assert r.rc == 1 and "1 photo(s) kept with some faces failed" in r.err and "frames" not in r.err
+    r = cli("embed", photos / "astronaut.png", "--cropped", "-o", out)
+    assert "(1 photo(s) with failed faces: --retry-failed runs them again)" in r.err and "frames" not in r.err
+
+
+@pytest.mark.parametrize("fmt", ["npy", "parquet"])
+def test_ctrl_c_saves_and_merges_what_is_finished(cli, photos, tmp_path, fmt):
+    # Ctrl-C: exit 130, and the merged table already holds every finished input (not only
+    # chunks/ and progress.json until a rerun), read back by numpy/csv or pyarrow.
+    if fmt == "parquet":
+        pytest.importorskip("pyarrow")
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(16):
+        (src / f"img{i:02d}.png").write_bytes((photos / "astronaut.png").read_bytes())
+    out = tmp_path / "desc"
+    flags = ["--parquet"] if fmt == "parquet" else []
+    p = engine_process("embed", src, "--cropped", "--batch-size", "1", "--workers", "1", "--flush-every", "1",
+                       "-o", out, *flags)
+    err = interrupt_when(p, lambda: (out / "progress.json").is_file(), "no progress record")
+    assert p.returncode == 130, err
+    assert no_partial_files(out) == []
+    done = {rec["source"] for rec in json.loads((out / "progress.json").read_text())["inputs"].values()
+            if rec["status"] == "ok"}
+    assert 1 <= len(done) < 16
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        t = pq.read_table(out / "descriptors.parquet")
+        sources = t["source"].to_pylist()
+        assert np.stack(t["descriptor"].to_numpy(zero_copy_only=False)).shape == (len(done), 198)
+    else:
+        sources = [row["source"] for row in read_csv(out / "metadata.csv")]
+        assert load_npy(out / "descriptors.npy").shape == (len(done), 198)
+    assert sorted(sources) == sorted(done)
+    assert strict_json((out / "provenance.json").read_text())["faces"] == {"mode": "cropped"}
+    assert f"interrupted: the {len(done)} descriptor(s) of the inputs finished so far are in" in err
+
+
+def test_ctrl_c_while_the_merged_pair_is_renamed_waits_for_both(tmp_path):
+    # descriptors.npy and metadata.csv are renamed into place together: a Ctrl-C (a real SIGINT)
+    # arriving then is held back until both are there; before hold() it acts at once, and the
+    # temporaries go.
+    import os
+    import signal
+
+    from engine.cli.embed import _CtrlCHeld
+    from engine.fileio import atomic_write
+
+    a, b = tmp_path / "descriptors.npy", tmp_path / "metadata.csv"
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        with _CtrlCHeld() as held, atomic_write(a) as f, atomic_write(b, "w") as g:
+            f.write(b"new"), g.write("new")
+            held.hold()
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(10000):  # the handler runs within these bytecodes: held, not raised
+                pass
+            assert held.pending
+    assert a.read_bytes() == b"new" and b.read_text() == "new"
+    with pytest.raises(KeyboardInterrupt):
+        with _CtrlCHeld(), atomic_write(a) as f, atomic_write(b, "w") as g:
+            f.write(b"newer"), g.write("newer")
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(10000):
+                pass
+            raise AssertionError("not interrupted")
+    assert a.read_bytes() == b"new" and b.read_text() == "new" and no_partial_files(tmp_path) == []
+    assert signal.getsignal(signal.SIGINT) is before  # put back

@@ -35,7 +35,7 @@ def test_every_command_has_help_with_examples(cli, command):
     (["reconstruct"], "give at least one INPUT or --camera INDEX"),
     (["embed"], "the following arguments are required: INPUT"),
     (["reconstruct", "x.jpg", "--runner", "caffe"], "invalid choice: 'caffe'"),
-    (["reconstruct", "x.jpg", "--batch-size", "0"], "expected a positive integer, found '0'"),
+    (["reconstruct", "x.jpg", "--batch-size", "0"], "--batch-size: expected an integer in 1..1024, found '0'"),
     (["reconstruct", "x.jpg", "--cropped", "--boxes", "b.csv"], "not allowed with argument"),
     (["embed", "x.jpg", "-q", "-v"], "not allowed with argument"),
     (["verify", "a.jpg"], "the following arguments are required: B"),
@@ -85,3 +85,29 @@ def test_face_rules_agree_with_the_library():
     args = build_parser().parse_args(["evaluate", "p.txt", "lfw"])
     assert (args.face, args.missing, args.fallback_box) == ("center", "wrong", "none")
     assert build_parser().parse_args(["verify", "a.jpg", "b.jpg"]).face == "best"
+
+
+@pytest.mark.parametrize("cmd", [["reconstruct", "a.jpg"], ["embed", "a.jpg"], ["verify", "a.jpg", "b.jpg"],
+                                 ["evaluate", "pairs.txt", "root"]])
+@pytest.mark.parametrize("option,value,bound", [("--batch-size", "100000", "1..1024"),
+                                                ("--batch-size", "1025", "1..1024"), ("--workers", "65", "1..64"),
+                                                ("--workers", "0", "1..64"), ("--threads", "5000", "1..1024"),
+                                                ("--threads", "many", "1..1024")])
+def test_sizes_are_bounded_on_every_command(cli, tmp_path, cmd, option, value, bound):
+    # The tester's --batch-size 100000 ran into a 56 GiB allocation and a raw traceback.
+    r = cli(*cmd, option, value, "-o", tmp_path / "out") if cmd[0] in ("reconstruct", "embed") else \
+        cli(*cmd, option, value)
+    assert r.rc == 2 and f"argument {option}: expected an integer in {bound}, found '{value}'" in r.err
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_parsers_bounds_are_the_librarys():
+    # parser.py repeats engine.pipeline.reconstructor's bounds so that --help needs no numpy.
+    from engine.cli import parser
+    from engine.pipeline import reconstructor
+
+    assert (parser.MAX_BATCH_SIZE, parser.MAX_WORKERS, parser.MAX_THREADS) == (
+        reconstructor.MAX_BATCH_SIZE, reconstructor.MAX_WORKERS, reconstructor.MAX_THREADS)
+    args = parser.build_parser().parse_args(["reconstruct", "a.jpg", "--batch-size", "1024", "--workers", "64",
+                                             "--threads", "1024"])
+    assert (args.batch_size, args.workers, args.threads) == (1024, 64, 1024)

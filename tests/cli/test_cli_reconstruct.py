@@ -283,10 +283,16 @@ def test_release_layout_writes_what_the_demo_wrote(cli, photos, tmp_path):
     ours, release = tmp_path / "ours", tmp_path / "release"
     r = cli("reconstruct", photos / "astronaut.png", "--cropped", "-o", ours, "-q")
     assert r.rc == 0, r.err
-    r = cli("reconstruct", photos / "astronaut.png", "--cropped", "--release-layout", "-o", release, "-q")
+    r = cli("reconstruct", photos / "astronaut.png", "--cropped", "--release-layout", "-o", release)
     assert r.rc == 0, r.err
-    assert sorted(p.name for p in release.iterdir()) == ["astronaut.ply", "astronaut.ply.alpha", "astronaut.ply.beta",
-                                                         "summary.json"]
+    # The release's header has no room for the SYNTHETIC mark: a note beside the files says it.
+    assert sorted(p.name for p in release.iterdir()) == ["SYNTHETIC.txt", "astronaut.ply", "astronaut.ply.alpha",
+                                                         "astronaut.ply.beta", "summary.json"]
+    note = (release / "SYNTHETIC.txt").read_text()
+    assert note.count("\n") == 1 and note.startswith("SYNTHETIC: the results in this folder come from the built-in "
+                                                     "SYNTHETIC network weights and morphable model")
+    assert f"SYNTHETIC.txt in {release} says so" in r.err.strip().splitlines()[-1]
+    assert json.loads((release / "summary.json").read_text())["synthetic_note"] == "SYNTHETIC.txt"
     lines = (release / "astronaut.ply").read_text(encoding="ascii").split("\n")
     assert lines[:12] == RELEASE_HEADER
     assert all(re.fullmatch(r"-?\d+\.\d{4} -?\d+\.\d{4} -?\d+\.\d{4} \d{1,3} \d{1,3} \d{1,3}", ln)
@@ -327,7 +333,9 @@ def test_release_layout_names_further_faces_and_frames_and_refuses_a_format(cli,
     assert r.rc == 0, r.err
     assert sorted(p.name for p in out.iterdir()) == sorted(
         [f"{n}.ply.{part}" for n in ("astronaut", "astronaut_face1", "clip_f000000", "clip_f000001")
-         for part in ("alpha", "beta")] + ["summary.json"])
+         for part in ("alpha", "beta")] + ["summary.json", "SYNTHETIC.txt"])
+    # --no-mesh: only the network made these files, and the note says just that.
+    assert "SYNTHETIC network weights (placeholders" in (out / "SYNTHETIC.txt").read_text()
     r = cli("reconstruct", photos / "astronaut.png", "--release-layout", "--format", "obj", "-o", out)
     assert r.rc == 2 and "not allowed with argument" in r.err
 
@@ -380,3 +388,101 @@ def test_a_video_cut_to_half_its_bytes(cli, photos, tmp_path):
     failed = summary["failures"][0]["frame"]
     assert f"frame {failed} of 12" in summary["failures"][0]["error"]
     assert summary["faces_written"] == failed == len(list(out.glob("*.npy"))) and 3 <= failed <= 7
+
+
+def test_release_layout_with_official_models_writes_no_note_and_names_an_old_one(cli, photos, tmp_path,
+                                                                                 synthetic_model):
+    # A converted model card (weights marked official: the values do not matter here) and a
+    # model file that is not synthetic: no note. A note left by an earlier synthetic run in the
+    # same folder is named in a warning and kept (that run's files stay synthetic).
+    pytest.importorskip("torch")
+    from engine.network import weights as W
+    from tests.cli.helpers import tiny_model
+
+    card = tmp_path / "card"
+    card.mkdir()
+    W.save_weights(card / "cnn3dmm.safetensors", synthetic_model.weights, synthetic_model.mean,
+                   {"synthetic": False, "source": "test: a converted card"})
+    model = tmp_path / "tiny.e3dmm"
+    tiny_model().save_cache(model)
+    out = tmp_path / "out"
+    argv = ("reconstruct", photos / "astronaut.png", "--cropped", "--release-layout", "--model", model,
+            "--network-dir", card, "--runner", "torch-cpu", "-o", out)
+    r = cli(*argv)
+    assert r.rc == 0, r.err
+    prov = json.loads((out / "summary.json").read_text())["provenance"]
+    assert prov["network_synthetic"] is False and prov["morphable_synthetic"] is False
+    assert not (out / "SYNTHETIC.txt").exists() and "SYNTHETIC" not in r.err
+    (out / "SYNTHETIC.txt").write_text("from an earlier run\n")
+    r = cli(*argv)
+    assert r.rc == 0 and "SYNTHETIC.txt is from an earlier run with SYNTHETIC models" in r.err
+    assert (out / "SYNTHETIC.txt").read_text() == "from an earlier run\n"
+
+
+# --------------------------------------------------------------------------- folders: sub-folders and videos
+
+
+def test_a_folder_gives_its_images_and_videos_and_counts_the_sub_folders_left_out(cli, photos, tmp_path):
+    # Before: album2/sub/b.jpg was skipped without a word ("1 face(s) from 1 input(s)", exit 0),
+    # and a folder's clip was ignored.
+    from tests.cli.helpers import write_face_clip
+
+    album = tmp_path / "album2"
+    (album / "sub" / "deeper").mkdir(parents=True)
+    (album / "notes").mkdir()  # a sub-folder without images is not counted
+    (album / "notes" / "todo.txt").write_text("x")
+    (album / "a.jpg").write_bytes((photos / "chelsea.jpg").read_bytes())
+    (album / "sub" / "deeper" / "b.jpg").write_bytes((photos / "coffee.jpg").read_bytes())
+    write_face_clip(album / "clip.avi", photos, frames=2)
+    out = tmp_path / "out"
+    r = cli("reconstruct", album, "--cropped", "--no-mesh", "-o", out)
+    assert r.rc == 0, r.err
+    assert sorted(p.name for p in out.glob("*.npy")) == ["a_face0.npy", "clip_f000000_face0.npy",
+                                                         "clip_f000001_face0.npy"]
+    said = [ln for ln in r.err.splitlines() if "not searched" in ln]
+    assert said == [f"engine3dmm: warning: 1 sub-folder(s) holding images or videos were not searched "
+                    f"({album / 'sub'}/): --recursive searches them"]
+    out = tmp_path / "rec"
+    r = cli("reconstruct", album, "--cropped", "--no-mesh", "--recursive", "-o", out)
+    assert r.rc == 0 and "not searched" not in r.err
+    assert sorted(p.name for p in out.glob("*.npy")) == ["a_face0.npy", "b_face0.npy", "clip_f000000_face0.npy",
+                                                         "clip_f000001_face0.npy"]
+
+
+def test_a_pattern_takes_videos(cli, photos, tmp_path):
+    # Before: 'vids/*.mp4' failed with "pattern matched no image files".
+    cv2 = pytest.importorskip("cv2")
+    from tests.cli.helpers import write_moving_clip
+
+    (tmp_path / "vids").mkdir()
+    clip = write_moving_clip(tmp_path / "vids" / "clip.mp4", photos, frames=3, fourcc="mp4v")
+    cap = cv2.VideoCapture(str(clip))
+    n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+    cap.release()
+    out = tmp_path / "out"
+    r = cli("reconstruct", str(tmp_path / "vids" / "*.mp4"), "--cropped", "--no-mesh", "-o", out, "-q")
+    assert r.rc == 0, r.err
+    assert sorted(p.name for p in out.glob("*.npy")) == [f"clip_f{i:06d}_face0.npy" for i in range(n)] and n == 3
+
+
+def test_the_lfw_example_of_the_help_runs_on_an_lfw_layout(cli, photos, tmp_path, monkeypatch):
+    # Every example line of `reconstruct --help` that names lfw/ runs on LFW's layout
+    # (root/Name/Name_0001.jpg) as written, and gives what it says.
+    import shlex
+
+    r = cli("reconstruct", "--help")
+    (line,) = [ln for ln in r.out.splitlines() if "lfw/" in ln and "engine3dmm reconstruct" in ln]
+    argv = shlex.split(line.split("engine3dmm", 1)[1])
+    assert argv[:2] == ["reconstruct", "lfw/"] and argv[-2:] == ["-o", "out/"]
+    monkeypatch.chdir(tmp_path)
+    for name, photo in (("Aaron_Eckhart", "astronaut.png"), ("Zico", "camera.png")):
+        (tmp_path / "lfw" / name).mkdir(parents=True)
+        (tmp_path / "lfw" / name / f"{name}_0001.png").write_bytes((photos / photo).read_bytes())
+    r = cli(*argv, "--cropped", "--no-mesh")
+    assert r.rc == 0, r.err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(
+        [f"{n}_0001.ply.{part}" for n in ("Aaron_Eckhart", "Zico") for part in ("alpha", "beta")]
+        + ["SYNTHETIC.txt", "summary.json"])
+    # Without --recursive the folder holds no image itself: the failure says how to search it.
+    r = cli("reconstruct", "lfw/", "--release-layout", "-o", "out2/", "--cropped")
+    assert r.rc == 1 and "2 of its sub-folders hold some (e.g. Aaron_Eckhart/): --recursive searches them" in r.err

@@ -79,10 +79,14 @@ def test_fetch_checksum_mismatch_and_server_down(cli, server, tmp_path):
     r = cli("fetch", "--base-url", f"http://127.0.0.1:{port}", "--dest", tmp_path / "d2", "--timeout", "5")
     assert r.rc == 1
     assert r.err.count("cannot connect") == 2 and "Traceback" not in r.err
-    # offline: where to put each file downloaded elsewhere, and no next steps that need them
+    # offline: where to put each file downloaded elsewhere; no step that needs the missing network
+    # files, but the Basel Face Model steps (they need no download), keeping the user's folder
     for name in ("network", "topology"):
         assert f"save it as {(tmp_path / 'd2' / ASSETS[name].filename).resolve()}" in r.err
-    assert "Next:" not in r.out and "convert" not in r.out and "fetch topology" not in r.out
+    assert "Convert the network" not in r.out
+    assert f"Put 01_MorphableModel.mat in {tmp_path / 'd2'}" in r.out
+    assert f"engine3dmm fetch topology --downloads {tmp_path / 'd2'}" in r.out
+    assert f"engine3dmm convert --downloads {tmp_path / 'd2'} (reads 01_MorphableModel.mat" in r.out
 
 
 def test_fetch_unknown_asset(cli, tmp_path):
@@ -133,21 +137,26 @@ def test_build_says_what_is_missing(cli):
         "is built for one specific GPU, on that GPU"}
 
 
-def test_info_reports_runners_and_synthetic_models(cli, tmp_path):
+def test_info_reports_runners_and_synthetic_models(cli, tmp_path, monkeypatch):
     from engine.runners import available_runners
 
-    r = cli("info", "--json", "--network-dir", tmp_path)
+    monkeypatch.setenv("ENGINE3DMM_MODEL_DIR", str(tmp_path / "card"))  # the default card, not made yet
+    r = cli("info", "--json")
     report = json.loads(r.out)
     assert r.rc == 0, report["problems"]
     assert report["runners"] == available_runners() and report["auto_runner"] == available_runners()[0]
     assert report["network"]["status"] == "SYNTHETIC" and report["morphable_model"]["status"] == "SYNTHETIC"
+    assert report["network"]["folder"] == str(tmp_path / "card")
+    assert report["network"]["folder_from"] == "$ENGINE3DMM_MODEL_DIR"
     assert "cpu_kernels" in report["compiled_core"]
-    text = cli("doctor", "--network-dir", tmp_path).out  # the alias, human-readable
+    text = cli("doctor").out  # the alias, human-readable
     assert "network:         SYNTHETIC" in text and "runners:" in text
+    assert f"model card {tmp_path / 'card'} (from $ENGINE3DMM_MODEL_DIR)" in text
 
 
 def test_info_recognises_converted_weights(cli, tmp_path):
-    # What `convert` writes (our safetensors file, not synthetic) is reported as official.
+    # What `convert` writes (our safetensors file, not synthetic) is reported as converted, and
+    # never as official while the official caffemodel's sha256 is unknown to the project.
     from engine.network.synthetic import make_synthetic
     from engine.network.weights import save_weights
 
@@ -156,7 +165,45 @@ def test_info_recognises_converted_weights(cli, tmp_path):
     save_weights(tmp_path / "cnn3dmm.safetensors", weights, mean, {"synthetic": False, "source": source})
     r = cli("info", "--network-dir", tmp_path)
     assert r.rc == 0, r.out
-    assert "network:         official  converted from 3dmm_cnn_resnet_101.caffemodel (sha256 abababab" in r.out
+    assert ("network:         converted (not verified: the official caffemodel's sha256 is not known to this "
+            "project)\n                 converted from 3dmm_cnn_resnet_101.caffemodel (sha256 abababab") in r.out
+    assert "official" not in r.out.split("morphable model:")[0].replace("the official caffemodel", "")
+    report = json.loads(cli("info", "--json", "--network-dir", tmp_path).out)
+    assert report["network"]["status"] == "converted" and report["network"]["verified"] is False
+
+
+def _official_card(folder: Path, caffemodel_sha: str, mean: dict | None) -> Path:
+    from engine.network.convert import OFFICIAL_SHA256
+    from engine.network.synthetic import make_synthetic
+    from engine.network.weights import save_weights
+
+    weights, mean_img, _ = make_synthetic(0)
+    mean = mean if mean is not None else {"file": "mean.binaryproto", "sha256": OFFICIAL_SHA256["mean.binaryproto"]}
+    source = {"caffemodel": {"file": "x.caffemodel", "sha256": caffemodel_sha}, "mean": mean}
+    folder.mkdir()
+    save_weights(folder / "cnn3dmm.safetensors", weights, mean_img,
+                 {"synthetic": False, "source": source, "mean_kind": "image" if mean.get("file") else "per-channel"})
+    return folder
+
+
+def test_info_calls_a_conversion_official_only_when_the_sha256_match(cli, tmp_path, monkeypatch):
+    # The day the project records the official caffemodel's sha256 (manifest and OFFICIAL_SHA256),
+    # conversions of that file with the release's mean image are official, and only those.
+    from engine.network import convert
+
+    known = "cd" * 32
+    monkeypatch.setitem(convert.OFFICIAL_SHA256, convert.CAFFEMODEL, known)
+    cases = {"same": (known, None), "other": ("ef" * 32, None),
+             "channel": (known, {"file": None, "note": "per-channel mean"}),
+             "othermean": (known, {"file": "m.binaryproto", "sha256": "00" * 32})}
+    status = {}
+    for name, (sha, mean) in cases.items():
+        report = json.loads(cli("info", "--json", "--network-dir", _official_card(tmp_path / name, sha, mean)).out)
+        status[name] = (report["network"]["status"], report["network"]["verification"])
+    assert status["same"] == ("official", "verified: the caffemodel and the mean image match the release's sha256")
+    assert status["other"][0] == "converted" and "not the official caffemodel: sha256 efefefef" in status["other"][1]
+    assert status["channel"][0] == "converted, PER-CHANNEL MEAN" and "per-channel mean" in status["channel"][1]
+    assert status["othermean"][0] == "converted" and "mean image differs" in status["othermean"][1]
 
 
 # --------------------------------------------------------------------------- convert: files by role
@@ -253,7 +300,151 @@ def test_info_says_when_a_card_was_converted_with_the_channel_mean(cli, tmp_path
     save_weights(tmp_path / "cnn3dmm.safetensors", weights, mean,
                  {"synthetic": False, "source": source, "mean_kind": "per-channel"})
     r = cli("info", "--network-dir", tmp_path)
-    assert "network:         official, PER-CHANNEL MEAN  converted from 3dmm_cnn_resnet_101.caffemodel" in r.out
+    assert "network:         converted, PER-CHANNEL MEAN (not verified: " in r.out
+    assert "                 converted from 3dmm_cnn_resnet_101.caffemodel" in r.out
     assert "converted without the release's mean image" in r.out
     report = json.loads(cli("info", "--json", "--network-dir", tmp_path).out)
     assert report["network"]["mean"] == "per-channel"
+
+
+# --------------------------------------------------------------------------- fetch: the guidance it prints
+
+
+def _closed_port() -> str:
+    with socket.socket() as s:  # a port nobody listens on: as offline as a test can be
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}"
+
+
+def test_fetch_guidance_keeps_the_users_folders(cli, tmp_path):
+    offline = _closed_port()
+    card, elsewhere = tmp_path / "my card", tmp_path / "dl"
+    quoted = f"'{card}'"  # a folder with a space, quoted as a shell needs it
+    r = cli("fetch", "topology", "--base-url", offline, "--timeout", "5", "--network-dir", card)
+    assert r.rc == 1 and "cannot connect" in r.err
+    assert f"Put 01_MorphableModel.mat in {card / 'downloads'}." in r.out
+    assert f"engine3dmm fetch topology --network-dir {quoted}\n" in r.out
+    assert f"engine3dmm convert --network-dir {quoted} (reads" in r.out
+    # --downloads (as `convert` calls it; --dest is the old name) is repeated too, with --network-dir
+    r = cli("fetch", "topology", "--base-url", offline, "--timeout", "5", "--network-dir", card,
+            "--downloads", elsewhere)
+    assert (elsewhere.is_dir() and f"Put 01_MorphableModel.mat in {elsewhere}." in r.out
+            and f"engine3dmm convert --network-dir {quoted} --downloads {elsewhere} (reads" in r.out)
+    # where the downloads folder is the card's own, it is not repeated
+    r = cli("fetch", "topology", "--base-url", offline, "--timeout", "5", "--network-dir", card,
+            "--dest", card / "downloads")
+    assert f"engine3dmm convert --network-dir {quoted} (reads" in r.out
+    # the card already holds a converted Basel Face Model: its steps are no longer relevant
+    from tests.cli.helpers import tiny_model
+
+    tiny_model().save_cache(card / "bfm2009_trimmed.e3dmm")
+    r = cli("fetch", "topology", "--base-url", offline, "--timeout", "5", "--network-dir", card)
+    assert r.rc == 1 and "01_MorphableModel.mat" not in r.out
+
+
+def test_fetch_says_to_replace_a_bad_file_placed_by_hand(cli, tmp_path):
+    dest = tmp_path / "downloads"
+    dest.mkdir()
+    (dest / ASSETS["network"].filename).write_bytes(b"<html>Sign in to GitHub</html>")  # a saved login page
+    (dest / ASSETS["topology"].filename).write_bytes(b"not the release's file")
+    r = cli("fetch", "--downloads", dest, "--base-url", _closed_port(), "--timeout", "5")
+    assert r.rc == 1 and "Traceback" not in r.err
+    zip_path = dest / ASSETS["network"].filename
+    assert (f"{zip_path}: not a readable zip archive: File is not a zip file; delete {zip_path} and run fetch again "
+            f"to download it anew, or download {ASSETS['network'].url()} elsewhere and save it as") in r.err
+    assert f"The file now at {dest / ASSETS['topology'].filename} is not the release's (sha256 " in r.err
+
+
+def test_fetch_then_convert_share_the_downloads_option(cli, server, tmp_path):
+    base, www = server
+    publish(www, "network", release_zip(tmp_path))
+    card, dl = tmp_path / "card", tmp_path / "dl"
+    r = cli("fetch", "network", "--base-url", base, "--downloads", dl, "--network-dir", card)
+    assert r.rc == 0, r.err
+    assert (dl / "3dmm_cnn_resnet_101.caffemodel").is_file()
+    step = f"Convert the network: engine3dmm convert --network-dir {card} --downloads {dl}"
+    assert step in r.out
+    # the suggested command, run as printed, looks where fetch put the files (this stand-in
+    # release has no mean image, which convert then asks for)
+    r = cli(*step.split(": ", 1)[1].split()[1:])
+    assert r.rc == 1 and f"--mean: not given and no mean image (*.binaryproto) under {dl};" in r.err
+
+
+# --------------------------------------------------------------------------- what a model card is
+
+
+def test_a_card_with_only_the_basel_face_model_is_a_model_card(cli, photos, tmp_path):
+    from tests.cli.helpers import tiny_model
+
+    card = tmp_path / "cardbfm"
+    card.mkdir()
+    tiny_model().save_cache(card / "bfm2009_trimmed.e3dmm")  # what `convert --bfm ... --topology ...` writes
+    out = tmp_path / "out"
+    r = cli("reconstruct", photos / "astronaut.png", "--cropped", "--network-dir", card, "-o", out)
+    assert r.rc == 0, r.err
+    assert "using the built-in SYNTHETIC weights" in r.err  # the run says which network it used
+    prov = json.loads((out / "summary.json").read_text())["provenance"]
+    assert prov["network_synthetic"] is True
+    assert prov["morphable_model"] == "tiny-test-model" and prov["morphable_synthetic"] is False  # the card's BFM
+    report = json.loads(cli("info", "--json", "--network-dir", card).out)
+    assert report["problems"] == [] and report["network"]["status"] == "SYNTHETIC"
+    assert report["morphable_model"]["status"] == "converted"
+    assert report["morphable_model"]["file"] == str(card / "bfm2009_trimmed.e3dmm")
+
+
+@pytest.mark.parametrize("what", ["missing", "empty", "file"])
+def test_a_folder_that_is_no_model_card_is_an_error_everywhere(cli, photos, tmp_path, what):
+    card = tmp_path / "card"
+    if what == "empty":
+        card.mkdir()
+    elif what == "file":
+        card.write_text("not a folder")
+    expected = {"missing": f"--network-dir {card}: does not exist",
+                "file": f"--network-dir {card}: is not a folder",
+                "empty": f"--network-dir {card}: not a model card: it holds neither converted network weights "
+                         "(cnn3dmm.safetensors) nor a converted Basel Face Model (bfm2009_trimmed.e3dmm)"}[what]
+    r = cli("reconstruct", photos / "astronaut.png", "--cropped", "--network-dir", card, "-o", tmp_path / "o")
+    assert r.rc == 1 and f"engine3dmm: error: {expected}" in r.err and "SYNTHETIC" not in r.err
+    r = cli("info", "--network-dir", card, "--json")
+    report = json.loads(r.out)
+    assert r.rc == 1 and report["network"]["status"] == "NOT A MODEL CARD"
+    assert any(p.startswith(f"network: {expected}") for p in report["problems"])
+    assert not (tmp_path / "card").is_dir() or what == "empty"  # info created nothing
+
+
+# --------------------------------------------------------------------------- convert: what it says it uses
+
+
+def test_convert_says_which_files_it_picked_and_what_channel_mean_leaves_out(cli, tmp_path, shared_dir):
+    card = tmp_path / "card"
+    folder, caffemodel = _downloads(card, shared_dir, FACE_SWAP)
+    given = tmp_path / "given.prototxt"
+    given.write_bytes((shared_dir / "deploy_network.prototxt").read_bytes())
+    r = cli("convert", "--network-dir", card, "--prototxt", given)
+    assert r.rc == 1  # the caffemodel is broken: everything before its reading was said
+    assert f"prototxt:   {given} (given)\n" in r.err
+    assert f"caffemodel: {caffemodel} (found under {card / 'downloads'})\n" in r.err
+    assert f"mean:       {folder / FACE_SWAP[2]} (found under {card / 'downloads'})\n" in r.err
+    assert "warning" not in r.err
+    r = cli("convert", "--network-dir", card, "--channel-mean")
+    assert r.rc == 1
+    assert (f"engine3dmm: warning: --channel-mean: ignoring the mean image {folder / FACE_SWAP[2]}, as asked: "
+            "outputs move by up to about 10% of their spread") in r.err
+    assert "\nmean: " not in r.err
+    r = cli("convert", "--network-dir", card, "--channel-mean", "-q")
+    assert r.rc == 1 and "prototxt:" not in r.err and "warning" not in r.err  # -q: errors only
+
+
+def test_the_summary_of_ignored_layers_is_one_line():
+    from engine.network.convert import ignored_summary
+
+    assert ignored_summary((), set()) is None
+    assert ignored_summary(("prob",), {"fc1000", "conv0", "loss", "aux"}) == (
+        "ignored, as Caffe does: 1 prototxt layer(s) that do not feed the output (prob); 4 caffemodel layer(s) the "
+        "network does not use (aux, conv0, fc1000, ...) (-v lists them all)")
+
+
+def test_build_refuses_a_folder_that_is_no_model_card(cli, tmp_path):
+    r = cli("build", "--network-dir", tmp_path / "typo")
+    assert r.rc == 1 and f"engine3dmm: error: --network-dir {tmp_path / 'typo'}: does not exist" in r.err
+    assert not (tmp_path / "typo").exists()

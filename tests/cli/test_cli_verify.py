@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 PHOTOS = ("astronaut.png", "chelsea.jpg", "camera.png", "coffee.jpg")
+RULE_WORDS = {"center": "the one nearest the image centre", "best": "the most confident", "largest": "the largest"}
 
 
 def test_same_and_different(cli, photos, tmp_path):
@@ -184,6 +185,9 @@ def test_image_descriptors_choose_and_fall_back_as_documented(photos, tmp_path):
         ref = list(rec.embed([coffee], boxes={coffee: [LFW_FACE_REGION]}))[0]
         assert np.array_equal(got.vectors[coffee], ref.coeffs)
         plain = image_descriptors(rec, [astro, coffee])
+        twice = image_descriptors(rec, [astro, astro])  # one image given twice is one image, one face
+        assert twice.several == {} and list(twice.vectors) == [astro]
+        assert np.array_equal(twice.vectors[astro], plain.vectors[astro])
         assert plain.fallback == [] and list(plain.failures) == [coffee] and "no face found" in plain.failures[coffee]
         # Two given faces, the confident one off-centre: "center" and "best" disagree.
         boxes = {astro: [(10, 10, 60, 60, 2.0), (83, 92, 166, 175, 1.0)]}
@@ -212,7 +216,14 @@ def test_the_face_rule_picks_the_face_and_counts_the_images(cli, photos, tmp_pat
         assert r.rc == 0, r.err
         res = json.loads(r.out)
         assert res["similarity"] == pytest.approx(1.0, abs=1e-6), rule
-        assert res["several_faces"] == [str(img)] and "1 image(s) held several faces" in r.err
+        assert res["several_faces"] == [str(img)]
+        # The note names the image, how many faces it held and which one describes it.
+        assert f"note: {img}: 3 faces found; described by face {expected} at ({faces[expected][0]}, " \
+               f"{faces[expected][1]})-({faces[expected][2]}, {faces[expected][3]}), score " \
+               f"{faces[expected][4]:.2f}, {RULE_WORDS[rule]} (--face {rule})" in r.err
+        assert res["face_choices"] == [{"image": str(img), "faces": 3, "used": expected,
+                                        "box": [float(v) for v in faces[expected][:4]],
+                                        "score": faces[expected][4], "video": False}]
         wrong = (expected + 1) % 3  # and another face of the twin is not the one chosen
         boxes.write_text("image,x0,y0,x1,y1,score\n" + "".join(f"{img},{','.join(map(str, b))}\n" for b in faces)
                          + f"{twin},{','.join(map(str, faces[wrong]))}\n")
@@ -242,3 +253,174 @@ def test_evaluate_bad_pairs_file(cli, photos, tmp_path):
     r = cli("evaluate", pairs, tmp_path, "--cropped")
     assert r.rc == 1
     assert f"{pairs} line 2: expected 'name n1 n2'" in r.err and "Traceback" not in r.err
+
+
+def strict_json(text: str):
+    """json.loads that refuses NaN and Infinity (Python's json accepts them; JSON does not)."""
+    def refuse(constant):
+        raise ValueError(f"not JSON: {constant}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_one_file_given_twice_is_one_image_with_its_one_face(cli, photos, tmp_path):
+    # The tester's `verify photo.jpg photo.jpg` said "1 image(s) held several faces": the file was
+    # embedded twice and both results were grouped under its one name. The detector's default rule
+    # keeps the astronaut's face (score 1.16) and drops the suit (0.12, under 0.5): one face.
+    pytest.importorskip("dlib")
+    photo, copy = photos / "astronaut.png", tmp_path / "copy.png"
+    copy.write_bytes(photo.read_bytes())
+    for b in (photo, copy):  # the file itself, and a copy (which never said it)
+        r = cli("verify", photo, b, "--json")
+        assert r.rc == 0, r.err
+        res = strict_json(r.out)
+        assert res["similarity"] == pytest.approx(1.0, abs=1e-6) and res["same"] is True
+        assert res["several_faces"] == [] and res["face_choices"] == [] and "several" not in r.err
+        assert "faces found" not in r.err
+    # The same file under two spellings of its path is still one image, described once.
+    r = cli("verify", photo, f"{photos}/./astronaut.png", "--json", "-q")
+    assert strict_json(r.out)["several_faces"] == []
+
+
+def test_an_image_with_two_faces_is_named_with_the_face_used(cli, photos, tmp_path):
+    # A real photo of two faces: the astronaut beside her mirror image (dlib scores both above 0.5).
+    pytest.importorskip("dlib")
+    from PIL import Image
+
+    a = np.asarray(Image.open(photos / "astronaut.png").convert("RGB"))
+    two = tmp_path / "two.png"
+    Image.fromarray(np.concatenate([a, a[:, ::-1]], axis=1)).save(two)
+    r = cli("verify", two, photos / "astronaut.png", "--json")
+    assert r.rc == 0, r.err
+    res = strict_json(r.out)
+    [choice] = res["face_choices"]
+    assert (choice["image"], choice["faces"], choice["used"]) == (str(two), 2, 0)
+    assert choice["score"] > 0.5 and choice["box"][0] > 512  # the most confident: the mirrored face
+    assert f"note: {two}: 2 faces found; described by face 0 at (" in r.err
+    assert "the most confident (--face best)" in r.err
+
+
+@pytest.mark.parametrize("value, ok", [("2", False), ("1.0001", False), ("-1.5", False), ("nan", False),
+                                       ("inf", False), ("1", True), ("-1", True), ("0.7", True)])
+def test_the_threshold_is_a_cosine_similarity(cli, photos, value, ok):
+    r = cli("verify", photos / "astronaut.png", photos / "astronaut.png", "--cropped", "--json", "-q",
+            "--threshold", value)
+    if ok:
+        assert r.rc == 0 and strict_json(r.out)["threshold"] == float(value)
+    else:
+        assert r.rc == 2 and "--threshold" in r.err and "[-1, 1]" in r.err
+
+
+def test_json_output_on_failure_is_one_json_object(cli, photos, tmp_path):
+    # With --json, stdout always holds one JSON object, the error in it when the run fails.
+    missing = tmp_path / "b.png"
+    r = cli("verify", photos / "astronaut.png", missing, "--cropped", "--json")
+    assert r.rc == 1
+    res = strict_json(r.out)
+    assert res["similarity"] is None and res["same"] is None
+    assert res["error"] == f"{missing}: no face descriptor could be computed (see the failures above)"
+    assert [f["source"] for f in res["failures"]] == [str(missing)]
+    assert f"engine3dmm: error: {missing}: no face descriptor" in r.err  # stderr says it too
+    # An error of the engine's (here: a model card that is not one) also comes back as JSON.
+    r = cli("verify", photos / "astronaut.png", photos / "astronaut.png", "--cropped", "--json",
+            "--network-dir", tmp_path / "nowhere")
+    assert r.rc == 1 and "nowhere" in strict_json(r.out)["error"]
+    ok = strict_json(cli("verify", photos / "astronaut.png", photos / "astronaut.png", "--cropped", "--json",
+                         "-q").out)
+    assert ok["error"] is None and ok["same"] is True
+
+
+@pytest.mark.parametrize("command, default", [("verify", "best"), ("evaluate", "center")])
+def test_face_help_states_its_default_and_lists_the_choices_as_the_usage(cli, command, default):
+    import re
+
+    r = cli(command, "--help")
+    assert r.rc == 0
+    text = " ".join(r.out.split())
+    usage = re.search(r"\[--face \{([a-z,]+)\}\]", text).group(1).split(",")
+    help_ = text[text.index("--face {center,best,largest} which face"):]
+    help_ = help_[:help_.index(" --", 5)]
+    assert [w for w in re.findall(r"\b(center|best|largest)\b", help_)][:3] == usage
+    assert f"default: {default}" in help_
+
+
+def no_same_pair_tree(photos, root):
+    """2 folds x (2 same + 2 different pairs) where every same pair names an image that is
+    absent (X_0002.jpg): only different pairs can be scored."""
+    people = [p.split(".")[0].capitalize() for p in PHOTOS]
+    for person, photo in zip(people, PHOTOS):
+        (root / person).mkdir(parents=True)
+        (root / person / f"{person}_0001.jpg").write_bytes((photos / photo).read_bytes())
+    a, b, c, d = people
+    return people, ("2\t2\n"
+                    f"{a}\t1\t2\n{b}\t1\t2\n{a}\t1\t{b}\t1\n{c}\t1\t{d}\t1\n"
+                    f"{c}\t1\t2\n{d}\t1\t2\n{a}\t1\t{c}\t1\n{b}\t1\t{d}\t1\n")
+
+
+def test_evaluate_when_every_same_pair_is_missing(cli, photos, tmp_path):
+    # It used to stop with "error: same: ROC AUC needs both...": now the accuracy is measured
+    # (the 4 missing pairs are wrong, the 4 different pairs right) and the AUC is undefined.
+    root = tmp_path / "lfw"
+    _, text = no_same_pair_tree(photos, root)
+    pairs = tmp_path / "pairs.txt"
+    pairs.write_text(text)
+    result = tmp_path / "r.json"
+    r = cli("evaluate", pairs, root, "--cropped", "--json", result)
+    assert r.rc == 1  # the missing images are failures
+    assert "accuracy 50.00%" in r.out and "ROC AUC  undefined (no same pairs scored)" in r.out
+    assert "error" not in r.err
+    res = strict_json(result.read_text())
+    assert (res["auc"], res["auc_undefined"], res["accuracy"]) == (None, "no same pairs scored", 0.5)
+    # The recommended threshold is a number verify takes (it was Infinity, and `verify
+    # --threshold inf` was refused): calling the different pairs different, as it was chosen.
+    t = res["threshold"]
+    assert -1 <= t <= 1 and f"threshold {t:.6f}" in r.out
+    a, b = root / "Astronaut" / "Astronaut_0001.jpg", root / "Chelsea" / "Chelsea_0001.jpg"
+    v = cli("verify", a, b, "--cropped", "--threshold", str(t), "--json", "-q")
+    assert v.rc == 0 and strict_json(v.out)["same"] is False
+
+
+def test_evaluate_when_no_pair_is_scored(cli, photos, tmp_path):
+    root = tmp_path / "lfw"
+    root.mkdir()
+    pairs = tmp_path / "pairs.txt"
+    write_pairs(pairs, [p.split(".")[0].capitalize() for p in PHOTOS])
+    r = cli("evaluate", pairs, root, "--cropped", "--json", tmp_path / "w.json")
+    assert r.rc == 1 and "Traceback" not in r.err and "error:" not in r.err
+    assert "accuracy 0.00%" in r.out and "ROC AUC  undefined (no pairs scored)" in r.out
+    assert "threshold undefined (no pairs scored)" in r.out
+    w = strict_json((tmp_path / "w.json").read_text())
+    assert (w["accuracy"], w["auc"], w["threshold"], w["thresholds"]) == (0.0, None, None, [None, None])
+    r = cli("evaluate", pairs, root, "--cropped", "--missing", "skip", "--json", tmp_path / "s.json")
+    assert r.rc == 1 and "accuracy undefined (no pairs scored" in r.out
+    s = strict_json((tmp_path / "s.json").read_text())
+    assert s["accuracy"] is None and "no pairs scored" in s["accuracy_undefined"]
+
+
+def test_a_single_fold_says_the_threshold_was_chosen_on_the_test_pairs(cli, photos, tmp_path):
+    root = tmp_path / "lfw"
+    p = lfw_tree(photos, root)
+    pairs = tmp_path / "pairs.txt"
+    pairs.write_text(f"2\n{p[0]}\t1\t2\n{p[1]}\t1\t2\n{p[0]}\t1\t{p[1]}\t1\n{p[2]}\t1\t{p[3]}\t2\n")
+    r = cli("evaluate", pairs, root, "--cropped", "--json", tmp_path / "r.json")
+    assert r.rc == 0, r.err
+    assert "note     the pairs file has one fold, so the threshold was chosen on the same pairs" in r.out
+    res = strict_json((tmp_path / "r.json").read_text())
+    assert res["threshold_fit_on_test_folds"] == [0] and "optimistic" in res["threshold_note"]
+    write_pairs(pairs, p)  # two folds: each threshold from the other fold, nothing to say
+    r = cli("evaluate", pairs, root, "--cropped", "--json", tmp_path / "r.json")
+    assert "note" not in r.out and strict_json((tmp_path / "r.json").read_text())["threshold_note"] is None
+
+
+def test_evaluate_descriptors_folder_refuses_other_face_settings(cli, photos, tmp_path):
+    # The folder keeps descriptors made one way: evaluating with faces found another way must
+    # not mix them in (nor reuse them as if they were the same).
+    root = tmp_path / "lfw"
+    p = lfw_tree(photos, root)
+    pairs = tmp_path / "pairs.txt"
+    write_pairs(pairs, p)
+    store = tmp_path / "desc"
+    assert cli("evaluate", pairs, root, "--cropped", "--descriptors", store, "-q").rc == 0
+    r = cli("evaluate", pairs, root, "--det-upsample", "0", "--descriptors", store)
+    assert r.rc == 1 and "(--cropped there, the detector in this run)" in r.err
+    assert "use another --descriptors folder" in r.err

@@ -161,9 +161,33 @@ def test_face_at_the_border_is_zero_filled():
     np.testing.assert_allclose(out, _reference_crop(img, bounds), atol=1.0)
 
 
-def test_face_far_outside_gives_black():
+# Boxes wholly outside a 50 x 50 image (the tester's (-5000, -5000, -4000, -4000) scaled to it):
+# before, each gave a "face" of black padding.
+OUTSIDE = [(400, 400, 440, 440), (-450, -450, -400, -400), (50, 0, 90, 40), (0, 50, 40, 90), (-40, 10, 0, 30),
+           (10, -40, 30, 0)]
+
+
+@pytest.mark.parametrize("box", OUTSIDE)
+def test_a_box_wholly_outside_the_image_is_refused(box):
     img = np.full((50, 50, 3), 200, np.uint8)
-    assert np.all(crop_face(img, (400, 400, 440, 440)) == 0)
+    x0, y0, x1, y1 = box
+    want = (rf"^box: the box \(x0={x0} y0={y0} x1={x1} y1={y1}\) lies wholly outside this 50x50 image: expected "
+            r"part of it inside \(x0 < 50, x1 > 0, y0 < 50, y1 > 0\)$")
+    for call in (lambda: crop_face(img, box), lambda: crop_faces(img, [(10, 10, 40, 40), box]),
+                 lambda: check_box(box, image_shape=img.shape)):
+        with pytest.raises(InputError, match=want):
+            call()
+    check_box(box)  # without the image nothing says it is outside
+    with pytest.raises(InputError, match=r"^boxes.json: entry 'a.jpg' box 0: the box .* lies wholly outside"):
+        crop_face(img, FaceBox(*box, origin="boxes.json: entry 'a.jpg' box 0"))
+
+
+def test_a_box_with_part_of_it_inside_is_cropped():
+    # The rule's edge: a sliver of positive area inside is in, and its crop holds the image there.
+    img = np.full((50, 50, 3), 200, np.uint8)
+    for box in [(49, 49, 90, 90), (-40, -40, 1, 1), (-40, 10, 0.5, 30), (10, 49.5, 30, 80)]:
+        out = crop_face(img, box)
+        assert out.max() == 200, box  # some image pixels made it into the crop
 
 
 def test_exact_224_crop_is_copied_unchanged():

@@ -88,9 +88,38 @@ def test_best_threshold_by_hand():
     assert (thr, acc) == (pytest.approx(0.6), 0.75)
     thr, acc = best_threshold([0.2, 0.9], [False, True])
     assert thr == pytest.approx(0.55) and acc == 1.0
-    # all scores equal: a cut inside the tie is impossible; only "all same" or "all different"
+    # all scores equal: a cut inside the tie is impossible; only "all same" (midway between -1,
+    # cosine's lowest value, and the lowest score) or "all different" (midway to 1)
     thr, acc = best_threshold([0.5, 0.5, 0.5], [True, True, False])
-    assert thr == -math.inf and acc == pytest.approx(2 / 3)
+    assert thr == pytest.approx(-0.25) and acc == pytest.approx(2 / 3)
+    thr, acc = best_threshold([0.5, 0.5, 0.5], [False, False, True])
+    assert thr == pytest.approx(0.75) and acc == pytest.approx(2 / 3)
+    # only different pairs: "all different" is right, just above the top score (was +inf)
+    assert best_threshold([0.2, 0.6], [False, False]) == (pytest.approx(0.8), 1.0)
+    # a different pair scoring 1 cannot be called different by any threshold in [-1, 1]
+    assert best_threshold([1.0, 1.0], [False, False]) == (pytest.approx(0.0), 0.0)
+    # unbounded scores: the edges are the lowest score and the float just above the top one
+    thr, acc = best_threshold([3.0, 5.0], [False, False], score_range=None)
+    assert thr == math.nextafter(5.0, math.inf) and acc == 1.0
+    assert best_threshold([3.0, 5.0], [True, True], score_range=None) == (3.0, 1.0)
+    with pytest.raises(InputError, match="score_range"):
+        best_threshold([0.1], [True], score_range=(1, -1))
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_best_threshold_is_finite_in_range_and_as_accurate_as_brute_force(seed):
+    # Against a plain reference: every threshold that decides these scores differently (each
+    # distinct score, and above the top one while that is below 1), tried one by one.
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 40))
+    s = np.round(rng.uniform(-1, 1, n), 1)  # many ties
+    s[rng.random(n) < 0.2] = 1.0  # and cosine's top value
+    y = rng.random(n) < [0.0, 0.5, 1.0, 0.3][seed % 4]  # one class only in some
+    thr, acc = best_threshold(s, y)
+    assert math.isfinite(thr) and -1.0 <= thr <= 1.0
+    assert acc == np.mean((s >= thr) == y)  # the accuracy it reports is the threshold's own
+    candidates = list(np.unique(s)) + ([(s.max() + 1) / 2] if s.max() < 1 else [])
+    assert acc == max(np.mean((s >= t) == y) for t in candidates)
 
 
 def _auc_bruteforce(s, y) -> float:
@@ -357,9 +386,110 @@ def test_pick_faces_counts_several_and_fails_what_it_cannot_place():
             raise InputError(f"{image}: not a recognised image format")
         return (200, 200)
 
-    chosen, several, failed = pick_faces(faces, "center", size)
+    chosen, several, failed, picked = pick_faces(faces, "center", size)
     assert chosen["one.jpg"] is a and chosen["two.jpg"] is b and set(chosen) == {"one.jpg", "two.jpg"}
     assert several == {"two.jpg": 2, "clip.avi": 2}
     assert list(failed) == ["clip.avi"] and "cannot be told" in failed["clip.avi"]
-    chosen, _, failed = pick_faces(faces, "best", size)  # no size needed
+    assert picked == {"two.jpg": (1, (95, 95, 105, 105, 1.0))}  # which face, for the message
+    chosen, _, failed, picked = pick_faces(faces, "best", size)  # no size needed
     assert chosen["clip.avi"] is a and failed == {}
+    assert picked == {"two.jpg": (0, (0, 0, 10, 10, 2.0)), "clip.avi": (0, (0, 0, 10, 10, 2.0))}
+
+
+def two_kinds_of_people(tmp_path, n_folds=2, per_fold=3, seed=11):
+    """A pairs file whose same pairs use only people S00.. and different pairs only D00..: the
+    descriptors of one kind can be removed without touching the other's pairs."""
+    rng = np.random.default_rng(seed)
+    lines, descs = [f"{n_folds}\t{per_fold}"], {}
+    for f in range(n_folds):
+        for k in range(per_fold):
+            person = f"S{f}{k}"
+            lines.append(f"{person}\t1\t2")
+            centre = rng.normal(size=198)
+            for n in (1, 2):
+                descs[lfw_image_name(person, n)] = centre + 0.05 * rng.normal(size=198)
+        for k in range(per_fold):
+            a, b = f"D{f}{k}a", f"D{f}{k}b"
+            lines.append(f"{a}\t1\t{b}\t1")
+            descs[lfw_image_name(a, 1)], descs[lfw_image_name(b, 1)] = rng.normal(size=198), rng.normal(size=198)
+    path = tmp_path / "pairs.txt"
+    path.write_text("\n".join(lines) + "\n")
+    return path, descs
+
+
+def _json_ok(r) -> None:
+    """Every field is valid JSON as it is: no NaN or infinity anywhere."""
+    import dataclasses
+    import json
+
+    json.dumps(dataclasses.asdict(r), allow_nan=False)
+
+
+def test_missing_pairs_that_remove_a_class_leave_the_auc_undefined_not_an_error(tmp_path):
+    # Every same pair lost an image: the accuracy is still measured (those pairs count as wrong),
+    # the ROC AUC is undefined and says why, and the threshold is a number verify takes.
+    path, descs = two_kinds_of_people(tmp_path)
+    no_same = {k: v for k, v in descs.items() if not k.startswith("S")}
+    r = evaluate_pairs(path, no_same, missing="wrong")
+    # Only different pairs are scored: the best rule calls every pair different, right for the
+    # 3 different pairs of each fold of 6.
+    assert r.fold_accuracies == (0.5, 0.5) and r.accuracy == 0.5
+    assert (r.auc, r.auc_undefined) == (None, "no same pairs scored")
+    assert r.threshold is not None and -1 <= r.threshold <= 1 and all(-1 <= t <= 1 for t in r.thresholds)
+    assert (r.n_scored, r.n_missing) == (6, 6)
+    _json_ok(r)
+    s = evaluate_pairs(path, no_same, missing="skip")  # over the scored (different) pairs: all right
+    assert s.accuracy == 1.0 and s.auc is None
+    no_diff = {k: v for k, v in descs.items() if not k.startswith("D")}
+    r = evaluate_pairs(path, no_diff, missing="wrong")
+    assert r.accuracy == 0.5 and (r.auc, r.auc_undefined) == (None, "no different pairs scored")
+    _json_ok(r)
+
+
+def test_no_pair_scored_at_all(tmp_path):
+    path, _ = two_kinds_of_people(tmp_path)
+    r = evaluate_pairs(path, {}, missing="wrong")  # every pair a wrong decision
+    assert r.accuracy == 0.0 and r.fold_accuracies == (0.0, 0.0)
+    assert (r.auc_undefined, r.threshold, r.threshold_undefined) == ("no pairs scored", None, "no pairs scored")
+    assert r.thresholds == (None, None) and r.n_scored == 0 and r.n_missing == 12
+    _json_ok(r)
+    s = evaluate_pairs(path, {}, missing="skip")  # nothing left to measure
+    assert s.accuracy is None and "no pairs scored" in s.accuracy_undefined and s.fold_accuracies == (None, None)
+    _json_ok(s)
+
+
+def test_an_empty_fold(tmp_path):
+    path, descs = two_kinds_of_people(tmp_path, n_folds=3)
+    in_fold_1 = {k for k in descs if k[1] == "1"}  # S1k, D1k..: the people of fold 1
+    some = {k: v for k, v in descs.items() if k not in in_fold_1}
+    # skip: fold 1 has nothing to measure; it is reported as such and left out of the mean.
+    s = evaluate_pairs(path, some, missing="skip")
+    assert s.fold_accuracies == (1.0, None, 1.0) and s.accuracy == 1.0 and s.n_skipped == 6
+    # wrong: fold 1 scores 0 (its pairs are wrong decisions); its threshold still comes from the others.
+    r = evaluate_pairs(path, some, missing="wrong")
+    assert r.fold_accuracies == (1.0, 0.0, 1.0) and r.accuracy == pytest.approx(2 / 3)
+    assert r.threshold_fit_on_test == () and all(t is not None for t in r.thresholds)
+    _json_ok(r), _json_ok(s)
+    # Two folds, one empty: the other has no held-out pairs to choose its threshold on, so it is
+    # chosen on its own pairs, and the result names that fold.
+    path, descs = two_kinds_of_people(tmp_path, n_folds=2)
+    r = evaluate_pairs(path, {k: v for k, v in descs.items() if k[1] == "0"}, missing="wrong")
+    assert r.fold_accuracies == (1.0, 0.0) and r.threshold_fit_on_test == (0,)
+
+
+def test_all_scores_equal():
+    y = np.array([True, False] * 10)
+    r = evaluate_verification(np.full(20, 0.3), y)
+    assert r.auc == 0.5 and r.accuracy == 0.5  # ties count half; no threshold splits a tie
+    assert all(t is not None and math.isfinite(t) and -1 <= t <= 1 for t in r.thresholds)
+    r = evaluate_verification(np.ones(20), y)  # all 1.0: every threshold in [-1, 1] says "same"
+    assert r.accuracy == 0.5 and -1 <= r.threshold <= 1
+    _json_ok(r)
+
+
+def test_a_single_fold_says_its_threshold_was_fit_on_the_test_pairs(tmp_path):
+    path, descs = two_kinds_of_people(tmp_path, n_folds=1)
+    r = evaluate_pairs(path, descs)
+    assert r.accuracy == 1.0 and r.threshold_fit_on_test == (0,) and len(r.thresholds) == 1
+    path, descs = two_kinds_of_people(tmp_path, n_folds=2)
+    assert evaluate_pairs(path, descs).threshold_fit_on_test == ()

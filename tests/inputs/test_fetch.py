@@ -299,11 +299,18 @@ def test_fetch_arguments_and_default_urls():
     assert ASSETS["topology"].url("http://mirror/") == f"http://mirror/anhttran/3dmm_cnn/{commit}/3DMM_model/mod_struct_expr.mat"
 
 
-def test_bfm_instructions():
+def test_bfm_instructions(monkeypatch, tmp_path):
     text = bfm_instructions("models/x")
     for needle in ("https://faces.dmi.unibas.ch/bfm/", "01_MorphableModel.mat", "models/x", "register", "convert"):
         assert needle in text
     assert fetch_mod.ASSETS["topology"].sha256 in text
+    # the commands repeat the user's folder options, so they act on the same folders
+    text = bfm_instructions("card/downloads", options="--network-dir card")
+    assert "engine3dmm fetch topology --network-dir card\n" in text
+    assert "engine3dmm convert --network-dir card (reads" in text
+    # no folder given: the default model card's downloads folder, wherever it is
+    monkeypatch.setenv("ENGINE3DMM_MODEL_DIR", str(tmp_path / "card"))
+    assert f"Put 01_MorphableModel.mat in {tmp_path / 'card' / 'downloads'}." in bfm_instructions()
 
 
 def test_fetch_offline_says_where_to_put_a_file_downloaded_elsewhere(tmp_path, shared_dir):
@@ -324,3 +331,37 @@ def test_fetch_offline_says_where_to_put_a_file_downloaded_elsewhere(tmp_path, s
     _zip(tmp_path / "3dmm_cnn_resnet_101.zip", {"a/3dmm_cnn_resnet_101_deploy.prototxt": b"x"})
     res = fetch(["network"], tmp_path, base_url=f"http://127.0.0.1:{port}", timeout=5)["network"]
     assert res.skipped and [p.name for p in res.extracted] == ["3dmm_cnn_resnet_101_deploy.prototxt"]
+
+
+def test_a_bad_file_placed_by_hand_gets_advice(tmp_path):
+    with socket.socket() as s:  # nothing listens there: offline
+        s.bind(("127.0.0.1", 0))
+        offline = f"http://127.0.0.1:{s.getsockname()[1]}"
+    zip_path = tmp_path / ASSETS["network"].filename
+    zip_path.write_bytes(b"<html>a saved web page, not the zip</html>")
+    with pytest.raises(ModelFileError) as err:
+        fetch(["network"], tmp_path, base_url=offline, timeout=5)
+    assert str(err.value) == (
+        f"{zip_path}: not a readable zip archive: File is not a zip file; delete {zip_path} and run fetch again to "
+        f"download it anew, or download {ASSETS['network'].url()} elsewhere and save it as {zip_path.resolve()}; "
+        "running fetch again then uses that file (and extracts it)")
+    # an unsafe archive and a corrupt member get the same advice
+    _zip(zip_path, {"../evil.txt": b"x"})
+    with pytest.raises(InputError, match=r"escapes the target folder; .*; delete .* and run fetch again"):
+        fetch(["network"], tmp_path, base_url=offline, timeout=5)
+    # a wrong topology file: offline, the message says the file there is not the release's
+    topo = tmp_path / ASSETS["topology"].filename
+    topo.write_bytes(b"not the release's file")
+    with pytest.raises(BackendError) as err:
+        fetch(["topology"], tmp_path, base_url=offline, timeout=5)
+    assert (f"The file now at {topo} is not the release's (sha256 {sha(topo.read_bytes())}, expected "
+            f"{ASSETS['topology'].sha256}). To install it by hand, download") in str(err.value)
+
+
+def test_extract_zip_advice_is_only_about_the_archive(tmp_path):
+    (tmp_path / "junk.zip").write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(ModelFileError, match=r"junk\.zip: not a readable zip archive: .*; get a new one$"):
+        extract_zip(tmp_path / "junk.zip", tmp_path / "t", bad_archive_advice="get a new one")
+    z = _zip(tmp_path / "big.zip", {"a.bin": b"\0" * 10_000})
+    with pytest.raises(InputError, match="limit is 100; get a new one$"):
+        extract_zip(z, tmp_path / "t", max_total_bytes=100, bad_archive_advice="get a new one")

@@ -168,43 +168,136 @@ def test_truncated_files(tmp_path, fmt):
         load_image(bad)
 
 
+def png_header_only(width: int, height: int) -> bytes:
+    """A valid PNG header declaring width x height, with a few bytes of pixel data (a
+    decompression bomb as a decoder trusting the header sees it)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
 @pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
 def test_pixel_limit(tmp_path, monkeypatch):
+    from engine.images import image_size
+
     Image.fromarray(pattern(20, 20)).save(tmp_path / "a.png")
-    with pytest.raises(InputError, match=r"a\.png: image too large: 20x20 = 400 pixels, limit is 399"):
-        load_image(tmp_path / "a.png", max_pixels=399)
-    assert load_image(tmp_path / "a.png", max_pixels=400).shape == (20, 20, 3)
-    # DEFAULT follows Pillow's MAX_IMAGE_PIXELS ...
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 300)
-    with pytest.raises(InputError, match="too large"):
-        load_image(tmp_path / "a.png")
-    # ... and Pillow's own bomb error (above 2x the limit) becomes an InputError too.
+    a = tmp_path / "a.png"
+    def msg(limit):
+        return rf"a\.png: image too large: 20x20 = 400 pixels, limit is {limit} \(raise max_pixels=\)$"
+    with pytest.raises(InputError, match=msg(399)):
+        load_image(a, max_pixels=399)
+    assert load_image(a, max_pixels=400).shape == (20, 20, 3)
+    # DEFAULT follows Pillow's MAX_IMAGE_PIXELS: below it (Pillow warns) and below half of it
+    # (Pillow's own bomb error, at 2x its limit, raised before the size is seen), one message,
+    # with the limit the caller set, never Pillow's doubled value.
+    for limit in (300, 199, 100, 1):
+        monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", limit)
+        for read in (load_image, image_size, lambda p: decode_image(p.read_bytes(), str(p))):
+            with pytest.raises(InputError, match=msg(limit)):
+                read(a)
+    # An explicit limit decides alone: Pillow's guard (here 2 x 100 pixels) does not refuse
+    # an image the caller admits.
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
-    with pytest.raises(InputError, match=r"a\.png: image too large \(decompression-bomb guard\)"):
-        load_image(tmp_path / "a.png")
+    np.testing.assert_array_equal(load_image(a, max_pixels=400), pattern(20, 20))
+    assert image_size(a, max_pixels=None) == (20, 20)
     with pytest.raises(InputError, match="max_pixels"):
-        load_image(tmp_path / "a.png", max_pixels=0)
+        load_image(a, max_pixels=0)
 
 
-def test_expand_inputs(tmp_path):
-    for name in ["b.png", "a.JPG", "c.webp", "notes.txt", "sub/d.png", "sub/e.tif"]:
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+def test_declared_sizes_far_over_the_limit_get_the_same_message(tmp_path):
+    # The tester's cases: a PNG declaring 100000 x 100000 (far beyond Pillow's 2x guard) and
+    # one of 144 megapixels (between the limit and 2x): the same sentence, the same limit.
+    from PIL import Image as PILImage
+
+    from engine.images import image_size, set_limit_hint
+
+    limit = PILImage.MAX_IMAGE_PIXELS
+    for w, h in ((100_000, 100_000), (12_000, 12_000)):
+        p = tmp_path / f"{w}.png"
+        p.write_bytes(png_header_only(w, h))
+        want = rf"{w}\.png: image too large: {w}x{h} = {w * h} pixels, limit is {limit} \(raise max_pixels=\)$"
+        with pytest.raises(InputError, match=want):
+            load_image(p)
+        with pytest.raises(InputError, match=want):
+            image_size(p)
+    previous = set_limit_hint("--max-pixels / $ENGINE3DMM_MAX_PIXELS")  # what the CLI says
+    try:
+        with pytest.raises(InputError, match=r"limit is \d+ \(raise --max-pixels / \$ENGINE3DMM_MAX_PIXELS\)$"):
+            load_image(tmp_path / "100000.png")
+    finally:
+        set_limit_hint(previous)
+
+
+def _clip(path, frames=2):
+    """A real video written by OpenCV (skips where this build cannot write MJPG)."""
+    cv2 = pytest.importorskip("cv2")
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 5, (32, 24))
+    if not w.isOpened():
+        pytest.skip("this OpenCV build cannot write MJPG video")
+    for _ in range(frames):
+        w.write(np.ascontiguousarray(pattern(24, 32)[:, :, ::-1]))
+    w.release()
+    return path
+
+
+def test_expand_inputs(tmp_path, caplog):
+    import logging
+
+    for name in ["b.png", "a.JPG", "c.webp", "notes.txt", "sub/d.png", "sub/e.tif", "empty/notes.txt"]:
         p = tmp_path / name
         p.parent.mkdir(exist_ok=True)
         p.write_bytes(b"x")
-    assert [p.name for p in expand_inputs(tmp_path)] == ["a.JPG", "b.png", "c.webp"]
-    assert [p.name for p in expand_inputs(tmp_path, recursive=True)] == ["a.JPG", "b.png", "c.webp", "d.png", "e.tif"]
+    _clip(tmp_path / "clip.avi")
+    with caplog.at_level(logging.WARNING, logger="engine"):
+        assert [p.name for p in expand_inputs(tmp_path)] == ["a.JPG", "b.png", "c.webp", "clip.avi"]
+    # Sub-folders left out are said once: how many (only those with images or videos), and how.
+    (said,) = [r.getMessage() for r in caplog.records]
+    assert said == f"1 sub-folder(s) holding images or videos were not searched ({tmp_path / 'sub'}/): " \
+                   "recursive=True searches them"
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="engine"):
+        assert [p.name for p in expand_inputs(tmp_path, recursive=True)] == ["a.JPG", "b.png", "c.webp",
+                                                                              "clip.avi", "d.png", "e.tif"]
+    assert caplog.records == []
     assert [p.name for p in expand_inputs(str(tmp_path / "sub" / "*"))] == ["d.png", "e.tif"]
     assert [p.name for p in expand_inputs(str(tmp_path / "**" / "*.png"))] == ["b.png", "d.png"]
+    assert [p.name for p in expand_inputs(str(tmp_path / "*.avi"))] == ["clip.avi"]  # patterns take videos too
     # explicit files are kept whatever the extension; duplicates are dropped, order kept
     got = expand_inputs([tmp_path / "notes.txt", tmp_path / "b.png", tmp_path])
-    assert [p.name for p in got] == ["notes.txt", "b.png", "a.JPG", "c.webp"]
+    assert [p.name for p in got] == ["notes.txt", "b.png", "a.JPG", "c.webp", "clip.avi"]
     with pytest.raises(InputError, match="no such file or folder"):
         expand_inputs([tmp_path / "missing.png"])
-    with pytest.raises(InputError, match="matched no image files"):
+    with pytest.raises(InputError, match="matched no image or video files"):
         expand_inputs(str(tmp_path / "*.gif"))
     (tmp_path / "void").mkdir()
-    with pytest.raises(InputError, match="folder holds no image files"):
+    with pytest.raises(InputError, match=r"void: folder holds no image or video files \(extensions [^)]*\)$"):
         expand_inputs(tmp_path / "void")
+
+
+def test_a_folder_whose_images_are_all_in_sub_folders_says_how_to_search_them(tmp_path):
+    # LFW's layout: lfw/Name/Name_0001.jpg, nothing at the top.
+    from engine.images import expand_input
+
+    for name in ("Aaron_Eckhart", "Zico"):
+        (tmp_path / "lfw" / name).mkdir(parents=True)
+        Image.fromarray(pattern()).save(tmp_path / "lfw" / name / f"{name}_0001.jpg")
+    (tmp_path / "lfw" / "notes").mkdir()
+    with pytest.raises(InputError, match=r"lfw: folder holds no image or video files \(.*\); 2 of its sub-folders "
+                                         r"hold some \(e\.g\. Aaron_Eckhart/\): recursive=True searches them"):
+        expand_inputs(tmp_path / "lfw")
+    found = expand_input(tmp_path / "lfw", recursive=True)
+    assert [p.relative_to(tmp_path).as_posix() for p in found.files] == ["lfw/Aaron_Eckhart/Aaron_Eckhart_0001.jpg",
+                                                                       "lfw/Zico/Zico_0001.jpg"]
+    assert found.root == tmp_path / "lfw" and found.unsearched == []
+    # A pattern's root is its leading folder; a file named directly has none.
+    assert expand_input(str(tmp_path / "lfw" / "*" / "*.jpg")).root == tmp_path / "lfw"
+    assert expand_input(found.files[0]).root is None
 
 
 def test_video_frames(tmp_path):

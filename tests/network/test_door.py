@@ -61,6 +61,8 @@ def test_fetch_convert_reconstruct_from_the_face_swap_zip(server, tmp_path, shar
     # The release as face_swap mirrors it, with a full-size caffemodel (the real
     # architecture's shapes; the synthetic weights stand in for the trained ones).
     blobs = to_caffe_blobs(synthetic_model.weights, factor=2.0)
+    # ... with the ImageNet head the release's training started from: Caffe ignores it, so do we
+    blobs["fc1000"] = [np.ones((1000, 2048), np.float32), np.zeros(1000, np.float32)]
     staging = tmp_path / "staging"
     staging.mkdir()
     caffe_io.write_caffemodel(staging / FACE_SWAP_NAMES["caffemodel"], blobs)
@@ -86,6 +88,17 @@ def test_fetch_convert_reconstruct_from_the_face_swap_zip(server, tmp_path, shar
     assert r.returncode == 0, r.stderr
     assert "warning" not in r.stderr.lower(), r.stderr  # normal progress is not a warning
     assert f"reading {card / 'downloads' / FACE_SWAP_NAMES['caffemodel']}" in r.stderr
+    # it says which file it took for each role, what it left out, and that nothing proves these
+    # are the official weights (the project knows no sha256 of the official caffemodel)
+    for role, name in FACE_SWAP_NAMES.items():
+        assert f"{role + ':':11} {card / 'downloads' / name} (found under {card / 'downloads'})\n" in r.stderr
+    assert "ignored, as Caffe does: 1 caffemodel layer(s) the network does not use (fc1000)" in r.stderr
+    assert ("cnn3dmm.safetensors: converted (not verified: the official caffemodel's sha256 is not known to this "
+            "project)") in r.stderr
+    assert "official" not in r.stdout
+    r = engine_without_torch("info", "--json", "--network-dir", card, cwd=tmp_path)
+    network = json.loads(r.stdout)["network"]
+    assert network["status"] == "converted" and network["verified"] is False
     assert {p.name for p in card.iterdir()} == {"downloads", "cnn3dmm.safetensors", "cnn3dmm.fp32.onnx",
                                                "cnn3dmm.fp16.onnx"}
     # 3. reconstruct a real photo

@@ -4,13 +4,16 @@ them). Issue 13 found pairs.txt clean; this keeps it so.
 
 The input is the file. When it parses, every second image gets a descriptor derived from its
 name (deterministic), and evaluate_pairs runs in both --missing modes: a refusal must be an
-InputError (no scored pair, one class only...), and an answer must hold together (n_pairs is
-the file's pairs, the counts add up, accuracies are in [0, 1])."""
+InputError, and an answer must hold together (n_pairs is the file's pairs, the counts add up,
+accuracies are in [0, 1], thresholds in cosine's [-1, 1]; a number that cannot be measured, e.g.
+the ROC AUC with one class scored, is None with its reason; the whole result is valid JSON)."""
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import functools
 import hashlib
+import json
 import math
 import shutil
 import tempfile
@@ -66,5 +69,9 @@ def one_input(data: bytes) -> None:
     for missing in ("wrong", "skip"):
         r = evaluate_pairs(plist, descs, missing=missing)
         assert r.n_pairs == len(plist) and r.n_scored + r.n_missing == len(plist)
-        assert all(0.0 <= a <= 1.0 for a in r.fold_accuracies) and 0.0 <= r.auc <= 1.0
-        assert math.isfinite(r.accuracy) and r.missing == missing
+        assert all(a is None or 0.0 <= a <= 1.0 for a in r.fold_accuracies) and r.missing == missing
+        assert (r.auc is None) == (r.auc_undefined is not None) and (r.auc is None or 0.0 <= r.auc <= 1.0)
+        assert (r.accuracy is None) == (r.accuracy_undefined is not None)
+        assert r.accuracy is None or (math.isfinite(r.accuracy) and 0.0 <= r.accuracy <= 1.0)
+        assert all(t is None or -1.0 <= t <= 1.0 for t in (*r.thresholds, r.threshold))
+        json.dumps(dataclasses.asdict(r), allow_nan=False)  # NaN or infinity anywhere: ValueError

@@ -1,0 +1,141 @@
+"""Where the model card lives (engine.network.resolve.locate_model_dir): never inside an
+installed package. $ENGINE3DMM_MODEL_DIR, else models/cnn3dmm of the source checkout the
+package runs from, else the per-user $XDG_DATA_HOME/engine3dmm/cnn3dmm (default
+~/.local/share/engine3dmm/cnn3dmm).
+
+The installed cases run the package from a copy outside any checkout (fast), and from a real
+wheel installed into a fresh venv (slow: builds the C++ core)."""
+from __future__ import annotations
+
+import functools
+import http.server
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import venv
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from engine.network.resolve import locate_model_dir, user_model_dir
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_a_checkout_uses_its_own_model_card(monkeypatch, tmp_path):
+    monkeypatch.delenv("ENGINE3DMM_MODEL_DIR", raising=False)
+    assert locate_model_dir() == (REPO / "models" / "cnn3dmm", "the source checkout")
+    assert (REPO / "models" / "cnn3dmm" / "manifest.json").is_file()  # what marks the checkout
+    monkeypatch.setenv("ENGINE3DMM_MODEL_DIR", str(tmp_path))
+    assert locate_model_dir() == (tmp_path, "$ENGINE3DMM_MODEL_DIR")
+    monkeypatch.setenv("ENGINE3DMM_MODEL_DIR", "")  # set but empty: not a folder name
+    assert locate_model_dir()[0] == REPO / "models" / "cnn3dmm"
+
+
+def test_the_per_user_folder_follows_xdg(monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("XDG_DATA_HOME", raising=False)
+    assert user_model_dir() == tmp_path / "home" / ".local" / "share" / "engine3dmm" / "cnn3dmm"
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    assert user_model_dir() == tmp_path / "data" / "engine3dmm" / "cnn3dmm"
+    monkeypatch.setenv("XDG_DATA_HOME", "relative/data")  # invalid per the XDG spec: ignored
+    assert user_model_dir() == tmp_path / "home" / ".local" / "share" / "engine3dmm" / "cnn3dmm"
+
+
+@pytest.fixture
+def server(tmp_path):
+    """Serves tmp_path/www on 127.0.0.1; yields the base URL."""
+    www = tmp_path / "www"
+    www.mkdir()
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(www)))
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    from engine.fetch import ASSETS
+
+    zip_path = www / ASSETS["network"].path
+    zip_path.parent.mkdir(parents=True)
+    with zipfile.ZipFile(zip_path, "w") as z:
+        z.writestr("deploy_network.prototxt", "name: 'stand-in'\n")
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def _run(python: str, *argv, env: dict, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([python, *map(str, argv)], env=env, cwd=cwd, capture_output=True, text=True, timeout=600)
+
+
+def _clean_env(tmp_path: Path, **extra) -> dict:
+    """No variable of the user's that could choose the folder; a home of our own."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("ENGINE3DMM_MODEL_DIR", "XDG_DATA_HOME", "PYTHONPATH", "HOME")}
+    env["HOME"] = str(tmp_path / "home")
+    env.update(extra)
+    return env
+
+
+def _check_installed(python: str, site: Path, tmp_path: Path, base_url: str) -> None:
+    """`info` and `fetch` of the package installed at `site`: the card is the per-user folder,
+    and nothing is written into `site`."""
+    before = sorted(p.name for p in site.iterdir())
+    # the copy is found through PYTHONPATH; the venv finds its own site-packages
+    env = _clean_env(tmp_path, **({"PYTHONPATH": str(site)} if python == sys.executable else {}))
+    where = _run(python, "-c", "import engine; print(engine.__file__)", env=env, cwd=tmp_path)
+    assert Path(where.stdout.strip()).is_relative_to(site), where  # the copy runs, not the checkout
+    card = tmp_path / "home" / ".local" / "share" / "engine3dmm" / "cnn3dmm"
+    r = _run(python, "-m", "engine", "info", "--json", env=env, cwd=tmp_path)
+    report = json.loads(r.stdout)
+    assert report["network"]["folder"] == str(card), report["network"]
+    assert report["network"]["folder_from"] == "the per-user data folder"
+    assert report["network"]["status"] == "SYNTHETIC"
+    r = _run(python, "-m", "engine", "fetch", "network", "--base-url", base_url, env=env, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert (card / "downloads" / "deploy_network.prototxt").is_file()
+    assert sorted(p.name for p in site.iterdir()) == before  # no models/ beside the package
+    r = _run(python, "-m", "engine", "info", "--json", env={**env, "XDG_DATA_HOME": str(tmp_path / "xdg")},
+             cwd=tmp_path)
+    assert json.loads(r.stdout)["network"]["folder"] == str(tmp_path / "xdg" / "engine3dmm" / "cnn3dmm")
+
+
+def test_a_copy_outside_a_checkout_uses_the_per_user_folder(tmp_path, server):
+    # The package as an installer lays it out (engine/ alone in a folder), outside any checkout.
+    site = tmp_path / "site"
+    shutil.copytree(REPO / "engine", site / "engine", ignore=shutil.ignore_patterns("__pycache__"))
+    _check_installed(sys.executable, site, tmp_path, server)
+
+
+@pytest.mark.slow
+def test_a_real_non_editable_install_uses_the_per_user_folder(tmp_path, server):
+    # What a user does: `pip install /path/to/checkout` (not -e) into a venv. The wheel is built
+    # from a copy of the working tree, so the checkout is left alone.
+    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
+                           capture_output=True, check=True).stdout.decode().split("\0")
+    src = tmp_path / "src"
+    for name in filter(None, files):
+        if (REPO / name).is_file():
+            (src / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, src / name)
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path / "dist"),
+                            str(src)], capture_output=True, text=True, timeout=1800,
+                           env={**os.environ, "CMAKE_BUILD_PARALLEL_LEVEL": "2"})
+    if build.returncode and ("No matching distribution" in build.stderr or "Could not find a version" in build.stderr):
+        pytest.skip(f"the build requirements cannot be installed here: {build.stderr[-500:]}")
+    assert build.returncode == 0, build.stderr[-3000:]
+    (wheel,) = (tmp_path / "dist").glob("engine3dmm-*.whl")
+    # The venv sees the test environment's packages (numpy...) but holds its own engine3dmm.
+    venv.create(tmp_path / "v", system_site_packages=True, with_pip=True)
+    python = str(tmp_path / "v" / "bin" / "python")
+    r = subprocess.run([python, "-m", "pip", "install", "--no-deps", "-q", str(wheel)], capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    site = Path(subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                               capture_output=True, text=True, check=True).stdout.strip())
+    _check_installed(python, site, tmp_path, server)
