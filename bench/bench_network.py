@@ -1,15 +1,22 @@
-"""Benchmark the network runners: latency p50/p99, throughput and max error vs float32.
+"""Benchmark the network runners and their CPU variants: latency p50/p99, throughput, error.
 
-    python bench/bench_network.py --json bench/results/network_cpu.json --md bench/results/network_cpu.md
+    python bench/bench_network.py --json bench/results/network_cpu.json --md bench/results/network_cpu.md \
+        --variants-json bench/results/network_variants_cpu.json --variants-md bench/results/network_variants_cpu.md
+    python bench/bench_network.py --second-model ...   # the same on an independently built full-size model
 
 For every runner available on this machine (plus the PyTorch eager float32 reference,
-the exact unfused module, row runner "torch-eager"), at batch 1, 8, 32 on CPU (and 128
-on GPU). Runners are timed in `--rounds` passes, a block of calls each, so that load
-from other processes on a shared machine hits all of them alike. `max_abs_err` is the
-largest difference from the float32 reference over the batch, in coefficient units
-(standard deviations); the table also gives it relative to the coefficients' sd.
-Inputs: pseudo-face crops (mean image plus smooth noise); the weights are whatever the
-model folder resolves to (the synthetic set unless converted weights exist).
+the exact unfused module, row runner "torch-eager"), and every CPU variant validated for
+the weights (onnxruntime int8, torch-cpu bf16: engine.network.validate, run first when the
+weights have no fresh variant card), at batch 1, 8, 32 on CPU (and 128 on GPU). Runners are
+timed in `--rounds` passes, a block of calls each, so that load from other processes on a
+shared machine hits all of them alike. `max_abs_err` is the largest difference from the
+float32 reference over the batch, in coefficient units (standard deviations); the table also
+gives it relative to the coefficients' sd, and each variant's validated max error (on the
+held-out faces, from the variant card). Inputs: real faces (the built-in validation faces,
+engine.network.faces; repeated to fill batch 32). Weights: --model-dir's, else the default
+card's converted ones, else the synthetic set in a scratch card under the user's cache (the
+checkout's card is not written to); --second-model: an independently built full-size model
+(second_model below).
 """
 from __future__ import annotations
 
@@ -26,9 +33,62 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engine.fileio import atomic_write  # noqa: E402
-from engine.network.resolve import resolve_model  # noqa: E402
-from engine.network.synthetic import calibration_crops  # noqa: E402
+from engine.network import variants as V  # noqa: E402
+from engine.network.resolve import WEIGHTS_FILE, default_model_dir, resolve_model, synthetic_cache_dir  # noqa: E402
 from engine.runners import available_runners, create_runner  # noqa: E402
+
+SECOND_SEED = 1
+SECOND_RECIPE = 1  # bump when second_model changes: its cached weights are rebuilt
+
+
+def second_model(folder: Path) -> Path:
+    """An independently built full-size model in `folder` (built once, cached), unlike the
+    built-in synthetic weights (seed 0, per-channel mean, BatchNorm and fc_ftnew calibrated on
+    16 photo-like crops of seed 0) in three ways: seed 1; the release's mean image
+    (../shared/cnn3dmm/mean.binaryproto, when present); BatchNorm statistics and fc_ftnew's
+    scale calibrated on 33 real faces (engine.network.faces' "model" split: disjoint from the
+    int8 calibration and the validation faces) plus 16 photo-like colour crops of seed 1 (on
+    the grey faces alone the colour astronaut's coefficients reach 38, sd 13: a model no
+    trained network resembles). Same architecture, so the same speed."""
+    import numpy as np
+
+    from engine.network import caffe_io, faces
+    from engine.network.synthetic import calibration_crops, make_synthetic
+    from engine.network.weights import load_weights, save_weights
+
+    path = folder / WEIGHTS_FILE
+    if path.is_file():
+        try:
+            if str(load_weights(path)[2].get("second_recipe")) == str(SECOND_RECIPE):
+                return folder
+        except Exception:
+            pass
+    mean_file = Path(__file__).resolve().parents[2] / "shared" / "cnn3dmm" / "mean.binaryproto"
+    mean = caffe_io.read_mean(mean_file) if mean_file.is_file() else None
+    crops, _ = faces.builtin_faces("model")
+    crops = np.concatenate([crops, calibration_crops(SECOND_SEED, n=16, mean=mean)])
+    print(f"building the second, independent model in {folder} (a numpy calibration pass, about a minute)",
+          flush=True)
+    w, mean, meta = make_synthetic(SECOND_SEED, mean=mean, crops=crops)
+    folder.mkdir(parents=True, exist_ok=True)
+    meta = {**meta, "second_recipe": SECOND_RECIPE, "mean_image": "release" if mean_file.is_file() else "per-channel",
+            "source": f"independently built benchmark model (seed {SECOND_SEED}, BatchNorm calibrated on 33 real "
+                      "faces + 16 photo-like crops); NOT the trained 3DMM-CNN"}
+    save_weights(path, w, mean, meta)
+    return folder
+
+
+def model_folder(args) -> Path:
+    """The card the benchmark runs (module docstring): never the checkout's synthetic card."""
+    if args.second_model:
+        return second_model(synthetic_cache_dir() / "bench-second-model")
+    if args.model_dir:
+        return Path(args.model_dir)
+    if (default_model_dir() / WEIGHTS_FILE).is_file():
+        return default_model_dir()
+    folder = synthetic_cache_dir() / "bench-synthetic"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 def machine() -> str:
@@ -71,14 +131,18 @@ class EagerReference:
         self.net = None
 
 
-def configs(threads, gpu: bool, cpu: bool = True):
-    """(runner name, create_runner kwargs) pairs to benchmark on this machine."""
+def configs(threads, gpu: bool, cpu: bool = True, card=None):
+    """(runner name, create_runner kwargs) pairs to benchmark on this machine; the int8 variant
+    when the variant card has a usable one."""
     names = available_runners()
     out = []
     if not cpu:
         names = [n for n in names if n not in ("onnxruntime", "torch-cpu")]
     if "onnxruntime" in names:
-        out.append(("onnxruntime", dict(threads=threads)))
+        out.append(("onnxruntime", dict(threads=threads, precision="fp32")))
+        e = card.entry("onnxruntime", "int8") if card is not None else None
+        if e is not None and V.unusable_reason(card, e, names) is None:
+            out.append(("onnxruntime", dict(threads=threads, precision="int8")))
     if "torch-cpu" in names:
         out.append(("torch-cpu", dict(threads=threads, precision="fp32")))
         out.append(("torch-cpu", dict(threads=threads, precision="bf16")))
@@ -90,7 +154,13 @@ def configs(threads, gpu: bool, cpu: bool = True):
     return out
 
 
-def bench_batch(batch, runners, iters, warmup, crops_all, rounds):
+def validated(card, runner) -> float | None:
+    """The runner's validated max coefficient error from the variant card (None: not in it)."""
+    e = card.entry(runner.name, runner.precision) if card is not None and runner.name != "torch-eager" else None
+    return None if e is None or not e.get("errors") else float(e["errors"]["coeff_max_sd"])
+
+
+def bench_batch(batch, runners, iters, warmup, crops_all, rounds, card=None):
     x = crops_all[:batch]
     ref = runners[0][1].run(x)  # the float32 eager reference comes first
     times = {i: [] for i in range(len(runners))}
@@ -117,23 +187,89 @@ def bench_batch(batch, runners, iters, warmup, crops_all, rounds):
                      "latency_ms_p50": round(p50, 3), "latency_ms_p99": round(float(np.percentile(ms, 99)), 3),
                      "throughput_per_s": round(batch / p50 * 1e3, 2), "max_abs_err": errs[i],
                      "config": label, "iters": iters, "ref_sd": float(ref.std()),
-                     "min_ms": round(float(ms.min()), 3), "load_1m": round(os.getloadavg()[0], 2)})
+                     "min_ms": round(float(ms.min()), 3), "load_1m": round(os.getloadavg()[0], 2),
+                     "validated_max_sd": validated(card, r)})
     return rows
 
 
 def markdown(rows, header: str) -> str:
     lines = [header, "",
-             "| runner | config | device | precision | batch | p50 ms | p99 ms | min ms | images/s (p50) | max abs err (sd units) | err / coeff sd | p50 speed-up vs torch-eager (same device) | load avg |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    base = {(r["batch"], r["device"]): r["latency_ms_p50"] for r in rows if r["runner"] == "torch-eager"}
+             "| model | runner | config | device | precision | batch | p50 ms | p99 ms | min ms | images/s (p50) | max abs err (sd units) | err / coeff sd | validated max err (sd, held-out faces) | p50 speed-up vs torch-eager (same device) | load avg |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    base = {(r.get("model"), r["batch"], r["device"]): r["latency_ms_p50"] for r in rows if r["runner"] == "torch-eager"}
     for r in rows:
-        lines.append(f"| {r['runner']} | {r['config']} | {r['device']} | {r['precision']} | {r['batch']} | "
-                     f"{r['latency_ms_p50']:.1f} | {r['latency_ms_p99']:.1f} | {r.get('min_ms', float('nan')):.1f} | "
-                     f"{r['throughput_per_s']:.1f} | "
+        v = r.get("validated_max_sd")
+        lines.append(f"| {r.get('model', '-')} | {r['runner']} | {r['config']} | {r['device']} | {r['precision']} | "
+                     f"{r['batch']} | {r['latency_ms_p50']:.1f} | {r['latency_ms_p99']:.1f} | "
+                     f"{r.get('min_ms', float('nan')):.1f} | {r['throughput_per_s']:.1f} | "
                      f"{r['max_abs_err']:.2e} | {r['max_abs_err'] / r['ref_sd']:.3f} | "
-                     f"{base.get((r['batch'], r['device']), float('nan')) / r['latency_ms_p50']:.2f}x | "
+                     f"{'-' if v is None else f'{v:.3g}'} | "
+                     f"{base.get((r.get('model'), r['batch'], r['device']), float('nan')) / r['latency_ms_p50']:.2f}x | "
                      f"{r.get('load_1m', float('nan')):.1f} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + [""] + target_lines(rows)) + "\n"
+
+
+def target_lines(rows, budget: float = V.DEFAULT_MAX_ERROR) -> list[str]:
+    """Issue 12's target, per model: the fastest CPU variant within the budget (validated max
+    error) against torch-eager float32 at batch 1, measured in the same run; and int8's ratio."""
+    out = []
+    for model in dict.fromkeys(r.get("model") for r in rows):
+        b1 = [r for r in rows if r.get("model") == model and r["batch"] == 1 and r["device"] == "cpu"]
+        eager = next((r for r in b1 if r["runner"] == "torch-eager"), None)
+        if eager is None:
+            continue
+        ok = [r for r in b1 if r["runner"] != "torch-eager" and r.get("validated_max_sd") is not None
+              and r["validated_max_sd"] <= budget]
+        best = min(ok, key=lambda r: r["latency_ms_p50"], default=None)
+        if best is not None:
+            ratio = eager["latency_ms_p50"] / best["latency_ms_p50"]
+            out.append(f"- {model}: the fastest variant within {budget:g} sd is {best['runner']} {best['precision']} "
+                       f"(validated max {best['validated_max_sd']:.3g} sd): {ratio:.2f}x torch-eager float32 at batch 1 "
+                       f"({'PASS' if ratio >= 4 else 'FAIL'}, target 4x)")
+        for r in b1:
+            if r["precision"] in V.VARIANT_PRECISIONS and r.get("validated_max_sd") is not None and r is not best:
+                out.append(f"- {model}: {r['runner']} {r['precision']} is {eager['latency_ms_p50'] / r['latency_ms_p50']:.2f}x "
+                           f"torch-eager at batch 1 but its validated max error is {r['validated_max_sd']:.3g} sd, "
+                           f"{'within' if r['validated_max_sd'] <= budget else 'over'} the {budget:g} sd budget")
+    return out
+
+
+def variants_table(cards: dict) -> str:
+    """The variants table: per model, each variant's validated errors, its speed when
+    validated, its build time and what `auto` picks at the default budget."""
+    lines = ["# CPU variants, validated against float32", "",
+             "Each variant of each model, compared with ONNX Runtime float32 on held-out real faces (never the "
+             "calibration ones; engine.network.faces), timed by `engine3dmm validate` on this machine. Coefficient "
+             "errors in standard deviations (the network's unit); meshes decoded with the morphable model named; "
+             "colour in levels of 0..255; the descriptor's error as 1 - cosine.", ""]
+    for label, doc in cards.items():
+        c = doc["card"]
+        lines += [f"## {label}", "",
+                  f"- Weights: {c['weights']} (sha256 {c['weights_sha256'][:16]}...)",
+                  f"- Calibration: {c['calibration']['what']}; validation: {c['validation']['what']}",
+                  f"- Morphable model: {c['morphable_model']}; coefficient spread of float32 on the validation faces: "
+                  f"{c['coeff_spread_sd']:.3g} sd",
+                  f"- Built {c['built']} in {c['build_seconds']:.0f} s on {c['machine']['cpu']} "
+                  f"({', '.join(c['machine']['flags'])}; {c['machine']['threads']} threads; load average "
+                  f"{c['machine']['load_1m']}); onnxruntime {c['versions'].get('onnxruntime')}, torch "
+                  f"{c['versions'].get('torch', '-')}",
+                  f"- auto at {V.DEFAULT_MAX_ERROR} sd picks: {doc['auto']}", "",
+                  "| variant | status | coeff max sd | coeff p99 sd | vertex max mm | vertex mean mm | colour max | "
+                  "colour mean | cosine err max | cosine err mean | ms/face b1 | ms/face b8 | build s |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for e in c["variants"]:
+            er, sp = e.get("errors") or {}, e.get("speed") or {}
+
+            def f(key, d=er, fmt=".3g"):
+                return "-" if key not in d else format(d[key], fmt)
+            status = e.get("status") if e.get("status") == "ok" else f"{e.get('status')}: {e.get('why')}"
+            lines.append(f"| {e['runner']} {e['precision']} | {status} | {f('coeff_max_sd')} | {f('coeff_p99_sd')} | "
+                         f"{f('vertex_max_mm')} | {f('vertex_mean_mm')} | {f('color_max_levels', fmt='.0f')} | "
+                         f"{f('color_mean_levels')} | {f('cosine_max', fmt='.2e')} | {f('cosine_mean', fmt='.2e')} | "
+                         f"{f('batch1_ms', sp, '.1f')} | {f('batch8_ms_per_face', sp, '.1f')} | "
+                         f"{e.get('build_seconds', '-')} |")
+        lines.append("")
+    return "\n".join(lines)
 
 
 def main(argv=None):
@@ -144,17 +280,26 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=2, help="passes over the runners per batch size")
     ap.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
     ap.add_argument("--model-dir", default=None)
+    ap.add_argument("--second-model", action="store_true",
+                    help="benchmark the independently built model (second_model) instead of --model-dir's weights")
+    ap.add_argument("--validate", action="store_true",
+                    help="build and validate the variants again (default: only when the weights have no fresh card)")
+    ap.add_argument("--calibration", metavar="DIR", help="your face photos for the int8 calibration (as validate)")
     ap.add_argument("--gpu", action="store_true", help="include GPU runners (default: only when present)")
     ap.add_argument("--gpu-only", action="store_true",
                     help="only GPU runners, against the float32 eager module on the same GPU (bench/gpu_check.sh)")
     ap.add_argument("--json", default=None, help="write rows as JSON here")
     ap.add_argument("--md", default=None, help="write a markdown table here")
     ap.add_argument("--append", action="store_true",
-                    help="merge into an existing --json file (rows of the same runner/config/batch are replaced), "
-                         "so batch sizes can be measured in separate quiet moments of a shared machine")
+                    help="merge into an existing --json file (rows of the same model/runner/config/batch are replaced), "
+                         "so batch sizes and models can be measured in separate quiet moments of a shared machine")
+    ap.add_argument("--variants-json", default=None, help="merge this model's variant card into this JSON file")
+    ap.add_argument("--variants-md", default=None, help="write the variants table (every model in --variants-json)")
     args = ap.parse_args(argv)
 
     import torch
+
+    from engine.network.faces import builtin_faces
 
     gpu = args.gpu or args.gpu_only or torch.cuda.is_available()
     if args.gpu_only and not torch.cuda.is_available():
@@ -162,22 +307,38 @@ def main(argv=None):
     batches = [int(b) for b in args.batches.split(",")] if args.batches else ([1, 8, 32, 128] if gpu else [1, 8, 32])
     threads = args.threads or os.cpu_count()
     torch.set_num_threads(threads)
-    model = resolve_model(args.model_dir)
+    folder = model_folder(args)
+    model = resolve_model(folder)
+    card = None
+    if not args.gpu_only:
+        from engine.network.validate import validate_variants
+
+        card, problem = V.load_card(model)
+        if card is None or args.validate or args.calibration:
+            print(f"validating the CPU variants ({problem or 'no card yet' if card is None else 'asked'})", flush=True)
+            card = validate_variants(model, calibration_dir=args.calibration, threads=threads,
+                                     progress=lambda m: print(m, flush=True))
+    label = ("second model (independent, seed 1)" if args.second_model
+             else "synthetic seed 0" if model.synthetic else "converted weights")
     runners = [] if args.gpu_only else [("fp32 exact module, eager", EagerReference(model))]
     if gpu:  # the GPU targets compare with eager float32 on the same GPU
         runners.append(("fp32 exact module, eager", EagerReference(model, "cuda")))
-    for name, kw in configs(threads, gpu, cpu=not args.gpu_only):
-        r = create_runner(name, args.model_dir, max_batch=max(batches), **kw)
-        label = ", ".join(f"{k}={v}" for k, v in kw.items())
-        runners.append((label, r))
-    crops_all = calibration_crops(seed=99, n=max(batches), mean=model.mean)
+    for name, kw in configs(threads, gpu, cpu=not args.gpu_only, card=card):
+        r = create_runner(name, folder, max_batch=max(batches), **kw)
+        label_kw = ", ".join(f"{k}={v}" for k, v in kw.items())
+        runners.append((label_kw, r))
+    faces, _ = builtin_faces("validation")
+    crops_all = np.concatenate([faces] * (max(batches) // len(faces) + 1))[:max(batches)]
     rows = []
     for b in batches:
         iters = args.iters or {1: 12, 8: 4}.get(b, 2)
-        rows += bench_batch(b, runners, iters, args.warmup, crops_all, args.rounds)
-        for r in rows[-len(runners):]:
+        got = bench_batch(b, runners, iters, args.warmup, crops_all, args.rounds, card)
+        for r in got:
+            r["model"] = label
             print(f"{r['runner']:12s} {r['config']:38s} b={b:3d} p50 {r['latency_ms_p50']:9.2f} ms "
-                  f"{r['throughput_per_s']:9.1f}/s err {r['max_abs_err']:.2e}", flush=True)
+                  f"{r['throughput_per_s']:9.1f}/s err {r['max_abs_err']:.2e} validated {r['validated_max_sd']} "
+                  f"load {r['load_1m']}", flush=True)
+        rows += got
     for _, r in runners:
         r.close()
     meta = {"machine": machine(), "threads": threads, "torch": torch.__version__,
@@ -191,21 +352,38 @@ def main(argv=None):
     except ImportError:
         pass
     if args.json and args.append and Path(args.json).is_file():
-        old = json.loads(Path(args.json).read_text())["rows"]
-        fresh = {(r["runner"], r["config"], r["batch"]) for r in rows}
-        rows = sorted([r for r in old if (r["runner"], r["config"], r["batch"]) not in fresh] + rows,
-                      key=lambda r: (r["batch"], r["device"]))
+        old_doc = json.loads(Path(args.json).read_text())
+        old = old_doc["rows"]
+        key = lambda r: (r.get("model"), r["runner"], r["config"], r["batch"])  # noqa: E731
+        fresh = {key(r) for r in rows}
+        rows = sorted([r for r in old if key(r) not in fresh] + rows,
+                      key=lambda r: (str(r.get("model")), r["batch"], r["device"]))
+        meta["weights"] = "; ".join(dict.fromkeys([*old_doc["meta"]["weights"].split("; "), meta["weights"]]))
     if args.json:
         with atomic_write(args.json, "w") as f:
             json.dump({"meta": meta, "rows": rows}, f, indent=1)
     if args.md:
-        header = (f"# Network runners, {'GPU' if gpu else 'CPU'}\n\nMachine: {meta['machine']}; {threads} threads; "
-                  f"torch {meta['torch']}, onnxruntime {meta.get('onnxruntime')}; {meta['date']}; "
+        header = (f"# Network runners and CPU variants, {'GPU' if gpu else 'CPU'}\n\nMachine: {meta['machine']}; "
+                  f"{threads} threads; torch {meta['torch']}, onnxruntime {meta.get('onnxruntime')}; {meta['date']}; "
                   f"1-minute load average at the end {meta['load_average_1m_at_end']:.1f}.\n"
                   f"Weights: {meta['weights']}.\n"
-                  "Latency per call (whole batch); runners timed in alternating blocks on a machine shared with other jobs.")
+                  "Latency per call (whole batch); runners timed in alternating blocks on a machine shared with other "
+                  "jobs. Inputs: the built-in held-out real faces (engine.network.faces, validation split).")
         with atomic_write(args.md, "w") as f:
             f.write(markdown(rows, header))
+    if card is not None and (args.variants_json or args.variants_md):
+        cards = {}
+        if args.variants_json and Path(args.variants_json).is_file():
+            cards = json.loads(Path(args.variants_json).read_text())
+        cpu = [n for n in available_runners() if n in V.CPU_RUNNERS]
+        choice = V.choose(model, cpu[0], explicit_runner=False, precision=None, available=cpu)
+        cards[label] = {"card": card.data, "auto": f"{choice.runner} {choice.precision}"}
+        if args.variants_json:
+            with atomic_write(args.variants_json, "w") as f:
+                json.dump(cards, f, indent=1)
+        if args.variants_md:
+            with atomic_write(args.variants_md, "w") as f:
+                f.write(variants_table(cards))
     return rows
 
 

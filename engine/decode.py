@@ -1,10 +1,13 @@
 """Coefficients to meshes: the Python face of the compiled decode kernels.
 
     S = shape_mean + alpha @ shape_basis                 (millimetres)
+        [+ expression_mean + e @ expression_basis]       (with expression weights e [B, Ke])
     T = clamp(tex_mean + beta @ tex_basis, 0, 255)       truncated to uint8
 
 Bases arrive with sigma folded in (see engine.morphable), so alpha and beta are
-the network's outputs in standard deviations. The Decoder prepares the bases
+the network's outputs in standard deviations, and e (the pose fit's expression weights,
+engine.pose) likewise. The expression term is optional: it needs a model with an
+expression basis, and is added only to the rows decoded with `expression=`. The Decoder prepares the bases
 once (float16 conversion, upload to the GPU) and then decodes batches.
 
 Non-finite policy: a NaN or Inf coefficient is an input error (InputError naming
@@ -67,7 +70,9 @@ def _check_fits_float16(model) -> None:
     broken model, refused by name (issue 13, finding 8's kind)."""
     meta = getattr(model, "metadata", None) or {}  # any object with the arrays decodes
     where = meta.get("path") or meta.get("name") or "model"
-    for field in ("shape_basis", "tex_basis"):
+    for field in ("shape_basis", "tex_basis", "expression_basis"):
+        if getattr(model, field, None) is None:
+            continue
         a = np.asarray(getattr(model, field))
         big = np.abs(a) > FLOAT16_MAX
         if big.any():
@@ -112,6 +117,9 @@ class Decoder:
             "tex_mean": _contiguous(model.tex_mean, np.float32),
             "tex_basis": _contiguous(model.tex_basis, dt),
         }
+        if getattr(model, "expression_basis", None) is not None:  # the optional expression term
+            arrays["expr_mean"] = _contiguous(model.expression_mean, np.float32)
+            arrays["expr_basis"] = _contiguous(model.expression_basis, dt)
         if device == "cuda":
             _core.require_cuda("Decoder(device='cuda')")
             import torch
@@ -128,6 +136,11 @@ class Decoder:
     def tex_components(self) -> int:
         return int(self.model.tex_basis.shape[0])
 
+    @property
+    def expression_components(self) -> int:
+        """Ke, 0 when the model has no expression basis."""
+        return int(self._arrays["expr_basis"].shape[0]) if "expr_basis" in self._arrays else 0
+
     @staticmethod
     def _check_model(model) -> None:
         n3 = model.shape_mean.shape[0]
@@ -142,14 +155,23 @@ class Decoder:
                     f"found {describe_array(a)}"
                 )
 
-    def decode(self, coeffs, *, outputs=OUTPUTS, stream=None, check_finite: bool = True) -> DecodedBatch:
-        """Decode coefficient rows; returns the requested outputs (a subset of OUTPUTS)."""
+    def decode(self, coeffs, *, expression=None, outputs=OUTPUTS, stream=None,
+               check_finite: bool = True) -> DecodedBatch:
+        """Decode coefficient rows; returns the requested outputs (a subset of OUTPUTS).
+
+        expression: optional expression weights [B, Ke] (float, one row per coefficient row,
+        in standard deviations): each shape gains expression_mean + e @ expression_basis.
+        InputError when the model has no expression basis or the shape is wrong; a NaN or Inf
+        weight is an error like a non-finite coefficient."""
         unknown = set(outputs) - set(OUTPUTS)
         if unknown or not outputs:
             raise InputError(f"decode: outputs: expected a non-empty subset of {OUTPUTS}, found {tuple(outputs)}")
+        if expression is not None and not self.expression_components:
+            raise InputError("decode: expression: expected none, the morphable model has no expression basis "
+                             "(convert --expression FILE adds one), found expression weights")
         if self.device == "cuda":
-            return self._decode_cuda(coeffs, outputs, stream, check_finite)
-        return self._decode_cpu(coeffs, outputs)
+            return self._decode_cuda(coeffs, outputs, stream, check_finite, expression)
+        return self._decode_cpu(coeffs, outputs, expression)
 
     # -- CPU -------------------------------------------------------------------
     def _host_coeffs(self, coeffs) -> np.ndarray:
@@ -164,20 +186,36 @@ class Decoder:
                              f"found {describe_array(c)}")
         return np.ascontiguousarray(c, dtype=np.float32)
 
-    def _decode_cpu(self, coeffs, outputs) -> DecodedBatch:
+    def _host_expression(self, expression, b: int) -> np.ndarray:
+        e = np.asarray(expression)
+        ke = self.expression_components
+        if e.dtype.kind != "f" or e.ndim not in (1, 2):
+            raise InputError(f"decode: expression: expected floating-point weights [{b}, {ke}], found {describe_array(e)}")
+        if e.ndim == 1:
+            e = e[None, :]
+        if e.shape != (b, ke):
+            raise InputError(f"decode: expression: expected weights [{b}, {ke}] (one row per coefficient row, Ke "
+                             f"of the model), found {describe_array(e)}")
+        return np.ascontiguousarray(e, dtype=np.float32)
+
+    def _decode_cpu(self, coeffs, outputs, expression=None) -> DecodedBatch:
         c = self._host_coeffs(coeffs)
         b, n = c.shape[0], self.num_vertices
         v = np.empty((b, n, 3), np.float32) if "vertices" in outputs else None
         col = np.empty((b, n, 3), np.uint8) if "colors" in outputs else None
         rec = np.empty((b, n), VERTEX_DTYPE) if "records" in outputs else None
         a = self._arrays
+        expr = {}
+        if expression is not None:
+            expr = dict(expr_mean=a["expr_mean"], expr_basis=a["expr_basis"],
+                        expression=self._host_expression(expression, b))
         _core.core().decode_cpu(a["shape_mean"], a["shape_basis"], a["tex_mean"], a["tex_basis"], c,
                                 self.shape_offset, self.tex_offset, vertices=v, colors=col, records=rec,
-                                num_threads=self.num_threads)
+                                num_threads=self.num_threads, **expr)
         return DecodedBatch(v, col, rec, self.faces)
 
     # -- CUDA ------------------------------------------------------------------
-    def _decode_cuda(self, coeffs, outputs, stream, check_finite) -> DecodedBatch:
+    def _decode_cuda(self, coeffs, outputs, stream, check_finite, expression=None) -> DecodedBatch:
         import torch
 
         if not isinstance(coeffs, torch.Tensor):
@@ -196,8 +234,18 @@ class Decoder:
             s.wait_stream(torch.cuda.current_stream(dev))
             if coeffs.is_cuda:
                 coeffs.record_stream(s)
+        if expression is not None:
+            if not isinstance(expression, torch.Tensor):
+                expression = torch.from_numpy(self._host_expression(expression, coeffs.shape[0]))
+            if expression.dtype != torch.float32 or tuple(expression.shape) != (coeffs.shape[0], self.expression_components):
+                raise InputError(f"decode: expression: expected float32 [{coeffs.shape[0]}, {self.expression_components}], "
+                                 f"found {expression.dtype}{list(expression.shape)}")
+            if expression.is_cuda and s != torch.cuda.current_stream(dev):
+                expression.record_stream(s)
         with torch.cuda.stream(s):
             coeffs = coeffs.to(dev, non_blocking=True).contiguous()
+            if expression is not None:
+                expression = expression.to(dev, non_blocking=True).contiguous()
             b, n = coeffs.shape[0], self.num_vertices
             v = torch.empty((b, n, 3), dtype=torch.float32, device=dev) if "vertices" in outputs else None
             col = torch.empty((b, n, 3), dtype=torch.uint8, device=dev) if "colors" in outputs else None
@@ -209,7 +257,10 @@ class Decoder:
                 a["shape_mean"].data_ptr(), a["shape_basis"].data_ptr(), a["tex_mean"].data_ptr(),
                 a["tex_basis"].data_ptr(), _BASIS_TYPE_CODE[self.basis_dtype], n, self.shape_components,
                 self.tex_components, coeffs.data_ptr(), b, coeffs.shape[1], self.shape_offset, self.tex_offset,
-                _ptr(v), _ptr(col), _ptr(rec), s.cuda_stream, _ptr(flag))
+                _ptr(v), _ptr(col), _ptr(rec), s.cuda_stream, _ptr(flag),
+                **({} if expression is None else dict(
+                    expr_mean=a["expr_mean"].data_ptr(), expr_basis=a["expr_basis"].data_ptr(),
+                    expr_components=self.expression_components, expression=expression.data_ptr())))
         if check_finite:
             s.synchronize()
         if check_finite and int(flag.item()):
@@ -217,22 +268,32 @@ class Decoder:
             bad_mask = torch.zeros(coeffs.shape, dtype=torch.bool, device=coeffs.device)
             for lo, k in ((self.shape_offset, self.shape_components), (self.tex_offset, self.tex_components)):
                 bad_mask[:, lo:lo + k] |= ~torch.isfinite(coeffs[:, lo:lo + k])
+            if not bad_mask.any() and expression is not None:
+                bad = (~torch.isfinite(expression)).nonzero()[0].tolist()
+                raise InputError(f"decode: expression[{bad[0]}, {bad[1]}]: expected a finite number, "
+                                 f"found {expression[bad[0], bad[1]].item()}")
             bad = bad_mask.nonzero()[0].tolist()
             raise InputError(f"decode: coeffs[{bad[0]}, {bad[1]}]: expected a finite number, "
                              f"found {coeffs[bad[0], bad[1]].item()}")
         return DecodedBatch(v, col, rec, self.faces)
 
 
-def fp16_error_bound(model, coeffs, shape_offset: int = 0, tex_offset: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def fp16_error_bound(model, coeffs, shape_offset: int = 0, tex_offset: int | None = None,
+                     expression=None) -> tuple[np.ndarray, np.ndarray]:
     """Worst-case change of vertices (mm) and of texture values (colour levels) per
     row caused by storing the bases in float16: 2**-11 * sum_k |c_k * basis[k, j]|,
-    maximised over j. Returns (shape_bound [B], tex_bound [B])."""
+    maximised over j (with expression weights [B, Ke], their terms are in the shape's sum).
+    Returns (shape_bound [B], tex_bound [B])."""
     c = np.atleast_2d(np.asarray(coeffs, np.float64))
     ks, kt = model.shape_basis.shape[0], model.tex_basis.shape[0]
     tex_offset = shape_offset + ks if tex_offset is None else tex_offset
     u = 2.0 ** -11
     alpha, beta = c[:, shape_offset : shape_offset + ks], c[:, tex_offset : tex_offset + kt]
-    sb = u * (np.abs(alpha) @ np.abs(np.asarray(model.shape_basis, np.float64))).max(axis=1)
+    shape_terms = np.abs(alpha) @ np.abs(np.asarray(model.shape_basis, np.float64))
+    if expression is not None:
+        shape_terms += np.abs(np.atleast_2d(np.asarray(expression, np.float64))) @ \
+            np.abs(np.asarray(model.expression_basis, np.float64))
+    sb = u * shape_terms.max(axis=1)
     tb = u * (np.abs(beta) @ np.abs(np.asarray(model.tex_basis, np.float64))).max(axis=1)
     return sb, tb
 

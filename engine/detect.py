@@ -89,7 +89,9 @@ class FaceBox:
     kind: "detector" (dlib HOG box), "landmarks" (tight box of the 68 landmarks; crop
     with the landmark ratios) or "given" (a caller's box; cropped like a detector box).
     score: detector score (higher is more confident); 1.0 for a given box without one.
-    landmarks: float32 [68, 2] (x, y) when kind == "landmarks", else None.
+    landmarks: float32 [68, 2] (x, y) image pixels in dlib's order, or None: dlib's for kind
+        "landmarks", or a caller's (any kind; `from_landmarks` makes the box from them). Only
+        the shape is checked here: a caller's non-finite landmarks are that face's pose error.
     origin: where the box came from, for error messages (e.g. "boxes.csv line 3").
     The coordinates must pass the image-independent part of engine.crop's box rule
     (finite, |v| <= 2**31, each side >= 1 px); InputError otherwise. They are stored as floats.
@@ -111,6 +113,23 @@ class FaceBox:
         object.__setattr__(self, "score", _finite(self.score, f"{where}, field score"))
         if self.kind not in KINDS:
             raise InputError(f"{where}: kind: expected one of {KINDS}, found {self.kind!r}")
+        if self.landmarks is not None:
+            object.__setattr__(self, "landmarks", _landmark_array(self.landmarks, f"{where}, field landmarks"))
+
+    @classmethod
+    def from_landmarks(cls, landmarks, *, score: float = 1.0, origin: str = "") -> "FaceBox":
+        """The face of 68 landmarks [68, 2]: their tight box, cropped by the landmark ratios as the
+        release cropped dlib's (kind "landmarks"). InputError naming `origin` when the landmarks
+        are not [68, 2] numbers, not finite, or span less than the box rule's 1 px."""
+        where = origin or "FaceBox"
+        lm = _landmark_array(landmarks, f"{where}, field landmarks")
+        bad = ~np.isfinite(lm)
+        if bad.any():
+            i, c = (int(x) for x in np.argwhere(bad)[0])
+            raise InputError(f"{where}, field landmarks: expected finite pixel coordinates (the face's box is "
+                             f"their tight box), found {lm[i, c]} at point {i} ({'xy'[c]})")
+        (x0, y0), (x1, y1) = lm.min(axis=0), lm.max(axis=0)
+        return cls(float(x0), float(y0), float(x1), float(y1), score, "landmarks", lm, origin)
 
     @property
     def width(self) -> float:
@@ -122,6 +141,22 @@ class FaceBox:
 
     def as_tuple(self) -> tuple[float, float, float, float]:
         return (self.x0, self.y0, self.x1, self.y1)
+
+
+NUM_LANDMARKS = 68  # dlib's 68-point layout (iBUG 300-W), the release's
+
+
+def _landmark_array(landmarks, where: str) -> np.ndarray:
+    """float32 [68, 2], read-only, of array-like landmarks; InputError naming `where` otherwise."""
+    try:
+        a = np.array(landmarks, dtype=np.float32)  # a copy: the caller's array may change later
+    except (TypeError, ValueError, OverflowError):
+        raise InputError(f"{where}: expected 68 (x, y) pixel coordinates [68, 2], "
+                         f"found {type(landmarks).__name__} that is not numbers") from None
+    if a.shape != (NUM_LANDMARKS, 2):
+        raise InputError(f"{where}: expected 68 (x, y) pixel coordinates [68, 2], found shape {list(a.shape)}")
+    a.setflags(write=False)
+    return a
 
 
 def _finite(v, where: str) -> float:
@@ -444,7 +479,11 @@ def load_boxes(path: str | os.PathLike, *, kind: str = "given") -> BoxSidecar:
 
     CSV (``.csv``): a header naming the columns image,x0,y0,x1,y1 and optionally score
     (any order), then one row per face. JSON (``.json``): {"image name": [[x0, y0, x1,
-    y1], [x0, y0, x1, y1, score], ...], ...}. Returns a BoxSidecar {image name: [FaceBox,
+    y1], [x0, y0, x1, y1, score], ...], ...}; in JSON a face may also be given by its 68
+    landmarks (dlib's order, image pixels): {"landmarks": [[x, y], ...]} (the box is their
+    tight box, cropped like dlib's landmark box) or {"box": [x0, y0, x1, y1], "landmarks":
+    [...]} (that box), each with an optional "score"; the landmarks are what the pose is
+    fitted to (reconstruct --pose). Returns a BoxSidecar {image name: [FaceBox,
     ...]}. `kind` is "given" (cropped like detector boxes) or "landmarks" when the boxes are
     tight landmark boxes. Which input an image name belongs to is engine.box_match's rule
     (the same path, relative to the working directory or to this file's folder; the path
@@ -564,7 +603,54 @@ def _json_type(v) -> str:
             type(None): "null"}.get(type(v), type(v).__name__)
 
 
+_BOX_KEYS = ("box", "landmarks", "score")
+
+
+def _json_landmarks(v, where: str) -> list:
+    """68 [x, y] pairs of JSON numbers (every JSON number is a float here, or _OutOfRange)."""
+    if type(v) is not list or len(v) != NUM_LANDMARKS:  # noqa: E721
+        what = f"{len(v)} points" if type(v) is list else _json_type(v)  # noqa: E721
+        raise InputError(f"{where}: expected 68 points [[x, y], ...], found {what}")
+    for i, p in enumerate(v):
+        if type(p) is not list or len(p) != 2:  # noqa: E721
+            what = f"{len(p)} values" if type(p) is list else _json_type(p)  # noqa: E721
+            raise InputError(f"{where}, point {i}: expected [x, y], found {what}")
+        for c, x in zip("xy", p):
+            if isinstance(x, _OutOfRange):
+                raise _beyond(f"{where}, point {i} {c}", x)
+            if type(x) is not float:  # noqa: E721
+                raise InputError(f"{where}, point {i} {c}: expected a number, found {_json_type(x)}")
+    return v
+
+
+def _json_face(pairs, kind: str, where: str) -> FaceBox:
+    """{"landmarks": [[x, y] x 68]} (the box is their tight box) or {"box": [x0, y0, x1, y1(, score)],
+    "landmarks": ...} (that box, cropped by `kind`), and an optional "score"."""
+    keys = [k for k, _ in pairs]
+    unknown = [k for k in keys if k not in _BOX_KEYS]
+    if unknown or len(set(keys)) != len(keys) or "landmarks" not in keys:
+        why = (f"the unknown key {unknown[0][:40]!r}" if unknown else "a key twice" if len(set(keys)) != len(keys)
+               else "no 'landmarks'")
+        raise InputError(f"{where}: expected {{\"landmarks\": [[x, y] x 68]}} with an optional \"box\" "
+                         f"[x0, y0, x1, y1] and \"score\", found {why}")
+    d = dict(pairs)
+    lm = _json_landmarks(d["landmarks"], f"{where}, field landmarks")
+    score = 1.0
+    if "score" in d:
+        if isinstance(d["score"], _OutOfRange):
+            raise _beyond(f"{where}, field score", d["score"])
+        if type(d["score"]) is not float:  # noqa: E721
+            raise InputError(f"{where}, field score: expected a number, found {_json_type(d['score'])}")
+        score = d["score"]
+    if "box" not in d:
+        return FaceBox.from_landmarks(lm, score=score, origin=where)
+    box = _json_box(d["box"], kind, f"{where}, field box")
+    return FaceBox(box.x0, box.y0, box.x1, box.y1, score if "score" in d else box.score, kind, lm, where)
+
+
 def _json_box(b, kind: str, where: str) -> FaceBox:
+    if type(b) is _Pairs:
+        return _json_face(b, kind, where)
     if type(b) is not list or len(b) not in (4, 5):  # noqa: E721 (an object, _Pairs, is a list too)
         what = f"{len(b)} values" if type(b) is list else _json_type(b)  # noqa: E721
         raise InputError(f"{where}: expected [x0, y0, x1, y1] or [x0, y0, x1, y1, score], found {what}")

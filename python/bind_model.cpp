@@ -25,6 +25,8 @@ void bind_model(py::module_& m) {
         d["shape_components"] = model.shape_components();
         d["tex_components"] = model.tex_components();
         d["num_landmarks"] = model.num_landmarks();
+        d["has_landmarks_outer"] = model.landmarks_outer() != nullptr;
+        d["expression_components"] = model.expression_components();
         d["synthetic"] = model.synthetic();
         d["name"] = model.name();
         d["metadata_json"] = py::bytes(model.metadata_json());
@@ -32,6 +34,7 @@ void bind_model(py::module_& m) {
       },
       py::arg("path"),
       "Load a .e3dmm cache with the C++ reader (e3dmm::MorphableModel::load) and return its sizes "
-      "(num_vertices, num_faces, shape_components, tex_components, num_landmarks), synthetic, name and "
+      "(num_vertices, num_faces, shape_components, tex_components, num_landmarks, has_landmarks_outer, "
+      "expression_components), synthetic, name and "
       "the metadata bytes; raises engine.errors.ModelFileError as the Python reader does.");
 }

@@ -97,3 +97,51 @@ def test_verdicts_check_the_huge_photo_target():
     assert fast == ("detect_81mp (dlib, max side 2048): 2.40 s (PASS, target < 5 s), peak RSS 1028 MiB "
                     "(PASS, target < 1536 MiB)")
     assert slow.startswith("detect_81mp (dlib, full resolution): 24.80 s (FAIL") and "4568 MiB (FAIL" in slow
+
+
+def test_verdicts_keep_cpu_variants_apart():
+    rows = [_row("network", 10.0), _row("end_to_end", 9.5),
+            measure.Row("network", "onnxruntime", "cpu", "int8", 8, 1.0, 2.0, 40.0, "m"),
+            measure.Row("end_to_end", "onnxruntime", "cpu", "int8", 8, 1.0, 2.0, 30.0, "m")]
+    fp32, int8 = report.verdicts(rows)
+    assert fp32.startswith("onnxruntime batch 8: ") and "end_to_end 95.0% of network (PASS" in fp32
+    assert int8.startswith("onnxruntime int8 batch 8: ") and "end_to_end 75.0% of network (FAIL" in int8
+
+
+def test_runner_rows_per_precision(tmp_path):
+    from engine.bench import stages
+
+    names = ["onnxruntime", "torch-cpu"]
+    # no variant card in the folder: fp32 only; explicit precisions: those each runner supports
+    assert stages.runner_configs(names, tmp_path, None, False) == [("onnxruntime", "fp32"), ("torch-cpu", "fp32")]
+    assert stages.runner_configs(names, tmp_path, ["fp32", "int8", "bf16"], False) == [
+        ("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("torch-cpu", "fp32"), ("torch-cpu", "bf16")]
+    assert stages.runner_configs(names + ["torch-cuda"], tmp_path, None, True) == [
+        ("onnxruntime", None), ("torch-cpu", None), ("torch-cuda", None)]  # --quick: what auto picks
+
+
+def _bench_network():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_network", REPO / "bench" / "bench_network.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_bench_network_states_the_variant_target():
+    bn = _bench_network()
+
+    def row(runner, precision, ms, validated, model="m"):
+        return {"model": model, "runner": runner, "precision": precision, "batch": 1, "device": "cpu",
+                "latency_ms_p50": ms, "validated_max_sd": validated}
+
+    rows = [row("torch-eager", "fp32", 100.0, None), row("onnxruntime", "fp32", 40.0, 0.0),
+            row("onnxruntime", "int8", 20.0, 0.03), row("torch-cpu", "bf16", 50.0, 0.2)]
+    lines = bn.target_lines(rows)
+    assert lines[0] == ("- m: the fastest variant within 0.05 sd is onnxruntime int8 (validated max 0.03 sd): 5.00x "
+                        "torch-eager float32 at batch 1 (PASS, target 4x)")
+    assert "torch-cpu bf16 is 2.00x torch-eager at batch 1 but its validated max error is 0.2 sd, over" in lines[1]
+    rows[2]["validated_max_sd"] = 0.7
+    first = bn.target_lines(rows)[0]
+    assert "is onnxruntime fp32" in first and "2.50x" in first and "(FAIL, target 4x)" in first

@@ -106,19 +106,22 @@ E3DMM_HD void store_float_bytes(uint8_t* dst, float v) {
 #endif
 }
 
-// acc[r] = mean[col .. col + 2] + sum_k coef[r * coef_stride + offset + k] * basis[k][col .. col + 2]
-// for the tile's rows r < nb (rows beyond nb are left at the mean). Loops run to the
-// compile-time Tile so that acc stays in registers.
-template <int Tile, typename BasisT>
-E3DMM_HD void accumulate_vertex(float (&acc)[Tile][3], const float* mean, const BasisT* basis, int K, int64_t n3,
-                                int64_t col, const float* coef, int coef_stride, int offset, int nb) {
-  const float m0 = mean[col], m1 = mean[col + 1], m2 = mean[col + 2];
+// acc[r] = (m0, m1, m2) for every row of the tile (rows beyond nb too: never stored).
+template <int Tile>
+E3DMM_HD void init_acc(float (&acc)[Tile][3], float m0, float m1, float m2) {
 E3DMM_UNROLL
   for (int r = 0; r < Tile; ++r) {
     acc[r][0] = m0;
     acc[r][1] = m1;
     acc[r][2] = m2;
   }
+}
+
+// acc[r] += sum_k coef[r * coef_stride + offset + k] * basis[k][col .. col + 2] for the tile's
+// rows r < nb, k in order. Loops run to the compile-time Tile so that acc stays in registers.
+template <int Tile, typename BasisT>
+E3DMM_HD void add_terms(float (&acc)[Tile][3], const BasisT* basis, int K, int64_t n3, int64_t col,
+                        const float* coef, int coef_stride, int offset, int nb) {
   E3DMM_UNROLL_K
   for (int k = 0; k < K; ++k) {
     const float b0 = load_basis(basis, k * n3 + col);
@@ -136,10 +139,21 @@ E3DMM_UNROLL
   }
 }
 
+// acc[r] = mean[col .. col + 2] + sum_k coef[r * coef_stride + offset + k] * basis[k][col .. col + 2]
+// for the tile's rows r < nb (rows beyond nb are left at the mean).
+template <int Tile, typename BasisT>
+E3DMM_HD void accumulate_vertex(float (&acc)[Tile][3], const float* mean, const BasisT* basis, int K, int64_t n3,
+                                int64_t col, const float* coef, int coef_stride, int offset, int nb) {
+  init_acc<Tile>(acc, mean[col], mean[col + 1], mean[col + 2]);
+  add_terms<Tile>(acc, basis, K, n3, col, coef, coef_stride, offset, nb);
+}
+
 // One thread's work: vertex `v` for batch rows b0 .. b0 + nb - 1 (nb <= Tile).
 // `coef` points at the tile's coefficients: row r (0 <= r < nb) has alpha at
 // coef[r * coef_stride + shape_offset + k] and beta at coef[r * coef_stride + tex_offset + k]
-// (on the GPU a shared-memory copy, on the host the caller's rows).
+// (on the GPU a shared-memory copy, on the host the caller's rows). With p.expr_coeffs set,
+// the expression term follows alpha's: its weights are read from p.expr_coeffs directly (on
+// the GPU every thread of a block reads the same word at a time: one broadcast load).
 template <int Tile, typename BasisT>
 E3DMM_HD void decode_vertex(const DecodeParams& p, const float* coef, int coef_stride, int shape_offset,
                             int tex_offset, int64_t b0, int nb, int64_t v) {
@@ -149,9 +163,18 @@ E3DMM_HD void decode_vertex(const DecodeParams& p, const float* coef, int coef_s
   const BasisT* tex_basis = static_cast<const BasisT*>(p.tex_basis);
 
   float acc[Tile][3];
-  // Shape: the mean plus the folded basis times alpha.
-  accumulate_vertex<Tile>(acc, p.shape_mean, shape_basis, p.shape_components, n3, col, coef, coef_stride,
-                          shape_offset, nb);
+  // Shape: the mean (plus the expression mean) plus the folded basis times alpha (then the
+  // expression basis times e): the order of decode.h.
+  if (p.expr_coeffs) {
+    init_acc<Tile>(acc, p.shape_mean[col] + p.expr_mean[col], p.shape_mean[col + 1] + p.expr_mean[col + 1],
+                   p.shape_mean[col + 2] + p.expr_mean[col + 2]);
+    add_terms<Tile>(acc, shape_basis, p.shape_components, n3, col, coef, coef_stride, shape_offset, nb);
+    add_terms<Tile>(acc, static_cast<const BasisT*>(p.expr_basis), p.expr_components, n3, col,
+                    p.expr_coeffs + b0 * p.expr_components, p.expr_components, 0, nb);
+  } else {
+    accumulate_vertex<Tile>(acc, p.shape_mean, shape_basis, p.shape_components, n3, col, coef, coef_stride,
+                            shape_offset, nb);
+  }
 E3DMM_UNROLL
   for (int r = 0; r < Tile; ++r) {
     if (r >= nb) continue;

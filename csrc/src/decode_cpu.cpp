@@ -58,6 +58,12 @@ void validate(const DecodeParams& p) {
     throw InvalidInput("decode: shape_basis/tex_basis: expected pointers, found null");
   if (!p.vertices && !p.colors && !p.records)
     throw InvalidInput("decode: outputs: expected at least one of vertices, colors, records; found none");
+  if (p.expr_coeffs) {  // the optional expression term
+    if (p.expr_components < 1 || p.expr_components > kMaxComponents)
+      fail("expr_components", in_range(1, kMaxComponents) + " (expression weights were given)", p.expr_components);
+    if (!p.expr_basis || !p.expr_mean)
+      throw InvalidInput("decode: expr_basis/expr_mean: expected pointers (expression weights were given), found null");
+  }
 }
 
 namespace {
@@ -72,6 +78,13 @@ void check_finite(const DecodeParams& p) {
         const float c = row[part.first + k];
         if (!std::isfinite(c))
           throw InvalidInput("decode: coeffs[" + std::to_string(b) + ", " + std::to_string(part.first + k) +
+                             "]: expected a finite number, found " + (std::isnan(c) ? "nan" : c > 0 ? "inf" : "-inf"));
+      }
+    if (p.expr_coeffs)
+      for (int k = 0; k < p.expr_components; ++k) {
+        const float c = p.expr_coeffs[b * p.expr_components + k];
+        if (!std::isfinite(c))
+          throw InvalidInput("decode: expression[" + std::to_string(b) + ", " + std::to_string(k) +
                              "]: expected a finite number, found " + (std::isnan(c) ? "nan" : c > 0 ? "inf" : "-inf"));
       }
   }

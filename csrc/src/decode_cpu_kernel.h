@@ -156,17 +156,28 @@ inline void accumulate(float (*acc)[kBlockCols], const BasisT* basis, int64_t n3
   }
 }
 
+// The shape accumulators' start: the mean, plus the expression mean when the term is on
+// (one float addition per value, as decode_body.h's init).
+inline void init_shape(float* acc, const DecodeParams& p, int64_t col0, int w) {
+  std::memcpy(acc, p.shape_mean + col0, w * sizeof(float));
+  if (p.expr_coeffs)
+    for (int j = 0; j < w; ++j) acc[j] += p.expr_mean[col0 + j];
+}
+
 template <int NB, typename BasisT>
 inline void accumulate_tile(float (*acc_s)[kBlockCols], float (*acc_t)[kBlockCols], const DecodeParams& p,
                             int64_t b0, int64_t col0, int w) {
   const int64_t n3 = 3 * p.num_vertices;
   for (int r = 0; r < NB; ++r) {
-    std::memcpy(acc_s[r], p.shape_mean + col0, w * sizeof(float));
+    init_shape(acc_s[r], p, col0, w);
     std::memcpy(acc_t[r], p.tex_mean + col0, w * sizeof(float));
   }
   const float* coef = p.coeffs + b0 * p.coeff_stride;
   accumulate<NB>(acc_s, static_cast<const BasisT*>(p.shape_basis), n3, col0, w, p.shape_components,
                  coef + p.shape_offset, p.coeff_stride);
+  if (p.expr_coeffs)  // the expression term after alpha's (decode.h's order)
+    accumulate<NB>(acc_s, static_cast<const BasisT*>(p.expr_basis), n3, col0, w, p.expr_components,
+                   p.expr_coeffs + b0 * p.expr_components, p.expr_components);
   accumulate<NB>(acc_t, static_cast<const BasisT*>(p.tex_basis), n3, col0, w, p.tex_components,
                  coef + p.tex_offset, p.coeff_stride);
 }
@@ -282,10 +293,13 @@ void decode_single_row(const DecodeParams& p, int num_threads) {
   const int64_t n3 = 3 * p.num_vertices;
   const int64_t step = single_row_step(n3, num_threads);
   for_each_block<1, kWideCols>(p, num_threads, step, [&](int64_t col0, int w, auto acc_s, auto acc_t) {
-    std::memcpy(acc_s[0], p.shape_mean + col0, w * sizeof(float));
+    init_shape(acc_s[0], p, col0, w);
     std::memcpy(acc_t[0], p.tex_mean + col0, w * sizeof(float));
     accumulate_stream(acc_s[0], static_cast<const BasisT*>(p.shape_basis), n3, col0, w, p.shape_components,
                       p.coeffs + p.shape_offset);
+    if (p.expr_coeffs)
+      accumulate_stream(acc_s[0], static_cast<const BasisT*>(p.expr_basis), n3, col0, w, p.expr_components,
+                        p.expr_coeffs);
     accumulate_stream(acc_t[0], static_cast<const BasisT*>(p.tex_basis), n3, col0, w, p.tex_components,
                       p.coeffs + p.tex_offset);
     store_tile<kWideCols>(1, acc_s, acc_t, p, 0, col0, w);

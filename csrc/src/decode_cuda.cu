@@ -2,7 +2,9 @@
 //
 // Grid: x = batch tile (fastest varying, so the blocks resident together work on the
 // same vertices and share the basis slice through L2), y = block of vertices.
-// Each block copies its tile's coefficients to shared memory once; each thread then
+// Each block copies its tile's coefficients to shared memory once (the optional expression
+// weights are read from global memory: a broadcast per weight, and no shared memory beyond
+// the 48 KiB of Ks + Kt at their bounds); each thread then
 // computes one vertex for up to Tile batch rows (body::tile_for: 1, 4 or 16). Consecutive threads read
 // consecutive basis columns of one component row (K-major layout), so loads coalesce.
 #include <cuda_runtime.h>
@@ -33,6 +35,10 @@ __global__ void decode_kernel(DecodeParams p, int* nonfinite_flag) {
     bad |= !isfinite(c);
     coef[i] = c;
   }
+  // The expression weights stay in global memory (decode_body.h reads them there); checked here.
+  if (p.expr_coeffs)
+    for (int i = threadIdx.x; i < nb * p.expr_components; i += blockDim.x)
+      bad |= !isfinite(p.expr_coeffs[b0 * p.expr_components + i]);
   if (bad && nonfinite_flag) atomicOr(nonfinite_flag, 1);
   __syncthreads();
   const int64_t v = (int64_t)blockIdx.y * blockDim.x + threadIdx.x;

@@ -42,18 +42,30 @@ Decoder::~Decoder() = default;
 
 const MorphableModel& Decoder::model() const { return impl_->model; }
 
+namespace {
+
+void require_expression_basis(const char* fn, int components, const float* expression) {
+  if (expression && components == 0)
+    throw InvalidInput(std::string(fn) + ": expression: expected none, the model has no expression basis; "
+                       "found expression weights");
+}
+
+}  // namespace
+
 void Decoder::decode(const float* coeffs, int64_t batch, const CoeffLayout& layout, float* vertices,
-                     uint8_t* colors, uint8_t* records) const {
+                     uint8_t* colors, uint8_t* records, const float* expression) const {
   DecodeParams p = impl_->model.decode_params(coeffs, batch, layout, impl_->basis);
+  require_expression_basis("Decoder::decode", p.expr_components, expression);
   p.vertices = vertices;
   p.colors = colors;
   p.records = records;
+  p.expr_coeffs = expression;
   decode_cpu(p, impl_->num_threads);  // validates everything, including non-finite coefficients
 }
 
 void Decoder::decode(const float* coeffs, int64_t batch, float* vertices, uint8_t* colors,
-                     uint8_t* records) const {
-  decode(coeffs, batch, impl_->model.default_layout(), vertices, colors, records);
+                     uint8_t* records, const float* expression) const {
+  decode(coeffs, batch, impl_->model.default_layout(), vertices, colors, records, expression);
 }
 
 void Decoder::write_ply(const std::string& path, const uint8_t* records, PlyFormat format,
@@ -93,12 +105,15 @@ struct CudaDecoder::Impl {
 
   ~Impl() {
     // Frees may not be reordered before kernels still reading the buffers.
-    if (params.shape_basis || params.tex_basis || params.shape_mean || params.tex_mean || flag)
+    if (params.shape_basis || params.tex_basis || params.shape_mean || params.tex_mean || params.expr_basis ||
+        params.expr_mean || flag)
       cudaDeviceSynchronize();
     cudaFree(const_cast<void*>(params.shape_basis));
     cudaFree(const_cast<void*>(params.tex_basis));
     cudaFree(const_cast<float*>(params.shape_mean));
     cudaFree(const_cast<float*>(params.tex_mean));
+    cudaFree(const_cast<void*>(params.expr_basis));
+    cudaFree(const_cast<float*>(params.expr_mean));
     cudaFree(flag);
   }
   template <typename T>
@@ -131,10 +146,16 @@ CudaDecoder::CudaDecoder(const MorphableModel& model, BasisType basis) {
   m->params.tex_basis = nullptr;
   m->params.shape_mean = nullptr;
   m->params.tex_mean = nullptr;
+  m->params.expr_basis = nullptr;
+  m->params.expr_mean = nullptr;
   m->params.shape_basis = m->upload<void>(host.shape_basis, item * n3 * host.shape_components, "upload shape_basis");
   m->params.tex_basis = m->upload<void>(host.tex_basis, item * n3 * host.tex_components, "upload tex_basis");
   m->params.shape_mean = m->upload<float>(host.shape_mean, 4 * n3, "upload shape_mean");
   m->params.tex_mean = m->upload<float>(host.tex_mean, 4 * n3, "upload tex_mean");
+  if (host.expr_components > 0) {
+    m->params.expr_basis = m->upload<void>(host.expr_basis, item * n3 * host.expr_components, "upload expression_basis");
+    m->params.expr_mean = m->upload<float>(host.expr_mean, 4 * n3, "upload expression_mean");
+  }
   cuda_check(cudaMalloc(reinterpret_cast<void**>(&m->flag), sizeof(int)), "cudaMalloc(flag)");
   cuda_check(cudaMemset(m->flag, 0, sizeof(int)), "cudaMemset(flag)");
   impl_ = std::move(m);
@@ -151,8 +172,10 @@ CoeffLayout CudaDecoder::default_layout() const {
 }
 
 void CudaDecoder::decode(const float* coeffs, int64_t batch, const CoeffLayout& layout, float* vertices,
-                         uint8_t* colors, uint8_t* records, void* stream) {
+                         uint8_t* colors, uint8_t* records, void* stream, const float* expression) {
   DecodeParams p = impl_->params;
+  require_expression_basis("CudaDecoder::decode", p.expr_components, expression);
+  p.expr_coeffs = expression;
   p.coeffs = coeffs;
   p.batch = batch;
   p.coeff_stride = layout.stride;
@@ -172,7 +195,8 @@ void CudaDecoder::synchronize(void* stream) {
   if (flag) {
     cuda_check(cudaMemsetAsync(impl_->flag, 0, sizeof(int), s), "reset non-finite flag");
     cuda_check(cudaStreamSynchronize(s), "cudaStreamSynchronize");
-    throw InvalidInput("CudaDecoder: coeffs: expected finite numbers, found NaN or Inf in a decoded batch");
+    throw InvalidInput("CudaDecoder: coeffs: expected finite numbers (coefficients and expression weights), found "
+                       "NaN or Inf in a decoded batch");
   }
 }
 
@@ -185,7 +209,7 @@ CudaDecoder::CudaDecoder(const MorphableModel&, BasisType) {
 }
 int64_t CudaDecoder::num_vertices() const { return 0; }
 CoeffLayout CudaDecoder::default_layout() const { return CoeffLayout{}; }
-void CudaDecoder::decode(const float*, int64_t, const CoeffLayout&, float*, uint8_t*, uint8_t*, void*) {
+void CudaDecoder::decode(const float*, int64_t, const CoeffLayout&, float*, uint8_t*, uint8_t*, void*, const float*) {
   throw Unavailable("CudaDecoder: this build has no CUDA kernel");
 }
 void CudaDecoder::synchronize(void*) { throw Unavailable("CudaDecoder: this build has no CUDA kernel"); }

@@ -137,11 +137,12 @@ struct MorphableModel::Impl {
   std::string metadata, name;
   bool synthetic = false;
   int64_t n = 0, f = 0, n_landmarks = 0;
-  int ks = 0, kt = 0;
+  int ks = 0, kt = 0, ke = 0;
   const float *shape_mean = nullptr, *shape_basis = nullptr, *shape_sigma = nullptr;
   const float *tex_mean = nullptr, *tex_basis = nullptr, *tex_sigma = nullptr;
-  const int32_t *faces = nullptr, *landmarks = nullptr;
-  std::vector<uint16_t> shape_basis_f16, tex_basis_f16;
+  const float *expr_mean = nullptr, *expr_basis = nullptr, *expr_sigma = nullptr;
+  const int32_t *faces = nullptr, *landmarks = nullptr, *landmarks_outer = nullptr;
+  std::vector<uint16_t> shape_basis_f16, tex_basis_f16, expr_basis_f16;
 
   ~Impl() {
     if (map) munmap(map, map_bytes);
@@ -160,11 +161,15 @@ struct ArraySpec {
   const char* name;
   uint32_t dtype, ndim;
 };
-constexpr ArraySpec kArrays[] = {{"shape_mean", kFloat32, 1}, {"shape_basis", kFloat32, 2},
-                                 {"shape_sigma", kFloat32, 1}, {"tex_mean", kFloat32, 1},
-                                 {"tex_basis", kFloat32, 2},  {"tex_sigma", kFloat32, 1},
-                                 {"faces", kInt32, 2},        {"landmarks", kInt32, 1}};
-constexpr uint32_t kRequired = 7;  // all but landmarks
+constexpr ArraySpec kArrays[] = {{"shape_mean", kFloat32, 1},      {"shape_basis", kFloat32, 2},
+                                 {"shape_sigma", kFloat32, 1},     {"tex_mean", kFloat32, 1},
+                                 {"tex_basis", kFloat32, 2},       {"tex_sigma", kFloat32, 1},
+                                 {"faces", kInt32, 2},             {"landmarks", kInt32, 1},
+                                 {"landmarks_outer", kInt32, 1},   {"expression_mean", kFloat32, 1},
+                                 {"expression_basis", kFloat32, 2}, {"expression_sigma", kFloat32, 1}};
+constexpr uint32_t kRequired = 7;  // the first seven; the others are optional
+constexpr uint32_t kAllArrays = sizeof kArrays / sizeof kArrays[0];
+constexpr const char* kExpression[3] = {"expression_mean", "expression_basis", "expression_sigma"};
 constexpr uint64_t kMaxDim = (uint64_t(1) << 31) - 1;
 constexpr uint64_t kMaxMetadataBytes = uint64_t(1) << 20;
 
@@ -246,7 +251,8 @@ MorphableModel MorphableModel::load(const std::string& path) {
   const uint64_t meta_off = read_le<uint64_t>(base + 16), meta_n = read_le<uint64_t>(base + 24);
   const uint64_t file_n = read_le<uint64_t>(base + 32);
   if (file_n != size) bad(path, "file_nbytes", "the real file size " + u64s(size) + " (truncated or extended?)", u64s(file_n));
-  if (count != kRequired && count != kRequired + 1) bad(path, "array_count", "7 or 8 records", u64s(count));
+  if (count < kRequired || count > kAllArrays)
+    bad(path, "array_count", std::to_string(kRequired) + " to " + std::to_string(kAllArrays) + " records", u64s(count));
   const uint64_t table_end = kHeaderBytes + kEntryBytes * (uint64_t)count;
   if (table_end > size)
     bad(path, "array_count", "a table that fits the file of " + u64s(size) + " bytes", u64s(count) + " records");
@@ -302,13 +308,25 @@ MorphableModel MorphableModel::load(const std::string& path) {
           "offset " + u64s(e.offset) + ", " + u64s(e.nbytes) + " bytes");
     arrays.emplace(e.name, e);
   }
-  // ---- 6. every required array ----
-  for (uint32_t i = 0; i < kRequired; ++i)
-    if (!arrays.count(kArrays[i].name)) {
-      std::string have;
-      for (const auto& kv : arrays) have += (have.empty() ? "'" : ", '") + kv.first + "'";
-      bad(path, std::string("array '") + kArrays[i].name + "'", "present (required)", "arrays [" + have + "]");
-    }
+  // ---- 6. every required array, the optional ones in their groups ----
+  {
+    std::string have;  // Python's sorted(list) repr: std::map iterates in the same byte order
+    for (const auto& kv : arrays) have += (have.empty() ? "'" : ", '") + kv.first + "'";
+    have = "arrays [" + have + "]";
+    for (uint32_t i = 0; i < kRequired; ++i)
+      if (!arrays.count(kArrays[i].name))
+        bad(path, std::string("array '") + kArrays[i].name + "'", "present (required)", have);
+    if (arrays.count("landmarks_outer") && !arrays.count("landmarks"))
+      bad(path, "array 'landmarks'", "present (required with landmarks_outer)", have);
+    int n_expr = 0;
+    for (const char* e : kExpression) n_expr += (int)arrays.count(e);
+    if (n_expr > 0 && n_expr < 3)
+      for (const char* e : kExpression)
+        if (!arrays.count(e))
+          bad(path, std::string("array '") + e + "'",
+              "present (the expression arrays come together: expression_mean, expression_basis, expression_sigma)",
+              have);
+  }
   // ---- 7. no two ranges overlap (all inside the file, so end = offset + nbytes cannot overflow) ----
   {
     struct Range {
@@ -353,6 +371,24 @@ MorphableModel MorphableModel::load(const std::string& path) {
   auto lm = arrays.find("landmarks");
   if (lm != arrays.end() && (lm->second.dim0 < 1 || lm->second.dim0 > (uint64_t)kMaxLandmarks))
     bad(path, "array 'landmarks' shape", "[L] with 1 <= L <= " + std::to_string(kMaxLandmarks), dims_of(lm->second));
+  auto lm_outer = arrays.find("landmarks_outer");
+  if (lm_outer != arrays.end() && lm_outer->second.dim0 != lm->second.dim0)  // step 6: landmarks is there
+    bad(path, "array 'landmarks_outer' shape", "[" + u64s(lm->second.dim0) + "] (L from landmarks)",
+        dims_of(lm_outer->second));
+  const bool has_expr = arrays.count("expression_mean") > 0;  // step 6: then all three
+  if (has_expr) {
+    const Entry& emean = arrays.at("expression_mean");
+    if (emean.dim0 != n3) bad(path, "array 'expression_mean' shape", "[" + s3n + "] (3N from shape_mean)", dims_of(emean));
+    const Entry& ebasis = arrays.at("expression_basis");
+    if (ebasis.dim1 != n3 || ebasis.dim0 < 1 || ebasis.dim0 > (uint64_t)kMaxComponents)
+      bad(path, "array 'expression_basis' shape",
+          "[Ke, " + s3n + "] with 1 <= Ke <= " + std::to_string(kMaxComponents) + " (3N from shape_mean)",
+          dims_of(ebasis));
+    const Entry& esigma = arrays.at("expression_sigma");
+    if (esigma.dim0 != ebasis.dim0)
+      bad(path, "array 'expression_sigma' shape", "[" + u64s(ebasis.dim0) + "] (Ke from expression_basis)",
+          dims_of(esigma));
+  }
 
   // ---- 9. metadata ----
   m->metadata.assign(reinterpret_cast<const char*>(base + meta_off), (size_t)meta_n);
@@ -402,13 +438,32 @@ MorphableModel MorphableModel::load(const std::string& path) {
       bad(path, "array 'faces'[" + std::to_string(i / 3) + ", " + std::to_string(i % 3) + "]",
                 "a vertex index in [0, " + std::to_string(nmax) + ")", std::to_string(v));
   }
+  auto check_indices = [&](const char* name, const int32_t* idx, int64_t count) {
+    for (int64_t i = 0; i < count; ++i) {
+      const int32_t v = read_le<int32_t>(reinterpret_cast<const uint8_t*>(idx + i));
+      if (v < 0 || v >= nmax)
+        bad(path, std::string("array '") + name + "'[" + std::to_string(i) + "]",
+            "a vertex index in [0, " + std::to_string(nmax) + ")", std::to_string(v));
+    }
+  };
   if (lm != arrays.end()) {
     m->landmarks = static_cast<const int32_t*>(at("landmarks"));
     m->n_landmarks = (int64_t)lm->second.dim0;
-    for (int64_t i = 0; i < m->n_landmarks; ++i)
-      if (m->landmarks[i] < 0 || m->landmarks[i] >= nmax)
-        bad(path, "array 'landmarks'[" + std::to_string(i) + "]", "a vertex index in [0, " + std::to_string(nmax) + ")",
-                  std::to_string(m->landmarks[i]));
+    check_indices("landmarks", m->landmarks, m->n_landmarks);
+  }
+  if (lm_outer != arrays.end()) {
+    m->landmarks_outer = static_cast<const int32_t*>(at("landmarks_outer"));
+    check_indices("landmarks_outer", m->landmarks_outer, m->n_landmarks);
+  }
+  if (has_expr) {  // the expression arrays last, as engine/morphable/model.py's validate_arrays
+    for (const char* name : kExpression) {
+      const Entry& e = arrays.at(name);
+      check_finite(path, name, static_cast<const float*>(at(name)), e.dim0, e.dim1, e.ndim == 2);
+    }
+    m->expr_mean = static_cast<const float*>(at("expression_mean"));
+    m->expr_basis = static_cast<const float*>(at("expression_basis"));
+    m->expr_sigma = static_cast<const float*>(at("expression_sigma"));
+    m->ke = (int)arrays.at("expression_basis").dim0;
   }
   return MorphableModel(std::move(m));
 }
@@ -426,7 +481,12 @@ const float* MorphableModel::tex_basis() const { return impl_->tex_basis; }
 const float* MorphableModel::tex_sigma() const { return impl_->tex_sigma; }
 const int32_t* MorphableModel::faces() const { return impl_->faces; }
 const int32_t* MorphableModel::landmarks() const { return impl_->landmarks; }
+const int32_t* MorphableModel::landmarks_outer() const { return impl_->landmarks_outer; }
 int64_t MorphableModel::num_landmarks() const { return impl_->n_landmarks; }
+int MorphableModel::expression_components() const { return impl_->ke; }
+const float* MorphableModel::expression_mean() const { return impl_->expr_mean; }
+const float* MorphableModel::expression_basis() const { return impl_->expr_basis; }
+const float* MorphableModel::expression_sigma() const { return impl_->expr_sigma; }
 const std::string& MorphableModel::metadata_json() const { return impl_->metadata; }
 const std::string& MorphableModel::name() const { return impl_->name; }
 bool MorphableModel::synthetic() const { return impl_->synthetic; }
@@ -459,16 +519,19 @@ void MorphableModel::make_float16_bases() {
     }
     *dst = std::move(out);
   };
-  std::vector<uint16_t> shape, tex;
+  std::vector<uint16_t> shape, tex, expr;
   convert("shape_basis", impl_->shape_basis, impl_->ks, &shape);
   convert("tex_basis", impl_->tex_basis, impl_->kt, &tex);
+  if (impl_->ke > 0) convert("expression_basis", impl_->expr_basis, impl_->ke, &expr);
   impl_->shape_basis_f16 = std::move(shape);
   impl_->tex_basis_f16 = std::move(tex);
+  impl_->expr_basis_f16 = std::move(expr);
 }
 
 bool MorphableModel::has_float16_bases() const {
   return impl_->shape_basis_f16.size() == (size_t)impl_->ks * 3 * impl_->n &&
-         impl_->tex_basis_f16.size() == (size_t)impl_->kt * 3 * impl_->n && (impl_->ks + impl_->kt) > 0;
+         impl_->tex_basis_f16.size() == (size_t)impl_->kt * 3 * impl_->n &&
+         impl_->expr_basis_f16.size() == (size_t)impl_->ke * 3 * impl_->n && (impl_->ks + impl_->kt) > 0;
 }
 
 DecodeParams MorphableModel::decode_params(const float* coeffs, int64_t batch, const CoeffLayout& layout,
@@ -479,10 +542,14 @@ DecodeParams MorphableModel::decode_params(const float* coeffs, int64_t batch, c
       throw InvalidInput("decode_params: basis: expected Float32, or Float16 after make_float16_bases(), found Float16");
     p.shape_basis = impl_->shape_basis_f16.data();
     p.tex_basis = impl_->tex_basis_f16.data();
+    p.expr_basis = impl_->ke > 0 ? impl_->expr_basis_f16.data() : nullptr;
   } else {
     p.shape_basis = impl_->shape_basis;
     p.tex_basis = impl_->tex_basis;
+    p.expr_basis = impl_->expr_basis;
   }
+  p.expr_mean = impl_->expr_mean;
+  p.expr_components = impl_->ke;  // the term is added only when the caller sets p.expr_coeffs
   p.basis_type = basis;
   p.shape_mean = impl_->shape_mean;
   p.tex_mean = impl_->tex_mean;

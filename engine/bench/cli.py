@@ -3,6 +3,7 @@
     python -m engine.bench                       # every available runner, batch sizes 1 8 32 (GPU: + 128)
     python -m engine.bench --quick               # default runner, batch 1 and 8, under a minute
     python -m engine.bench --runners onnxruntime --batch-sizes 1 4 --json out.json --markdown out.md
+    python -m engine.bench --runners onnxruntime --precisions fp32 int8   # a validated CPU variant's rows
     python -m engine.bench --stages detect huge    # the detection rows only (astronaut, 81-megapixel photo)
 """
 from __future__ import annotations
@@ -21,7 +22,7 @@ from engine.errors import EngineError
 DEFAULT_BATCHES_CPU = (1, 8, 32)
 DEFAULT_BATCHES_GPU = (1, 8, 32, 128)
 QUICK_BATCHES = (1, 8)
-STAGE_GROUPS = ("detect", "huge", "runners")
+STAGE_GROUPS = ("detect", "huge", "runners", "pose")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -31,6 +32,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="fewer iterations, batch sizes 1 and 8, the default runner only (under a minute)")
     p.add_argument("--runners", nargs="+", metavar="NAME",
                    help="runners to measure (default: every available one; --quick: the default one)")
+    p.add_argument("--precisions", nargs="+", metavar="P", choices=("fp32", "fp16", "bf16", "int8"),
+                   help="CPU runners: the precisions to measure (default: fp32 and every CPU variant validated for "
+                        "the weights and usable here, engine3dmm validate; --quick: what auto picks); each row "
+                        "notes the variant's validated error")
     p.add_argument("--batch-sizes", nargs="+", type=int, metavar="B", help="batch sizes (default 1 8 32; GPU + 128)")
     p.add_argument("--json", metavar="PATH", help="write the rows as JSON")
     p.add_argument("--markdown", metavar="PATH", help="write a Markdown table with the machine and the targets")
@@ -42,8 +47,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--note", action="append", default=[], help="a line added to the Markdown notes")
     p.add_argument("--stages", nargs="+", choices=STAGE_GROUPS, metavar="GROUP",
                    help="which rows: detect (dlib on astronaut), huge (an 81-megapixel photo, detect_81mp and "
-                        "reconstruct_81mp, each in a child process), runners (every runner and batch size) "
-                        "(default: all; --quick: detect runners)")
+                        "reconstruct_81mp, each in a child process), runners (every runner and batch size), pose "
+                        "(per runner and batch size: the pose fit alone, and end_to_end_pose, end_to_end with "
+                        "--pose, in the paired rounds) (default: all; --quick: detect runners)")
     p.add_argument("--huge-max-sides", nargs="+", type=int, default=[2048], metavar="PX",
                    help="detect_81mp: one row per detector max side (0: full resolution, the old behaviour: "
                         "about 25 s and 4.6 GB on 2 cores) (default: 2048, the engine's default)")
@@ -86,45 +92,58 @@ def run(args) -> tuple[list[measure.Row], measure.Machine]:
         if any(m != 0 and m < 32 for m in args.huge_max_sides):
             raise EngineError(f"--huge-max-sides: expected 0 or integers >= 32, found {args.huge_max_sides}")
         rows += huge.rows(names[0], [m or None for m in args.huge_max_sides], log=_log)
-    if "runners" not in stages:
+    if "runners" not in stages and "pose" not in stages:
         return rows, measure.machine(gpu_any)
     model = load_model(args.model)
-    for name in names:
-        _log(f"runner {name}: loading")
-        runner = create_runner(name, args.network_dir, max_batch=max(batches))
+    for name, precision in S.runner_configs(names, args.network_dir, args.precisions, args.quick):
+        _log(f"runner {name} {precision or ''}: loading")
+        runner = create_runner(name, args.network_dir, max_batch=max(batches), precision=precision)
         label = S.model_label(runner.synthetic, model.metadata.get("name"), model.synthetic)
         try:
             for b in batches:
                 with Reconstructor(runner=runner, model=model, batch_size=b, detector=None,
                                    workers=args.workers, basis_dtype=args.basis_dtype) as rec:
                     ctx = S.Context(rec, b, work, budget, label)
-                    for fn in (S.preprocess, S.decode, S.write):
+                    single = ((S.preprocess, S.decode, S.write) if "runners" in stages else ()) + \
+                        ((S.pose,) if "pose" in stages else ())
+                    for fn in single:
                         rows.append(fn(ctx))
                         _log(_short(rows[-1]))
-                    rows += _paired_rounds(ctx, budget)
+                    rows += _paired_rounds(ctx, budget, pose="pose" in stages, plain="runners" in stages)
         finally:
             runner.close()
     return rows, measure.machine(gpu_any)
 
 
-def _paired_rounds(ctx: S.Context, budget: measure.Budget) -> list[measure.Row]:
-    """network, network_decode and end_to_end in alternating rounds: the targets compare
-    their throughputs, and on a shared machine the background load drifts over minutes, so
-    each round measures all three under about the same load."""
+def _paired_rounds(ctx: S.Context, budget: measure.Budget, pose: bool = False,
+                   plain: bool = True) -> list[measure.Row]:
+    """network, network_decode and end_to_end (and with `pose` end_to_end_pose, end_to_end with
+    the pose fit) in alternating rounds: the targets compare their throughputs, and on a shared
+    machine the background load drifts over minutes, so each round measures all of them under
+    about the same load. `plain` False: network and end_to_end_pose only."""
     per_batch = min(S.network_once(ctx) for _ in range(budget.warmup))
     calls = max(1, budget.iterations_for(per_batch) // budget.rounds)
     lo, hi = budget.pipelined_batches
     # +1: n batches give n - 1 steady-state intervals
     batches = max(lo, budget.batches_for(per_batch) // budget.rounds) + 1
-    got: dict[str, list] = {"network": [], "network_decode": [], "end_to_end": []}
+    got: dict[str, list] = {"network": []}
+    if plain:
+        got.update(network_decode=[], end_to_end=[])
+    if pose:
+        got["end_to_end_pose"] = []
     for r in range(budget.rounds):
         got["network"].append(S.network(ctx, calls))
-        got["network_decode"].append(S.network_decode(ctx, batches))
-        got["end_to_end"].append(S.end_to_end(ctx, batches))
-        _log(f"{ctx.runner_name} batch {ctx.batch}: round {r + 1}/{budget.rounds} done")
-    notes = {"network": "host crops -> host coefficients",
+        if plain:
+            got["network_decode"].append(S.network_decode(ctx, batches))
+            got["end_to_end"].append(S.end_to_end(ctx, batches))
+        if pose:
+            got["end_to_end_pose"].append(S.end_to_end(ctx, batches, pose=True))
+        _log(f"{ctx.runner_name} {ctx.precision} batch {ctx.batch}: round {r + 1}/{budget.rounds} done")
+    notes = {"network": "host crops -> host coefficients" + S.validated_note(ctx.rec.runner),
              "network_decode": "crops -> meshes in memory, pipelined (network thread + decode)",
-             "end_to_end": f"JPEG files + boxes -> PLY files, Reconstructor with {ctx.rec.workers} prep workers"}
+             "end_to_end": f"JPEG files + boxes -> PLY files, Reconstructor with {ctx.rec.workers} prep workers",
+             "end_to_end_pose": f"end_to_end with reconstruct --pose (boxes with landmarks), "
+                                f"{ctx.rec.workers} prep workers"}
     rows = [S.rounds_row(ctx, stage, samples, notes[stage]) for stage, samples in got.items()]
     for row in rows:
         _log(_short(row))
@@ -132,7 +151,7 @@ def _paired_rounds(ctx: S.Context, budget: measure.Budget) -> list[measure.Row]:
 
 
 def _short(r: measure.Row) -> str:
-    return (f"{r.stage} {r.runner} batch {r.batch}: p50 {r.latency_ms_p50:.1f} ms, "
+    return (f"{r.stage} {r.runner} {r.precision} batch {r.batch}: p50 {r.latency_ms_p50:.1f} ms, "
             f"{r.throughput_per_s:.2f} faces/s ({r.iterations} iterations)")
 
 

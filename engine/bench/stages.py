@@ -28,6 +28,41 @@ def model_label(network_synthetic: bool, morphable_name, morphable_synthetic: bo
             f"{morphable_name}{' (SYNTHETIC)' if morphable_synthetic else ''}")
 
 
+def runner_configs(names, network_dir, precisions, quick: bool) -> list[tuple[str, str | None]]:
+    """(runner, precision) pairs to measure: GPU runners at their default; each CPU runner at
+    `precisions` (those it supports), else at fp32 plus every variant validated for the weights
+    and usable here (engine.network.variants); --quick: each runner as `auto` would pick."""
+    from engine.network import variants as V
+    from engine.network.resolve import resolve_model
+
+    out: list[tuple[str, str | None]] = []
+    card = None
+    for name in names:
+        if name not in V.CPU_RUNNERS or (quick and not precisions):
+            out.append((name, None))
+            continue
+        if precisions:
+            out += [(name, p) for p in precisions if p in V.PRECISIONS_OF[name]]
+            continue
+        if card is None:
+            card, _ = V.load_card(resolve_model(network_dir))
+        out.append((name, "fp32"))
+        for e in (card.entries() if card is not None else []):
+            if (e.get("runner") == name and e.get("precision") in V.VARIANT_PRECISIONS
+                    and V.unusable_reason(card, e, list(names)) is None):
+                out.append((name, e["precision"]))
+    return out
+
+
+def validated_note(runner) -> str:
+    """'; validated max 0.031 sd on 34 held-out faces' for a runner running a validated variant."""
+    v = getattr(runner, "variant", None)
+    if not v or not v.get("errors") or v.get("precision") == "fp32":
+        return ""
+    return (f"; {v['precision']} variant, validated max {v['errors']['coeff_max_sd']:.3g} sd "
+            f"(p99 {v['errors']['coeff_p99_sd']:.3g}) on {v.get('validation_faces')} held-out faces")
+
+
 @dataclass
 class Workload:
     jpeg: bytes  # astronaut() as JPEG
@@ -206,6 +241,53 @@ def write(ctx: Context) -> Row:
     return ctx.row("write", *summarize(times, ctx.batch), len(times), mem, f"{size / 2**20:.1f} MiB per file")
 
 
+def astronaut_landmarks(work: Workload, model) -> np.ndarray:
+    """float32 [68, 2] landmarks of the astronaut's face: dlib's when it is installed, else the
+    model's landmark vertices (mean shape, frontal) laid into ASTRONAUT_BOX."""
+    import importlib.util
+
+    from engine.detect import landmark_model_path
+
+    if importlib.util.find_spec("dlib") is not None and landmark_model_path() is not None:
+        from engine.detect import FaceDetector
+
+        faces = FaceDetector(landmarks=True).detect(work.image)
+        if faces:
+            return faces[0].landmarks
+    from engine.pose import LandmarkModel
+
+    inner, _ = LandmarkModel.from_model(model).points_from_alpha(np.zeros((1, model.shape_components)))
+    xy = inner[0, :, :2] * np.array([1.0, -1.0])  # model y up -> image y down
+    x0, y0, x1, y1 = ASTRONAUT_BOX
+    lo, hi = xy.min(0), xy.max(0)
+    return ((xy - lo) / (hi - lo) * [x1 - x0, y1 - y0] + [x0, y0]).astype(np.float32)
+
+
+def pose(ctx: Context) -> Row:
+    """The pose fit of a batch (engine.pose.fit_poses, the Reconstructor's: the perspective
+    camera, with the expression when the model has a basis) on the astronaut's landmarks, each
+    face's slightly moved (a fixed seed), from the batch's own coefficients."""
+    from engine.pose import LandmarkModel, fit_poses
+
+    lmm = LandmarkModel.from_model(ctx.rec.model)
+    base = astronaut_landmarks(ctx.work, ctx.rec.model).astype(np.float64)
+    uv = base[None] + np.random.default_rng(9).normal(0.0, 1.0, (ctx.batch, 68, 2))
+    alpha = ctx.coeffs[:, :ctx.rec.decoder.shape_components]
+
+    def call():
+        inner, outer = lmm.points_from_alpha(alpha)
+        fits = fit_poses(uv, inner, outer, expr_basis=lmm.expr_basis)
+        if any(f.pose is None for f in fits):
+            raise RuntimeError(f"bench pose: a fit failed: {next(f.error for f in fits if f.pose is None)}")
+
+    with PeakMemory() as mem:
+        times = time_calls(call, ctx.budget)
+    p50, p99, thr = summarize(times, ctx.batch)
+    what = f"{lmm.expression_components} expression weights" if lmm.expr_basis is not None else "pose only"
+    return ctx.row("pose", p50, p99, thr, len(times), mem,
+                   f"numpy, batched; perspective camera, {what}; {p50 / ctx.batch:.3f} ms per face")
+
+
 def network_decode(ctx: Context, n: int) -> Samples:
     """Crops in memory -> meshes in memory through the product's pipeline: the network thread
     runs batch i+1 while the caller's thread decodes batch i (CPU), or network and decode run
@@ -228,9 +310,15 @@ def network_decode(ctx: Context, n: int) -> Samples:
     return Samples(list(np.diff(done)), mem, fill=done[0] - t0)
 
 
-def end_to_end(ctx: Context, n: int) -> Samples:
+def end_to_end(ctx: Context, n: int, pose: bool = False) -> Samples:
     """JPEG files with known boxes -> binary PLY files, through Reconstructor.reconstruct with
-    its prep workers, each result written by the caller as it arrives."""
+    its prep workers, each result written by the caller as it arrives. With `pose`, the boxes
+    carry the astronaut's landmarks and the run fits every face's pose (reconstruct --pose)."""
+    from engine.detect import FaceBox
+
+    box = ASTRONAUT_BOX
+    if pose:
+        box = FaceBox(*ASTRONAUT_BOX, landmarks=astronaut_landmarks(ctx.work, ctx.rec.model))
     with tempfile.TemporaryDirectory(prefix="engine-bench-") as tmp:
         names = []
         for i in range(n * ctx.batch):
@@ -238,15 +326,15 @@ def end_to_end(ctx: Context, n: int) -> Samples:
             with open(p, "wb") as f:
                 f.write(ctx.work.jpeg)
             names.append(p)
-        boxes = {p: [ASTRONAUT_BOX] for p in names}
+        boxes = {p: [box] for p in names}
         out = os.path.join(tmp, "out")
         os.mkdir(out)
         done = []
         with PeakMemory(ctx.gpu) as mem:
             t0 = time.perf_counter()
-            for k, res in enumerate(ctx.rec.reconstruct(names, boxes=boxes)):
-                if res.error:
-                    raise RuntimeError(f"bench end_to_end: {res.source}: {res.error}")
+            for k, res in enumerate(ctx.rec.reconstruct(names, boxes=boxes, pose=pose)):
+                if res.error or (pose and res.pose is None):
+                    raise RuntimeError(f"bench end_to_end: {res.source}: {res.error or res.pose_error}")
                 res.write_mesh(os.path.join(out, f"{res.name}.ply"))
                 if (k + 1) % ctx.batch == 0:
                     done.append(time.perf_counter())

@@ -328,14 +328,42 @@ def make_reconstructor(args, *, decode: bool):
 
     check_network_dir(args)
     side = getattr(args, "det_max_side", DEFAULT_MAX_SIDE)
-    kwargs = dict(runner=args.runner, network_dir=args.network_dir, batch_size=batch_size(args),
+    kwargs = dict(runner=network_runner(args), network_dir=args.network_dir, batch_size=batch_size(args),
                   detector=detector_mode(args), workers=args.workers, threads=args.threads,
                   det_threshold=getattr(args, "det_threshold", None),
                   det_upsample=getattr(args, "det_upsample", DEFAULT_UPSAMPLE),
                   det_max_side=None if side == 0 else side)
     if decode:
         kwargs["model"] = default_morphable(args)
-    return Reconstructor(**kwargs)
+    try:
+        rec = Reconstructor(**kwargs)
+    except BaseException:
+        if not isinstance(kwargs["runner"], str):
+            kwargs["runner"].close()
+        raise
+    if isinstance(kwargs["runner"], str) and rec.runner.precision in ("int8", "bf16"):
+        _say_variant(args, rec.runner)  # auto chose a lower precision: say which, and its validated error
+    return rec
+
+
+def _say_variant(args, runner) -> None:
+    if getattr(runner, "variant_note", None) and not getattr(args, "quiet", False):
+        say(f"network: {runner.variant_note}")
+
+
+def network_runner(args):
+    """--runner as the Reconstructor takes it: the name, or, with --precision or --max-error, the
+    runner made here (engine.runners.create_runner chooses the variant) after printing what runs
+    and its validated error. An automatic choice of a lower-precision variant is printed too."""
+    precision, max_error = getattr(args, "precision", None), getattr(args, "max_error", None)
+    if precision in (None, "auto") and max_error is None:
+        return args.runner
+    from engine.runners import create_runner
+
+    runner = create_runner(args.runner, args.network_dir, threads=args.threads, precision=precision,
+                           max_error=max_error)
+    _say_variant(args, runner)
+    return runner
 
 
 def check_network_dir(args) -> None:

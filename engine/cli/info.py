@@ -62,6 +62,7 @@ def _network(args, problems):
     if not weights.is_file():
         out.update(status="SYNTHETIC", detail=f"no {WEIGHTS_FILE}: the built-in synthetic weights are used "
                                               "(meaningless coefficients); run `fetch` then `convert`")
+        out["variants"] = _variants(folder, problems)
         return out
     from engine.network.weights import load_weights
 
@@ -73,6 +74,7 @@ def _network(args, problems):
         return out
     if meta.get("synthetic"):
         out.update(status="SYNTHETIC", detail="synthetic weights file")
+        out["variants"] = _variants(folder, problems)
         return out
     from engine.network.convert import CHANNEL_MEAN_COST, verify_source
     from engine.network.fp16 import Fp16Plan
@@ -90,7 +92,45 @@ def _network(args, problems):
     plan = Fp16Plan.from_json(str(meta.get("fp16_plan", "")))
     if plan is not None:
         out["float16"] = plan.summary()
+    out["variants"] = _variants(folder, problems)
     return out
+
+
+def _variants(folder: Path, problems) -> dict:
+    """The CPU variants of the weights this card runs (engine.network.variants): the card's
+    file, each variant's validated errors and speed, and what `auto` picks at the default
+    budget. Loading the weights to check the card's freshness takes a second."""
+    from engine.network import variants as V
+    from engine.network.resolve import resolve_model
+    from engine.runners import available_runners
+
+    if not any(folder.glob("*.variants.json")):  # cheap: no weights need loading to say so
+        return {"status": "none", "detail": "no variants built: `engine3dmm validate` builds and measures them"}
+    try:
+        model = resolve_model(folder)
+        card, problem = V.load_card(model)
+        if card is None:
+            return {"card": str(V.card_path(model)), "status": "STALE or unreadable" if problem else "none",
+                    "detail": problem or "no variants built: `engine3dmm validate` builds and measures them"}
+        cpu = [r for r in available_runners() if r in V.CPU_RUNNERS]
+        choice = V.choose(model, cpu[0] if cpu else "onnxruntime", explicit_runner=False, precision=None,
+                          available=cpu)
+        entries = []
+        for e in card.entries():
+            item = {k: e.get(k) for k in ("runner", "precision", "status", "why", "errors", "speed",
+                                          "validation_faces", "calibration_faces", "file") if e.get(k) is not None}
+            if e.get("status") == "ok":  # null: it runs here
+                item["unusable_here"] = V.unusable_reason(card, e, cpu)
+            entries.append(item)
+        return {"card": str(card.path), "status": "validated", "synthetic": card.synthetic,
+                "built": card.data.get("built"), "build_seconds": card.data.get("build_seconds"),
+                "machine": card.data.get("machine"), "calibration": card.data.get("calibration"),
+                "validation": card.data.get("validation"), "budget_sd": V.DEFAULT_MAX_ERROR,
+                "auto": f"{choice.runner} {choice.precision}", "entries": entries,
+                "lines": V.summary_lines(card)}
+    except Exception as e:  # reported, not raised: see module docstring
+        problems.append(f"variants: {e}")
+        return {"status": "BROKEN", "detail": str(e)}
 
 
 def _source_text(source) -> str:
@@ -167,6 +207,17 @@ def _print(report: dict, problems: list[str]) -> None:
     w("                 " + f"model card {net['folder']} (from {net['folder_from']})\n")
     if report["network"].get("float16"):
         w("                 " + f"float16: {report['network']['float16']}\n")
+    var = report["network"].get("variants") or {}
+    if var.get("status") == "validated":
+        took = f" in {var['build_seconds']:.0f} s" if var.get("build_seconds") is not None else ""
+        on = f"; validated on {var['validation'].get('what')}" if var.get("validation") else ""
+        w("CPU variants:    " + f"{var['card']} (built {var.get('built') or '?'}{took}"
+          + (", SYNTHETIC weights" if var.get("synthetic") else "") + f"{on})\n")
+        for line in var["lines"]:
+            w(f"                 {line}\n")
+        w("                 " + f"auto picks {var['auto']} (budget {var['budget_sd']:g} sd)\n")
+    elif var:
+        w("CPU variants:    " + f"{var.get('status')}: {var.get('detail')}\n")
     m = report["morphable_model"]
     w("morphable model: " + f"{m['status']}  {m['detail']}" + (f"  ({m['file']})" if m["file"] else "") + "\n")
     w("runners:         " + (", ".join(report["runners"]) or "none") + f"  (auto picks {report['auto_runner']})\n")

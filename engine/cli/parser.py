@@ -8,6 +8,9 @@ from __future__ import annotations
 import argparse
 
 RUNNERS = ("auto", "tensorrt", "torch-cuda", "onnxruntime", "torch-cpu")
+PRECISIONS = ("auto", "fp32", "fp16", "bf16", "int8")  # engine.runners.PRECISIONS (not imported: keep --help fast)
+VARIANT_PRECISIONS = ("int8", "bf16")  # engine.network.variants.VARIANT_PRECISIONS
+DEFAULT_MAX_ERROR = 0.05  # engine.network.variants.DEFAULT_MAX_ERROR
 MESH_FORMATS = ("ply", "ply-ascii", "obj")
 PARTS = ("all", "alpha", "beta")
 FACE_RULES = ("center", "best", "largest")  # engine.descriptors.FACE_RULES (not imported: --help stays fast)
@@ -69,6 +72,17 @@ def _int_at_least(lo: int, expected: str):
 
 
 _positive_int = _int_at_least(1, "a positive integer")
+
+
+def _positive_float(text: str) -> float:
+    """An argparse type: a finite number > 0."""
+    try:
+        v = float(text)
+    except ValueError:
+        v = float("nan")
+    if not (v > 0 and v != float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a number > 0, found {text!r}")
+    return v
 _non_negative_int = _int_at_least(0, "an integer >= 0")
 
 # engine.pipeline.reconstructor's bounds, repeated here so that --help needs no numpy (tests
@@ -106,6 +120,14 @@ def _network_options(p: argparse.ArgumentParser) -> None:
                    help=f"CPU threads for the network, 1..{MAX_THREADS} (default: the runner's)")
     g.add_argument("--workers", type=_int_in(1, MAX_WORKERS), default=2, metavar="N",
                    help=f"threads decoding and cropping images, 1..{MAX_WORKERS}")
+    g.add_argument("--precision", choices=PRECISIONS,
+                   help="auto (default): on CPU the fastest variant that `convert`/`validate` measured within "
+                        "--max-error on these weights, else fp32; on a GPU fp16. An explicit precision always wins "
+                        "and its validated error is printed: int8 (ONNX Runtime), bf16 (torch-cpu, or torch-cuda "
+                        "on a GPU), fp32, fp16. A CPU variant that cannot run here falls back to fp32, saying why")
+    g.add_argument("--max-error", type=_positive_float, metavar="SD",
+                   help=f"the largest validated coefficient error, in standard deviations, that auto accepts "
+                        f"(default: {DEFAULT_MAX_ERROR})")
 
 
 # engine.detect's defaults, repeated here so that --help needs no numpy (tests check they agree).
@@ -193,6 +215,41 @@ def _video_options(p: argparse.ArgumentParser, camera: bool) -> None:
                    help="of each video" + (" or camera" if camera else "") + ", take at most N frames")
 
 
+def _variant_options(p: argparse.ArgumentParser, command: str) -> None:
+    g = p.add_argument_group("CPU variants (engine3dmm validate)")
+    g.add_argument("--calibration", metavar="DIR",
+                   help="also calibrate int8 on the faces in your photos in DIR (and its sub-folders; found and "
+                        "cropped as a run does): every other face calibrates, the others join the held-out "
+                        "validation faces. A folder without a usable face builds no int8 variant (runs use fp32)")
+    g.add_argument("--variants", nargs="+", choices=VARIANT_PRECISIONS, default=list(VARIANT_PRECISIONS),
+                   metavar="P", help=f"which variants to build: {' '.join(VARIANT_PRECISIONS)} (default: both; bf16 "
+                                     "needs PyTorch)")
+    if command == "convert":
+        g.add_argument("--no-variants", action="store_true",
+                       help="do not build the CPU variants now (about a minute); `validate` builds them later")
+
+
+POSE_CAMERAS = ("perspective", "weak-perspective")  # engine.pose.fit.CAMERA_ALIASES
+
+
+def _pose_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("pose, expression and landmarks (engine.pose)")
+    g.add_argument("--pose", action="store_true",
+                   help="fit each face's head pose to its 68 landmarks (and its expression, when the morphable "
+                        "model has an expression basis): summary.json gets \"pose\" (yaw, pitch, roll in degrees, "
+                        "rotation, translation, camera, projection, landmark_error_px) and \"expression\" per face")
+    g.add_argument("--pose-camera", choices=POSE_CAMERAS, default="perspective",
+                   help="the camera of the pose fit: the release's perspective camera, or 3DDFA's weak perspective "
+                        "(scale, rotation, 2D translation)")
+    g.add_argument("--posed", action="store_true",
+                   help="also write each face's mesh in the photo's pixels (x right, y down, z along the view, "
+                        "with its fitted expression) as posed/NAME.ply, to lay over the photo in MeshLab or Blender "
+                        "(fits the pose)")
+    g.add_argument("--landmarks", action="store_true",
+                   help="also write each face's 68 landmarks as NAME.pts, the release's format (one 'x y' line "
+                        "per point, image pixels)")
+
+
 def _sub(subs, name: str, help_: str, epilog: str, handler: str, aliases=()) -> argparse.ArgumentParser:
     p = subs.add_parser(name, help=help_, description=help_, epilog=epilog, aliases=list(aliases),
                         formatter_class=_Formatter, parents=[_common(True)])
@@ -213,6 +270,7 @@ def build_parser(prog: str = "engine3dmm") -> argparse.ArgumentParser:
     p = _sub(subs, "reconstruct", "face photos or a video -> textured meshes (PLY/OBJ) and coefficients (.npy)",
              """examples:
   %(prog)s astronaut.png -o out/                 out/astronaut_face0.ply, astronaut_face0.npy, summary.json
+  %(prog)s astronaut.png --render -o out/        + out/astronaut.render.png: the posed meshes over the photo
   %(prog)s photos/ 'more/*.jpg' -o out/ --format obj
   %(prog)s crops/ --cropped -o out/              inputs are already face crops
   %(prog)s photos/ --boxes boxes.csv -o out/     your own face boxes (image,x0,y0,x1,y1)
@@ -222,7 +280,9 @@ def build_parser(prog: str = "engine3dmm") -> argparse.ArgumentParser:
                                                  LFW (lfw/Name/Name_0001.jpg), as the release's demo wrote:
                                                  out/Name_0001.ply, .ply.alpha, .ply.beta (+ SYNTHETIC.txt
                                                  while the models are synthetic)
-  %(prog)s --camera 0 --max-frames 300 -o out/   live camera 0, one face batch per frame""",
+  %(prog)s --camera 0 --max-frames 300 -o out/   live camera 0, one face batch per frame
+  %(prog)s photo.jpg --pose --landmarks -o out/  + head pose in summary.json, out/photo_face0.pts
+  %(prog)s photo.jpg --posed -o out/             + out/posed/photo_face0.ply, the mesh laid on the photo""",
              "engine.cli.reconstruct:run")
     _input_options(p, nargs="*")
     _video_options(p, camera=True)
@@ -235,13 +295,20 @@ def build_parser(prog: str = "engine3dmm") -> argparse.ArgumentParser:
                         help="write what the release's demo wrote, for scripts that parse it: NAME.ply in its ASCII "
                              "layout, NAME.ply.alpha and NAME.ply.beta (99 values each, one per line); face 0 of a "
                              "photo is plain NAME (the image's name), other faces and frames get _faceK, _fFFFFFF")
-    p.add_argument("--no-mesh", action="store_true", help="write coefficients only")
+    meshes = p.add_mutually_exclusive_group()
+    meshes.add_argument("--no-mesh", action="store_true", help="write coefficients only")
+    meshes.add_argument("--render", action="store_true",
+                        help="also draw a picture of each photo or video frame, STEM.render.png (STEM_fFFFFFF for "
+                             "frames): every face's mesh, posed by fitting it to its 68 landmarks (the pose fit runs "
+                             "for it), shaded and in its colours over the photo, with the landmarks as dots. Videos "
+                             "are read a second time for it; camera frames are not kept, so they get none")
     p.add_argument("--model", metavar="FILE",
                    help="morphable model (.e3dmm cache, BaselFaceModel_mod.mat/.h5); default: the converted "
                         "Basel Face Model if present, else the SYNTHETIC model (not used with --no-mesh)")
     p.add_argument("--summary-limit", type=_non_negative_int, default=100, metavar="N",
                    help="summary.json lists every face with its files, and with its coefficients too when the run "
                         "has at most N faces")
+    _pose_options(p)
     _network_options(p)
 
     p = _sub(subs, "embed", "face photos -> 198-d descriptors (.npy + metadata.csv, or Parquet); resumable",
@@ -340,9 +407,32 @@ Every pair of the file is scored: a pair with an image without a descriptor is a
                         "(outputs move by up to about 10%% of their spread; info and every result say so)")
     p.add_argument("--bfm", metavar="FILE", help="01_MorphableModel.mat of the Basel Face Model 2009 (registration)")
     p.add_argument("--topology", metavar="FILE", help="the release's mod_struct_expr.mat (`fetch topology`)")
+    p.add_argument("--expression", metavar="FILE",
+                   help="3DDFA's Model_Expression.mat (from its authors): adds the release's 29-component expression "
+                        "basis to the morphable model (with --bfm, or to the one converted before); needs --topology")
     p.add_argument("--downloads", metavar="DIR", help="where to look for files not named (default: NETWORK_DIR/downloads)")
     p.add_argument("--network-dir", metavar="DIR", help=f"model card folder to write (default: {MODEL_DIR_DEFAULT})")
-    p.add_argument("--no-onnx", action="store_true", help="write the weights only (ONNX is exported on first use)")
+    p.add_argument("--no-onnx", action="store_true",
+                   help="write the weights only (ONNX is exported on first use; no variants are built)")
+    _variant_options(p, "convert")
+
+    p = _sub(subs, "validate", "build the CPU variants (int8, bf16) of the network and measure them against float32",
+             """examples:
+  %(prog)s                                        the model card's weights (or the SYNTHETIC ones)
+  %(prog)s --calibration my_faces/               calibrate int8 on your photos too (faces found by dlib)
+  %(prog)s --json                                 the card as JSON on stdout
+
+Each variant is compared with float32 on held-out real faces (never the calibration ones): the
+coefficients (sd), the decoded mesh (mm, colour levels) and the descriptor (cosine), and timed on
+this machine. The results go into the model card; `--precision auto` picks the fastest variant
+within --max-error. `convert` runs this too; run it again after changing the weights or the CPU.""",
+             "engine.cli.setup:run_validate")
+    p.add_argument("--network-dir", metavar="DIR", help=f"model card folder (default: {MODEL_DIR_DEFAULT})")
+    p.add_argument("--max-error", type=_positive_float, metavar="SD",
+                   help=f"the budget the summary judges by, as auto would (default: {DEFAULT_MAX_ERROR})")
+    p.add_argument("--threads", type=_int_in(1, MAX_THREADS), metavar="N", help="CPU threads (default: all)")
+    p.add_argument("--json", action="store_true", help="print the card as JSON")
+    _variant_options(p, "validate")
 
     p = _sub(subs, "build", "build (or load from cache) the TensorRT engine: needs an NVIDIA GPU and TensorRT",
              """examples:

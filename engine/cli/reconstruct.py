@@ -2,7 +2,9 @@
 
 Per face: NAME.ply (or .obj) and NAME.npy (float32 [198]: alpha then beta), where NAME is
 STEM_faceK, or STEM_fFFFFFF_faceK for video and camera frames (a camera's stem is
-cameraINDEX). With --release-layout, what the release's demo wrote instead: NAME.ply in its
+cameraINDEX). With --landmarks also NAME.pts (the face's 68 landmarks, the release's format);
+with --pose its head pose (and expression) in summary.json; with --posed also posed/NAME.ply,
+the mesh in the photo's pixels (a folder of its own, so its names never meet the others'). With --release-layout, what the release's demo wrote instead: NAME.ply in its
 ASCII layout and NAME.ply.alpha / NAME.ply.beta (99 values each, one per line), where face 0
 of a photo is plain STEM. The stems come from engine.pipeline.naming, which keeps every face's
 files apart whatever the input names (same names in different folders, names that look like
@@ -22,12 +24,17 @@ import json
 import tempfile
 from pathlib import Path
 
+import numpy as np
+
 from engine.cli import common as C
 from engine.crop import crop_rule
 from engine.errors import EngineError, InputError
 
 MESH_SUFFIX = {"ply": ".ply", "ply-ascii": ".ply", "obj": ".obj"}
 SYNTHETIC_NOTE = "SYNTHETIC.txt"
+POSED_DIR = "posed"
+# Per-face arrays summary.json drops past --summary-limit faces (the files keep them).
+_BULKY = ("coeffs", "landmarks")
 
 
 def _has_video(paths) -> bool:
@@ -48,7 +55,7 @@ class FaceList:
 
     def add(self, face: dict) -> None:
         if self.count >= self.limit:
-            face = {k: v for k, v in face.items() if k != "coeffs"}
+            face = {k: v for k, v in face.items() if k not in _BULKY}
         try:
             self._spool.write(json.dumps(face, default=C.json_default, allow_nan=False) + "\n")
         except OSError as e:  # the temporary folder is full: the run cannot record its faces
@@ -69,7 +76,8 @@ class FaceList:
         for line in self._spool:
             face = json.loads(line)
             if not self.with_coeffs:
-                face.pop("coeffs", None)
+                for key in _BULKY:
+                    face.pop(key, None)
             yield face
         self._spool.seek(0, 2)  # back to the end: add() appends
 
@@ -106,11 +114,26 @@ def _face_files(names, r, args) -> list[tuple[str, str, object]]:
                  ("beta", f"{name}.ply.beta", lambda p: write_release_coefficients(p, descriptor(r.coeffs, "beta")))]
         if not args.no_mesh:
             files.append(("mesh", f"{name}.ply", lambda p: r.write_mesh(p, fmt="ply-release")))
-        return files
+        return files + _pose_files(name, r, args, "ply")
     fmt = args.format or "ply"
     files = [("coeffs", f"{name}.npy", lambda p: C.save_npy(p, r.coeffs))]
     if not args.no_mesh:
         files.append(("mesh", f"{name}{MESH_SUFFIX[fmt]}", lambda p: r.write_mesh(p, fmt=fmt)))
+    return files + _pose_files(name, r, args, fmt)
+
+
+def _pose_files(name: str, r, args, fmt: str) -> list:
+    """--landmarks: NAME.pts; --posed: posed/NAME.ply (the run's mesh format). Only for a face that
+    has them (its landmarks, its pose): summary.json says why one has none."""
+    from engine.pose import write_pts
+
+    files = []
+    if getattr(args, "landmarks", False) and r.landmarks is not None and np.isfinite(r.landmarks).all():
+        files.append(("landmarks", f"{name}.pts", lambda p: write_pts(p, r.landmarks)))
+    if getattr(args, "posed", False) and r.pose is not None:
+        posed_fmt = "ply-release" if args.release_layout else fmt
+        files.append(("posed", f"{POSED_DIR}/{name}{MESH_SUFFIX.get(fmt, '.ply')}",
+                      lambda p: r.write_posed_mesh(p, fmt=posed_fmt)))
     return files
 
 
@@ -119,6 +142,8 @@ def _write_face(out: Path, files) -> None:
     done = []
     try:
         for _, name, write in files:
+            if "/" in name:  # posed/NAME.ply: its folder, made on the first face that has one
+                (out / name).parent.mkdir(exist_ok=True)
             write(out / name)  # atomic: never a partial file under this name
             done.append(name)
     except BaseException:
@@ -138,6 +163,10 @@ def run(args) -> int:
     # Checked before the output folder exists: a mistake here leaves nothing behind.
     boxes = C.load_boxes_arg(args, [(str(p), roots.get(str(p))) for p in paths])
     C.check_model_arg(args, decode=decode)
+    if getattr(args, "render", False):
+        from engine.cli.render import check_render_available
+
+        check_render_available()
     out = C.prepare_output_dir(args.output)
     camera = args.camera
     n_inputs = len(paths) + (camera is not None)
@@ -148,6 +177,8 @@ def run(args) -> int:
     if not n_inputs:
         _write_summary(out, summary, report)
         return 1
+    if pose_camera(args):
+        summary["pose"] = None  # filled by the first face: the camera and whether expressions are fitted
     sources: list = [str(p) for p in paths] + ([camera] if camera is not None else [])
     names = OutputNames(sources, layout=layout)  # results name the camera "camera N", as naming does
     faces = FaceList(args.summary_limit)
@@ -206,8 +237,14 @@ def _run(args, rec, out: Path, sources: list, names, boxes, summary: dict, faces
     paths = [s for s in sources if not isinstance(s, int)]
     streams = args.camera is not None or _has_video(paths)
     bar = C.progress(None if streams else len(paths), "img", "reconstruct", args.quiet)
+    pictures = None
+    if getattr(args, "render", False):
+        from engine.cli.render import Pictures
+
+        pictures = Pictures(out, names, report, frame_step=args.frame_step, max_frames=args.max_frames,
+                            cameras=() if args.camera is None else (args.camera,))
     results = rec.reconstruct(sources, boxes=boxes, cropped=args.cropped, decode=not args.no_mesh,
-                              frame_step=args.frame_step, max_frames=args.max_frames)
+                              frame_step=args.frame_step, max_frames=args.max_frames, **_pose_arg(args))
     last = None
     try:
         for r in results:
@@ -218,8 +255,12 @@ def _run(args, rec, out: Path, sources: list, names, boxes, summary: dict, faces
             if r.error is not None:
                 report.fail(r.source, r.error, frame=r.frame)
                 continue
+            if pictures is not None:
+                pictures.add(r)  # drawn when the next input starts
             if summary["provenance"] is None:
-                summary["provenance"] = used_provenance(r.provenance, decoded=not args.no_mesh)
+                summary["provenance"] = used_provenance(r.provenance, decoded=not args.no_mesh or bool(pose_camera(args)))
+                if pose_camera(args):
+                    summary["pose"] = _pose_summary(args, r)
                 if args.release_layout:
                     try:
                         _note_synthetic(out, summary)
@@ -233,10 +274,18 @@ def _run(args, rec, out: Path, sources: list, names, boxes, summary: dict, faces
                 report.fail(r.source, f"{out}: cannot write {files[0][1]}: {getattr(e, 'strerror', None) or e}",
                             frame=r.frame, face_index=r.face_index)
                 continue
-            faces.add({"source": str(r.source), "frame": r.frame, "face_index": r.face_index,
-                       "box": C.box_list(r.box), "score": C.box_score(r.box),
-                       "crop_rule": crop_rule(r.box), "files": {role: name for role, name, _ in files},
-                       "coeffs": r.coeffs})
+            face = {"source": str(r.source), "frame": r.frame, "face_index": r.face_index,
+                    "box": C.box_list(r.box), "score": C.box_score(r.box),
+                    "crop_rule": crop_rule(r.box), "files": {role: name for role, name, _ in files},
+                    "coeffs": r.coeffs, "landmarks": _json_points(r.landmarks)}
+            if pose_camera(args):
+                face.update(pose=None if r.pose is None else r.pose.to_dict(), pose_error=r.pose_error,
+                            expression=None if r.expression is None else [float(v) for v in r.expression])
+                if r.pose_error is not None and _pose_asked(args):  # the mesh is written; the pose is not
+                    report.fail(r.source, r.pose_error, frame=r.frame, face_index=r.face_index)
+            faces.add(face)
+        if pictures is not None:
+            pictures.flush()  # the last input's picture
     except KeyboardInterrupt:
         summary["interrupted"] = True
         raise
@@ -246,12 +295,57 @@ def _run(args, rec, out: Path, sources: list, names, boxes, summary: dict, faces
     finally:
         results.close()  # stop the pipeline's threads now, not at garbage collection
         bar.close()
+        if pictures is not None:
+            pictures.close()
+            summary["renders"] = pictures.records
         summary["faces_written"] = len(faces)
         if not faces.with_coeffs:
             summary["faces_note"] = (f"{len(faces)} faces: more than --summary-limit {args.summary_limit}, "
-                                     "listed without their coefficients")
+                                     "listed without their coefficients and landmarks")
         summary["faces"] = faces
         _write_summary(out, summary, report)
+
+
+def _pose_asked(args) -> bool:
+    """--pose or --posed: a face without a pose is a failure the exit code reports (with --render
+    alone the pose only places the picture's meshes)."""
+    return bool(getattr(args, "pose", False) or getattr(args, "posed", False))
+
+
+def pose_camera(args) -> str | None:
+    """The pose fit's camera model, or None when no pose is wanted: --pose, --posed, and --render
+    (which draws each face's posed mesh) fit poses."""
+    if not (_pose_asked(args) or getattr(args, "render", False)):
+        return None
+    return getattr(args, "pose_camera", "perspective").replace("-", "_")
+
+
+def _pose_arg(args) -> dict:
+    """rec.reconstruct's `pose` argument, given only when poses are wanted."""
+    camera = pose_camera(args)
+    return {"pose": camera} if camera else {}
+
+
+def _pose_summary(args, r) -> dict:
+    """summary.json's "pose": the camera, the angle convention, and whether expressions are fitted."""
+    from engine.pose import angles
+
+    model = r.provenance.get("morphable_model")
+    synthetic = " (SYNTHETIC)" if r.provenance.get("morphable_synthetic") else ""
+    fitted = r.provenance.get("expression_basis")
+    return {"camera": pose_camera(args),
+            "angles": angles.CONVENTION,
+            "expression": (f"fitted with the pose: the expression basis of the morphable model {model!r}{synthetic}"
+                           if fitted else
+                           f"not fitted: the morphable model {model!r} has no expression basis (pose only; "
+                           "`engine3dmm convert --expression Model_Expression.mat` adds one)")}
+
+
+def _json_points(a):
+    """[[x, y], ...] of landmarks for JSON (null for a non-finite value: JSON has no NaN), or None."""
+    if a is None:
+        return None
+    return [[float(v) if np.isfinite(v) else None for v in p] for p in np.asarray(a, np.float64)]
 
 
 def _write_summary(out: Path, summary: dict, report: C.Report) -> None:

@@ -3,10 +3,12 @@
 The model card folder CARD is --network-dir, else engine.network.resolve.default_model_dir()
 ($ENGINE3DMM_MODEL_DIR, the checkout's models/cnn3dmm, or ~/.local/share/engine3dmm/cnn3dmm).
 
-    fetch   -> CARD/downloads/ (network release zip, extracted; topology .mat)
-    convert -> CARD/cnn3dmm.safetensors (+ ONNX fp32/fp16), and with the user's
-               Basel Face Model, CARD/<MORPHABLE_CACHE> (the decode-ready cache)
-    build   -> the TensorRT engine next to the ONNX files (cached per GPU and TensorRT version)
+    fetch    -> CARD/downloads/ (network release zip, extracted; topology .mat)
+    convert  -> CARD/cnn3dmm.safetensors (+ ONNX fp32/fp16), and with the user's
+                Basel Face Model, CARD/<MORPHABLE_CACHE> (the decode-ready cache); then validate
+    validate -> CARD/cnn3dmm.int8.onnx and CARD/cnn3dmm.variants.json: the CPU variants and
+                their errors against float32 (engine.network.validate)
+    build    -> the TensorRT engine next to the ONNX files (cached per GPU and TensorRT version)
 """
 from __future__ import annotations
 
@@ -206,9 +208,11 @@ def run_convert(args) -> int:
 
     model_dir = _model_dir(args)
     downloads = Path(args.downloads) if args.downloads else model_dir / "downloads"
-    bfm_asked = bool(args.bfm or args.topology)
+    expression = _given(args, "expression") if getattr(args, "expression", None) else None
+    # --topology alone asks for the BFM's trimming; beside --expression it may only map the basis.
+    bfm_asked = bool(args.bfm or (args.topology and not expression))
     caffe_asked = bool(args.prototxt or args.caffemodel or args.mean)
-    if not (bfm_asked or caffe_asked):  # no file named: convert whatever `fetch` and the user put there
+    if not (bfm_asked or caffe_asked or expression):  # no file named: convert whatever `fetch` and the user put there
         caffe_asked = find_caffe_file(downloads, "caffemodel") is not None
         bfm_asked = _find(downloads, BFM_FILES["bfm"]) is not None
         if not (caffe_asked or bfm_asked):
@@ -237,7 +241,13 @@ def run_convert(args) -> int:
     if bfm_asked:
         picked["bfm"] = bfm = _pick_bfm(args, "bfm", downloads)
         picked["topology"] = topo = _pick_bfm(args, "topology", downloads)
+    if expression:  # it is mapped by the release's mod_struct_expr.mat: found (and checked) now
+        picked["expression"] = expression
+        picked["topology"] = _pick_bfm(args, "topology", downloads)
     _say_picked(args, picked, downloads)
+    variants = caffe_asked and not args.no_onnx and not args.no_variants
+    if variants and args.calibration:
+        _check_calibration(args.calibration)  # a typo is found before the long conversion
     if not model_dir.is_dir():
         try:
             model_dir.mkdir(parents=True)
@@ -247,16 +257,99 @@ def run_convert(args) -> int:
         from engine.network import convert_caffe
 
         out = convert_caffe(proto, caffemodel, mean, model_dir, onnx=not args.no_onnx,
-                            channel_mean=bool(args.channel_mean), progress=None if args.quiet else say)
+                            channel_mean=bool(args.channel_mean), progress=None if args.quiet else say,
+                            variants=False)  # built below, once the Basel Face Model is there too
         for what, p in out.items():
             print(f"{what}: {p}")
-    if bfm_asked:
+    if bfm_asked or expression:
         from engine.morphable import load_model
 
-        model = load_model(bfm, mod_struct_mat=topo)
         target = morphable_cache_path(model_dir)
+        model = load_model(bfm, mod_struct_mat=topo) if bfm_asked else _converted_model(target)
+        if expression:
+            model = _with_expression(args, model, expression, downloads)
         model.save_cache(target)
-        print(f"morphable model: {target} ({model.num_vertices} vertices, {model.num_faces} faces)")
+        print(f"morphable model: {target} ({model.num_vertices} vertices, {model.num_faces} faces"
+              + (f", {model.expression_components} expression components" if model.has_expression else "") + ")")
+    if variants:  # after the Basel Face Model: the meshes compared are decoded with it
+        from engine.network.resolve import resolve_model
+
+        _validate(args, resolve_model(model_dir, allow_synthetic=False))
+    return 0
+
+
+def _converted_model(target: Path):
+    """convert --expression alone: the Basel Face Model converted before, to add the basis to."""
+    from engine.morphable import load_model
+
+    if not target.is_file():
+        raise InputError(f"--expression: no converted Basel Face Model at {target} to add it to; convert it in the "
+                         f"same run: --bfm 01_MorphableModel.mat --topology mod_struct_expr.mat --expression FILE")
+    return load_model(target)
+
+
+def _with_expression(args, model, expression: Path, downloads: Path):
+    """`model` with 3DDFA's expression basis (Model_Expression.mat) mapped by the release's
+    mod_struct_expr.mat (--topology, or found under the downloads): engine.morphable.expression."""
+    from engine.morphable.expression import add_expression
+
+    return add_expression(model, expression, _pick_bfm(args, "topology", downloads))
+
+
+# --------------------------------------------------------------------------- validate
+
+
+def _check_calibration(folder) -> None:
+    p = Path(folder)
+    if not p.is_dir():
+        raise InputError(f"--calibration {p}: {'is not a folder' if p.exists() else 'does not exist'}; expected a "
+                         "folder of your face photos")
+
+
+def _validate(args, model):
+    """Build and validate the variants of `model`, print one line per variant; the card."""
+    from engine.cli.common import default_morphable
+    from engine.network import variants as V
+    from engine.network.validate import validate_variants
+
+    quiet = bool(getattr(args, "quiet", False))
+    if not quiet:
+        say(f"building and validating the CPU variants ({', '.join(args.variants)}) of the "
+            f"{'SYNTHETIC' if model.synthetic else 'converted'} weights: about a minute (--no-variants skips this; "
+            "`engine3dmm validate` redoes it)")
+    card = validate_variants(model, calibration_dir=args.calibration, precisions=tuple(args.variants),
+                             morphable=default_morphable(args), threads=getattr(args, "threads", None),
+                             progress=None if quiet else say)
+    budget = V.check_max_error(getattr(args, "max_error", None))
+    if not getattr(args, "json", False):
+        print(f"variants: {card.path} (built in {card.data['build_seconds']:.0f} s"
+              + ("; SYNTHETIC weights" if card.synthetic else "") + ")")
+        for line in V.summary_lines(card, budget):
+            print(f"  {line}")
+        choice = V.choose(model, "onnxruntime", explicit_runner=False, precision=None, max_error=budget,
+                          available=_cpu_runners())
+        print(f"  auto picks {choice.runner} {choice.precision} (budget {budget:g} sd)")
+    return card
+
+
+def _cpu_runners() -> list[str]:
+    from engine.runners import available_runners
+
+    return [r for r in available_runners() if r in ("onnxruntime", "torch-cpu")]
+
+
+def run_validate(args) -> int:
+    import json
+
+    from engine.network.resolve import resolve_model
+
+    C.check_network_dir(args)
+    if args.calibration:
+        _check_calibration(args.calibration)
+    card = _validate(args, resolve_model(_model_dir(args)))
+    if args.json:
+        json.dump(card.data, sys.stdout, indent=1, allow_nan=False)
+        sys.stdout.write("\n")
     return 0
 
 

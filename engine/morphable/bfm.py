@@ -10,6 +10,11 @@ Dataset quirks, each handled in exactly one place below:
 - Vertex k occupies rows 3k, 3k+1, 3k+2 of every [3N, ...] array (x y z interleaved).
 - All MATLAB indices are 1-based: mod_struct.vertex_indices, faces, landmark indices.
 - shapeEV/texEV are standard deviations: the release decodes mu + PC * (coeff .* EV).
+- Landmarks: innerLandmarkIndex and outerLandmarkIndex (68 each, 1-based, trimmed vertices)
+  differ only on the 17 jaw points: the outer ones follow the contour a turned face shows.
+- The release's trimmed files may hold the expression basis (expMU, expPC, expEV: 3DDFA's,
+  already mapped and divided by 1000 by trimBaselFace.py); BFM 2009 has none, it comes from
+  Model_Expression.mat (engine.morphable.expression).
 """
 from __future__ import annotations
 
@@ -28,8 +33,10 @@ COMPONENTS = 99  # kept per basis, as the release does
 BFM2009_VERTICES = 53_490
 _BASIS_FIELDS = ("shapeMU", "shapePC", "shapeEV", "texMU", "texPC", "texEV")
 # `segbin` is read only to recognise the untrimmed BFM 2009 (it has no other use here).
-_TRIMMED_FIELDS = (*_BASIS_FIELDS, "faces", "tl", "innerLandmarkIndex", "segbin")
-_MOD_STRUCT_FIELDS = ("vertex_indices", "faces", "tx", "innerLandmarkIndex")
+_LANDMARK_FIELDS = ("innerLandmarkIndex", "outerLandmarkIndex")
+_EXPRESSION_FIELDS = ("expMU", "expPC", "expEV")
+_TRIMMED_FIELDS = (*_BASIS_FIELDS, "faces", "tl", *_LANDMARK_FIELDS, *_EXPRESSION_FIELDS, "segbin")
+_MOD_STRUCT_FIELDS = ("vertex_indices", "faces", "tx", *_LANDMARK_FIELDS)
 
 
 def sha256_of(path: Path) -> str:
@@ -78,6 +85,42 @@ def _fold(pc_t: np.ndarray, sigma: np.ndarray, src_path: Path, prefix: str) -> n
     return _float32(folded, src_path, f"{prefix}PC x {prefix}EV")
 
 
+def _landmarks(src: FieldSource, n: int) -> dict[str, np.ndarray | None]:
+    """innerLandmarkIndex -> `landmarks`, outerLandmarkIndex -> `landmarks_outer` (0-based), each
+    None when absent; the outer ones only with the inner ones (the model's rule)."""
+    out = {}
+    for field, name in (("innerLandmarkIndex", "landmarks"), ("outerLandmarkIndex", "landmarks_outer")):
+        out[name] = (_one_based(src.path, field, src.vector(field, max_length=MAX_VERTICES), n)
+                     if src.has(field) else None)
+    if out["landmarks_outer"] is not None and out["landmarks"] is None:
+        raise ModelFileError(f"{src.path}: innerLandmarkIndex: expected it beside outerLandmarkIndex, found none")
+    if out["landmarks_outer"] is not None and out["landmarks_outer"].shape != out["landmarks"].shape:
+        raise ModelFileError(f"{src.path}: outerLandmarkIndex: expected {out['landmarks'].size} indices (as "
+                             f"innerLandmarkIndex), found {out['landmarks_outer'].size}")
+    return out
+
+
+def _trimmed_expression(src: FieldSource, n3: int) -> dict[str, np.ndarray | None]:
+    """expMU [3N], expPC [3N, Ke], expEV [Ke] of the release's trimmed file (already mapped and
+    divided by 1000 by its trimBaselFace.py): folded like the other bases. All three or none."""
+    have = [f for f in _EXPRESSION_FIELDS if src.has(f)]
+    if not have:
+        return {"expression_mean": None, "expression_basis": None, "expression_sigma": None}
+    if len(have) != len(_EXPRESSION_FIELDS):
+        missing = next(f for f in _EXPRESSION_FIELDS if f not in have)
+        raise ModelFileError(f"{src.path}: {missing}: expected it beside {', '.join(have)} (the expression "
+                             f"basis is expMU, expPC and expEV), found none")
+    mean = src.vector("expMU", n3)
+    pc = src.matrix("expPC", n3, None, max_cols=MAX_COMPONENTS)
+    ev = src.vector("expEV", pc.shape[1])
+    for field, values in (("expMU", mean), ("expPC", pc), ("expEV", ev)):
+        check_finite(values, str(src.path), field)
+    sigma = ev.astype(np.float64)
+    return {"expression_mean": _float32(mean.astype(np.float64), src.path, "expMU"),
+            "expression_basis": _fold(pc.T.astype(np.float64), sigma, src.path, "exp"),
+            "expression_sigma": _float32(sigma, src.path, "expEV")}
+
+
 def _sizes(src: FieldSource) -> int:
     """3N from shapeMU, the one field every form has."""
     n3 = src.vector("shapeMU", max_length=MAX_ROWS).size
@@ -110,9 +153,8 @@ def load_trimmed(path: str | os.PathLike) -> MorphableModel:
         raise ModelFileError(f"{src.path}: faces: expected a field 'faces' (or 'tl'), found only {src.names()}")
     faces = src.matrix(face_field, None, 3, max_rows=MAX_FACES)
     arrays["faces"] = np.ascontiguousarray(_one_based(src.path, face_field, faces, n))
-    arrays["landmarks"] = (_one_based(src.path, "innerLandmarkIndex",
-                                      src.vector("innerLandmarkIndex", max_length=MAX_VERTICES), n)
-                           if src.has("innerLandmarkIndex") else None)
+    arrays.update(_landmarks(src, n))
+    arrays.update(_trimmed_expression(src, n3))
     return MorphableModel(**arrays, metadata={
         "synthetic": False,
         "name": Path(path).name,
@@ -122,7 +164,8 @@ def load_trimmed(path: str | os.PathLike) -> MorphableModel:
 
 def load_bfm2009(bfm_mat: str | os.PathLike, mod_struct_mat: str | os.PathLike) -> MorphableModel:
     """Trim BFM 2009 to the release's 46,990-vertex model, exactly as the release's
-    trimBaselFace.py does with mod_struct_expr.mat (without the optional expression basis)."""
+    trimBaselFace.py does with mod_struct_expr.mat, with its 68 inner and outer landmark
+    vertices (the expression basis is added by engine.morphable.expression.add_expression)."""
     ms = FieldSource(mod_struct_mat, _MOD_STRUCT_FIELDS)
     src = FieldSource(bfm_mat, _BASIS_FIELDS)
     n3_bfm = _sizes(src)
@@ -147,9 +190,7 @@ def load_bfm2009(bfm_mat: str | os.PathLike, mod_struct_mat: str | os.PathLike) 
         arrays[f"{prefix}_sigma"] = _float32(sigma, src.path, f"{prefix}EV")
     faces = ms.matrix("faces", None, 3, max_rows=MAX_FACES)
     arrays["faces"] = np.ascontiguousarray(_one_based(ms.path, "faces", faces, n))
-    arrays["landmarks"] = (_one_based(ms.path, "innerLandmarkIndex",
-                                      ms.vector("innerLandmarkIndex", max_length=MAX_VERTICES), n)
-                           if ms.has("innerLandmarkIndex") else None)
+    arrays.update(_landmarks(ms, n))
     bfm_name, ms_name = Path(bfm_mat).name, Path(mod_struct_mat).name
     return MorphableModel(**arrays, metadata={
         "synthetic": False,

@@ -30,8 +30,11 @@ assert HEADER.size == 64 and RECORD.size == 64
 DTYPES = {1: np.dtype("<f4"), 3: np.dtype("<i4")}  # code 2 (float16) is reserved: no array uses it
 # Every array of version 1: name -> (dtype code, ndim). Table order of the writer.
 ARRAYS = {"shape_mean": (1, 1), "shape_basis": (1, 2), "shape_sigma": (1, 1), "tex_mean": (1, 1),
-          "tex_basis": (1, 2), "tex_sigma": (1, 1), "faces": (3, 2), "landmarks": (3, 1)}
-REQUIRED = tuple(name for name in ARRAYS if name != "landmarks")
+          "tex_basis": (1, 2), "tex_sigma": (1, 1), "faces": (3, 2), "landmarks": (3, 1),
+          "landmarks_outer": (3, 1), "expression_mean": (1, 1), "expression_basis": (1, 2),
+          "expression_sigma": (1, 1)}
+REQUIRED = ("shape_mean", "shape_basis", "shape_sigma", "tex_mean", "tex_basis", "tex_sigma", "faces")
+EXPRESSION = ("expression_mean", "expression_basis", "expression_sigma")  # all three or none
 
 # Bounds of the spec. N, K and F are what a face model can be (model.py's bounds for every
 # loader; csrc/include/e3dmm/limits.h holds the same numbers); MAX_DIM keeps any record's
@@ -77,6 +80,34 @@ def _check_model_dims(dims: dict[str, tuple[int, int]]) -> None:
         raise _Bad("array 'faces' shape", f"[F, 3] with 1 <= F <= {MAX_FACES}", show("faces"))
     if "landmarks" in dims and not 1 <= dims["landmarks"][0] <= MAX_LANDMARKS:
         raise _Bad("array 'landmarks' shape", f"[L] with 1 <= L <= {MAX_LANDMARKS}", show("landmarks"))
+    if "landmarks_outer" in dims and dims["landmarks_outer"][0] != dims["landmarks"][0]:
+        raise _Bad("array 'landmarks_outer' shape", f"[{dims['landmarks'][0]}] (L from landmarks)",
+                   show("landmarks_outer"))
+    if "expression_mean" in dims:
+        if dims["expression_mean"][0] != n3:
+            raise _Bad("array 'expression_mean' shape", f"[{n3}] (3N from shape_mean)", show("expression_mean"))
+        ke, cols = dims["expression_basis"]
+        if cols != n3 or not 1 <= ke <= MAX_COMPONENTS:
+            raise _Bad("array 'expression_basis' shape", f"[Ke, {n3}] with 1 <= Ke <= {MAX_COMPONENTS} "
+                       "(3N from shape_mean)", show("expression_basis"))
+        if dims["expression_sigma"][0] != ke:
+            raise _Bad("array 'expression_sigma' shape", f"[{ke}] (Ke from expression_basis)",
+                       show("expression_sigma"))
+
+
+def _check_groups(present) -> None:
+    """Step 6 of the spec: every required array, and the optional ones in their groups:
+    `landmarks_outer` only with `landmarks`, the three expression arrays all or none."""
+    for name in REQUIRED:
+        if name not in present:
+            raise _Bad(f"array '{name}'", "present (required)", f"arrays {sorted(present)}")
+    if "landmarks_outer" in present and "landmarks" not in present:
+        raise _Bad("array 'landmarks'", "present (required with landmarks_outer)", f"arrays {sorted(present)}")
+    have = [name for name in EXPRESSION if name in present]
+    if have and len(have) != len(EXPRESSION):
+        missing = next(name for name in EXPRESSION if name not in present)
+        raise _Bad(f"array '{missing}'", "present (the expression arrays come together: "
+                   f"{', '.join(EXPRESSION)})", f"arrays {sorted(present)}")
 
 
 def _json_depth(raw: bytes) -> int:
@@ -203,13 +234,16 @@ def write_cache(model: MorphableModel, path: str | os.PathLike) -> None:
     arrays = {}
     for name, (code, _) in ARRAYS.items():
         a = getattr(model, name)
-        if a is None or (name == "landmarks" and a.size == 0):  # only landmarks can be absent
+        if a is None or (name in ("landmarks", "landmarks_outer") and a.size == 0):  # optional arrays
             continue
         arrays[name] = np.ascontiguousarray(a, dtype=DTYPES[code])  # explicit little-endian
+    if "landmarks" not in arrays:
+        arrays.pop("landmarks_outer", None)
     meta = {**model.metadata, "format": "e3dmm-cache", "synthetic": bool(model.synthetic),
             "name": str(model.metadata.get("name", "unnamed")),
             "source": str(model.metadata.get("source", "unknown"))}
     try:
+        _check_groups(set(arrays))
         _check_model_dims({k: (a.shape[0], a.shape[1] if a.ndim == 2 else 1) for k, a in arrays.items()})
         try:
             meta_bytes = json.dumps(meta, ensure_ascii=False, sort_keys=True, default=str,
@@ -286,8 +320,8 @@ def _read(path: Path) -> MorphableModel:
         raise _Bad("reserved", "24 zero bytes", reserved.hex())
     if file_n != size:
         raise _Bad("file_nbytes", f"the real file size {size} (truncated or extended?)", str(file_n))
-    if count not in (len(REQUIRED), len(ARRAYS)):
-        raise _Bad("array_count", f"{len(REQUIRED)} or {len(ARRAYS)} records", str(count))
+    if not len(REQUIRED) <= count <= len(ARRAYS):
+        raise _Bad("array_count", f"{len(REQUIRED)} to {len(ARRAYS)} records", str(count))
     table_end = HEADER.size + RECORD.size * count
     if table_end > size:
         raise _Bad("array_count", f"a table that fits the file of {size} bytes", f"{count} records")
@@ -328,10 +362,8 @@ def _read(path: Path) -> MorphableModel:
                        f"a range after the array table (>= {table_end}) inside the file of {size} bytes",
                        f"offset {off}, {nbytes} bytes")
         records[name] = (d0, d1, off, nbytes)
-    # Step 6: every required array.
-    for name in REQUIRED:
-        if name not in records:
-            raise _Bad(f"array '{name}'", "present (required)", f"arrays {sorted(records)}")
+    # Step 6: every required array, the optional ones in their groups.
+    _check_groups(records)
     # Step 7: no two ranges overlap.
     ranges = sorted([(meta_off, meta_off + meta_n, "the metadata")]
                     + [(r[2], r[2] + r[3], f"array '{name}'") for name, r in records.items()])

@@ -7,7 +7,11 @@ cache, the synthetic model) ends in the same arrays, laid out for the decode ker
 - bases are K-major [K, 3N] with the standard deviation already folded in
   (row k = PC[:, k] * EV[k]), so decoding is mean + coeffs @ basis and a warp on
   the GPU reads consecutive floats of one component;
-- faces are int32 [F, 3], 0-based.
+- faces are int32 [F, 3], 0-based;
+- optional: the 68 landmark vertices (`landmarks`, the release's innerLandmarkIndex, and
+  `landmarks_outer`, its outerLandmarkIndex: the jaw contour a turned face shows, differing on
+  the 17 jaw points) and an expression basis (`expression_mean` [3N], `expression_basis`
+  [Ke, 3N] sigma folded in, `expression_sigma` [Ke]; the release's 29 components of 3DDFA).
 """
 from __future__ import annotations
 
@@ -21,6 +25,9 @@ from engine.errors import ModelFileError, describe_array
 
 # Array names as they appear in the `.e3dmm` cache and in error messages.
 FLOAT_FIELDS = ("shape_mean", "shape_basis", "shape_sigma", "tex_mean", "tex_basis", "tex_sigma")
+# Optional: all three or none (an expression term is mean + coefficients @ basis).
+EXPRESSION_FIELDS = ("expression_mean", "expression_basis", "expression_sigma")
+LANDMARK_FIELDS = ("landmarks", "landmarks_outer")
 
 # What a face model can be. Every loader checks declared sizes against these bounds before
 # it reads or allocates anything, so a small hostile file cannot make it allocate more than
@@ -37,10 +44,14 @@ MAX_ARRAY_ELEMENTS = MAX_ROWS * MAX_COMPONENTS  # the largest model array: a [3N
 
 @dataclass(eq=False)
 class MorphableModel:
-    """A linear face model: S = shape_mean + alpha @ shape_basis, T = tex_mean + beta @ tex_basis.
+    """A linear face model: S = shape_mean + alpha @ shape_basis, T = tex_mean + beta @ tex_basis,
+    and with an expression basis and expression coefficients e (the pose fit's):
+    S = shape_mean + alpha @ shape_basis + expression_mean + e @ expression_basis.
 
-    `alpha` and `beta` are in standard deviations (the network's output); the sigmas are
-    already folded into the bases and kept separately only for reference.
+    `alpha`, `beta` and `e` are in standard deviations (the network's output; the release's
+    expression weights); the sigmas are already folded into the bases and kept separately
+    only for reference. The expression mean belongs to the expression term: the release's
+    PoseExpr adds it whenever it uses the expression basis (BaselFaceEstimator::getShape).
     """
 
     shape_mean: np.ndarray  # float32 [3N], millimetres
@@ -50,8 +61,12 @@ class MorphableModel:
     tex_basis: np.ndarray  # float32 [Kt, 3N], sigma folded in
     tex_sigma: np.ndarray  # float32 [Kt]
     faces: np.ndarray  # int32 [F, 3], 0-based
-    landmarks: np.ndarray | None = None  # int32 [68], 0-based vertex indices
+    landmarks: np.ndarray | None = None  # int32 [68], 0-based vertex indices (innerLandmarkIndex)
     metadata: dict[str, Any] = field(default_factory=dict)
+    landmarks_outer: np.ndarray | None = None  # int32 [68] (outerLandmarkIndex), only with `landmarks`
+    expression_mean: np.ndarray | None = None  # float32 [3N], millimetres
+    expression_basis: np.ndarray | None = None  # float32 [Ke, 3N], sigma folded in
+    expression_sigma: np.ndarray | None = None  # float32 [Ke]
 
     def __post_init__(self) -> None:
         origin = str(self.metadata.get("name", "<MorphableModel arrays>"))
@@ -81,13 +96,28 @@ class MorphableModel:
     def tex_components(self) -> int:
         return self.tex_basis.shape[0]
 
+    @property
+    def expression_components(self) -> int:
+        """Ke, 0 without an expression basis."""
+        return 0 if self.expression_basis is None else self.expression_basis.shape[0]
+
+    @property
+    def has_expression(self) -> bool:
+        return self.expression_basis is not None
+
     def __repr__(self) -> str:
         tag = " SYNTHETIC" if self.synthetic else ""
+        expr = f" + {self.expression_components} expression" if self.has_expression else ""
         return (f"MorphableModel({self.metadata.get('name')!r}{tag}: {self.num_vertices} vertices, "
-                f"{self.num_faces} faces, {self.shape_components}+{self.tex_components} components)")
+                f"{self.num_faces} faces, {self.shape_components}+{self.tex_components}{expr} components)")
 
     def _arrays(self) -> dict[str, np.ndarray | None]:
-        return {name: getattr(self, name) for name in (*FLOAT_FIELDS, "faces", "landmarks")}
+        return {name: getattr(self, name) for name in (*FLOAT_FIELDS, "faces", *LANDMARK_FIELDS, *EXPRESSION_FIELDS)}
+
+    def replace(self, **changes) -> "MorphableModel":
+        """A new model with some arrays or the metadata replaced (validated like any model)."""
+        arrays = {**self._arrays(), "metadata": dict(self.metadata), **changes}
+        return MorphableModel(**arrays)
 
     # --- constructors (each lives in its own module; these are the public doors) ---
     @classmethod
@@ -194,6 +224,41 @@ def validate_arrays(arrays: dict[str, np.ndarray | None], origin: str) -> None:
         if not isinstance(lm, np.ndarray) or lm.dtype != np.int32 or lm.ndim != 1 or lm.shape[0] > MAX_VERTICES:
             raise _fail(origin, "landmarks", "int32[68]", describe_array(lm))
         check_index_range(lm, n3 // 3, origin, "landmarks")
+    outer = arrays.get("landmarks_outer")
+    if outer is not None:
+        if lm is None:
+            raise _fail(origin, "landmarks_outer", "only with 'landmarks' (the inner landmark vertices)",
+                        "no 'landmarks'")
+        if not isinstance(outer, np.ndarray) or outer.dtype != np.int32 or outer.shape != lm.shape:
+            raise _fail(origin, "landmarks_outer", f"int32[{lm.shape[0]}] (one per landmark)", describe_array(outer))
+        check_index_range(outer, n3 // 3, origin, "landmarks_outer")
+    _validate_expression(arrays, n3, origin)
+
+
+def _validate_expression(arrays: dict[str, np.ndarray | None], n3: int, origin: str) -> None:
+    """The optional expression basis: all three arrays or none, float32, [3N], [Ke, 3N] with
+    1 <= Ke <= MAX_COMPONENTS, [Ke], finite."""
+    present = [name for name in EXPRESSION_FIELDS if arrays.get(name) is not None]
+    if not present:
+        return
+    if len(present) != len(EXPRESSION_FIELDS):
+        missing = next(name for name in EXPRESSION_FIELDS if name not in present)
+        raise _fail(origin, missing, "present (the expression arrays come together: "
+                    f"{', '.join(EXPRESSION_FIELDS)})", f"only {', '.join(present)}")
+    for name in EXPRESSION_FIELDS:
+        a = arrays[name]
+        if not isinstance(a, np.ndarray) or a.dtype != np.float32:
+            raise _fail(origin, name, "float32", describe_array(a) if isinstance(a, np.ndarray) else type(a).__name__)
+    m, b, s = (arrays[name] for name in EXPRESSION_FIELDS)
+    if m.shape != (n3,):
+        raise _fail(origin, "expression_mean", f"float32[{n3}]", describe_array(m))
+    if b.ndim != 2 or b.shape[1] != n3 or not 1 <= b.shape[0] <= MAX_COMPONENTS:
+        raise _fail(origin, "expression_basis", f"float32[Ke, {n3}] with 1 <= Ke <= {MAX_COMPONENTS}",
+                    describe_array(b))
+    if s.shape != (b.shape[0],):
+        raise _fail(origin, "expression_sigma", f"float32[{b.shape[0]}] (one per basis row)", describe_array(s))
+    for name in EXPRESSION_FIELDS:
+        check_finite(arrays[name], origin, name)
 
 
 def check_index_range(idx: np.ndarray, n: int, origin: str, field_name: str, base: int = 0) -> None:

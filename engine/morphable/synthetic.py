@@ -19,6 +19,21 @@ BFM's; a QR of random directions weighted towards low frequencies makes the firs
 smoothest. Sigmas follow BFM-like
 magnitudes for unit-norm components (shape: about 880 mm for the first, i.e. a few mm of
 displacement per vertex at one standard deviation, falling off as a power law).
+
+Landmarks (SYNTHETIC, like the rest). The 68 landmark vertices follow dlib's 68-point layout:
+`LANDMARK_TEMPLATE` is the mean of dlib's landmarks on 18 real frontal photos (the release's 17
+demo images, anhttran/3dmm_cnn demoCode/data, and scikit-image's astronaut), each similarity-
+aligned so that the eye centres sit at (-0.5, 0) and (0.5, 0), then made left-right symmetric.
+It is placed on this face's features (eye centres at x = +-32 mm, y = 28 mm; the mouth at about
+y = -46 mm) and every point takes the vertex nearest to it in (x, y). `landmarks_outer` (the
+release's outerLandmarkIndex: the jaw contour a frontal or near-side view shows) takes the jaw
+points there; `landmarks` (innerLandmarkIndex) moves the 16 side jaw points 7% towards the
+middle, about where the contour of a jaw side turned 20 degrees away lies; the other 51 are
+shared. The choice of vertices is mirror-symmetric.
+
+Expression (SYNTHETIC, for tests and demos; the real basis is 3DDFA's, `convert --expression`):
+29 unit-norm [3N] modes, smooth fields as above concentrated on the mouth and jaw, and less on
+the eyes and brows, orthonormalised, with sigmas of a few mm per standard deviation.
 """
 from __future__ import annotations
 
@@ -39,6 +54,27 @@ _END_SUM = 2 * NUM_VERTICES - NUM_FACES - 2 * (_ROWS - 1)  # L_first + L_last, s
 _HALF_WIDTH_MM = 75.0  # face about 150 mm wide
 _HALF_HEIGHT_MM = 95.0  # forehead to chin about 190 mm
 _MAX_FREQUENCY = 8  # highest total frequency of the mode functions
+NUM_EXPRESSION = 29  # as 3DDFA's basis, which the release used
+
+# dlib's 68 points, mean of 18 real frontal photos (module docstring): x right, y DOWN, in units
+# of the distance between the eye centres, eye centres at (+-0.5, 0); symmetric.
+LANDMARK_TEMPLATE = np.array([
+    [-1.132, 0.058], [-1.12, 0.359], [-1.086, 0.656], [-1.032, 0.954], [-0.93, 1.232], [-0.763, 1.475],
+    [-0.55, 1.678], [-0.299, 1.833], [0.0, 1.875], [0.299, 1.833], [0.55, 1.678], [0.763, 1.475],
+    [0.93, 1.232], [1.032, 0.954], [1.086, 0.656], [1.12, 0.359], [1.132, 0.058], [-0.919, -0.163],
+    [-0.786, -0.3], [-0.593, -0.349], [-0.386, -0.332], [-0.191, -0.265], [0.191, -0.265], [0.386, -0.332],
+    [0.593, -0.349], [0.786, -0.3], [0.919, -0.163], [0.0, -0.042], [0.0, 0.147], [0.0, 0.337], [0.0, 0.531],
+    [-0.232, 0.672], [-0.121, 0.71], [0.0, 0.746], [0.121, 0.71], [0.232, 0.672], [-0.692, 0.009],
+    [-0.574, -0.062], [-0.425, -0.065], [-0.299, 0.022], [-0.433, 0.047], [-0.577, 0.05], [0.299, 0.022],
+    [0.425, -0.065], [0.574, -0.062], [0.692, 0.009], [0.577, 0.05], [0.433, 0.047], [-0.453, 1.072],
+    [-0.292, 0.988], [-0.124, 0.95], [0.0, 0.979], [0.124, 0.95], [0.292, 0.988], [0.453, 1.072],
+    [0.299, 1.229], [0.135, 1.296], [0.0, 1.306], [-0.135, 1.296], [-0.299, 1.229], [-0.384, 1.079],
+    [-0.125, 1.048], [0.0, 1.06], [0.125, 1.048], [0.384, 1.079], [0.128, 1.15], [0.0, 1.163],
+    [-0.128, 1.15]])
+_EYE_X_MM, _EYE_Y_MM = 64.0, 28.0  # eye-centre distance and height on this face
+_TEMPLATE_Y_MM = 67.0  # mm per template unit downwards: the mouth (about 1.1) at y = -46 mm
+_INNER_JAW = 0.93  # innerLandmarkIndex's side jaw points, relative to the outer contour's x: a side
+# turned 20 degrees away shows its contour about this far in (a cylinder's: cos 20 = 0.94)
 
 
 def _row_lengths() -> np.ndarray:
@@ -183,6 +219,63 @@ def _folded_modes(rng: np.random.Generator, sigma: np.ndarray, channel_gain: np.
     return out
 
 
+def _nearest_vertices(x: np.ndarray, y: np.ndarray, px: np.ndarray, py: np.ndarray) -> np.ndarray:
+    """Index of the vertex nearest to each (px, py), searched among the rows within 3 mm of py
+    (rows are 0.76 mm apart; a point beyond the oval's ends takes the nearest row's). Mirror-
+    symmetric: a point right of the middle takes the mirror image of its mirror point's vertex
+    (rows are symmetric about x = 0), and a point on the middle a vertex at x = 0 exactly."""
+    lengths = _row_lengths()
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    row_of = np.repeat(np.arange(lengths.size), lengths)
+    out = np.empty(px.size, np.int32)
+    for i, (qx, qy) in enumerate(zip(px, py)):
+        qy = min(max(qy, y.min()), y.max())
+        near = np.flatnonzero((x == 0.0) if qx == 0.0 else (np.abs(y - qy) <= 3.0))
+        k = int(near[np.argmin((x[near] - abs(qx)) ** 2 + (y[near] - qy) ** 2)]) if qx >= 0 else \
+            int(near[np.argmin((x[near] + qx) ** 2 + (y[near] - qy) ** 2)])
+        if qx < 0:  # found at the mirror point (-qx, qy): take the mirror vertex in its row
+            r = row_of[k]
+            k = int(starts[r] + lengths[r] - 1 - (k - starts[r]))
+        out[i] = k
+    return out
+
+
+@functools.lru_cache(maxsize=1)
+def synthetic_landmarks() -> tuple[np.ndarray, np.ndarray]:
+    """(inner [68], outer [68]) int32 vertex indices of the synthetic face (module docstring)."""
+    u, v, _ = _topology()
+    x, y = u * _HALF_WIDTH_MM, v * _HALF_HEIGHT_MM
+    px = LANDMARK_TEMPLATE[:, 0] * _EYE_X_MM
+    py = _EYE_Y_MM - LANDMARK_TEMPLATE[:, 1] * _TEMPLATE_Y_MM
+    outer = _nearest_vertices(x, y, px, py)
+    side_jaw = np.r_[0:8, 9:17]
+    px_inner = px.copy()
+    px_inner[side_jaw] *= _INNER_JAW
+    inner = _nearest_vertices(x, y, px_inner, py)
+    return inner, outer
+
+
+def _expression(rng: np.random.Generator, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(mean [3N], folded basis [29, 3N], sigma [29]) of the synthetic expression model."""
+    q, degree = _smooth_fields()
+    m = q.shape[1]
+    mask = (_bump(x, y, 0.0, -50.0, 32.0, 22.0) + 0.6 * _bump(x, y, 0.0, -80.0, 30.0, 15.0)
+            + 0.4 * (_bump(x, y, 32.0, 36.0, 18.0, 12.0) + _bump(x, y, -32.0, 36.0, 18.0, 12.0)))
+    gain = np.array([0.6, 1.0, 0.8])  # x, y, z: expressions move the mouth and jaw mostly up and down
+    weight = np.concatenate([gain[c] * np.exp(-degree / 2.5) for c in range(3)])
+    directions, _ = np.linalg.qr(weight[:, None] * rng.standard_normal((3 * m, NUM_EXPRESSION)))
+    modes = np.empty((3 * NUM_VERTICES, NUM_EXPRESSION))
+    for c in range(3):
+        modes[c::3] = (q @ directions[c * m:(c + 1) * m]) * mask[:, None]
+    # Unit-norm, orthogonal [3N] modes, like principal components (Cholesky of the 29 x 29 Gram
+    # matrix: the same span as a QR, an order of magnitude faster on [3N, 29]).
+    modes = modes @ np.linalg.inv(np.linalg.cholesky(modes.T @ modes)).T
+    k = np.arange(NUM_EXPRESSION)
+    sigma = 600.0 / (1.0 + k) ** 0.8  # mm for a unit-norm mode: a few mm at the mouth per std
+    basis = (modes * sigma[None, :]).T.astype(np.float32)
+    return np.zeros(3 * NUM_VERTICES, np.float32), basis, sigma.astype(np.float32)
+
+
 @functools.lru_cache(maxsize=8)
 def synthetic_model(seed: int = 0) -> MorphableModel:
     """The synthetic model for `seed` (memoised; arrays are read-only so sharing is safe)."""
@@ -200,6 +293,9 @@ def synthetic_model(seed: int = 0) -> MorphableModel:
     tex_mean = _mean_colour(x, y).ravel()
     tex_sigma = 4000.0 / (1.0 + k) ** 0.8
     tex_basis = _folded_modes(rng, tex_sigma, np.array([1.2, 1.0, 0.9]), falloff=1.5)
+    inner, outer = synthetic_landmarks()
+    # Its own generator: the shape and texture bases stay what they were before it existed.
+    expr_mean, expr_basis, expr_sigma = _expression(np.random.default_rng([int(seed), 0xE4B7]), x, y)
 
     arrays = dict(
         shape_mean=shape_mean.astype(np.float32),
@@ -209,7 +305,11 @@ def synthetic_model(seed: int = 0) -> MorphableModel:
         tex_basis=tex_basis,
         tex_sigma=tex_sigma.astype(np.float32),
         faces=faces.copy(),
-        landmarks=None,
+        landmarks=inner.copy(),
+        landmarks_outer=outer.copy(),
+        expression_mean=expr_mean,
+        expression_basis=expr_basis,
+        expression_sigma=expr_sigma,
     )
     for a in arrays.values():
         if a is not None:
@@ -219,4 +319,8 @@ def synthetic_model(seed: int = 0) -> MorphableModel:
         "name": NAME,
         "source": f"built-in synthetic model (seed {int(seed)}); not the Basel Face Model",
         "seed": int(seed),
+        "landmarks": "SYNTHETIC: dlib's 68-point layout placed on the synthetic face (not the release's "
+                     "innerLandmarkIndex / outerLandmarkIndex)",
+        "expression": f"SYNTHETIC: {NUM_EXPRESSION} smooth modes around the mouth, jaw and eyes (not 3DDFA's "
+                      "Model_Expression.mat)",
     })

@@ -35,9 +35,6 @@ FP16_MAX = 65504.0
 MARGIN = 8.0
 LIMIT = FP16_MAX / MARGIN
 PLAN_VERSION = 1
-# Faces of skimage.data.lfw_subset() used for calibration (its first 100 images are faces).
-LFW_FACES = (0, 13, 27, 41, 55, 69, 83)
-ASTRONAUT_BOX = (179, 87, 272, 178)  # dlib's landmark box of her face (tests/inputs/test_detect.py)
 
 
 @dataclass(frozen=True)
@@ -113,23 +110,18 @@ def op_tensors() -> dict[str, tuple[list[str], str]]:
 
 
 def calibration_faces() -> tuple[np.ndarray, str]:
-    """Real face crops float32 [N, 3, 224, 224] (BGR, 0..255) and what they are; the
-    synthetic calibration crops when scikit-image is not installed."""
+    """Real face crops float32 [N, 3, 224, 224] (BGR, 0..255) and what they are
+    (engine.network.faces.fp16_faces); the synthetic calibration crops when scikit-image is
+    not installed."""
+    from engine.errors import UnavailableError
+    from engine.network.faces import fp16_faces
+
     try:
-        import skimage.data as data
-    except ImportError:
+        return fp16_faces()
+    except UnavailableError:
         from engine.network.synthetic import calibration_crops
 
         return calibration_crops(seed=0), "synthetic calibration crops (scikit-image not installed: no real faces)"
-    from engine.crop import crop_face, prepare_cropped
-
-    crops = [crop_face(np.ascontiguousarray(data.astronaut()[:, :, :3]), ASTRONAUT_BOX)]
-    lfw = data.lfw_subset()
-    for i in LFW_FACES:
-        grey = np.clip(np.rint(lfw[i] * 255), 0, 255).astype(np.uint8)
-        crops.append(prepare_cropped(np.repeat(grey[:, :, None], 3, axis=2)))
-    return (np.stack(crops).astype(np.float32),
-            f"{len(crops)} real faces (scikit-image astronaut, LFW subset faces {list(LFW_FACES)})")
 
 
 def measure(fused: dict, mean: np.ndarray, crops: np.ndarray) -> dict[str, float]:

@@ -58,8 +58,12 @@ def calibration_crops(seed: int, n: int | None = None, mean: np.ndarray | None =
     return out
 
 
-def make_synthetic(seed: int = DEFAULT_SEED, mean: np.ndarray | None = None) -> tuple[dict, np.ndarray, dict]:
-    """(weights, mean image, metadata) of the synthetic set for `seed`."""
+def make_synthetic(seed: int = DEFAULT_SEED, mean: np.ndarray | None = None,
+                   crops: np.ndarray | None = None) -> tuple[dict, np.ndarray, dict]:
+    """(weights, mean image, metadata) of the synthetic set for `seed`. `crops`: the raw crops
+    [N, 3, 224, 224] the BatchNorm statistics and fc_ftnew's scale are calibrated on (default:
+    calibration_crops(seed); bench/bench_network.py builds its second, independent model on real
+    faces)."""
     from engine.network.weights import channel_mean_image
 
     rng = np.random.default_rng([seed, 0])
@@ -75,7 +79,7 @@ def make_synthetic(seed: int = DEFAULT_SEED, mean: np.ndarray | None = None) -> 
         gamma = RESIDUAL_GAMMA if c.conv in last_in_branch else 1.0
         w[f"{c.conv}.bn.weight"] = np.full(c.cout, gamma, np.float32)
         w[f"{c.conv}.bn.bias"] = np.zeros(c.cout, np.float32)
-    crops = calibration_crops(seed, mean=mean)
+    crops = calibration_crops(seed, mean=mean) if crops is None else crops
     feats = numpy_forward.features(w, mean, crops, calibrate=True).astype(np.float64)
     direction = rng.standard_normal((arch.NUM_COEFFS, arch.FC_IN))
     centred = feats - feats.mean(axis=0)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator
 
@@ -188,9 +189,15 @@ def iter_items(inputs: Iterable[Input], span: VideoSpan = VideoSpan(), *, max_pi
 
 
 def as_face_box(b, where: str) -> FaceBox:
-    """A FaceBox from a FaceBox or an (x0, y0, x1, y1[, score]) sequence (a caller's box)."""
+    """A FaceBox from a caller's face: a FaceBox, an (x0, y0, x1, y1[, score]) sequence, 68
+    landmarks (an array [68, 2]: the box is their tight box, cropped as dlib's landmark box), or a
+    mapping {"landmarks": [[x, y] x 68], "box": (x0, y0, x1, y1) (optional), "score": s (optional)}."""
     if isinstance(b, FaceBox):
         return b
+    if isinstance(b, Mapping):
+        return _face_from_mapping(b, where)
+    if isinstance(b, np.ndarray) and b.ndim == 2:
+        return FaceBox.from_landmarks(b, origin=where)
     try:
         vals = list(itertools.islice(b, 6))  # a box has 4 or 5 values: never read on
     except TypeError:
@@ -200,6 +207,19 @@ def as_face_box(b, where: str) -> FaceBox:
         raise InputError(f"{where}: expected a FaceBox or (x0, y0, x1, y1), found {len(vals)}{more} values")
     # FaceBox checks every value by the box rule (engine.crop.check_box), naming `where` and the field.
     return FaceBox(*vals[:4], score=vals[4] if len(vals) == 5 else 1.0, kind="given", origin=where)
+
+
+def _face_from_mapping(d: Mapping, where: str) -> FaceBox:
+    unknown = [k for k in d if k not in ("box", "landmarks", "score")]
+    if unknown or "landmarks" not in d:
+        raise InputError(f"{where}: expected {{'landmarks': [[x, y] x 68]}} with an optional 'box' (x0, y0, x1, y1) "
+                         f"and 'score', found " + (f"the key {unknown[0]!r}" if unknown else "no 'landmarks'"))
+    score = d.get("score", 1.0)
+    if "box" not in d:
+        return FaceBox.from_landmarks(d["landmarks"], score=score, origin=where)
+    box = as_face_box(d["box"], f"{where}, field box")
+    return FaceBox(box.x0, box.y0, box.x1, box.y1, score if "score" in d else box.score, box.kind,
+                   d["landmarks"], where)
 
 
 def given_boxes(boxes: MatchedBoxes | None, item: Item) -> list[FaceBox] | None:

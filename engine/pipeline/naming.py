@@ -45,6 +45,7 @@ from engine.errors import InputError
 LAYOUTS = ("engine", "release")
 ENGINE_EXTENSIONS = (".npy", ".ply", ".obj")
 RELEASE_EXTENSIONS = (".ply", ".ply.alpha", ".ply.beta")
+INPUT_EXTENSIONS = (".render.png",)  # files named by input_name: one per input (or frame), not per face
 STEM_BYTES = 150  # leaves room in a 255-byte file name for the suffixes and a number
 
 # How file systems compare names: exactly (ext4), case-insensitively (per-character mappings:
@@ -153,10 +154,16 @@ def assign_stems(names: list[str]) -> list[str]:
 
 def face_name(stem: str, frame: int | None, face_index: int, layout: str = "engine") -> str:
     """The name of one face's files (without extension) from its input's stem."""
-    frame_part = "" if frame is None else f"_f{int(frame):06d}"
     k = max(int(face_index), 0)
     face_part = "" if layout == "release" and k == 0 else f"_face{k}"
-    return f"{stem}{frame_part}{face_part}"
+    return f"{input_name(stem, frame)}{face_part}"
+
+
+def input_name(stem: str, frame: int | None) -> str:
+    """The name (without extension) of a file about one input or video frame as a whole, all its
+    faces together (reconstruct --render's picture): STEM, or STEM_fFFFFFF. Such files take an
+    extension that no face file takes (INPUT_EXTENSIONS), so they never meet a face's files."""
+    return stem if frame is None else f"{stem}_f{int(frame):06d}"
 
 
 class OutputNames:
@@ -185,6 +192,10 @@ class OutputNames:
     def name(self, source, frame: int | None, face_index: int) -> str:
         """The file name (without extension) of face `face_index` of `source` (frame `frame`)."""
         return face_name(self.stem(source), frame, face_index, self.layout)
+
+    def input_name(self, source, frame: int | None) -> str:
+        """The name (without extension) of a file about input `source` (frame `frame`) as a whole."""
+        return input_name(self.stem(source), frame)
 
     def for_result(self, face) -> str:
         """The file name (without extension) of a FaceResult of one of the inputs:

@@ -7,6 +7,10 @@
             else:
                 r.write_mesh(f"out/{r.name}.ply")  # r.coeffs, r.vertices, r.colors ...
 
+With `pose=True` (or "weak_perspective") every face also gets its head pose and, when the
+morphable model has an expression basis, its expression, fitted to its 68 landmarks for the
+whole batch at once (engine.pose) on the caller's thread after the decode.
+
 The pipeline (engine.pipeline.stages) decodes and crops images on `workers` threads while
 the network runs the previous batch on a thread of its own; on the CPU the caller's
 thread decodes meshes meanwhile, on a GPU the coefficients go straight from the runner
@@ -43,6 +47,19 @@ _CPU_OUTPUTS = ("vertices", "colors", "records")
 MAX_BATCH_SIZE = 1024
 MAX_WORKERS = 64
 MAX_THREADS = 1024
+
+
+def pose_camera(pose) -> str | None:
+    """The camera model of a `pose=` argument: None (no pose), "perspective" or "weak_perspective"."""
+    from engine.pose.fit import CAMERA_ALIASES
+
+    if pose is False or pose is None:
+        return None
+    if pose is True:
+        return "perspective"
+    if isinstance(pose, str) and pose in CAMERA_ALIASES:
+        return CAMERA_ALIASES[pose]
+    raise InputError(f"reconstruct: pose: expected False, True, 'perspective' or 'weak_perspective', found {pose!r}")
 
 
 def _int_in(value, name: str, minimum: int, maximum: int) -> int:
@@ -148,6 +165,8 @@ class Reconstructor:
             "morphable_synthetic": bool(self.model.synthetic),
             "basis_dtype": basis_dtype, "decode_device": "cuda" if self.on_gpu else "cpu",
         }
+        self._landmark_model = None  # engine.pose.LandmarkModel, or the InputError why not (first pose run)
+        self.provenance["expression_basis"] = bool(getattr(self.model, "expression_basis", None) is not None)
         self._detectors: queue.SimpleQueue = queue.SimpleQueue()  # idle dlib detectors, one per busy thread
         self._detector_lock = threading.Lock()
         self._warned_no_landmarks = False
@@ -211,12 +230,12 @@ class Reconstructor:
         batch.coeffs = self.runner.run(batch.crops[:n])
         return batch
 
-    def _finish_batch(self, batch: stages.Batch, decode: bool) -> stages.Batch:
+    def _finish_batch(self, batch: stages.Batch, decode: bool, pose: str | None = None) -> stages.Batch:
         """Runs on the caller's thread while the network runs the next batch: the CPU decode,
-        or on a GPU the wait for the copy back."""
+        or on a GPU the wait for the copy back; then the pose fit when asked."""
         if self.on_gpu:
-            return self._gpu.finish(batch)
-        if batch.n > 0:
+            batch = self._gpu.finish(batch)
+        elif batch.n > 0:
             # A row with a NaN/Inf coefficient is that face's error (see _results), not the
             # batch's: it is decoded as zeros so the decoder's finiteness check passes.
             batch.finite = np.isfinite(batch.coeffs).all(axis=1)
@@ -225,7 +244,73 @@ class Reconstructor:
                 if not batch.finite.all():
                     coeffs = np.where(batch.finite[:, None], coeffs, np.float32(0)).astype(np.float32)
                 batch.decoded = self.decoder.decode(coeffs, outputs=_CPU_OUTPUTS)
+        if pose is not None and batch.n > 0:
+            self._fit_poses(batch, pose)
         return batch
+
+    # -- pose ---------------------------------------------------------------------------
+    def _landmarks(self):
+        """The model's LandmarkModel (built once), or raises the InputError why there is none."""
+        from engine.pose import LandmarkModel
+
+        if self._landmark_model is None:
+            try:
+                self._landmark_model = LandmarkModel.from_model(self.model)
+            except InputError as e:
+                self._landmark_model = e
+        if isinstance(self._landmark_model, InputError):
+            raise self._landmark_model
+        return self._landmark_model
+
+    def _fit_poses(self, batch: stages.Batch, camera: str) -> None:
+        """batch.poses: a PoseFit per row (pose and expression, or the face's error), and
+        batch.posed (the batch's PosedBatch). Every face of the batch is fitted at once."""
+        from engine.pipeline.results import PosedBatch
+        from engine.pose import PoseFit, check_landmarks, fit_poses
+
+        n = batch.n
+        fits = [PoseFit() for _ in range(n)]
+        batch.poses = fits
+        try:
+            lmm = self._landmarks()
+        except InputError as e:  # a model without landmark vertices: every face says so, the run goes on
+            for f in fits:
+                f.error = str(e)
+            return
+        landmarks = np.zeros((n, 68, 2))
+        have = np.zeros(n, bool)
+        given = getattr(batch, "landmarks_given", None)
+        for e in batch.entries:
+            if e.row < 0:
+                continue
+            lm = given[e.row] if given is not None else None if e.box is None else e.box.landmarks
+            if lm is None:
+                fits[e.row].error = ("pose: no landmarks for this face: " + (
+                    "an already-cropped input (pose needs the 68 landmarks in the photo)" if e.box is None else
+                    "the detector ran without dlib's 68-point landmark model (pip install face-recognition-models), "
+                    "or the face's box was given without landmarks"))
+                continue
+            try:
+                landmarks[e.row] = check_landmarks(lm, f"{e.source} face {e.face_index}: landmarks")
+            except InputError as err:
+                fits[e.row].error = f"pose: {err}"
+                continue
+            have[e.row] = True
+        if batch.finite is not None:
+            have &= batch.finite
+        rows = np.flatnonzero(have)
+        if rows.size:
+            inner, outer = lmm.points_from_alpha(batch.coeffs[rows, :self.decoder.shape_components])
+            for r, fit in zip(rows, fit_poses(landmarks[rows], inner, outer, camera=camera,
+                                              expr_basis=lmm.expr_basis, model_name=lmm.name)):
+                fits[r] = fit
+        expression = None
+        if lmm.expr_basis is not None:
+            expression = np.zeros((n, lmm.expression_components), np.float32)
+            for r, f in enumerate(fits):
+                if f.expression is not None:
+                    expression[r] = f.expression
+        batch.posed = PosedBatch(self.decoder, batch.coeffs, [f.pose for f in fits], expression, batch.decoded)
 
     def _results(self, batch: stages.Batch, keep_crops: bool) -> list[FaceResult]:
         split = self.decoder.shape_components
@@ -241,17 +326,29 @@ class Reconstructor:
                     f"{where}: the network produced non-finite coefficients (NaN or Inf); no mesh"),
                     provenance=dict(self.provenance)))
                 continue
+            # The pose fit's per-row results ride on the batch object (set by _fit_poses).
+            poses = getattr(batch, "poses", None)
+            fit = None if poses is None else poses[e.row]
             out.append(FaceResult(e.source, e.face_index, e.frame, e.box,
                                   crop=batch.crops[e.row] if keep_crops else None,
                                   coeffs=batch.coeffs[e.row], provenance=dict(self.provenance),
-                                  _decoded=batch.decoded, _row=e.row, _split=split))
+                                  _decoded=batch.decoded, _row=e.row, _split=split,
+                                  pose=None if fit is None else fit.pose,
+                                  pose_error=None if fit is None else fit.error,
+                                  expression=None if fit is None else fit.expression,
+                                  _posed=getattr(batch, "posed", None),
+                                  _landmarks=None if getattr(batch, "landmarks_given", None) is None
+                                  else batch.landmarks_given[e.row]))
         return out
 
-    def pipeline(self, batches: Callable, *, decode: bool = True, workers: int | None = None) -> stages.Pipeline:
+    def pipeline(self, batches: Callable, *, decode: bool = True, workers: int | None = None,
+                 pose=False) -> stages.Pipeline:
         """A Pipeline over batches made by `batches(pool, stop)` (see engine.pipeline.stages);
         iterate it for processed batches. Used by `reconstruct` and by the benchmark."""
         self._check_open()
-        p = stages.Pipeline(batches, lambda b: self._run_batch(b, decode), lambda b: self._finish_batch(b, decode),
+        camera = pose_camera(pose)
+        p = stages.Pipeline(batches, lambda b: self._run_batch(b, decode),
+                            lambda b: self._finish_batch(b, decode, camera),
                             workers=self.workers if workers is None else workers, name="engine")
         self._pipelines.add(p)
         return p
@@ -259,7 +356,7 @@ class Reconstructor:
     # -- public API ---------------------------------------------------------------------
     def reconstruct(self, inputs, *, boxes: Mapping | str | os.PathLike | None = None, cropped: bool = False,
                     decode: bool = True, keep_crops: bool = False, frame_step: int = 1,
-                    max_frames: int | None = None, recursive: bool = False) -> Iterator[FaceResult]:
+                    max_frames: int | None = None, recursive: bool = False, pose=False) -> Iterator[FaceResult]:
         """Results for every face of every input, in input order then face order.
 
         inputs: a path, folder (its images and videos), glob, video file, camera index (int),
@@ -272,8 +369,14 @@ class Reconstructor:
             the inputs concerned, and one warning lists the entries that match no input.
             Inputs without an entry go to the detector (with detector=None they fail).
         recursive: folders contribute the images and videos of their sub-folders too.
+            A box may carry the face's 68 landmarks (FaceBox(..., landmarks=[[x, y], ...]), or
+            {"landmarks": [[x, y] x 68]} in place of a box: the box is then the landmarks' tight
+            box, cropped as dlib's); they are what the pose is fitted to.
         cropped: inputs are already crops by the release's rule (resized whole).
         decode: False gives coefficients only (see `embed`).
+        pose: False; True or "perspective" (the release's camera) or "weak_perspective" (3DDFA's):
+            fit each face's pose (and expression) to its 68 landmarks (engine.pose); a face that
+            cannot be fitted gets `pose_error`, and the run goes on.
         keep_crops: attach each face's network input to its result.
         frame_step, max_frames: of each video or camera stream, take every frame_step-th
             frame and at most max_frames of them (a camera runs until max_frames or until
@@ -285,6 +388,7 @@ class Reconstructor:
         (NaN/Inf) yields an error result with its face_index and box, and no coefficients. Closing the iterator (or Ctrl-C) stops the workers.
         """
         self._check_open()
+        pose_camera(pose)  # checked now, not at the first batch
         span = VideoSpan(frame_step, max_frames)  # checks the arguments now, reads lazily
         listed = list_inputs(check_inputs(inputs), recursive=bool(recursive))
         boxes, listed = self._match(boxes, inputs, listed)
@@ -309,7 +413,7 @@ class Reconstructor:
             prepared = stages.ordered_map(pool, prep, items, ahead, stop)
             return stages.batches_from_prepared(prepared, self.batch_size, stop)
 
-        pipe = self.pipeline(batches, decode=decode)
+        pipe = self.pipeline(batches, decode=decode, pose=pose)
         return self._iterate(pipe, keep_crops)
 
     @staticmethod
@@ -351,9 +455,13 @@ class Reconstructor:
             raise InputError("embed: decode: not accepted (embed never decodes; use reconstruct)")
         return self.reconstruct(inputs, decode=False, **kwargs)
 
-    def reconstruct_crops(self, crops, *, decode: bool = True, source: str = "<crops>") -> list[FaceResult]:
+    def reconstruct_crops(self, crops, *, decode: bool = True, source: str = "<crops>",
+                          landmarks=None, pose=False) -> list[FaceResult]:
         """Results for network inputs float32 [B, 3, 224, 224] (BGR 0..255, not mean-subtracted),
-        run at once in the caller's thread. `crop` of each result is a view of the caller's row."""
+        run at once in the caller's thread. `crop` of each result is a view of the caller's row.
+        landmarks: optional [B, 68, 2] (image pixels of the photos the crops came from) for
+        pose=True / "weak_perspective" (see `reconstruct`); without them each face's pose_error
+        says so."""
         from engine.runners import check_crops
 
         self._check_open()
@@ -361,9 +469,21 @@ class Reconstructor:
         if not isinstance(crops, np.ndarray):
             raise InputError(f"reconstruct_crops: crops: expected a numpy array, found {type(crops).__name__}")
         crops = np.ascontiguousarray(crops)
+        camera = pose_camera(pose)
+        given = None
+        if landmarks is not None:
+            from engine.pose import check_landmarks
+
+            lm = np.asarray(landmarks)
+            if lm.ndim != 3 or lm.shape[0] != crops.shape[0]:
+                raise InputError(f"reconstruct_crops: landmarks: expected [{crops.shape[0]}, 68, 2] (one set per "
+                                 f"crop), found shape {list(lm.shape)}")
+            given = np.stack([check_landmarks(lm[i], f"reconstruct_crops: landmarks[{i}]")
+                              for i in range(lm.shape[0])]).astype(np.float32)
         batch = stages.Batch(crops, n=crops.shape[0],
                              entries=[stages.Entry(source, None, i, None, i) for i in range(crops.shape[0])])
-        batch = self._finish_batch(self._run_batch(batch, decode), decode)
+        batch.landmarks_given = given  # read by _fit_poses and _results (the crops have no boxes)
+        batch = self._finish_batch(self._run_batch(batch, decode), decode, camera)
         return self._results(batch, keep_crops=True)
 
     # -- lifetime -----------------------------------------------------------------------

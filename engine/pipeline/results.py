@@ -4,10 +4,17 @@ Arrays are views into the buffers of the batch the face ran in (no per-face copy
 `coeffs` is a row of the batch's coefficients [B, 198], `records` / `vertices` /
 `colors` are rows of the decoded batch, `crop` a row of the batch's crop buffer.
 A result therefore keeps its whole batch alive; copy what you keep for long.
+
+With `reconstruct(..., pose=True)` each face also has a `pose` (engine.pose.Pose; conventions
+in engine.pose.angles), its `expression` weights when the morphable model has an expression
+basis, and `posed_vertices`, the mesh in the photo's pixels; or `pose_error` saying why not
+(no landmarks, bad landmarks, a model without landmark vertices). A face whose pose fails keeps
+its mesh and coefficients: only the pose is missing.
 """
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +39,10 @@ class FaceResult:
         None on an error result.
     error: None, or why this input produced no face (unreadable file, no face found...).
     provenance: runner name/device/precision, network and morphable model, synthetic flags.
+    pose: engine.pose.Pose when the run fitted poses and this face's fit succeeded, else None.
+    pose_error: why this face has no pose (when the run fitted poses), else None.
+    expression: float32 [Ke] expression weights (standard deviations) fitted with the pose,
+        or None (no pose, or a morphable model without an expression basis: pose only).
     """
 
     source: str
@@ -46,6 +57,11 @@ class FaceResult:
     _decoded: Any = field(default=None, repr=False)
     _row: int = field(default=-1, repr=False)
     _split: int = field(default=99, repr=False)  # number of shape components (alpha)
+    pose: Any = None
+    pose_error: str | None = None
+    expression: np.ndarray | None = field(default=None, repr=False)
+    _posed: Any = field(default=None, repr=False)  # PosedBatch of the batch (pose runs)
+    _landmarks: np.ndarray | None = field(default=None, repr=False)  # given without a box (crops)
 
     @property
     def ok(self) -> bool:
@@ -81,6 +97,24 @@ class FaceResult:
     def records(self) -> np.ndarray | None:
         """VERTEX_DTYPE [N]: x y z + red green blue, the binary PLY vertex block (a view)."""
         return self._field("records")
+
+    @property
+    def landmarks(self) -> np.ndarray | None:
+        """float32 [68, 2] (x, y) image pixels of this face's 68 landmarks (dlib's, or the caller's
+        through the API or the boxes sidecar), or None (a detector box without the landmark
+        model, a plain given box, or an already-cropped input)."""
+        if self._landmarks is not None:
+            return self._landmarks
+        return None if self.box is None else self.box.landmarks
+
+    @property
+    def posed_vertices(self) -> np.ndarray | None:
+        """float32 [N, 3]: this face's mesh (with its fitted expression, when there is one) in
+        the photo's pixels, x right, y down, z along the view scaled alike, smaller = closer
+        (Pose.to_image); None without a pose. Computed on first use, for the whole batch at once."""
+        if self.pose is None or self._posed is None:
+            return None
+        return self._posed.vertices(self._row)
 
     @property
     def faces(self) -> np.ndarray | None:
@@ -126,10 +160,83 @@ class FaceResult:
                              f"it was run with decode=False (use reconstruct(), not embed())")
         write_mesh(path, rec, self.faces, fmt=fmt, comments=() if fmt == "ply-release" else self.mesh_comments())
 
+    def write_posed_mesh(self, path: str | os.PathLike, fmt: str = "ply") -> None:
+        """Write this face's posed mesh (`posed_vertices`: the photo's pixels, x right, y down, z
+        along the view; with its colours and the model's triangles) as `fmt`, atomically, to lay
+        over the photo in MeshLab or Blender. InputError when the face has no pose."""
+        from engine.mesh_io import write_mesh
+
+        posed = self.posed_vertices
+        if posed is None:
+            raise InputError(f"{path}: no posed mesh for {self.source} face {self.face_index}: "
+                             + (self.pose_error or "the run did not fit poses (reconstruct(..., pose=True))"))
+        rec = np.empty(posed.shape[0], VERTEX_DTYPE)
+        rec["x"], rec["y"], rec["z"] = posed[:, 0], posed[:, 1], posed[:, 2]
+        colors = self._posed.colors(self._row)
+        rec["red"], rec["green"], rec["blue"] = colors[:, 0], colors[:, 1], colors[:, 2]
+        comments = () if fmt == "ply-release" else [
+            *self.mesh_comments(), "posed: x right, y down in pixels of the photo (0 0 = centre of its top-left "
+            "pixel), z along the view in pixels at the face's depth, smaller = closer",
+            f"pose yaw {self.pose.yaw:.3f} pitch {self.pose.pitch:.3f} roll {self.pose.roll:.3f} degrees, "
+            f"camera {self.pose.camera['model']}"]
+        write_mesh(path, rec, self._posed.faces, fmt=fmt, comments=comments)
+
 
 def _ascii_line(s: str) -> str:
     # PLY comments must be single-line ASCII: escape anything else the way Python's ascii() does.
     return ascii(s)[1:-1]
+
+
+class PosedBatch:
+    """The posed meshes of one batch, made on first use: the batch's faces with a pose are
+    decoded again with their expression weights (the decode kernel's expression term) when
+    there are any, else their decoded shapes are used, then each goes through its Pose."""
+
+    def __init__(self, decoder, coeffs: np.ndarray, poses: list, expression: np.ndarray | None, decoded):
+        self._decoder, self._coeffs, self._poses = decoder, coeffs, poses
+        self._expression, self._decoded = expression, decoded
+        self._lock = threading.Lock()
+        self._shapes: dict[int, np.ndarray] | None = None
+        self._colors: dict[int, np.ndarray] = {}
+
+    @property
+    def faces(self) -> np.ndarray:
+        return self._decoder.faces
+
+    def _decode_posed_rows(self) -> None:
+        """Shapes (and colours) of the rows with a pose, once for the batch."""
+        rows = [i for i, p in enumerate(self._poses) if p is not None]
+        self._shapes, self._colors = {}, {}
+        if not rows:
+            return
+        d = self._decoded
+        if self._expression is None and d is not None and d.vertices is not None and d.colors is not None:
+            self._shapes = {i: _host(d.vertices[i]) for i in rows}
+            self._colors = {i: _host(d.colors[i]) for i in rows}
+            return
+        out = self._decoder.decode(self._coeffs[rows], outputs=("vertices", "colors"),
+                                   expression=None if self._expression is None else self._expression[rows])
+        v, c = _host(out.vertices), _host(out.colors)
+        self._shapes = {i: v[k] for k, i in enumerate(rows)}
+        self._colors = {i: c[k] for k, i in enumerate(rows)}
+
+    def vertices(self, row: int) -> np.ndarray | None:
+        with self._lock:
+            if self._shapes is None:
+                self._decode_posed_rows()
+        shape = self._shapes.get(row)
+        return None if shape is None else self._poses[row].to_image(shape)
+
+    def colors(self, row: int) -> np.ndarray | None:
+        with self._lock:
+            if self._shapes is None:
+                self._decode_posed_rows()
+        return self._colors.get(row)
+
+
+def _host(a) -> np.ndarray:
+    """A numpy array of a numpy array or a (CUDA) torch tensor."""
+    return a if isinstance(a, np.ndarray) else a.cpu().numpy()
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
     with create_runner("auto") as r:      # TensorRT > PyTorch CUDA > fastest CPU runner
         coeffs = r.run(crops)             # float32 [B, 198]
-        print(r.name, r.precision, r.synthetic)
+        print(r.name, r.precision, r.synthetic)  # precision: fp32, or a validated variant (int8, bf16)
 
 Importing this package imports neither PyTorch, ONNX Runtime nor TensorRT.
 """
@@ -18,11 +18,13 @@ from engine.runners.base import Runner, check_crops
 log = logging.getLogger("engine.runners")
 
 RUNNER_NAMES = ("tensorrt", "torch-cuda", "onnxruntime", "torch-cpu")
-# Measured on the reference CPU (bench/results/network_cpu.md): ONNX Runtime fp32 is
-# the fastest CPU path that stays within 0.05 sd of the float32 reference.
+PRECISIONS = ("auto", "fp32", "fp16", "bf16", "int8")
+# Measured on the reference CPU (bench/results/network_cpu.md): ONNX Runtime fp32 is the
+# fastest float32 CPU path. Lower precisions are chosen per model, from the variants
+# validated on its own weights (engine.network.variants).
 CPU_PREFERENCE = ("onnxruntime", "torch-cpu")
 
-__all__ = ["Runner", "check_crops", "create_runner", "available_runners", "RUNNER_NAMES"]
+__all__ = ["Runner", "check_crops", "create_runner", "available_runners", "RUNNER_NAMES", "PRECISIONS"]
 
 
 def _has(module: str) -> bool:
@@ -85,21 +87,36 @@ def available_runners() -> list[str]:
 
 
 def create_runner(name: str = "auto", model_dir=None, *, max_batch: int | None = None, threads: int | None = None,
-                  precision: str | None = None, cuda_graphs: bool = False, synthetic_seed: int = 0,
-                  **options) -> Runner:
+                  precision: str | None = None, max_error: float | None = None, cuda_graphs: bool = False,
+                  synthetic_seed: int = 0, **options) -> Runner:
     """A runner by name ("auto", "onnxruntime", "torch-cpu", "torch-cuda", "tensorrt").
 
     Weights: the converted ones in `model_dir` (default: engine.network.resolve.default_model_dir()), else the built-in
     synthetic set (then `runner.synthetic` is True and a warning is logged).
     `max_batch`: the largest batch run at once (default 32 on CPU, 128 on GPU); larger
-    inputs are chunked. `threads`: CPU threads. `precision`: None picks the runner's
-    default (fp32 on CPU, fp16 on GPU). `options` go to the runner (e.g. opt_batch,
-    cache_dir for TensorRT)."""
+    inputs are chunked. `threads`: CPU threads.
+    `precision`: None or "auto" on a CPU runner: the fastest variant validated within
+    `max_error` coefficient sd (default engine.network.variants.DEFAULT_MAX_ERROR, 0.05) in the
+    model card's variant card, else fp32; on a GPU runner its default (fp16). An explicit
+    precision always wins ("fp32", "fp16", "bf16", "int8"; with runner "auto", int8 runs on
+    onnxruntime and bf16 on torch-cpu, or torch-cuda on a GPU); a CPU variant that cannot be
+    used here (int8 without a fresh card or with a missing or changed file, a CPU without the
+    instructions it needs, no PyTorch for bf16) is replaced by fp32 with a warning saying why;
+    bf16 without a card runs, with a warning that its error is unknown. The runner's
+    `precision` names what runs, `variant` holds the validated errors (None without a card)
+    and `variant_note` one line saying what was chosen and why (None when nothing was
+    chosen). `options` go to the runner (e.g. opt_batch, cache_dir for TensorRT)."""
+    from engine.errors import BackendError, ModelFileError
+    from engine.network import variants
     from engine.network.resolve import resolve_model
 
     if name not in ("auto",) + RUNNER_NAMES:
         raise InputError(f"runner name: expected 'auto' or one of {list(RUNNER_NAMES)}, found {name!r}")
+    if precision is not None and precision not in PRECISIONS:
+        raise InputError(f"precision: expected 'auto' or one of {list(PRECISIONS[1:])}, found {precision!r}")
+    variants.check_max_error(max_error)
     available = available_runners()
+    explicit = name != "auto"
     if name == "auto":
         if not available:
             raise UnavailableError("no runner is available: pip install onnxruntime onnx (CPU) or torch")
@@ -108,6 +125,34 @@ def create_runner(name: str = "auto", model_dir=None, *, max_batch: int | None =
         raise UnavailableError(f"runner {name!r} is not available on this machine (available: {available}); "
                                + _install_hint(name))
     model = resolve_model(model_dir, synthetic_seed=synthetic_seed)
+    choice = variants.choose(model, name, explicit_runner=explicit, precision=precision, max_error=max_error,
+                             available=available)
+    if choice.warning:
+        log.warning("%s", choice.warning)
+    try:
+        runner = _make(choice.runner, choice.precision, model, max_batch, threads, cuda_graphs, options)
+    except (ModelFileError, BackendError) as e:
+        if choice.precision not in variants.VARIANT_PRECISIONS or choice.runner not in variants.CPU_RUNNERS:
+            raise
+        # Checked by the card, yet unusable (a file that ONNX Runtime cannot load): float32.
+        fp32 = "onnxruntime" if "onnxruntime" in available else choice.runner
+        log.warning("%s %s variant cannot be used: %s; running float32 (%s)", choice.runner, choice.precision, e,
+                    fp32)
+        choice = variants.Choice(fp32, "fp32")
+        runner = _make(fp32, "fp32", model, max_batch, threads, cuda_graphs, options)
+    runner.variant = choice.variant
+    runner.variant_note = choice.note
+    if choice.precision in variants.VARIANT_PRECISIONS and choice.entry is not None:
+        # copied into every result's provenance ("network") by the pipeline
+        runner.model_description += (f"; {choice.runner} {choice.precision} variant, validated max "
+                                     f"{choice.entry['errors']['coeff_max_sd']:.3g} sd against float32")
+    log.info("runner %s (%s, %s) on %s", runner.name, runner.device, runner.precision, model.describe())
+    if choice.note:
+        log.info("%s", choice.note)
+    return runner
+
+
+def _make(name, precision, model, max_batch, threads, cuda_graphs, options) -> Runner:
     gpu = name in ("tensorrt", "torch-cuda")
     kw = dict(max_batch=max_batch if max_batch is not None else (128 if gpu else 32), **options)
     if precision is not None:
@@ -115,21 +160,18 @@ def create_runner(name: str = "auto", model_dir=None, *, max_batch: int | None =
     if name == "onnxruntime":
         from engine.runners.ort import OrtRunner
 
-        runner = OrtRunner(model, threads=threads, **kw)
-    elif name == "torch-cpu":
+        return OrtRunner(model, threads=threads, **kw)
+    if name == "torch-cpu":
         from engine.runners.torch_runner import TorchCpuRunner
 
-        runner = TorchCpuRunner(model, threads=threads, **kw)
-    elif name == "torch-cuda":
+        return TorchCpuRunner(model, threads=threads, **kw)
+    if name == "torch-cuda":
         from engine.runners.torch_runner import TorchCudaRunner
 
-        runner = TorchCudaRunner(model, cuda_graphs=cuda_graphs, **kw)
-    else:
-        from engine.runners.tensorrt_runner import TensorRTRunner
+        return TorchCudaRunner(model, cuda_graphs=cuda_graphs, **kw)
+    from engine.runners.tensorrt_runner import TensorRTRunner
 
-        runner = TensorRTRunner(model, **kw)
-    log.info("runner %s (%s, %s) on %s", runner.name, runner.device, runner.precision, model.describe())
-    return runner
+    return TensorRTRunner(model, **kw)
 
 
 def _install_hint(name: str) -> str:

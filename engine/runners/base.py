@@ -1,10 +1,11 @@
 """The runner protocol: raw crops in, 198 coefficients out.
 
-Every runner has `name`, `device` ("cpu"/"cuda"), `precision` ("fp32"/"bf16"/"fp16"),
+Every runner has `name`, `device` ("cpu"/"cuda"), `precision` ("fp32"/"bf16"/"fp16"/"int8"),
 `synthetic` (True when it runs the built-in synthetic weights), `fingerprint` (sha256
 of the weights), `mean_kind` ("image", or "per-channel" for a model converted without the
 release's mean image), `fp32_ops` (at fp16: the operations kept in float32 so that no
-value overflows, see engine.network.fp16), `max_batch`,
+value overflows, see engine.network.fp16), `variant` (the validated variant's errors, see
+engine.network.variants; None without a variant card), `variant_note`, `max_batch`,
 `run(crops) -> np.ndarray`, `close()` and context-manager support; CUDA runners add
 `run_device(crops) -> torch.Tensor` (left on the device) and `stream`.
 
@@ -50,6 +51,10 @@ class Runner:
         self.fingerprint = model.fingerprint  # sha256 of the weights: identifies outputs made with them
         self.mean_kind = model.mean_kind
         self.fp32_ops: tuple[str, ...] = ()
+        # Set by create_runner: the validated variant that runs (engine.network.variants.Choice.variant)
+        # and one line saying why it was chosen; None without a variant card.
+        self.variant: dict | None = None
+        self.variant_note: str | None = None
         self._closed = False
 
     def _use_fp16_plan(self, model) -> None:

@@ -1,13 +1,40 @@
-"""ONNX Runtime on the CPU: the default runner on machines without a GPU."""
+"""ONNX Runtime on the CPU: the default runner on machines without a GPU.
+
+Precisions: fp32 (the float32 graph), fp16 (the float16 graph TensorRT builds from; ONNX
+Runtime's x86 provider computes it in float32: no faster), int8 (the validated variant that
+`engine3dmm validate` builds, engine.network.quantize; never built on the fly: it needs
+calibration faces)."""
 from __future__ import annotations
 
 import os
 
 import numpy as np
 
-from engine.errors import BackendError, InputError, UnavailableError
+from engine.errors import BackendError, InputError, ModelFileError, UnavailableError
 from engine.network.onnx_export import INPUT_NAME, OUTPUT_NAME
 from engine.runners.base import Runner
+
+
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+def _int8_path(model):
+    """The int8 variant file of `model`, checked to be built from these weights (the card's
+    checks, sha256 included, are engine.network.variants'). ModelFileError otherwise."""
+    from engine.network.onnx_export import read_metadata
+    from engine.network.variants import variant_file
+
+    path = variant_file(model, "int8")
+    if not path.is_file():
+        raise ModelFileError(f"{path}: the int8 variant is missing; `engine3dmm validate` builds it")
+    try:
+        meta = read_metadata(path)
+    except Exception as e:
+        raise ModelFileError(f"{path}: unreadable int8 variant ({type(e).__name__}: {e})") from None
+    if meta.get("weights_sha256") != model.fingerprint or meta.get("precision") != "int8":
+        raise ModelFileError(f"{path}: an int8 variant of other weights (or not int8); `engine3dmm validate` "
+                             "builds it again")
+    return path
 
 
 class OrtRunner(Runner):
@@ -20,12 +47,12 @@ class OrtRunner(Runner):
             import onnxruntime as ort
         except ImportError as e:
             raise UnavailableError("the onnxruntime runner needs ONNX Runtime: pip install onnxruntime") from e
-        if precision not in ("fp32", "fp16"):
-            raise InputError(f"precision: the onnxruntime runner supports 'fp32' and 'fp16', found {precision!r}")
+        if precision not in PRECISIONS:
+            raise InputError(f"precision: the onnxruntime runner supports {list(PRECISIONS)}, found {precision!r}")
         if threads is not None and (not isinstance(threads, int) or threads < 1):
             raise InputError(f"threads: expected a positive int or None, found {threads!r}")
         self.precision = precision
-        self.onnx_path = model.onnx_path(precision)
+        self.onnx_path = _int8_path(model) if precision == "int8" else model.onnx_path(precision)
         if precision == "fp16":
             self._use_fp16_plan(model)
         opts = ort.SessionOptions()

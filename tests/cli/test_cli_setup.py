@@ -448,3 +448,62 @@ def test_build_refuses_a_folder_that_is_no_model_card(cli, tmp_path):
     r = cli("build", "--network-dir", tmp_path / "typo")
     assert r.rc == 1 and f"engine3dmm: error: --network-dir {tmp_path / 'typo'}: does not exist" in r.err
     assert not (tmp_path / "typo").exists()
+
+
+# --------------------------------------------------------------------------- CPU variants (issue 12)
+
+
+def test_convert_checks_the_calibration_folder_before_the_long_read(cli, tmp_path, shared_dir):
+    card = tmp_path / "card"
+    bad = tmp_path / "3dmm_cnn_resnet_101.caffemodel"
+    bad.write_bytes(b"\x0a\xff\xff\xff\x0f truncated")  # would fail later: the folder is refused first
+    r = cli("convert", "--prototxt", shared_dir / "deploy_network.prototxt", "--caffemodel", bad,
+            "--mean", shared_dir / "mean.binaryproto", "--network-dir", card, "--calibration", tmp_path / "typo")
+    assert r.rc == 1 and f"engine3dmm: error: --calibration {tmp_path / 'typo'}: does not exist" in r.err
+    assert not card.exists() or list(card.iterdir()) == []
+    r = cli("validate", "--calibration", bad)
+    assert r.rc == 1 and f"--calibration {bad}: is not a folder" in r.err
+
+
+def test_variant_options_are_checked_by_the_parser(cli):
+    for argv in (["reconstruct", "x.jpg", "--max-error", "0"], ["embed", "x", "--max-error", "nan"],
+                 ["verify", "a", "b", "--precision", "int4"], ["validate", "--variants", "fp16"]):
+        r = cli(*argv)
+        assert r.rc == 2, argv
+    assert "expected a number > 0, found '0'" in cli("reconstruct", "x.jpg", "--max-error", "0").err
+    for cmd in ("reconstruct", "embed", "verify", "evaluate"):
+        text = cli(cmd, "--help").out
+        assert "--precision {auto,fp32,fp16,bf16,int8}" in text and "--max-error SD" in text
+    text = cli("convert", "--help").out
+    assert "--calibration DIR" in text and "--no-variants" in text
+    assert "held-out real faces" in cli("validate", "--help").out
+
+
+def test_info_says_when_no_variants_were_built(cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("ENGINE3DMM_MODEL_DIR", str(tmp_path / "card"))
+    r = cli("info")
+    assert "CPU variants:    none: no variants built: `engine3dmm validate` builds and measures them" in r.out
+    assert json.loads(cli("info", "--json").out)["network"]["variants"]["status"] == "none"
+
+
+def test_validate_with_a_folder_without_a_face_builds_no_int8(cli, photos, tmp_path, monkeypatch):
+    """The bad calibration folder (issue 12 section 5): a clear message, no int8, float32."""
+    pytest.importorskip("dlib")
+    import shutil
+
+    monkeypatch.setenv("ENGINE3DMM_MODEL_DIR", str(tmp_path / "card"))
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    shutil.copy(photos / "coffee.jpg", mine)  # no face
+    (mine / "notes.txt").write_text("not an image")
+    r = cli("validate", "--calibration", mine, "--variants", "int8")
+    assert r.rc == 0, r.err
+    assert (f"warning: calibration folder {mine}: no usable face (0 face(s) from 1 image(s) in {mine}; 1 image(s) "
+            "without a detected face): the int8 variant is not built; runs use float32") in r.err
+    assert "onnxruntime int8: not built (calibration folder" in r.out and "auto picks onnxruntime fp32" in r.out
+    card = json.loads(next((tmp_path / "card").glob("*.variants.json")).read_text())
+    assert [e["status"] for e in card["variants"]] == ["ok", "not built"] and card["synthetic"] is True
+    assert card["validation"]["faces"] == 34 and card["variants"][0]["speed"]["batch1_ms"] > 0
+    r = cli("validate", "--calibration", tmp_path / "card", "--variants", "int8", "--json")  # a folder of no images
+    assert r.rc == 0 and "no usable face (no image files in" in r.err
+    assert json.loads(r.out)["variants"][1]["status"] == "not built"

@@ -260,3 +260,62 @@ TEST_F(DecodeTest, CudaDecoderMatchesCpuOrSaysUnavailable) {
   cudaFree(d_rec);
 #endif
 }
+
+// The optional expression term (issue 9): S += expr_mean + sum_k e_k * PE[k], after alpha's
+// terms; through decode_cpu (batched and single-row paths) and the CUDA body run on the host.
+TEST_F(DecodeTest, ExpressionTermMatchesTheReference) {
+  const int ke = 6;
+  const int64_t n3 = 3 * tiny_.n;
+  std::mt19937 rng(5);
+  std::normal_distribution<float> g(0.f, 1.f);
+  std::vector<float> emean(n3), ebasis(ke * n3);
+  for (float& x : emean) x = g(rng);
+  for (float& x : ebasis) x = 3.f * g(rng);
+  const e3dmm::MorphableModel model = e3dmm::MorphableModel::load(path_);
+  for (int64_t batch : {1, 3, 9}) {
+    const auto layout = model.default_layout();
+    const std::vector<float> coeffs = random_coeffs(batch, layout.stride, 40 + (unsigned)batch);
+    const std::vector<float> e = random_coeffs(batch, ke, 70 + (unsigned)batch);
+    Reference ref = reference(tiny_, coeffs, batch, layout.stride, layout.shape_offset, layout.tex_offset);
+    for (int64_t b = 0; b < batch; ++b)
+      for (int64_t c = 0; c < n3; ++c) {
+        double s = emean[c];
+        for (int k = 0; k < ke; ++k) s += (double)e[b * ke + k] * ebasis[k * n3 + c];
+        ref.vertices[b * n3 + c] += s;
+      }
+    for (int path = 0; path < 2; ++path) {
+      e3dmm::DecodeParams p = model.decode_params(coeffs.data(), batch);
+      p.expr_basis = ebasis.data();
+      p.expr_mean = emean.data();
+      p.expr_components = ke;
+      p.expr_coeffs = e.data();
+      std::vector<float> v(batch * n3);
+      p.vertices = v.data();
+      if (path == 0)
+        e3dmm::decode_cpu(p, 2);
+      else
+        e3dmm::decode_cuda_body_on_host(p);
+      expect_vertices(ref.vertices, v.data(), 1e-5);
+    }
+  }
+  // Weights without a basis, or a NaN weight: refused, nothing written.
+  const std::vector<float> coeffs = random_coeffs(2, model.default_layout().stride, 3);
+  std::vector<float> e(2 * ke, 0.f), v(2 * n3, 7.f);
+  e3dmm::DecodeParams p = model.decode_params(coeffs.data(), 2);
+  p.vertices = v.data();
+  p.expr_coeffs = e.data();
+  EXPECT_THROW(e3dmm::decode_cpu(p, 1), e3dmm::InvalidInput);  // the tiny model has no expression basis
+  p.expr_basis = ebasis.data();
+  p.expr_mean = emean.data();
+  p.expr_components = ke;
+  e[ke + 2] = NAN;
+  try {
+    e3dmm::decode_cpu(p, 1);
+    FAIL() << "a NaN expression weight was accepted";
+  } catch (const e3dmm::InvalidInput& err) {
+    EXPECT_NE(std::string(err.what()).find("expression[1, 2]"), std::string::npos) << err.what();
+  }
+  for (float x : v) ASSERT_EQ(x, 7.f);
+  e3dmm::Decoder dec(e3dmm::MorphableModel::load(path_));
+  EXPECT_THROW(dec.decode(coeffs.data(), 2, v.data(), nullptr, nullptr, e.data()), e3dmm::InvalidInput);
+}

@@ -6,13 +6,19 @@ from types import SimpleNamespace
 import numpy as np
 
 
-def random_model(n: int, ks: int = 99, kt: int = 99, seed: int = 0) -> SimpleNamespace:
+def random_model(n: int, ks: int = 99, kt: int = 99, seed: int = 0, ke: int = 0) -> SimpleNamespace:
     """A model with BFM-like magnitudes: coordinates ~ +-100 mm, shape modes of a few
     mm per sigma, mean colour ~ 60..200 with modes of ~ 20 levels per sigma (so that
-    colours hit both clamps for |c| ~ 3)."""
+    colours hit both clamps for |c| ~ 3). `ke` > 0 adds an expression basis (modes of a few
+    mm per sigma, a mean of about a millimetre), as the release's 3DDFA one."""
     rng = np.random.default_rng(seed)
     decay = 1.0 / np.sqrt(1.0 + np.arange(max(ks, kt)))
-    return SimpleNamespace(
+    expr = {}
+    if ke:
+        expr = dict(expression_mean=rng.normal(0.0, 1.0, 3 * n).astype(np.float32),
+                    expression_basis=(rng.standard_normal((ke, 3 * n)) * 3.0).astype(np.float32),
+                    expression_sigma=np.ones(ke, np.float32))
+    return SimpleNamespace(**expr,
         shape_mean=rng.uniform(-100, 100, 3 * n).astype(np.float32),
         shape_basis=(rng.standard_normal((ks, 3 * n)) * 4.0 * decay[:ks, None]).astype(np.float32),
         tex_mean=rng.uniform(60, 200, 3 * n).astype(np.float32),

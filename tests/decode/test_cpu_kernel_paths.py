@@ -30,6 +30,18 @@ for basis in ("fp32", "fp16"):
         ref = np.trunc(np.clip(t, 0, 255)).astype(np.uint8)
         bad = (out.colors != ref) & (np.abs(t - np.round(t)) > 1e-3)
         assert not bad.any(), (basis, b)
+# The optional expression term, both code paths (B = 1 streams, B > 1 tiles), both basis types.
+me = random_model(1237, seed=5, ke=29)
+for basis in ("fp32", "fp16"):
+    dt = np.float32 if basis == "fp32" else np.float16
+    for b in (1, 9):
+        c = random_coeffs(b, seed=b)
+        e = np.random.default_rng(b).normal(0, 1, (b, 29)).astype(np.float32)
+        out = Decoder(me, basis_dtype=basis).decode(c, expression=e)
+        v, _, _ = decode_reference(me.shape_mean, me.shape_basis.astype(dt), me.tex_mean, me.tex_basis.astype(dt), c,
+                                   expr_mean=me.expression_mean, expr_basis=me.expression_basis.astype(dt),
+                                   expression=e)
+        assert np.abs(out.vertices - v).max() <= 1e-5 * np.abs(v).max(), ("expression", basis, b)
 print(_core.core().cpu_kernel_isa())
 """
 

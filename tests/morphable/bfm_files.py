@@ -33,13 +33,18 @@ def bfm2009_arrays(n_vertices: int, n_components: int, seed: int, n_triangles: i
 
 
 def mod_struct_arrays(n_bfm: int, n_kept: int, n_faces: int, seed: int) -> dict[str, np.ndarray]:
-    """A mod_struct like the release's: uint16 1-based indices, tx, 68 landmarks."""
+    """A mod_struct like the release's: uint16 1-based indices, tx, 68 inner landmarks and the
+    outer ones, which differ on the 17 jaw points."""
     rng = np.random.default_rng(seed)
+    inner = rng.integers(1, n_kept + 1, (1, 68)).astype(np.uint16)
+    outer = inner.copy()
+    outer[0, :17] = rng.integers(1, n_kept + 1, 17)
     return {
         "tx": np.array([[0.231]]),
         "vertex_indices": (rng.permutation(n_bfm)[:n_kept] + 1).astype(np.uint16)[None, :],
         "faces": rng.integers(1, n_kept + 1, (n_faces, 3)).astype(np.uint16),
-        "innerLandmarkIndex": rng.integers(1, n_kept + 1, (1, 68)).astype(np.uint16),
+        "innerLandmarkIndex": inner,
+        "outerLandmarkIndex": outer,
     }
 
 
@@ -62,12 +67,20 @@ def write_h5(path: Path, fields: dict[str, np.ndarray], *, matlab73: bool = Fals
     return path
 
 
-def trimmed_arrays(n_vertices: int, n_components: int, seed: int, n_faces: int = 40) -> dict[str, np.ndarray]:
+def trimmed_arrays(n_vertices: int, n_components: int, seed: int, n_faces: int = 40,
+                   n_expression: int = 0) -> dict[str, np.ndarray]:
     """The release's BaselFaceModel_mod fields (already millimetres, EV as column vectors,
-    faces and landmarks 1-based)."""
+    faces and landmarks 1-based); `n_expression` > 0 adds trimBaselFace.py's expMU, expPC, expEV
+    and outerLandmarkIndex, as the release's files have them."""
     rng = np.random.default_rng(seed)
     n3 = 3 * n_vertices
-    return {
+    extra = {}
+    if n_expression:
+        extra = {"expMU": rng.standard_normal((n3, 1)) * 0.5,
+                 "expPC": rng.standard_normal((n3, n_expression)) * 0.01,
+                 "expEV": np.sort(rng.uniform(0.1, 2.2, (n_expression, 1)))[::-1],
+                 "outerLandmarkIndex": rng.integers(1, n_vertices + 1, (68, 1)).astype(np.float64)}
+    return {**extra,
         "shapeMU": rng.standard_normal((n3, 1)) * 50.0,
         "shapePC": rng.standard_normal((n3, n_components), dtype=np.float32),
         "shapeEV": np.sort(rng.uniform(10, 900, (n_components, 1)))[::-1],
@@ -93,6 +106,11 @@ def expected_trimmed(fields: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         "tex_sigma": ev_t,
         "faces": np.asarray(faces).astype(np.int64) - 1,
         "landmarks": np.asarray(fields["innerLandmarkIndex"]).ravel().astype(np.int64) - 1,
+        **({} if "expMU" not in fields else {
+            "landmarks_outer": np.asarray(fields["outerLandmarkIndex"]).ravel().astype(np.int64) - 1,
+            "expression_mean": fields["expMU"].ravel(),
+            "expression_basis": (fields["expPC"] * fields["expEV"].ravel()).T,
+            "expression_sigma": fields["expEV"].ravel()}),
     }
 
 
@@ -115,6 +133,8 @@ def expected_bfm2009(bfm: dict[str, np.ndarray], ms: dict[str, np.ndarray]) -> d
         "tex_sigma": tex_ev,
         "faces": ms["faces"].astype(np.int64) - 1,
         "landmarks": ms["innerLandmarkIndex"].ravel().astype(np.int64) - 1,
+        **({"landmarks_outer": ms["outerLandmarkIndex"].ravel().astype(np.int64) - 1}
+           if "outerLandmarkIndex" in ms else {}),
     }
 
 
@@ -129,3 +149,11 @@ def assert_model_matches(model, expected: dict[str, np.ndarray]) -> None:
     assert model.faces.dtype == np.int32
     np.testing.assert_array_equal(model.faces, expected["faces"])
     np.testing.assert_array_equal(model.landmarks, expected["landmarks"])
+    if "landmarks_outer" in expected:
+        np.testing.assert_array_equal(model.landmarks_outer, expected["landmarks_outer"])
+    for name in ("expression_mean", "expression_basis", "expression_sigma"):
+        if name in expected:
+            np.testing.assert_allclose(getattr(model, name), expected[name], rtol=1e-6,
+                                       atol=1e-6 * np.abs(expected[name]).max(), err_msg=name)
+        else:
+            assert getattr(model, name) is None, name

@@ -10,7 +10,8 @@ import numpy as np
 
 HEADER = "<8sIIQQQ24s"
 RECORD = "<24sIIQQQQ"
-ORDER = ("shape_mean", "shape_basis", "shape_sigma", "tex_mean", "tex_basis", "tex_sigma", "faces", "landmarks")
+ORDER = ("shape_mean", "shape_basis", "shape_sigma", "tex_mean", "tex_basis", "tex_sigma", "faces", "landmarks",
+         "landmarks_outer", "expression_mean", "expression_basis", "expression_sigma")
 CODES = {np.dtype("<f4"): 1, np.dtype("<i4"): 3}
 # Field offsets inside a 64-byte record.
 NAME, DTYPE, NDIM, DIM0, DIM1, OFFSET, NBYTES = 0, 24, 28, 32, 40, 48, 56
@@ -18,8 +19,9 @@ META = {"format": "e3dmm-cache", "synthetic": False, "name": "tiny", "source": "
 
 
 def tiny_arrays(n: int = 4, ks: int = 2, kt: int = 3, f: int = 2, landmarks: int | None = 3,
-                seed: int = 0) -> dict[str, np.ndarray]:
-    """A small valid model as the arrays of the spec (float32 / int32, little-endian)."""
+                seed: int = 0, outer: bool = False, ke: int = 0) -> dict[str, np.ndarray]:
+    """A small valid model as the arrays of the spec (float32 / int32, little-endian); `outer`
+    adds landmarks_outer (with landmarks), `ke` > 0 the three expression arrays."""
     rng = np.random.default_rng(seed)
     f32 = lambda *s: rng.standard_normal(s).astype("<f4")  # noqa: E731
     arrays = {"shape_mean": f32(3 * n), "shape_basis": f32(ks, 3 * n), "shape_sigma": f32(ks) ** 2 + 1,
@@ -27,6 +29,11 @@ def tiny_arrays(n: int = 4, ks: int = 2, kt: int = 3, f: int = 2, landmarks: int
               "tex_sigma": f32(kt) ** 2 + 1, "faces": rng.integers(0, n, (f, 3)).astype("<i4")}
     if landmarks:
         arrays["landmarks"] = rng.integers(0, n, landmarks).astype("<i4")
+        if outer:
+            arrays["landmarks_outer"] = rng.integers(0, n, landmarks).astype("<i4")
+    if ke:
+        arrays.update(expression_mean=f32(3 * n), expression_basis=f32(ke, 3 * n),
+                      expression_sigma=f32(ke) ** 2 + 1)
     return arrays
 
 
@@ -100,7 +107,8 @@ def python_verdict(path) -> tuple[bool, str]:
         return False, str(e)
     lm = 0 if m.landmarks is None else m.landmarks.shape[0]
     return True, (f"N {m.num_vertices} F {m.num_faces} Ks {m.shape_components} Kt {m.tex_components} "
-                  f"L {lm} synthetic {m.synthetic} name {m.metadata['name']!r}")
+                  f"L {lm} outer {m.landmarks_outer is not None} Ke {m.expression_components} "
+                  f"synthetic {m.synthetic} name {m.metadata['name']!r}")
 
 
 def cpp_reader():
@@ -121,5 +129,5 @@ def cpp_verdict(path) -> tuple[bool, str]:
     except ModelFileError as e:
         return False, str(e)
     return True, (f"N {s['num_vertices']} F {s['num_faces']} Ks {s['shape_components']} "
-                  f"Kt {s['tex_components']} L {s['num_landmarks']} synthetic {s['synthetic']} "
-                  f"name {s['name']!r}")
+                  f"Kt {s['tex_components']} L {s['num_landmarks']} outer {s['has_landmarks_outer']} "
+                  f"Ke {s['expression_components']} synthetic {s['synthetic']} name {s['name']!r}")

@@ -29,7 +29,11 @@ def bases() -> list[bytearray]:
     nested = cb.meta_bytes(extra={"list": [1, -2.5e-3, None, True, "x\u00e9\\"], "o": {"k": [[{}]]}})
     return [cb.valid(), cb.valid(landmarks=False), cb.valid(meta=nested),
             cb.build(cb.tiny_arrays(n=1, ks=1, kt=1, f=1, landmarks=1, seed=3)),
-            cb.build(cb.tiny_arrays(n=7, ks=4, kt=2, f=5, landmarks=None, seed=4))]
+            cb.build(cb.tiny_arrays(n=7, ks=4, kt=2, f=5, landmarks=None, seed=4)),
+            # the optional arrays of issue 9: outer landmarks, an expression basis, both
+            cb.build(cb.tiny_arrays(n=5, ks=2, kt=2, f=3, landmarks=4, outer=True, seed=5)),
+            cb.build(cb.tiny_arrays(n=4, ks=3, kt=2, f=2, landmarks=None, ke=3, seed=6)),
+            cb.build(cb.tiny_arrays(n=6, ks=2, kt=3, f=4, landmarks=2, outer=True, ke=2, seed=7))]
 
 
 def layout(data: bytes) -> tuple[int, int, int]:
@@ -84,7 +88,7 @@ def poison_value(rng, data):
     name = data[64 + 64 * i:88 + 64 * i].rstrip(b"\0").decode()
     off, nbytes = struct.unpack_from("<QQ", data, 64 + 64 * i + 48)
     pos = off + 4 * rng.randrange(nbytes // 4)
-    if name in ("faces", "landmarks"):
+    if name in ("faces", "landmarks", "landmarks_outer"):
         n = struct.unpack_from("<Q", data, cb.record_at(data, "shape_mean") + 32)[0] // 3
         struct.pack_into("<i", data, pos, rng.choice([-1, n, n - 1, 0, 2**31 - 1, -2**31]))
     else:
@@ -119,8 +123,38 @@ def mutate_json(rng, data):
     return f"metadata {bytes(text)[:200]!r}"
 
 
+def _arrays_of(data) -> dict:
+    arrays = {}
+    count = struct.unpack_from("<I", data, 12)[0]
+    for i in range(count):
+        name = data[64 + 64 * i:88 + 64 * i].rstrip(b"\0").decode()
+        code, ndim, d0, d1, off, nbytes = struct.unpack_from("<IIQQQQ", data, 64 + 64 * i + 24)
+        a = np.frombuffer(bytes(data[off:off + nbytes]), "<f4" if code == 1 else "<i4")
+        arrays[name] = a.reshape((d0, d1) if ndim == 2 else (d0,))
+    return arrays
+
+
+def optional_groups(rng, data):
+    """The optional arrays' group rules (issue 9): an array dropped, or one taken from another
+    base (outer landmarks or expression arrays of other sizes), then a valid layout."""
+    arrays = _arrays_of(data)
+    name = rng.choice(sorted(arrays))
+    if rng.random() < 0.5:
+        del arrays[name]
+        what = f"dropped {name}"
+    else:
+        donor = _arrays_of(cb.build(cb.tiny_arrays(n=rng.choice([4, 5, 6]), landmarks=rng.choice([2, 3, 4]),
+                                                   outer=True, ke=rng.choice([1, 3]), seed=rng.randrange(99))))
+        name = rng.choice(["landmarks_outer", "expression_mean", "expression_basis", "expression_sigma"])
+        arrays[name] = donor[name]
+        what = f"{name} from another model"
+    meta = data[layout(data)[1]:layout(data)[1] + layout(data)[2]]
+    data[:] = cb.build(arrays, bytes(meta))
+    return what
+
+
 MUTATIONS = [(flip_bits, 600), (record_field, 400), (header_field, 150), (consistent_dims, 250),
-             (poison_value, 150), (mutate_json, 600)]
+             (poison_value, 150), (mutate_json, 600), (optional_groups, 300)]
 
 
 def test_both_readers_give_the_same_verdict_on_every_mutated_file(tmp_path):

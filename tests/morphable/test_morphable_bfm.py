@@ -66,8 +66,11 @@ def test_real_mod_struct_trims_a_full_size_bfm(shared_dir, tmp_path):
     assert model.faces.min() >= 0 and model.faces.max() < 46_990
     assert model.landmarks.shape == (68,) and model.landmarks.max() < 46_990
     raw = scipy.io.loadmat(ms_path)["mod_struct"][0, 0]
-    ms = {k: raw[k] for k in ("tx", "vertex_indices", "faces", "innerLandmarkIndex")}
+    ms = {k: raw[k] for k in ("tx", "vertex_indices", "faces", "innerLandmarkIndex", "outerLandmarkIndex")}
     assert_model_matches(model, expected_bfm2009(bfm, ms))
+    # The release's two landmark sets differ on the 17 jaw points, and only there (its README).
+    differ = np.flatnonzero(model.landmarks != model.landmarks_outer)
+    np.testing.assert_array_equal(differ, np.arange(17))
 
 
 @pytest.mark.slow

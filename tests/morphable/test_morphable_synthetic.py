@@ -88,3 +88,47 @@ def test_modes_are_smooth_orthonormal_and_decreasing(model):
     assert 100 < np.ptp(s[:, 0]) < 220
     t = model.tex_mean + alpha @ model.tex_basis
     assert np.mean((t < 0) | (t > 255)) < 0.05
+
+
+# --- issue 9: the synthetic model's landmarks and expression basis, labelled synthetic -------
+
+MIRROR_68 = np.array([16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0, 26, 25, 24, 23, 22, 21, 20, 19, 18,
+                      17, 27, 28, 29, 30, 35, 34, 33, 32, 31, 45, 44, 43, 42, 47, 46, 39, 38, 37, 36, 41, 40, 54, 53,
+                      52, 51, 50, 49, 48, 59, 58, 57, 56, 55, 64, 63, 62, 61, 60, 67, 66, 65])  # dlib's 68, mirrored
+
+
+def test_synthetic_landmarks_follow_dlibs_layout(model):
+    assert "SYNTHETIC" in model.metadata["landmarks"]
+    inner, outer = model.landmarks, model.landmarks_outer
+    assert inner.shape == outer.shape == (68,) and inner.dtype == np.int32
+    # Like the release's two sets: they differ on the jaw only (16 side points; the chin is shared).
+    np.testing.assert_array_equal(np.flatnonzero(inner != outer), np.r_[0:8, 9:17])
+    v = model.shape_mean.reshape(-1, 3)
+    for idx in (inner, outer):
+        p = v[idx]
+        # Mirror-symmetric: point i and its mirror point have opposite x, the same y and z.
+        np.testing.assert_allclose(p[:, 0], -p[MIRROR_68, 0], atol=1e-4)
+        np.testing.assert_allclose(p[:, 1:], p[MIRROR_68, 1:], atol=1e-4)
+    p = v[inner]
+    eyes = (p[36:42].mean(0), p[42:48].mean(0))
+    assert eyes[0][0] < -25 and eyes[1][0] > 25 and abs(eyes[0][1] - 28) < 3  # the eye sockets
+    assert p[28:31, 2].min() > p[36:48, 2].max() + 15  # the nose stands out in front of the eyes
+    assert p[8, 1] < p[:, 1].min() + 1 and p[19, 1] > eyes[0][1]  # chin lowest, brows above the eyes
+    assert abs(p[48:68, 1].mean() + 46) < 4  # the mouth on the lips
+    # The inner jaw points lie towards the middle of the outer contour ones.
+    side = np.r_[0:8, 9:17]
+    assert (np.abs(v[inner[side], 0]) < np.abs(v[outer[side], 0])).all()
+
+
+def test_synthetic_expression_basis(model):
+    assert "SYNTHETIC" in model.metadata["expression"] and model.expression_components == 29
+    b = model.expression_basis.astype(np.float64) / model.expression_sigma[:, None]
+    np.testing.assert_allclose(b @ b.T, np.eye(29), atol=1e-5)  # unit-norm, orthogonal modes
+    assert (np.diff(model.expression_sigma) < 0).all()
+    # Concentrated on the mouth and jaw: most of each mode's energy below the nose.
+    y = model.shape_mean[1::3]
+    energy = (b.reshape(29, -1, 3) ** 2).sum(-1)
+    assert (energy[:, y < -25].sum(1) / energy.sum(1)).mean() > 0.6
+    fresh = synthetic_model.__wrapped__(0)
+    np.testing.assert_array_equal(fresh.expression_basis, model.expression_basis)
+    np.testing.assert_array_equal(fresh.landmarks_outer, model.landmarks_outer)

@@ -96,11 +96,21 @@ def test_fetch_convert_reconstruct_from_the_face_swap_zip(server, tmp_path, shar
     assert ("cnn3dmm.safetensors: converted (not verified: the official caffemodel's sha256 is not known to this "
             "project)") in r.stderr
     assert "official" not in r.stdout
+    converted = r
     r = engine_without_torch("info", "--json", "--network-dir", card, cwd=tmp_path)
     network = json.loads(r.stdout)["network"]
     assert network["status"] == "converted" and network["verified"] is False
+    assert network["variants"]["status"] == "validated" and network["variants"]["synthetic"] is False
     assert {p.name for p in card.iterdir()} == {"downloads", "cnn3dmm.safetensors", "cnn3dmm.fp32.onnx",
-                                               "cnn3dmm.fp16.onnx"}
+                                               "cnn3dmm.fp16.onnx", "cnn3dmm.int8.onnx", "cnn3dmm.variants.json"}
+    # the CPU variants, validated on the converted weights; without PyTorch bf16 is unavailable, said so
+    assert "variants: " in converted.stdout and "onnxruntime int8: max " in converted.stdout
+    assert "auto picks onnxruntime" in converted.stdout
+    variants = {(e["runner"], e["precision"]): e for e in json.loads((card / "cnn3dmm.variants.json").read_text())["variants"]}
+    assert variants["onnxruntime", "int8"]["status"] == "ok"
+    assert variants["torch-cpu", "bf16"]["status"] == "unavailable" and "PyTorch is not installed" in variants[
+        "torch-cpu", "bf16"]["why"]
+    assert "torch-cpu bf16: not built (PyTorch is not installed" in converted.stdout
     # 3. reconstruct a real photo
     from PIL import Image
     from skimage.data import astronaut

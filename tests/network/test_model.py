@@ -131,8 +131,14 @@ def test_convert_caffe_writes_the_card_artifacts(shared_dir, synthetic_model, tm
     out = tmp_path / "card"
     out.mkdir()
     paths = convert_caffe(shared_dir / "deploy_network.prototxt", cm, shared_dir / "mean.binaryproto", out)
-    assert {p.name for p in out.iterdir()} == {"cnn3dmm.safetensors", "cnn3dmm.fp32.onnx", "cnn3dmm.fp16.onnx"}
+    # the CPU variants are built and validated on the new weights by default (issue 12)
+    assert {p.name for p in out.iterdir()} == {"cnn3dmm.safetensors", "cnn3dmm.fp32.onnx", "cnn3dmm.fp16.onnx",
+                                               "cnn3dmm.int8.onnx", "cnn3dmm.variants.json"}
     model = resolve_model(out)
+    card = json.loads(paths["variants"].read_text())
+    assert card["weights_sha256"] == model.fingerprint and card["synthetic"] is False
+    assert {(e["runner"], e["precision"]) for e in card["variants"] if e["status"] == "ok"} >= {
+        ("onnxruntime", "fp32"), ("onnxruntime", "int8")}
     assert not model.synthetic and model.weights_path == paths["weights"]
     assert "converted" in model.describe()
     # factor 2 is exact in binary: the weights come back bit for bit

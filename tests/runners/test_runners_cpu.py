@@ -63,10 +63,29 @@ def test_closed_runner_refuses_to_run(model_dir, crops):
 def test_factory_rejects_unknown_names_and_precisions(model_dir):
     with pytest.raises(InputError, match="runner name: expected 'auto' or one of"):
         create_runner("caffe", model_dir)
-    with pytest.raises(InputError, match="precision"):
-        create_runner(CPU_RUNNERS[0], model_dir, precision="int8")
+    with pytest.raises(InputError, match="precision: expected 'auto' or one of"):
+        create_runner(CPU_RUNNERS[0], model_dir, precision="int4")
     with pytest.raises(InputError, match="max_batch"):
         create_runner(CPU_RUNNERS[0], model_dir, max_batch=0)
+    if "torch-cpu" in CPU_RUNNERS:  # a precision the named runner cannot run is a usage error, not a fallback
+        with pytest.raises(InputError, match=r"the torch-cpu runner supports \['fp32', 'bf16'\], found 'int8'"):
+            create_runner("torch-cpu", model_dir, precision="int8")
+
+
+@pytest.mark.skipif("onnxruntime" not in CPU_RUNNERS, reason="needs ONNX Runtime")
+def test_a_variant_without_a_validated_card_runs_float32(model_dir, crops, torch_reference, coeff_sd, caplog):
+    """The session's model folder has no variant card: int8 asked for gives float32 and a warning
+    saying how to build it; the default (auto) is float32 without a word."""
+    with caplog.at_level("WARNING", logger="engine"):
+        with create_runner("onnxruntime", model_dir, precision="int8") as r:
+            assert r.precision == "fp32" and r.variant is None
+            assert np.abs(r.run(crops) - torch_reference).max() < 1e-4 * coeff_sd
+    assert "--precision int8: no validated variants for these weights" in caplog.text
+    assert "`engine3dmm validate` builds them" in caplog.text and "running float32 (onnxruntime)" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="engine.network.variants"):
+        with create_runner("auto", model_dir) as r:
+            assert r.precision == "fp32" and r.variant_note is None
 
 
 def test_auto_prefers_gpu_runners_then_onnxruntime(model_dir):
@@ -91,7 +110,8 @@ def test_gpu_runners_are_unavailable_without_a_gpu(model_dir):
 @pytest.mark.skipif("torch-cpu" not in available_runners(), reason="needs PyTorch")
 def test_torch_cpu_bf16_accuracy_cost(model_dir, crops, torch_reference, coeff_sd):
     """bfloat16 keeps 8 mantissa bits: measured max error 0.28 coefficient sd on the
-    synthetic weights, far above the 0.05 sd budget, so bf16 is opt-in only."""
+    synthetic weights, far above the 0.05 sd budget; `auto` takes it only where the variant
+    card validated it within budget (engine.network.variants), asking for it directly runs it."""
     with create_runner("torch-cpu", model_dir, precision="bf16") as r:
         assert r.precision == "bf16"
         got = r.run(crops)

@@ -3,9 +3,13 @@
 ///
 /// Math (Tran et al. 2017, Basel Face Model conventions):
 ///   S = shape_mean + shape_basis^T * alpha          (millimetres)
+///       [+ expr_mean + expr_basis^T * e]            (optional: the expression term)
 ///   T = clamp(tex_mean + tex_basis^T * beta, 0, 255) truncated to uint8
 /// The bases already have the standard deviations folded in (row k = PC[:, k] * EV[k]),
-/// so alpha and beta are the network's outputs in units of standard deviations.
+/// so alpha and beta are the network's outputs in units of standard deviations, and e the
+/// expression weights of the pose fit (the release's 29 of 3DDFA's basis), likewise.
+/// Summation order per output value (the reference and every kernel): the means first
+/// (shape_mean + expr_mean, one float addition), then alpha's terms in k order, then e's.
 #pragma once
 
 #include <cstddef>
@@ -43,26 +47,33 @@ struct DecodeParams {
   int shape_offset = 0;               ///< column of alpha_0 within a row (0 for the release)
   int tex_offset = 0;                 ///< column of beta_0 within a row (99 for the release)
 
+  /// Optional expression term, added to the shape when expr_coeffs is not null.
+  const void* expr_basis = nullptr;   ///< [expr_components, 3N], K-major, sigma folded, of basis_type
+  const float* expr_mean = nullptr;   ///< [3N] expression mean (the release adds it with the basis)
+  int expr_components = 0;            ///< Ke (29 for the release's basis); 0: the model has none
+  const float* expr_coeffs = nullptr; ///< [batch, expr_components] expression weights, or null: no term
+
   float* vertices = nullptr;          ///< out [batch, N, 3] float32, or null to skip
   uint8_t* colors = nullptr;          ///< out [batch, N, 3] uint8, or null to skip
   uint8_t* records = nullptr;         ///< out [batch, N, kRecordBytes] PLY vertex records, or null to skip
 };
 
-/// Checks sizes against limits.h (N <= kMaxVertices, Ks and Kt <= kMaxComponents, batch <=
+/// Checks sizes against limits.h (N <= kMaxVertices, Ks, Kt and Ke <= kMaxComponents, batch <=
 /// kMaxBatch, coeff_stride <= kMaxCoeffStride), offsets (each offset + components <= stride,
-/// summed in 64 bits), pointers, and that at least one output is requested.
+/// summed in 64 bits), pointers (expr_basis and expr_mean, with Ke >= 1, when expr_coeffs is
+/// set), and that at least one output is requested.
 /// Throws InvalidInput naming the field, the expected and the found value.
 void validate(const DecodeParams& p);
 
 /// Decodes on the CPU with up to `num_threads` threads (0: all available).
-/// Non-finite coefficients are rejected before any output is written (InvalidInput
-/// naming the row and column). Streams each basis from memory once per call.
+/// Non-finite coefficients (expression weights included) are rejected before any output is
+/// written (InvalidInput naming the row and column). Streams each basis from memory once per call.
 void decode_cpu(const DecodeParams& p, int num_threads = 0);
 
 /// Decodes on the GPU: one kernel launch on `stream` (a cudaStream_t, 0 for the
 /// legacy default stream); asynchronous, returns before the kernel ends.
 /// If `nonfinite_flag` (device int) is not null, the kernel sets it to 1 when any
-/// coefficient it read is NaN or Inf; the caller reads it after synchronising.
+/// coefficient (or expression weight) it read is NaN or Inf; the caller reads it after synchronising.
 /// Throws Unavailable when the library was built without CUDA.
 void decode_cuda(const DecodeParams& p, void* stream, int* nonfinite_flag);
 

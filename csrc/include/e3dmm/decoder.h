@@ -35,11 +35,14 @@ class Decoder {
   /// Decodes `batch` rows at `coeffs` (host) laid out as `layout`.
   /// Outputs (host, any may be null, at least one not): vertices [batch, N, 3] float32,
   /// colors [batch, N, 3] uint8, records [batch, N, kRecordBytes].
+  /// `expression` (host, optional): [batch, Ke] expression weights; the shape then gains the
+  /// model's expression term (decode.h). InvalidInput when the model has no expression basis.
   /// @throws InvalidInput on a bad layout, null outputs or a non-finite coefficient (nothing written).
   void decode(const float* coeffs, int64_t batch, const CoeffLayout& layout, float* vertices, uint8_t* colors,
-              uint8_t* records) const;
+              uint8_t* records, const float* expression = nullptr) const;
   /// decode() with the model's default layout (stride Ks + Kt, alpha at 0, beta at Ks).
-  void decode(const float* coeffs, int64_t batch, float* vertices, uint8_t* colors, uint8_t* records) const;
+  void decode(const float* coeffs, int64_t batch, float* vertices, uint8_t* colors, uint8_t* records,
+              const float* expression = nullptr) const;
 
   /// Writes one decoded mesh (`records`: [N, kRecordBytes], host) with the model's faces as a
   /// PLY file, atomically; the same bytes as e3dmm::write_ply(). The binary face block is
@@ -80,10 +83,11 @@ class CudaDecoder {
 
   /// Enqueues one decode of `batch` rows at device pointer `coeffs` on `stream`
   /// (a cudaStream_t; null for the legacy default stream). Outputs are device pointers
-  /// (any may be null, at least one not), shaped as in Decoder::decode(). Asynchronous.
+  /// (any may be null, at least one not), shaped as in Decoder::decode(); `expression` too
+  /// (device, [batch, Ke], optional). Asynchronous.
   /// Non-finite coefficients are flagged on the device: see synchronize().
   void decode(const float* coeffs, int64_t batch, const CoeffLayout& layout, float* vertices, uint8_t* colors,
-              uint8_t* records, void* stream);
+              uint8_t* records, void* stream, const float* expression = nullptr);
 
   /// Waits for `stream`, then throws InvalidInput if any decode enqueued since the last
   /// synchronize() read a NaN or Inf coefficient (its outputs are then meaningless).

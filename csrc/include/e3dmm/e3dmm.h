@@ -5,6 +5,7 @@
 /// - decode.h: DecodeParams, decode_cpu, decode_cuda (the kernels)
 /// - decoder.h: Decoder (CPU) and CudaDecoder (GPU) that own a model
 /// - mesh.h: write_ply, write_obj, ply_bytes
+/// - raster.h: rasterize, the z-buffer rasteriser of posed meshes (pictures)
 /// - tensorrt_runner.h: TensorRTRunner (where built with TensorRT)
 /// - errors.h: the typed exceptions
 /// - limits.h: the bounds on model and batch sizes
@@ -16,4 +17,5 @@
 #include "e3dmm/limits.h"
 #include "e3dmm/mesh.h"
 #include "e3dmm/model.h"
+#include "e3dmm/raster.h"
 #include "e3dmm/tensorrt_runner.h"

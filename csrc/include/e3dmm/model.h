@@ -31,10 +31,11 @@ class MorphableModel {
  public:
   /// Maps and validates the cache at `path` by every rule of docs/model_cache_format.md (the
   /// same rules, in the same order, as the Python reader): magic, version, reserved bytes,
-  /// file size, the eight known array names, dtype, rank and dims of each (within the bounds
-  /// of limits.h), every array and the metadata inside the file, after the table, 64-byte
-  /// aligned and not overlapping, consistent N, Ks, Kt, finite float values, every face and
-  /// landmark index in [0, N), and the metadata (strict RFC 8259 JSON, no duplicate keys,
+  /// file size, the twelve known array names (seven required; landmarks, landmarks_outer only
+  /// with landmarks, and the three expression arrays together), dtype, rank and dims of each
+  /// (within the bounds of limits.h), every array and the metadata inside the file, after the
+  /// table, 64-byte aligned and not overlapping, consistent N, Ks, Kt, L, Ke, finite float
+  /// values, every face and landmark index in [0, N), and the metadata (strict RFC 8259 JSON, no duplicate keys,
   /// depth <= 64, an object with "format": "e3dmm-cache", a boolean "synthetic" and string
   /// "name" and "source").
   /// @throws ModelFileError naming the file, the field, what was expected and what was found
@@ -60,8 +61,14 @@ class MorphableModel {
   const float* tex_basis() const;    ///< [Kt, 3N] sigma folded in (K-major)
   const float* tex_sigma() const;    ///< [Kt]
   const int32_t* faces() const;      ///< [F, 3] 0-based vertex indices
-  const int32_t* landmarks() const;  ///< [68] 0-based vertex indices, or null when the file has none
-  int64_t num_landmarks() const;     ///< 0 when the file has no landmarks
+  const int32_t* landmarks() const;  ///< [L] 0-based vertex indices (the release's innerLandmarkIndex), or null
+  /// [L] the jaw-contour variant (the release's outerLandmarkIndex), or null when the file has none.
+  const int32_t* landmarks_outer() const;
+  int64_t num_landmarks() const;     ///< L (68 for the release); 0 when the file has no landmarks
+  int expression_components() const;        ///< Ke (29 for the release's 3DDFA basis); 0 without a basis
+  const float* expression_mean() const;     ///< [3N] millimetres, or null without a basis
+  const float* expression_basis() const;    ///< [Ke, 3N] sigma folded in (K-major), or null
+  const float* expression_sigma() const;    ///< [Ke], or null
 
   const std::string& metadata_json() const;  ///< The metadata object, verbatim UTF-8 JSON.
   const std::string& name() const;           ///< metadata "name" ("" when absent)
@@ -72,7 +79,8 @@ class MorphableModel {
   /// The default layout of a network output row: alpha at 0, beta at Ks, stride Ks + Kt.
   CoeffLayout default_layout() const;
 
-  /// Builds a float16 (round-to-nearest-even) copy of both bases, owned by this object,
+  /// Builds a float16 (round-to-nearest-even) copy of the bases (shape, texture and, when the
+  /// model has one, expression), owned by this object,
   /// for decode_params(..., BasisType::Float16). Halves the bytes the decode streams.
   /// Not thread-safe with concurrent decode_params(Float16) calls. Idempotent.
   /// @throws InvalidInput (and keeps no copy) if a basis value is beyond float16's range
@@ -81,9 +89,9 @@ class MorphableModel {
   /// True after make_float16_bases().
   bool has_float16_bases() const;
 
-  /// Fills the model half of DecodeParams plus the coefficient fields for host (CPU)
-  /// decoding of `batch` rows at `coeffs`. The caller sets the outputs
-  /// (vertices, colors, records) on the returned struct.
+  /// Fills the model half of DecodeParams (the expression basis included, when the model has
+  /// one) plus the coefficient fields for host (CPU) decoding of `batch` rows at `coeffs`. The
+  /// caller sets the outputs (vertices, colors, records), and expr_coeffs to add the expression term.
   /// @throws InvalidInput if the layout does not fit the model, or Float16 is asked
   ///         for before make_float16_bases().
   DecodeParams decode_params(const float* coeffs, int64_t batch, const CoeffLayout& layout,

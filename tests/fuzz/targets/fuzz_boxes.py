@@ -56,6 +56,10 @@ def seeds() -> list[bytes]:
              "far.jpg": [[-2000000000, 1e2, 2.1e9, 3e2]]}
     out.append(b"J" + json.dumps(boxes).encode())
     out.append(b"J" + json.dumps(boxes, indent=2).encode())
+    # Faces given by their 68 landmarks (issue 9): alone, and beside a box with a score.
+    lm = [[4 + (i % 17), 3 + i // 4] for i in range(68)]
+    out.append(b"J" + json.dumps({"a.jpg": [{"landmarks": lm}, {"box": [1, 2, 20, 22], "landmarks": lm,
+                                                                 "score": 0.5}]}).encode())
     return out
 
 

@@ -53,6 +53,9 @@ def seeds() -> list[bytes]:
         n, ks, kt, f = sizes
         arrays = cache_bytes.tiny_arrays(n=n, ks=ks, kt=kt, f=f, landmarks=lm, seed=n)
         out.append(_write(MorphableModel(**arrays, metadata={"name": f"seed{n}", "source": "fuzz", **meta})))
+    # The optional arrays of issue 9: outer landmarks and an expression basis.
+    arrays = cache_bytes.tiny_arrays(n=5, ks=2, kt=2, f=3, landmarks=4, outer=True, ke=3, seed=9)
+    out.append(_write(MorphableModel(**arrays, metadata={"name": "seed-optional", "source": "fuzz"})))
     return out
 
 
