@@ -37,7 +37,7 @@ sys.path.insert(0, str(REPO))
 
 from engine import _core  # noqa: E402
 from engine.mesh_io import VERTEX_DTYPE  # noqa: E402
-from engine.morphable import MorphableModel  # noqa: E402
+from engine.morphable import MorphableModel, synthetic_model, write_cache  # noqa: E402
 
 
 def cpu_name() -> str:
@@ -102,8 +102,8 @@ def main() -> int:
 
 
 def measure(args, exe: Path, work: Path) -> int:
-    model = MorphableModel.synthetic(seed=0)
-    model.save_cache(work / "model.e3dmm")
+    model = synthetic_model(0)
+    write_cache(model, work / "model.e3dmm")
     rng = np.random.default_rng(0)
     coeffs = {b: rng.standard_normal((b, 198)).astype(np.float32) for b in (1, 64)}
     for b, c in coeffs.items():
@@ -139,7 +139,7 @@ def measure(args, exe: Path, work: Path) -> int:
         shape_sigma=np.ones(99, np.float32), tex_mean=np.full(384, 128, np.float32),
         tex_basis=g.standard_normal((99, 384)).astype(np.float32), tex_sigma=np.ones(99, np.float32),
         faces=np.array([[0, 1, 2]], np.int32), metadata={"name": "tiny", "synthetic": True, "source": "bench"})
-    tiny.save_cache(work / "tiny.e3dmm")
+    write_cache(tiny, work / "tiny.e3dmm")
     np.save(work / "t1.npy", coeffs[1])
     proc = subprocess.run([str(exe), "--model", str(work / "tiny.e3dmm"), "--out", str(work), "--reps", "2000",
                            "--no-e2e", "--threads", "1", str(work / "t1.npy")], capture_output=True, text=True, check=True)

@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engine import _core  # noqa: E402
 from engine.decode import Decoder  # noqa: E402
-from engine.morphable import MorphableModel  # noqa: E402
+from engine.morphable import synthetic_model  # noqa: E402
 
 
 def _time(fn):
@@ -238,7 +238,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if args.gpu_only and not _core.has_cuda():
         sys.exit("bench_decode.py --gpu-only: engine._C has no usable CUDA device (build with ENGINE_WITH_CUDA=ON on a GPU machine)")
-    model = MorphableModel.synthetic()
+    model = synthetic_model()
     rows, bws = run(args.batches, model, gpu_only=args.gpu_only)
     machine = machine_name()
     table = markdown(rows, machine)

@@ -6,7 +6,7 @@
 
 For every runner available on this machine (plus the PyTorch eager float32 reference,
 the exact unfused module, row runner "torch-eager"), and every CPU variant validated for
-the weights (onnxruntime int8, torch-cpu bf16: engine.network.validate, run first when the
+the weights (onnxruntime int8, torch-cpu bf16: engine.validate, run first when the
 weights have no fresh variant card), at batch 1, 8, 32 on CPU (and 128 on GPU). Runners are
 timed in `--rounds` passes, a block of calls each, so that load from other processes on a
 shared machine hits all of them alike. `max_abs_err` is the largest difference from the
@@ -311,7 +311,7 @@ def main(argv=None):
     model = resolve_model(folder)
     card = None
     if not args.gpu_only:
-        from engine.network.validate import validate_variants
+        from engine.validate import validate_variants
 
         card, problem = V.load_card(model)
         if card is None or args.validate or args.calibration:

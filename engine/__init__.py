@@ -6,6 +6,8 @@ TensorRT and CUDA are loaded only when a feature needs them. The main names are
 re-exported here lazily:
 
     engine.Reconstructor, engine.FaceResult      photos -> meshes and descriptors
+    engine.FaceBox                               a face's box, and its 68 landmarks (pose)
+    engine.Pose                                  a face's head pose (engine.pose)
     engine.MorphableModel, engine.load_model     morphable models (BFM, caches, synthetic)
     engine.Decoder                               coefficients -> meshes (CPU / CUDA kernels)
     engine.create_runner, engine.available_runners   the network on ONNX Runtime, PyTorch, TensorRT
@@ -22,6 +24,8 @@ __version__ = "0.1.0"
 _LAZY = {
     "Reconstructor": "engine.pipeline",
     "FaceResult": "engine.pipeline",
+    "FaceBox": "engine.detect",
+    "Pose": "engine.pose",
     "MorphableModel": "engine.morphable",
     "load_model": "engine.morphable",
     "Decoder": "engine.decode",

@@ -68,7 +68,7 @@ from typing import Iterator
 import numpy as np
 
 from engine.box_match import match_boxes  # noqa: F401 (public here: the sidecar's matching rule)
-from engine.crop import check_box
+from engine.crop import MAX_COORD, check_box
 from engine.errors import InputError, UnavailableError
 from engine.images import as_rgb
 
@@ -114,7 +114,15 @@ class FaceBox:
         if self.kind not in KINDS:
             raise InputError(f"{where}: kind: expected one of {KINDS}, found {self.kind!r}")
         if self.landmarks is not None:
-            object.__setattr__(self, "landmarks", _landmark_array(self.landmarks, f"{where}, field landmarks"))
+            lm = _landmark_array(self.landmarks, f"{where}, field landmarks")
+            object.__setattr__(self, "landmarks", lm)
+            if np.isfinite(lm).all():  # non-finite landmarks are that face's pose error, not the box's
+                cx, cy = (lm.min(axis=0) + lm.max(axis=0)) / 2.0
+                if not (self.x0 <= cx <= self.x1 and self.y0 <= cy <= self.y1):
+                    # The crop comes from the box and the pose from the landmarks: they must be one face.
+                    raise InputError(f"{where}: the landmarks and the box describe different faces: expected the "
+                                     f"landmarks' centre inside the box ({self.x0:g}, {self.y0:g})-({self.x1:g}, "
+                                     f"{self.y1:g}), found it at ({cx:.1f}, {cy:.1f})")
 
     @classmethod
     def from_landmarks(cls, landmarks, *, score: float = 1.0, origin: str = "") -> "FaceBox":
@@ -129,6 +137,10 @@ class FaceBox:
             raise InputError(f"{where}, field landmarks: expected finite pixel coordinates (the face's box is "
                              f"their tight box), found {lm[i, c]} at point {i} ({'xy'[c]})")
         (x0, y0), (x1, y1) = lm.min(axis=0), lm.max(axis=0)
+        if x1 - x0 < 1 or y1 - y0 < 1:
+            raise InputError(f"{where}, field landmarks: expected 68 points spread over a face (their tight box is "
+                             f"the face's, at least 1 px wide and high), found them collapsed to "
+                             f"{x1 - x0:g} x {y1 - y0:g} px at ({x0:g}, {y0:g})")
         return cls(float(x0), float(y0), float(x1), float(y1), score, "landmarks", lm, origin)
 
     @property
@@ -149,12 +161,20 @@ NUM_LANDMARKS = 68  # dlib's 68-point layout (iBUG 300-W), the release's
 def _landmark_array(landmarks, where: str) -> np.ndarray:
     """float32 [68, 2], read-only, of array-like landmarks; InputError naming `where` otherwise."""
     try:
-        a = np.array(landmarks, dtype=np.float32)  # a copy: the caller's array may change later
+        a = np.array(landmarks, dtype=np.float64)  # a copy: the caller's array may change later
     except (TypeError, ValueError, OverflowError):
         raise InputError(f"{where}: expected 68 (x, y) pixel coordinates [68, 2], "
                          f"found {type(landmarks).__name__} that is not numbers") from None
     if a.shape != (NUM_LANDMARKS, 2):
         raise InputError(f"{where}: expected 68 (x, y) pixel coordinates [68, 2], found shape {list(a.shape)}")
+    # Finite values beyond the boxes' bound (engine.crop.check_box) are no pixel of any photo, and
+    # would overflow float32 (read in float64 first, so the message quotes the caller's number).
+    huge = np.isfinite(a) & (np.abs(a) > MAX_COORD)
+    if huge.any():
+        i, c = (int(x) for x in np.argwhere(huge)[0])
+        raise InputError(f"{where}: expected pixel coordinates within +-{MAX_COORD:.0f}, found {a[i, c]:g} at point {i} "
+                         f"({'xy'[c]})")
+    a = a.astype(np.float32)
     a.setflags(write=False)
     return a
 

@@ -35,3 +35,35 @@ def describe_array(a) -> str:
     if shape is None:
         return type(a).__name__
     return f"{dtype}[{', '.join(str(s) for s in shape)}]"
+
+
+NO_SUCH_PATH = "nothing (no such file or folder)"
+
+
+def describe_path(path) -> str:
+    """What is at `path`, for a message's "found ..." part: "a file", "a folder", "a broken
+    link", NO_SUCH_PATH or "neither a file nor a folder" (a device, a
+    pipe...). Never raises."""
+    import os
+
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return "a broken link" if os.path.islink(path) else NO_SUCH_PATH
+    except (OSError, ValueError) as e:  # a name too long, a folder without permission, a NUL byte
+        return f"nothing readable ({getattr(e, 'strerror', None) or e})"
+    import stat
+
+    if stat.S_ISREG(st.st_mode):
+        return "a file"
+    if stat.S_ISDIR(st.st_mode):
+        return "a folder"
+    return "neither a file nor a folder"
+
+
+def said_once(path, error) -> str:
+    """The text of `error` without its leading "`path`: " (when it has one), for a message
+    that names `path` itself: the path is said once."""
+    text = str(error)
+    prefix = f"{path}: "
+    return text[len(prefix):] if text.startswith(prefix) else text

@@ -30,6 +30,7 @@ sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
 import engine  # noqa: E402
 from engine import mesh_io  # noqa: E402
+from engine.morphable import synthetic_model, write_cache  # noqa: E402
 
 
 SYNTHETIC_COMMENT = "WARNING synthetic morphable model: not the Basel Face Model"
@@ -46,8 +47,8 @@ def find_binary(explicit: str | None) -> Path | None:
 
 def prepare(work: Path, rows: int, model_path: str | None, seed: int = 0):
     """Writes work/model.e3dmm, two coefficient files and a list of them; returns (model, files)."""
-    model = engine.load_model(model_path) if model_path else engine.MorphableModel.synthetic(seed=seed)
-    model.save_cache(work / "model.e3dmm")
+    model = engine.load_model(model_path) if model_path else synthetic_model(seed)
+    write_cache(model, work / "model.e3dmm")
     rng = np.random.default_rng(seed)
     width = model.shape_components + model.tex_components
     coeffs = (0.8 * rng.standard_normal((rows, width))).astype(np.float32)

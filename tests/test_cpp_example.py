@@ -17,6 +17,7 @@ import pytest
 
 import engine
 from engine import mesh_io
+from engine.morphable import synthetic_model, write_cache
 
 REPO = Path(__file__).resolve().parents[1]
 BUILD = Path(os.environ.get("E3DMM_CPP_BUILD_DIR", REPO / "build" / "cpp"))
@@ -32,8 +33,8 @@ pytestmark = pytest.mark.skipif(
 def prepared(tmp_path_factory):
     """The synthetic model's cache and two coefficient files, as a user would write them."""
     work = tmp_path_factory.mktemp("cpp_example")
-    model = engine.MorphableModel.synthetic(seed=0)
-    model.save_cache(work / "model.e3dmm")
+    model = synthetic_model(0)
+    write_cache(model, work / "model.e3dmm")
     rng = np.random.default_rng(5)
     a = rng.standard_normal((3, 198)).astype(np.float32)
     a[0] *= 4.0  # large coefficients: colours hit both clamps

@@ -13,6 +13,7 @@ import pytest
 
 import engine
 from engine import mesh_io
+from engine.morphable import write_cache
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "morphable"))
 import cache_bytes  # noqa: E402
@@ -25,7 +26,7 @@ pytestmark = pytest.mark.skipif(not EXE.is_file(), reason=f"C++ example not buil
 def test_many_rows_are_decoded_in_chunks_and_match_python(tmp_path):
     arrays = cache_bytes.tiny_arrays(n=50, ks=3, kt=2, f=40, landmarks=None, seed=9)
     model = engine.MorphableModel(**arrays, metadata={"name": "small", "source": "test"})
-    model.save_cache(tmp_path / "m.e3dmm")
+    write_cache(model, tmp_path / "m.e3dmm")
     coeffs = np.random.default_rng(2).standard_normal((130, 5)).astype(np.float32)  # 3 chunks: 64, 64, 2
     np.save(tmp_path / "c.npy", coeffs)
     out = tmp_path / "out"

@@ -19,6 +19,7 @@ import pytest
 
 import engine
 from engine import mesh_io
+from engine.morphable import synthetic_model, write_cache
 
 REPO = Path(__file__).resolve().parents[1]
 BUILD = Path(os.environ.get("E3DMM_CPP_BUILD_DIR", REPO / "build" / "cpp"))
@@ -43,8 +44,8 @@ def comma_locale():
 
 
 def test_example_plys_are_byte_identical_to_python_under_de_DE(comma_locale, tmp_path):
-    model = engine.MorphableModel.synthetic(seed=0)
-    model.save_cache(tmp_path / "model.e3dmm")
+    model = synthetic_model(0)
+    write_cache(model, tmp_path / "model.e3dmm")
     coeffs = np.random.default_rng(7).standard_normal((2, 198)).astype(np.float32)
     np.save(tmp_path / "c.npy", coeffs)
     records = engine.Decoder(model).decode(coeffs, outputs=("records",)).records

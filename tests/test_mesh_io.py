@@ -96,9 +96,9 @@ def test_obj_with_vertex_colours(tmp_path):
 
 def test_synthetic_model_mean_face(tmp_path):
     """Full size (46,990 vertices, 93,323 faces) through write_mesh in all three formats."""
-    from engine.morphable import MorphableModel
+    from engine.morphable import synthetic_model
 
-    m = MorphableModel.synthetic(0)
+    m = synthetic_model(0)
     rec = np.empty(m.num_vertices, VERTEX_DTYPE)
     v, c = m.shape_mean.reshape(-1, 3), m.tex_mean.reshape(-1, 3).astype(np.uint8)
     rec["x"], rec["y"], rec["z"] = v.T

@@ -180,3 +180,25 @@ def test_reconstruct_crops_with_landmarks_and_bad_arguments(runner, model, astro
         FaceBox(*BOX, landmarks=np.zeros((5, 2)))
     with pytest.raises(InputError, match="expected finite pixel coordinates"):
         FaceBox.from_landmarks(lm[1])
+
+
+def test_caller_landmarks_that_cannot_be_one_face_are_refused(dlib_landmarks):
+    """Landmarks whose centre lies outside their box (the crop and the pose would be two faces),
+    landmarks collapsed to a point without a box (the box is theirs), and numbers no pixel has
+    (read in float64: the message quotes the caller's value, no overflow warning)."""
+    import warnings
+
+    far = FaceBox(*BOX).as_tuple()
+    with pytest.raises(InputError, match=r"the landmarks and the box describe different faces: expected the "
+                                         r"landmarks' centre inside the box \(0, 300\)-\(100, 400\)"):
+        FaceBox(0, 300, 100, 400, landmarks=dlib_landmarks)
+    assert FaceBox(*far, landmarks=dlib_landmarks).landmarks.shape == (68, 2)
+    point = np.repeat(dlib_landmarks[:1], 68, axis=0)
+    with pytest.raises(InputError, match=r"expected 68 points spread over a face .* found them collapsed to 0 x 0 px"):
+        FaceBox.from_landmarks(point)
+    huge = dlib_landmarks.astype(np.float64)
+    huge[3, 1] = 1e300
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(InputError, match=r"within \+-2147483648, found 1e\+300 at point 3 \(y\)"):
+            FaceBox.from_landmarks(huge)

@@ -45,6 +45,21 @@ def _setup_logging(quiet: bool, verbose: bool):
     return restore
 
 
+def _conflicting_options(args) -> str | None:
+    """Options that cannot work together, refused before anything runs (exit 2): the pose, the
+    posed mesh, the picture and the .pts files need the 68 landmarks in a photo, which an
+    already-cropped input (--cropped) does not have."""
+    if getattr(args, "cropped", False):
+        wanted = [opt for opt, dest in (("--pose", "pose"), ("--pose-camera", "pose_camera"), ("--posed", "posed"),
+                                        ("--render", "render"), ("--landmarks", "landmarks"))
+                  if getattr(args, dest, None)]
+        if wanted:
+            return (f"{', '.join(wanted)}: need each face's 68 landmarks in its photo; --cropped inputs are "
+                    "already-cropped faces, which have none (give the photos, with --boxes for your own boxes "
+                    "or landmarks)")
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser(PROG)
     try:
@@ -57,6 +72,12 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "inputs", None) == [] and getattr(args, "camera", None) is None:
         try:  # `reconstruct` takes its inputs as files, a camera, or both: not neither
             args.subparser.error("give at least one INPUT or --camera INDEX")
+        except SystemExit:
+            return EXIT_USAGE
+    conflict = _conflicting_options(args)
+    if conflict:
+        try:
+            args.subparser.error(conflict)
         except SystemExit:
             return EXIT_USAGE
     quiet, verbose = bool(getattr(args, "quiet", False)), bool(getattr(args, "verbose", False))

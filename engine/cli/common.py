@@ -375,7 +375,7 @@ def check_network_dir(args) -> None:
     if not getattr(args, "network_dir", None):
         return
     from engine.errors import ModelFileError
-    from engine.network.resolve import WEIGHTS_FILE
+    from engine.network.resolve import MORPHABLE_CACHE_FILE, WEIGHTS_FILE
 
     folder = Path(args.network_dir)
     if not folder.is_dir():
@@ -390,16 +390,13 @@ def check_network_dir(args) -> None:
                          "default model card")
 
 
-MORPHABLE_CACHE_FILE = "bfm2009_trimmed.e3dmm"  # what `convert --bfm` writes into the model card
-
-
 def default_morphable(args) -> str | None:
     """--model, else the Basel Face Model that `convert --bfm` wrote into the model card
     (--network-dir, else the default card: engine.network.resolve.default_model_dir), else
     None (the pipeline's built-in synthetic model)."""
     if getattr(args, "model", None):
         return args.model
-    from engine.network.resolve import default_model_dir
+    from engine.network.resolve import MORPHABLE_CACHE_FILE, default_model_dir
 
     folder = Path(args.network_dir) if getattr(args, "network_dir", None) else default_model_dir()
     cache = folder / MORPHABLE_CACHE_FILE

@@ -28,9 +28,14 @@ gigabytes); every ordinary way of replacing a file (save, copy, download, move) 
 mtime. Not caught: a same-size replacement that also restores the old mtime (cp -p, rsync -t
 of another file with the same time stamp). A rerun with other rules (part, frame options,
 face settings, network) is refused: one table never mixes descriptors made by different rules.
+
+--ray runs the inputs on a Ray Data actor pool (engine.distributed.embed) instead of this
+process's Reconstructor; its results are written here by the same code, so the files, the
+progress record and the resume rule are the same, with or without Ray, run after run.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 from pathlib import Path
@@ -499,8 +504,41 @@ def _is_video(rec: dict) -> bool:
     return is_video_path(rec.get("source") or "")
 
 
+@contextlib.contextmanager
+def _embedder(args):
+    """What turns the inputs into results: this process's Reconstructor, or with --ray the
+    actors of a Ray Data job (engine.distributed.embed). Both yield the same FaceResults,
+    written below by the same code into the same files."""
+    if getattr(args, "ray", None) is None:
+        with C.make_reconstructor(args, decode=False) as rec:
+            yield rec.embed
+        return
+    from engine.detect import DEFAULT_MAX_SIDE, DEFAULT_UPSAMPLE
+    from engine.distributed import embed as distributed_embed
+
+    C.check_network_dir(args)
+    side = getattr(args, "det_max_side", DEFAULT_MAX_SIDE)
+
+    def embed_fn(paths, *, boxes, **options):
+        return distributed_embed(
+            paths, address=None if args.ray == "local" else args.ray, network_dir=args.network_dir,
+            runner=args.runner, precision=getattr(args, "precision", None), max_error=getattr(args, "max_error", None),
+            batch_size=C.batch_size(args), workers=args.workers, threads=args.threads, detector=C.detector_mode(args),
+            det_threshold=getattr(args, "det_threshold", None),
+            det_upsample=getattr(args, "det_upsample", DEFAULT_UPSAMPLE), det_max_side=None if side == 0 else side,
+            **options)
+    yield embed_fn
+
+
 def run(args) -> int:
     from engine.descriptors import descriptor
+
+    if getattr(args, "ray", None) is not None:
+        if args.boxes:  # the actors read absolute paths; the sidecar's keys are matched to the names given here
+            raise InputError("--boxes cannot be used with --ray yet: run embed without --ray for a boxes sidecar")
+        from engine.distributed.embed import require_ray
+
+        require_ray()  # UnavailableError before the output folder is made
 
     if args.parquet:
         _lazy_pyarrow()
@@ -564,10 +602,10 @@ def run(args) -> int:
 
     interrupted = False
     if todo:
-        with C.make_reconstructor(args, decode=False) as rec:
+        with _embedder(args) as embed_fn:
             bar = C.progress(len(todo), "img", "embed", args.quiet)
-            results = rec.embed([str(p) for p in todo], boxes=boxes, cropped=args.cropped,
-                                frame_step=args.frame_step, max_frames=args.max_frames)
+            results = embed_fn([str(p) for p in todo], boxes=boxes, cropped=args.cropped,
+                               frame_step=args.frame_step, max_frames=args.max_frames)
             try:
                 for r in results:
                     key = C.source_key(r.source)

@@ -17,7 +17,7 @@ from pathlib import Path
 PACKAGES = (("numpy", "numpy"), ("pillow", "PIL"), ("torch", "torch"), ("onnxruntime", "onnxruntime"),
             ("onnx", "onnx"), ("tensorrt", "tensorrt"), ("cuda-python", "cuda"), ("opencv", "cv2"),
             ("dlib", "dlib"), ("face-recognition-models", "face_recognition_models"), ("pyarrow", "pyarrow"),
-            ("safetensors", "safetensors"), ("tqdm", "tqdm"))
+            ("safetensors", "safetensors"), ("tqdm", "tqdm"), ("ray", "ray"))  # ray: the [serve] extra
 _DIST = {"pillow": ("pillow", "Pillow"), "opencv": ("opencv-python-headless", "opencv-python"),
          "dlib": ("dlib-bin", "dlib"), "onnxruntime": ("onnxruntime", "onnxruntime-gpu"),
          "tensorrt": ("tensorrt", "tensorrt-cu12", "tensorrt-cu13", "tensorrt_cu12", "tensorrt_cu13"),
@@ -98,8 +98,10 @@ def _network(args, problems):
 
 def _variants(folder: Path, problems) -> dict:
     """The CPU variants of the weights this card runs (engine.network.variants): the card's
-    file, each variant's validated errors and speed, and what `auto` picks at the default
-    budget. Loading the weights to check the card's freshness takes a second."""
+    file, each variant's validated errors and speed, whether it can run here (the runners'
+    own check, engine.network.variants.unusable_reason: "usable" or "not usable here: why"),
+    and what `auto` picks at the default budget. Loading the weights to check the card's
+    freshness takes a second."""
     from engine.network import variants as V
     from engine.network.resolve import resolve_model
     from engine.runners import available_runners
@@ -110,7 +112,7 @@ def _variants(folder: Path, problems) -> dict:
         model = resolve_model(folder)
         card, problem = V.load_card(model)
         if card is None:
-            return {"card": str(V.card_path(model)), "status": "STALE or unreadable" if problem else "none",
+            return {"card": str(V.card_path(model)), "status": "NOT USABLE" if problem else "none",
                     "detail": problem or "no variants built: `engine3dmm validate` builds and measures them"}
         cpu = [r for r in available_runners() if r in V.CPU_RUNNERS]
         choice = V.choose(model, cpu[0] if cpu else "onnxruntime", explicit_runner=False, precision=None,
@@ -121,13 +123,14 @@ def _variants(folder: Path, problems) -> dict:
                                           "validation_faces", "calibration_faces", "file") if e.get(k) is not None}
             if e.get("status") == "ok":  # null: it runs here
                 item["unusable_here"] = V.unusable_reason(card, e, cpu)
+                item["usable"] = item["unusable_here"] is None
             entries.append(item)
         return {"card": str(card.path), "status": "validated", "synthetic": card.synthetic,
                 "built": card.data.get("built"), "build_seconds": card.data.get("build_seconds"),
                 "machine": card.data.get("machine"), "calibration": card.data.get("calibration"),
                 "validation": card.data.get("validation"), "budget_sd": V.DEFAULT_MAX_ERROR,
                 "auto": f"{choice.runner} {choice.precision}", "entries": entries,
-                "lines": V.summary_lines(card)}
+                "lines": V.summary_lines(card, available=cpu)}
     except Exception as e:  # reported, not raised: see module docstring
         problems.append(f"variants: {e}")
         return {"status": "BROKEN", "detail": str(e)}

@@ -124,7 +124,8 @@ def _network_options(p: argparse.ArgumentParser) -> None:
                    help="auto (default): on CPU the fastest variant that `convert`/`validate` measured within "
                         "--max-error on these weights, else fp32; on a GPU fp16. An explicit precision always wins "
                         "and its validated error is printed: int8 (ONNX Runtime), bf16 (torch-cpu, or torch-cuda "
-                        "on a GPU), fp32, fp16. A CPU variant that cannot run here falls back to fp32, saying why")
+                        "on a GPU), fp32; fp16 on a GPU runner only (refused on the CPU runners: use int8 or bf16). "
+                        "A CPU variant that cannot run here falls back to fp32, saying why")
     g.add_argument("--max-error", type=_positive_float, metavar="SD",
                    help=f"the largest validated coefficient error, in standard deviations, that auto accepts "
                         f"(default: {DEFAULT_MAX_ERROR})")
@@ -223,7 +224,8 @@ def _variant_options(p: argparse.ArgumentParser, command: str) -> None:
                         "validation faces. A folder without a usable face builds no int8 variant (runs use fp32)")
     g.add_argument("--variants", nargs="+", choices=VARIANT_PRECISIONS, default=list(VARIANT_PRECISIONS),
                    metavar="P", help=f"which variants to build: {' '.join(VARIANT_PRECISIONS)} (default: both; bf16 "
-                                     "needs PyTorch)")
+                                     "needs PyTorch); the others keep their results in the card while these still "
+                                     "hold (same weights and validation faces), else a warning says they are dropped")
     if command == "convert":
         g.add_argument("--no-variants", action="store_true",
                        help="do not build the CPU variants now (about a minute); `validate` builds them later")
@@ -238,9 +240,9 @@ def _pose_options(p: argparse.ArgumentParser) -> None:
                    help="fit each face's head pose to its 68 landmarks (and its expression, when the morphable "
                         "model has an expression basis): summary.json gets \"pose\" (yaw, pitch, roll in degrees, "
                         "rotation, translation, camera, projection, landmark_error_px) and \"expression\" per face")
-    g.add_argument("--pose-camera", choices=POSE_CAMERAS, default="perspective",
-                   help="the camera of the pose fit: the release's perspective camera, or 3DDFA's weak perspective "
-                        "(scale, rotation, 2D translation)")
+    g.add_argument("--pose-camera", choices=POSE_CAMERAS, default=None,
+                   help="the camera of the pose fit: the release's perspective camera (the default), or 3DDFA's "
+                        "weak perspective (scale, rotation, 2D translation); implies --pose")
     g.add_argument("--posed", action="store_true",
                    help="also write each face's mesh in the photo's pixels (x right, y down, z along the view, "
                         "with its fitted expression) as posed/NAME.ply, to lay over the photo in MeshLab or Blender "
@@ -248,6 +250,17 @@ def _pose_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--landmarks", action="store_true",
                    help="also write each face's 68 landmarks as NAME.pts, the release's format (one 'x y' line "
                         "per point, image pixels)")
+
+
+def _ray_address(text: str) -> str:
+    """embed --ray ADDRESS: local, auto, ray://HOST:PORT or HOST:PORT. Anything else is most
+    likely an input that followed a bare --ray (argparse hands it to the option)."""
+    import re
+
+    if text in ("local", "auto") or re.fullmatch(r"(ray://)?[\w.\-]+:\d{1,5}|ray://[\w.\-]+", text):
+        return text
+    raise argparse.ArgumentTypeError(f"expected local, auto, ray://HOST:PORT or HOST:PORT, found {text!r} (an input "
+                                     "after a bare --ray? put --ray last, or write --ray=ADDRESS)")
 
 
 def _sub(subs, name: str, help_: str, epilog: str, handler: str, aliases=()) -> argparse.ArgumentParser:
@@ -330,6 +343,11 @@ def build_parser(prog: str = "engine3dmm") -> argparse.ArgumentParser:
                         "Inputs whose file changed since are always run again")
     p.add_argument("--flush-every", type=_positive_int, default=64, metavar="N",
                    help="save progress every N inputs (what a crash or Ctrl-C can lose at most)")
+    p.add_argument("--ray", nargs="?", const="local", type=_ray_address, metavar="ADDRESS",
+                   help="run on Ray Data (needs Ray): an actor pool of reconstructors, one per GPU, else one per "
+                        "--threads CPU cores (default 1); the same output files and resume rule. Alone: a local "
+                        "Ray on this machine's cores; ADDRESS (auto, ray://HOST:10001) joins a cluster, whose "
+                        "nodes must read the inputs and the model card at the same paths")
     _network_options(p)
 
     p = _sub(subs, "verify", "are two faces the same person? cosine similarity of their descriptors",
@@ -468,4 +486,45 @@ within --max-error. `convert` runs this too; run it again after changing the wei
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--network-dir", metavar="DIR", help=f"model card folder to inspect (default: {MODEL_DIR_DEFAULT})")
     p.add_argument("--model", metavar="FILE", help="morphable model file to inspect")
+
+    # serve (engine.serve, engine.cli.serve): the Ray Serve face service; Ray is the [serve] extra
+    p = _sub(subs, "serve", "the face service over HTTP (Ray Serve, dynamic batching): POST /v1/faces, /v1/mesh",
+             """examples:
+  %(prog)s                                        http://127.0.0.1:8000 on a local Ray (all CPUs)
+  %(prog)s --port 9000 --max-batch-size 16 --batch-wait-ms 5
+  %(prog)s --address auto --replicas 4            join the running Ray cluster, 4 replicas
+  curl --data-binary @photo.jpg 'http://127.0.0.1:8000/v1/faces?pose=true'
+  curl --data-binary @photo.jpg -o face.ply 'http://127.0.0.1:8000/v1/mesh?face=0'
+
+Ctrl-C or SIGTERM stops the service, and the local Ray it started. Needs pip install "engine3dmm[serve]".""",
+             "engine.cli.serve:run")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    p.add_argument("--port", type=_int_in(1, 65535), default=8000, metavar="N", help="HTTP port")
+    p.add_argument("--replicas", type=_int_in(1, 1024), default=1, metavar="N",
+                   help="replicas, each with its own network runner and worker threads")
+    p.add_argument("--replica-cpus", type=_positive_float, default=1.0, metavar="N",
+                   help="CPUs Ray reserves for each replica")
+    p.add_argument("--max-batch-size", type=_int_in(1, MAX_BATCH_SIZE), default=DEFAULT_BATCH, metavar="N",
+                   help="requests run as one network batch at most")
+    p.add_argument("--batch-wait-ms", type=_finite_float, default=10.0, metavar="MS",
+                   help="how long a request waits for others to join its batch (0..10000)")
+    p.add_argument("--max-body-mb", type=_positive_float, default=20.0, metavar="MB",
+                   help="the largest request body in MiB; larger gets HTTP 413")
+    p.add_argument("--max-pixels", type=_positive_int, metavar="N",
+                   help="refuse images larger than N pixels (decompression-bomb guard; default: Pillow's "
+                        "limit, about 89 million; also $ENGINE3DMM_MAX_PIXELS)")
+    p.add_argument("--address", metavar="ADDRESS",
+                   help="join this running Ray cluster (auto, HOST:6379, ray://HOST:10001); default: start a "
+                        "local Ray, stopped with the service")
+    p.add_argument("--num-cpus", type=_positive_int, metavar="N", help="CPUs of the local Ray (default: all)")
+    p.add_argument("--metrics-port", type=_int_in(1, 65535), metavar="N",
+                   help="the local Ray's Prometheus metrics on http://127.0.0.1:N/metrics, Serve's included "
+                        "(default: a port Ray picks)")
+    p.add_argument("--runner", choices=RUNNERS, default="auto",
+                   help="auto: TensorRT on a GPU, else PyTorch CUDA, else the fastest CPU runner")
+    p.add_argument("--network-dir", metavar="DIR", help=f"model card folder (default: {MODEL_DIR_DEFAULT})")
+    p.add_argument("--threads", type=_int_in(1, MAX_THREADS), metavar="N",
+                   help="CPU threads of each replica's network runner (default: the runner's)")
+    p.add_argument("--workers", type=_int_in(1, MAX_WORKERS), default=2, metavar="N",
+                   help="threads per replica detecting and cropping faces")
     return parser

@@ -163,10 +163,6 @@ def run(args) -> int:
     # Checked before the output folder exists: a mistake here leaves nothing behind.
     boxes = C.load_boxes_arg(args, [(str(p), roots.get(str(p))) for p in paths])
     C.check_model_arg(args, decode=decode)
-    if getattr(args, "render", False):
-        from engine.cli.render import check_render_available
-
-        check_render_available()
     out = C.prepare_output_dir(args.output)
     camera = args.camera
     n_inputs = len(paths) + (camera is not None)
@@ -307,9 +303,9 @@ def _run(args, rec, out: Path, sources: list, names, boxes, summary: dict, faces
 
 
 def _pose_asked(args) -> bool:
-    """--pose or --posed: a face without a pose is a failure the exit code reports (with --render
+    """--pose, --pose-camera or --posed: a face without a pose is a failure the exit code reports (with --render
     alone the pose only places the picture's meshes)."""
-    return bool(getattr(args, "pose", False) or getattr(args, "posed", False))
+    return bool(getattr(args, "pose", False) or getattr(args, "posed", False) or getattr(args, "pose_camera", None))
 
 
 def pose_camera(args) -> str | None:
@@ -317,7 +313,7 @@ def pose_camera(args) -> str | None:
     (which draws each face's posed mesh) fit poses."""
     if not (_pose_asked(args) or getattr(args, "render", False)):
         return None
-    return getattr(args, "pose_camera", "perspective").replace("-", "_")
+    return (getattr(args, "pose_camera", None) or "perspective").replace("-", "_")
 
 
 def _pose_arg(args) -> dict:

@@ -13,29 +13,17 @@ from SYNTHETIC models say so, in the picture and in its PNG text.
 """
 from __future__ import annotations
 
-import inspect
 import logging
 from pathlib import Path
 
 import numpy as np
 
-from engine.errors import EngineError, UnavailableError
+from engine.errors import EngineError
 from engine.pipeline.naming import INPUT_EXTENSIONS
 
 RENDER_EXTENSION = INPUT_EXTENSIONS[0]
 MAX_SIDE = 4096
 log = logging.getLogger("engine.cli")
-
-
-def check_render_available() -> None:
-    """--render needs each face's posed mesh (FaceResult.posed_vertices, from the pose fit of
-    issue 9 section 2). Checked before the output folder exists."""
-    from engine.pipeline import FaceResult, Reconstructor
-
-    if "pose" not in inspect.signature(Reconstructor.reconstruct).parameters or \
-            not hasattr(FaceResult, "posed_vertices"):
-        raise UnavailableError("--render needs each face's posed mesh (Reconstructor.reconstruct(pose=...) and "
-                               "FaceResult.posed_vertices), which this version of the pipeline does not provide")
 
 
 class Pictures:

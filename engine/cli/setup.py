@@ -7,7 +7,7 @@ The model card folder CARD is --network-dir, else engine.network.resolve.default
     convert  -> CARD/cnn3dmm.safetensors (+ ONNX fp32/fp16), and with the user's
                 Basel Face Model, CARD/<MORPHABLE_CACHE> (the decode-ready cache); then validate
     validate -> CARD/cnn3dmm.int8.onnx and CARD/cnn3dmm.variants.json: the CPU variants and
-                their errors against float32 (engine.network.validate)
+                their errors against float32 (engine.validate)
     build    -> the TensorRT engine next to the ONNX files (cached per GPU and TensorRT version)
 """
 from __future__ import annotations
@@ -36,7 +36,9 @@ def _model_dir(args) -> Path:
 def morphable_cache_path(model_dir: Path) -> Path:
     """Where `convert --bfm` writes the trimmed Basel Face Model; reconstruct and info
     pick it up from there (engine.cli.common.default_morphable)."""
-    return model_dir / C.MORPHABLE_CACHE_FILE
+    from engine.network.resolve import MORPHABLE_CACHE_FILE
+
+    return model_dir / MORPHABLE_CACHE_FILE
 
 
 def _downloaded(folder: Path) -> list[Path]:
@@ -167,12 +169,18 @@ def _has_caffe_file(downloads: Path, role: str) -> bool:
 
 
 def _given(args, key: str) -> Path | None:
+    """The file the user named with --KEY (None when not given). InputError (exit 1) naming the
+    option, what it expects and what is there instead: a folder, nothing, a broken link..."""
+    from engine.errors import NO_SUCH_PATH, describe_path
+
     given = getattr(args, key)
     if not given:
         return None
     p = Path(given)
-    if not p.is_file():
-        raise InputError(f"--{key} {p}: no such file")
+    kind = describe_path(p)
+    if kind != "a file":
+        found = "no such file" if kind == NO_SUCH_PATH else f"found {kind}"
+        raise InputError(f"--{key} {p}: expected a file, {found}")
     return p
 
 
@@ -257,24 +265,23 @@ def run_convert(args) -> int:
         from engine.network import convert_caffe
 
         out = convert_caffe(proto, caffemodel, mean, model_dir, onnx=not args.no_onnx,
-                            channel_mean=bool(args.channel_mean), progress=None if args.quiet else say,
-                            variants=False)  # built below, once the Basel Face Model is there too
+                            channel_mean=bool(args.channel_mean), progress=None if args.quiet else say)
         for what, p in out.items():
             print(f"{what}: {p}")
     if bfm_asked or expression:
-        from engine.morphable import load_model
+        from engine.morphable import load_model, write_cache
 
         target = morphable_cache_path(model_dir)
         model = load_model(bfm, mod_struct_mat=topo) if bfm_asked else _converted_model(target)
         if expression:
             model = _with_expression(args, model, expression, downloads)
-        model.save_cache(target)
+        write_cache(model, target)
         print(f"morphable model: {target} ({model.num_vertices} vertices, {model.num_faces} faces"
               + (f", {model.expression_components} expression components" if model.has_expression else "") + ")")
     if variants:  # after the Basel Face Model: the meshes compared are decoded with it
         from engine.network.resolve import resolve_model
 
-        _validate(args, resolve_model(model_dir, allow_synthetic=False))
+        _validate(args, resolve_model(model_dir, allow_synthetic=False), "convert")
     return 0
 
 
@@ -300,23 +307,29 @@ def _with_expression(args, model, expression: Path, downloads: Path):
 
 
 def _check_calibration(folder) -> None:
-    p = Path(folder)
-    if not p.is_dir():
-        raise InputError(f"--calibration {p}: {'is not a folder' if p.exists() else 'does not exist'}; expected a "
-                         "folder of your face photos")
+    """--calibration must be a folder: InputError (exit 1) naming the option and what is there."""
+    from engine.network.faces import check_folder
+
+    check_folder(Path(folder), "--calibration")
 
 
-def _validate(args, model):
-    """Build and validate the variants of `model`, print one line per variant; the card."""
+# What each command adds to the line announcing the variants' build (about a minute): convert's
+# user may not have asked for it, and can skip it; validate's user asked for exactly this.
+_VARIANTS_HINT = {"convert": " (--no-variants skips this; `engine3dmm validate` redoes it later)", "validate": ""}
+
+
+def _validate(args, model, command: str):
+    """Build and validate the variants of `model` for `command` ("convert" or "validate": what
+    the opening line suggests), print one line per variant (with whether it can run here); the
+    card."""
     from engine.cli.common import default_morphable
     from engine.network import variants as V
-    from engine.network.validate import validate_variants
+    from engine.validate import validate_variants
 
     quiet = bool(getattr(args, "quiet", False))
     if not quiet:
         say(f"building and validating the CPU variants ({', '.join(args.variants)}) of the "
-            f"{'SYNTHETIC' if model.synthetic else 'converted'} weights: about a minute (--no-variants skips this; "
-            "`engine3dmm validate` redoes it)")
+            f"{'SYNTHETIC' if model.synthetic else 'converted'} weights: about a minute{_VARIANTS_HINT[command]}")
     card = validate_variants(model, calibration_dir=args.calibration, precisions=tuple(args.variants),
                              morphable=default_morphable(args), threads=getattr(args, "threads", None),
                              progress=None if quiet else say)
@@ -324,10 +337,11 @@ def _validate(args, model):
     if not getattr(args, "json", False):
         print(f"variants: {card.path} (built in {card.data['build_seconds']:.0f} s"
               + ("; SYNTHETIC weights" if card.synthetic else "") + ")")
-        for line in V.summary_lines(card, budget):
+        available = _cpu_runners()
+        for line in V.summary_lines(card, budget, available):
             print(f"  {line}")
         choice = V.choose(model, "onnxruntime", explicit_runner=False, precision=None, max_error=budget,
-                          available=_cpu_runners())
+                          available=available)
         print(f"  auto picks {choice.runner} {choice.precision} (budget {budget:g} sd)")
     return card
 
@@ -346,7 +360,7 @@ def run_validate(args) -> int:
     C.check_network_dir(args)
     if args.calibration:
         _check_calibration(args.calibration)
-    card = _validate(args, resolve_model(_model_dir(args)))
+    card = _validate(args, resolve_model(_model_dir(args)), "validate")
     if args.json:
         json.dump(card.data, sys.stdout, indent=1, allow_nan=False)
         sys.stdout.write("\n")

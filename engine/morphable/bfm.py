@@ -140,7 +140,7 @@ def load_trimmed(path: str | os.PathLike) -> MorphableModel:
         raise ModelFileError(f"{src.path}: shapeMU: expected an already-trimmed model (the release's "
                              f"BaselFaceModel_mod), found the untrimmed Basel Face Model 2009 ({n} vertices); "
                              f"trim it with load_model(path, mod_struct_mat=...) or "
-                             f"MorphableModel.from_bfm2009(path, mod_struct_mat) and the release's "
+                             f"engine.morphable.load_bfm2009(path, mod_struct_mat) and the release's "
                              f"mod_struct_expr.mat")
     arrays = {}
     for prefix, name in (("shape", "shape"), ("tex", "tex")):

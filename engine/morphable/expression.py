@@ -35,10 +35,12 @@ from engine.morphable.model import MAX_COMPONENTS, MAX_ROWS, MAX_VERTICES, Morph
 _EXPRESSION_FIELDS = ("mu_exp", "w_exp")
 _MOD_STRUCT_FIELDS = ("vertex_indices", "vertex_expr_ref", "expEV")
 UNIT_SCALE = 1.0 / 1000.0  # trimBaselFace.py: mu_exp / 1000, w_exp / 1000
+M_3DDFA = 53_215  # vertices of 3DDFA's expression model (Model_Expression.mat), quoted in size errors
 
 
-def _expr_vertex_rows(ms: FieldSource, n_expr: int) -> np.ndarray:
-    """Rows [3n] of the expression file for the kept vertices, in the kept vertices' order."""
+def _expr_vertices(ms: FieldSource) -> np.ndarray:
+    """The 1-based 3DDFA vertex of each kept vertex, in the kept vertices' order (int64 [n]),
+    checked against everything but the expression file's size (_expr_vertex_rows)."""
     kept = ms.vector("vertex_indices", max_length=MAX_VERTICES)
     ref = ms.vector("vertex_expr_ref", max_length=MAX_ROWS)
     kept0 = _one_based(ms.path, "vertex_indices", kept, ref.size).astype(np.int64)  # into vertex_expr_ref
@@ -51,6 +53,12 @@ def _expr_vertex_rows(ms: FieldSource, n_expr: int) -> np.ndarray:
         raise ModelFileError(f"{ms.path}: vertex_expr_ref: expected an expression vertex for every kept vertex, "
                              f"found -1 (none) for kept vertex {k} (BFM vertex {int(kept[k])}); the release's "
                              "trimBaselFace.py would read the expression file's second-to-last vertex there")
+    return j
+
+
+def _expr_vertex_rows(ms: FieldSource, j: np.ndarray, n_expr: int) -> np.ndarray:
+    """Rows [3n] of the expression file (`n_expr` vertices) for the kept vertices' 3DDFA
+    vertices `j` (_expr_vertices), in the kept vertices' order."""
     bad = (j < 1) | (j > n_expr)
     if bad.any():
         k = int(np.flatnonzero(bad)[0])
@@ -74,9 +82,15 @@ def load_expression(expression_mat: str | os.PathLike, mod_struct_mat: str | os.
     if n_kept != num_vertices:
         raise ModelFileError(f"{ms.path}: vertex_indices: expected {num_vertices} kept vertices (the model's), "
                              f"found {n_kept}: the model is not the one this file trims")
+    j = _expr_vertices(ms)
     mu = src.vector("mu_exp", max_length=MAX_ROWS)
     if mu.size == 0 or mu.size % 3:
-        raise ModelFileError(f"{src.path}: mu_exp: expected 3M values (x y z per vertex), found {mu.size}")
+        need = int(j.max()) if j.size else 1
+        raise ModelFileError(
+            f"{src.path}: mu_exp: expected 3M values, x y z for each of the M vertices of 3DDFA's model: M >= {need:,} "
+            f"({ms.path.name}'s vertex_expr_ref refers to vertex {need:,}), so at least {3 * need:,} values (3DDFA's "
+            f"own file: M = {M_3DDFA:,}, {3 * M_3DDFA:,} values); found {mu.size:,}"
+            + (" (not a multiple of 3)" if mu.size % 3 else ""))
     n3_expr = mu.size
     w = src.matrix("w_exp", n3_expr, None, max_cols=MAX_COMPONENTS)
     ev = ms.vector("expEV", max_length=MAX_COMPONENTS)
@@ -85,7 +99,7 @@ def load_expression(expression_mat: str | os.PathLike, mod_struct_mat: str | os.
                              f"{src.path.name}), found {ev.size}")
     for path, field, values in ((src.path, "mu_exp", mu), (src.path, "w_exp", w), (ms.path, "expEV", ev)):
         check_finite(values, str(path), field)
-    rows = _expr_vertex_rows(ms, n3_expr // 3)
+    rows = _expr_vertex_rows(ms, j, n3_expr // 3)
     mean = mu[rows].astype(np.float64) * UNIT_SCALE
     pc_t = w[rows].T.astype(np.float64) * UNIT_SCALE  # [Ke, 3n]
     sigma = ev.astype(np.float64)

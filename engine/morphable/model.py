@@ -15,7 +15,6 @@ cache, the synthetic model) ends in the same arrays, laid out for the decode ker
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -105,6 +104,12 @@ class MorphableModel:
     def has_expression(self) -> bool:
         return self.expression_basis is not None
 
+    @property
+    def synthetic(self) -> bool:
+        """True for the built-in synthetic model (metadata["synthetic"]): not a real face model,
+        and every tool that shows it says so. Read-only (a property without a setter)."""
+        return bool(self.metadata.get("synthetic", False))
+
     def __repr__(self) -> str:
         tag = " SYNTHETIC" if self.synthetic else ""
         expr = f" + {self.expression_components} expression" if self.has_expression else ""
@@ -118,65 +123,6 @@ class MorphableModel:
         """A new model with some arrays or the metadata replaced (validated like any model)."""
         arrays = {**self._arrays(), "metadata": dict(self.metadata), **changes}
         return MorphableModel(**arrays)
-
-    # --- constructors (each lives in its own module; these are the public doors) ---
-    @classmethod
-    def from_bfm2009(cls, bfm_mat: str | os.PathLike, mod_struct_mat: str | os.PathLike) -> "MorphableModel":
-        """Trim the Basel Face Model 2009 (`01_MorphableModel.mat`) exactly as the release does,
-        using its `mod_struct_expr.mat` (46,990 vertices, 93,323 triangles, 99 + 99 components)."""
-        from engine.morphable.bfm import load_bfm2009
-
-        return load_bfm2009(bfm_mat, mod_struct_mat)
-
-    @classmethod
-    def from_mod_mat(cls, path: str | os.PathLike) -> "MorphableModel":
-        """The release's already-trimmed `BaselFaceModel_mod.mat` (MATLAB v5, or v7.3 = HDF5)."""
-        from engine.morphable.bfm import load_trimmed
-
-        return load_trimmed(path)
-
-    @classmethod
-    def from_mod_h5(cls, path: str | os.PathLike) -> "MorphableModel":
-        """The release's `BaselFaceModel_mod.h5` (h5py layout or MATLAB v7.3 transposed layout)."""
-        from engine.morphable.bfm import load_trimmed
-
-        return load_trimmed(path)
-
-    @classmethod
-    def load_cache(cls, path: str | os.PathLike) -> "MorphableModel":
-        """Memory-map a `.e3dmm` cache (read-only, zero-copy) after validating all of it."""
-        from engine.morphable.cache import read_cache
-
-        return read_cache(path)
-
-    def save_cache(self, path: str | os.PathLike) -> None:
-        """Write this model as a `.e3dmm` cache (atomically)."""
-        from engine.morphable.cache import write_cache
-
-        write_cache(self, path)
-
-
-def _synthetic(seed: int = 0) -> MorphableModel:
-    """The built-in synthetic model (deterministic from `seed`, memoised, read-only arrays),
-    labelled synthetic in its metadata: 46,990 vertices, 93,323 faces, 99 + 99 components."""
-    from engine.morphable.synthetic import synthetic_model
-
-    return synthetic_model(seed)
-
-
-# `synthetic` is both a property of an instance (is this model synthetic?) and, on the
-# class, the constructor of the built-in model. A descriptor gives each access its meaning.
-class _SyntheticAccess:
-    def __get__(self, obj, objtype=None):
-        if obj is None:
-            return _synthetic
-        return bool(obj.metadata.get("synthetic", False))
-
-    def __set__(self, obj, value):  # a data descriptor, so an instance cannot shadow the label
-        raise AttributeError("MorphableModel.synthetic is read-only (it reads metadata['synthetic'])")
-
-
-MorphableModel.synthetic = _SyntheticAccess()  # type: ignore[assignment]
 
 
 def _fail(origin: str, field_name: str, expected: str, found: str) -> ModelFileError:

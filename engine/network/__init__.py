@@ -20,7 +20,6 @@ _EXPORTS = {
     "make_synthetic": "engine.network.synthetic",
     "build_onnx": "engine.network.onnx_export",
     "convert_caffe": "engine.network.convert",
-    "validate_variants": "engine.network.validate",
     "resolve_model": "engine.network.resolve",
     "ResolvedModel": "engine.network.resolve",
     "default_model_dir": "engine.network.resolve",

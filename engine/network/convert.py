@@ -106,15 +106,13 @@ def check_prototxt(prototxt):
 
 
 def convert_caffe(prototxt, caffemodel, mean=None, out_dir=None, *, onnx: bool = True,
-                  channel_mean: bool = False, progress=None, variants: bool = True,
-                  calibration_dir=None) -> dict[str, Path]:
-    """Convert the release's Caffe files; returns {"weights": path, "onnx_fp32": ..., "onnx_fp16": ...,
-    "variants": the variant card} ("variants" only when built).
+                  channel_mean: bool = False, progress=None) -> dict[str, Path]:
+    """Convert the release's Caffe files; returns {"weights": path, "onnx_fp32": ..., "onnx_fp16": ...}.
 
-    With `onnx` and `variants` (the default), the CPU variants are built and validated on the
-    new weights (engine.network.validate.validate_variants; about a minute; `calibration_dir`:
-    the user's own face photos for the int8 calibration) and their card is written beside the
-    graphs: `auto` then chooses from measurements on these weights.
+    The CPU variants (int8, bf16) are built and validated on the new weights afterwards, by
+    engine.validate.validate_variants(resolve_model(out_dir)) (about a minute; the CLI's `convert`
+    does it unless `--no-variants`): they run the runners, a room above this one, so `auto`
+    then chooses from measurements on these weights.
 
     `mean`: the release's mean.binaryproto. The mean image is part of the network, so
     converting without it is refused unless `channel_mean=True` asks for the release's
@@ -137,8 +135,6 @@ def convert_caffe(prototxt, caffemodel, mean=None, out_dir=None, *, onnx: bool =
                          f"or channel_mean=True to use the release's per-channel mean instead ({CHANNEL_MEAN_COST})")
     if mean is not None and channel_mean:
         raise InputError(f"mean: {mean} given together with channel_mean=True; pass one of them")
-    if calibration_dir is not None and not Path(calibration_dir).is_dir():
-        raise InputError(f"calibration_dir: {calibration_dir} is not a folder; expected a folder of face photos")
     say = progress or (lambda message: None)
     match = check_prototxt(prototxt)
     mean_img = caffe_io.read_mean(mean) if mean is not None else W.channel_mean_image()
@@ -178,9 +174,4 @@ def convert_caffe(prototxt, caffemodel, mean=None, out_dir=None, *, onnx: bool =
         model = resolve_model(out_dir, allow_synthetic=False)
         for p in ("fp32", "fp16"):
             out[f"onnx_{p}"] = model.onnx_path(p)
-        if variants:
-            from engine.network.validate import validate_variants
-
-            say("building and validating the CPU variants (int8, bf16): about a minute")
-            out["variants"] = validate_variants(model, calibration_dir=calibration_dir, progress=say).path
     return out

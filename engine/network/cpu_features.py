@@ -9,16 +9,25 @@
 
 Read from /proc/cpuinfo (Linux); elsewhere the flags are unknown and a variant that needs
 them is not used. `ENGINE3DMM_CPU_FLAGS` overrides the answer (for tests, and to simulate
-another CPU): a comma- or space-separated list. `-flag` removes a flag from what the CPU
-reports, `+flag` adds one; a list without signs replaces the CPU's flags entirely
-(`ENGINE3DMM_CPU_FLAGS=""` is an empty list: a CPU without any of them).
+another CPU): a comma- or space-separated list of flag names (letters, digits and
+underscores, as /proc/cpuinfo writes them; compared in lower case). `-flag` removes a flag from
+what the CPU reports, `+flag` adds one; a list without signs replaces the CPU's flags entirely
+(`ENGINE3DMM_CPU_FLAGS=""` is an empty list: a CPU without any of them). A token that is no
+flag name (`avx512-vnni`, `garbage!!`) is ignored with one warning naming it; when no token
+is left, the variable is ignored entirely (a typo must not silently become "a CPU without
+any flag", which would turn every variant off).
 """
 from __future__ import annotations
 
 import functools
+import logging
 import os
+import re
 
 ENV_FLAGS = "ENGINE3DMM_CPU_FLAGS"
+FLAG_TOKEN = re.compile(r"[+-]?[A-Za-z0-9_]+")
+log = logging.getLogger("engine.network")
+_warned: set[str] = set()  # values of the variable already warned about (cpu_flags runs often)
 # Any one of these makes the variant run as validated and faster than float32.
 NEEDS: dict[str, tuple[str, ...]] = {
     "int8": ("avx512_vnni", "avx_vnni", "amx_int8"),
@@ -38,14 +47,37 @@ def _proc_flags() -> frozenset[str] | None:
     return None
 
 
+def _override() -> list[str] | None:
+    """The tokens of $ENGINE3DMM_CPU_FLAGS that are flag names (lower case), or None when the
+    variable is unset, or set but holds tokens and none of them is a flag name. Bad tokens
+    are warned about once per value of the variable."""
+    env = os.environ.get(ENV_FLAGS)
+    if env is None:
+        return None
+    items = env.replace(",", " ").split()
+    good = [i.lower() for i in items if FLAG_TOKEN.fullmatch(i)]
+    bad = [i for i in items if not FLAG_TOKEN.fullmatch(i)]
+    if bad and env not in _warned:
+        _warned.add(env)
+        left = ("; no flag name is left, so the variable is ignored and the CPU's own flags are used"
+                if not good else "")
+        log.warning("$%s: ignoring %s %s: expected flag names as /proc/cpuinfo writes them (letters, digits, "
+                    "underscores; e.g. avx512_vnni), each optionally prefixed by + (add) or - (remove), separated "
+                    "by commas or spaces%s", ENV_FLAGS, "token" if len(bad) == 1 else "tokens",
+                    ", ".join(repr(b[:40]) for b in bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else ""),
+                    left)
+    if bad and not good:
+        return None
+    return good
+
+
 def cpu_flags() -> frozenset[str] | None:
     """The CPU's feature flags (as /proc/cpuinfo names them), after $ENGINE3DMM_CPU_FLAGS;
-    None when unknown (not Linux, and no override)."""
-    env = os.environ.get(ENV_FLAGS)
+    None when unknown (not Linux, and no usable override)."""
+    items = _override()
     flags = _proc_flags()
-    if env is None:
+    if items is None:
         return flags
-    items = env.replace(",", " ").split()
     if any(i[:1] in "+-" for i in items):
         out = set(flags or ())
         for i in items:
@@ -69,7 +101,7 @@ def missing(precision: str) -> str | None:
     if flags is not None and any(f in flags for f in need):
         return None
     found = "its flags are unknown" if flags is None else "it has none of them"
-    override = f" (as ${ENV_FLAGS} says)" if ENV_FLAGS in os.environ else ""
+    override = f" (as ${ENV_FLAGS} says)" if _override() is not None else ""
     return f"{precision} needs one of the CPU instructions {', '.join(need)}; {found}{override}"
 
 

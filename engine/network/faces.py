@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.errors import EngineError, InputError
+from engine.errors import EngineError, InputError, describe_path, said_once
 
 log = logging.getLogger("engine.network")
 
@@ -117,15 +117,18 @@ class FolderFaces:
     without_face: list[str] = field(default_factory=list)
     left_out: int = 0  # images not read: 2 * MAX_USER_FACES faces were found before them
 
-    def summary(self) -> str:
+    def summary(self, *, folder: bool = True) -> str:
+        """What was found: faces, images, and what was left out and why (each file named once).
+        `folder=False` leaves the folder out, for a message that names it already."""
+        where = f" in {self.folder}" if folder else ""
         if not self.images:
-            return f"no image files in {self.folder} (or its sub-folders)"
-        parts = [f"{len(self.crops)} face(s) from {self.images} image(s) in {self.folder}"]
+            return f"no image files in {self.folder if folder else 'it'} or its sub-folders"
+        parts = [f"{len(self.crops)} face(s) from {self.images} image(s){where}"]
         if self.without_face:
             parts.append(f"{len(self.without_face)} image(s) without a detected face")
         if self.unreadable:
-            first = next(iter(self.unreadable.items()))
-            parts.append(f"{len(self.unreadable)} unreadable (e.g. {first[0]}: {first[1]})")
+            path, why = next(iter(self.unreadable.items()))
+            parts.append(f"{len(self.unreadable)} unreadable (e.g. {path}: {said_once(path, why)})")
         if self.left_out:
             parts.append(f"{self.left_out} more image(s) not read (at most {2 * MAX_USER_FACES} faces are used)")
         return "; ".join(parts)
@@ -133,6 +136,14 @@ class FolderFaces:
     def split(self) -> tuple[np.ndarray, np.ndarray]:
         """(calibration, validation): faces 0, 2, 4, ... and 1, 3, 5, ... in file order."""
         return self.crops[0::2], self.crops[1::2]
+
+
+def check_folder(folder, argument: str = "calibration folder") -> None:
+    """InputError unless `folder` is a folder, naming `argument` (e.g. "--calibration"), what
+    was expected and what was found (a file, nothing...)."""
+    kind = describe_path(folder)
+    if kind != "a folder":
+        raise InputError(f"{argument} {folder}: expected a folder of face photos, found {kind}")
 
 
 def folder_faces(folder, *, detector=None) -> FolderFaces:
@@ -147,9 +158,7 @@ def folder_faces(folder, *, detector=None) -> FolderFaces:
     from engine.images import expand_input, is_image_path, load_image
 
     folder = Path(folder)
-    if not folder.is_dir():
-        what = "is not a folder" if folder.exists() else "does not exist"
-        raise InputError(f"calibration folder {folder}: {what}; expected a folder of face photos")
+    check_folder(folder)
     try:
         files = [p for p in expand_input(folder, recursive=True).files if is_image_path(p)]
     except InputError:  # no image or video at all: no usable face, said by the caller

@@ -29,6 +29,9 @@ from engine.network import weights as W
 log = logging.getLogger("engine.network")
 
 WEIGHTS_FILE = "cnn3dmm.safetensors"
+# The Basel Face Model `convert --bfm` writes into the model card (engine.morphable's .e3dmm cache):
+# runs, `info` and the variants' validation decode with it when no --model is given.
+MORPHABLE_CACHE_FILE = "bfm2009_trimmed.e3dmm"
 ENV_MODEL_DIR = "ENGINE3DMM_MODEL_DIR"
 
 

@@ -4,7 +4,7 @@ A variant is a (runner, precision) pair: `onnxruntime fp32` (the float32 graph),
 int8` (engine.network.quantize), `torch-cpu fp32` and `torch-cpu bf16` (PyTorch's bfloat16
 trunk; ONNX Runtime's x86 CPU provider has no bfloat16 kernels: Conv and MatMul in bfloat16
 fail to load, NOT_IMPLEMENTED, checked with ONNX Runtime 1.32 and onnxruntime#28768).
-`engine.network.validate` measures each against float32 on held-out real faces, and times it
+`engine.validate` measures each against float32 on held-out real faces, and times it
 on this machine; the results go into the model card `<tag>.variants.json` next to the ONNX
 graphs (`cnn3dmm.variants.json`, or `cnn3dmm.synthetic-seed0.variants.json` for the
 synthetic weights), with the weights' sha256 and each variant file's sha256.
@@ -16,7 +16,12 @@ requested variant that cannot be used gives a warning saying why and float32 ins
 error: no PyTorch (bf16), a CPU without the instructions it needs (engine.network.cpu_features),
 and for int8, whose file is the variant, no fresh card or a file missing, changed or unreadable.
 bf16 is built from the weights when loaded, so without a card it still runs, with a warning
-that its error on these weights is unknown.
+that its error on these weights is unknown. `unusable_reason` is the one check of whether a
+card's variant can run here: `choose` falls back by it, `info` and `validate` show it.
+
+fp16 is no CPU precision: the CPU runners refuse it (InputError naming int8 and bf16, the
+validated CPU variants). ONNX Runtime's x86 provider computes a float16 graph in float32 (no
+faster), no card validates it, and running it would write the 87 MB float16 graph.
 """
 from __future__ import annotations
 
@@ -26,7 +31,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engine.errors import EngineError, InputError
+from engine.errors import NO_SUCH_PATH, EngineError, InputError, describe_path, said_once
 
 log = logging.getLogger("engine.network")
 
@@ -37,11 +42,21 @@ DEFAULT_MAX_ERROR = 0.05  # sd: the largest coefficient error `auto` accepts by 
 VARIANT_PRECISIONS = ("int8", "bf16")  # what `validate` builds beside float32
 RUNNER_OF = {"int8": "onnxruntime", "bf16": "torch-cpu"}
 CPU_RUNNERS = ("onnxruntime", "torch-cpu")
-PRECISIONS_OF = {"onnxruntime": ("fp32", "fp16", "int8"), "torch-cpu": ("fp32", "bf16"),
+PRECISIONS_OF = {"onnxruntime": ("fp32", "int8"), "torch-cpu": ("fp32", "bf16"),
                  "torch-cuda": ("fp16", "bf16", "fp32"), "tensorrt": ("fp16", "fp32")}
+HASH_DIGITS = 12  # a sha256 quoted in a message: enough to tell two apart at a glance
 ERROR_KEYS = ("coeff_max_sd", "coeff_p99_sd", "vertex_max_mm", "vertex_mean_mm", "color_max_levels",
               "color_mean_levels", "cosine_max", "cosine_mean")
 _warned: set[str] = set()
+
+
+def short_hash(value) -> str:
+    """A sha256 as messages quote it: its first HASH_DIGITS hex digits and '...' ('none' when
+    absent, the text itself, shortened, when it is no hash)."""
+    if value is None:
+        return "none"
+    text = str(value)
+    return text[:HASH_DIGITS] + "..." if len(text) > HASH_DIGITS else repr(text)
 
 
 def card_path(model) -> Path:
@@ -88,24 +103,31 @@ class Card:
 
 def load_card(model) -> tuple[Card | None, str | None]:
     """(card, None) when `model`'s card exists and was built from these weights by this
-    version; (None, None) when there is none; (None, why) when it is unreadable, of another
-    version or stale (other weights)."""
+    version; (None, None) when there is none; (None, why) when it is no file (a folder...),
+    unreadable, of another version or stale (other weights)."""
     from engine.fileio import read_json
 
     path = card_path(model)
-    if not path.is_file():
+    kind = describe_path(path)
+    if kind == NO_SUCH_PATH:
         return None, None
+    if kind != "a file":
+        return None, (f"{path} is {kind}, not a variant card file (move it away: `engine3dmm validate` "
+                      "writes the card there)")
     try:
         data = read_json(path, max_bytes=CARD_MAX_BYTES)
     except EngineError as e:
         return None, f"the variant card is unreadable: {e}"
     if not isinstance(data, dict) or data.get("format") != CARD_FORMAT:
-        return None, f"{path}: not a variant card of this engine (format {str(data.get('format'))[:40] if isinstance(data, dict) else type(data).__name__!r})"
+        found = (f"format {str(data.get('format'))[:40]!r}" if isinstance(data, dict)
+                 else f"a JSON {type(data).__name__}")
+        return None, f"{path}: not a variant card of this engine (expected format {CARD_FORMAT!r}, found {found})"
     if data.get("version") != CARD_VERSION:
-        return None, f"{path}: made by another version of the engine (card version {data.get('version')!r}, this one reads {CARD_VERSION})"
+        return None, (f"{path}: made by another version of the engine (card version {str(data.get('version'))[:20]}, "
+                      f"this one reads {CARD_VERSION})")
     if data.get("weights_sha256") != model.fingerprint:
-        return None, (f"{path} is stale: its variants were built from other weights (sha256 "
-                      f"{str(data.get('weights_sha256'))[:16]}...; these are {model.fingerprint[:16]}...)")
+        return None, (f"{path} is stale: its variants were built from other weights (the card's sha256 "
+                      f"{short_hash(data.get('weights_sha256'))}, these weights' {short_hash(model.fingerprint)})")
     bad = schema_problem(data)
     if bad:
         return None, f"{path}: {bad}; not as `engine3dmm validate` writes it (run it again)"
@@ -166,8 +188,9 @@ def schema_problem(data: dict) -> str | None:
 
 
 def file_problem(card: Card, entry: dict) -> str | None:
-    """Why the variant file of `entry` cannot be used (missing, changed since validation,
-    or another weights' file), or None (also when the variant has no file)."""
+    """Why the variant file of `entry` cannot be used (missing, not a file, changed since
+    validation, another weights' file), each saying what was expected and what was found; or
+    None (also when the variant has no file)."""
     from engine.network.convert import file_sha256
     from engine.network.onnx_export import read_metadata
 
@@ -182,16 +205,22 @@ def file_problem(card: Card, entry: dict) -> str | None:
     if Path(name).name != name or name in (".", "..") or "\0" in name:
         return f"{card.path}: variant file {name[:80]!r} is not a file name in the card's folder"
     path = card.path.parent / name
+    kind = describe_path(path)
+    if kind == NO_SUCH_PATH:
+        return f"{path} is missing (run `engine3dmm validate` to build it again)"
+    if kind != "a file":
+        return f"{path} is {kind}, not the variant's ONNX file (run `engine3dmm validate` to build it again)"
     try:
-        if not path.is_file():
-            return f"{path} is missing (run `engine3dmm validate` to build it again)"
-        if file_sha256(path) != entry.get("sha256"):
-            return f"{path} changed since it was validated (sha256 differs from the card's); run `engine3dmm validate`"
+        found = file_sha256(path)
+        if found != entry.get("sha256"):
+            return (f"{path} changed since it was validated (sha256 {short_hash(found)} differs from the card's "
+                    f"{short_hash(entry.get('sha256'))}); run `engine3dmm validate`")
         meta = read_metadata(path)
     except Exception as e:  # unreadable or not ONNX: the same answer, never a crash
-        return f"{path} is unreadable ({type(e).__name__}: {e})"
+        return f"{path} is unreadable ({type(e).__name__}: {said_once(path, e)})"
     if meta.get("weights_sha256") != card.data.get("weights_sha256"):
-        return f"{path} was built from other weights; run `engine3dmm validate`"
+        return (f"{path} was built from other weights (its weights_sha256 {short_hash(meta.get('weights_sha256'))}, "
+                f"the card's {short_hash(card.data.get('weights_sha256'))}); run `engine3dmm validate`")
     return None
 
 
@@ -241,20 +270,29 @@ class Choice:
                 "synthetic_weights": bool(self.card.synthetic) if self.card else None}
 
 
-def unusable_reason(card: Card, entry: dict, available: list[str]) -> str | None:
-    """Why a card entry cannot run here (not built, its runner missing, the CPU lacking its
-    instructions, its file missing or changed), or None."""
+def machine_problem(runner: str, precision: str, available: list[str]) -> str | None:
+    """Why this machine cannot run `runner` `precision` (the runner missing, the CPU lacking
+    the instructions the precision needs), or None. Part of unusable_reason; `choose` asks it
+    alone for a variant without a card entry."""
     from engine.network.cpu_features import missing
 
+    if runner not in available:
+        hint = " (PyTorch is not installed)" if runner == "torch-cpu" else ""
+        return f"{runner} {precision} needs the {runner} runner, not available here{hint}"
+    lacks = missing(str(precision))
+    if lacks:
+        return f"this CPU cannot run {runner} {precision} as validated: {lacks}"
+    return None
+
+
+def unusable_reason(card: Card, entry: dict, available: list[str]) -> str | None:
+    """Why a card entry cannot run here (not built, its runner missing, the CPU lacking its
+    instructions, its file missing or changed), or None: the one check that `choose` falls back
+    by and `info` and `validate` show (summary_lines)."""
     if entry.get("status") != "ok":
         return f"{label(entry)} was not built: {entry.get('why', 'unknown reason')}"
-    if entry.get("runner") not in available:
-        hint = " (PyTorch is not installed)" if entry.get("runner") == "torch-cpu" else ""
-        return f"{label(entry)} needs the {entry.get('runner')} runner, not available here{hint}"
-    lacks = missing(str(entry.get("precision")))
-    if lacks:
-        return f"this CPU cannot run {label(entry)} as validated: {lacks}"
-    return file_problem(card, entry)
+    return (machine_problem(str(entry.get("runner")), str(entry.get("precision")), available)
+            or file_problem(card, entry))
 
 
 def _warn_once(message: str) -> None:
@@ -276,6 +314,13 @@ def choose(model, runner: str, *, explicit_runner: bool, precision: str | None, 
     `available`: engine.runners.available_runners(). InputError for a precision the named
     runner cannot run."""
     budget = check_max_error(max_error)
+    if precision == "fp16" and runner in CPU_RUNNERS:
+        raise InputError(
+            f"precision fp16: the CPU runners do not run float16 (the {runner} runner supports "
+            f"{list(PRECISIONS_OF[runner])}): fp16 is the GPU runners' precision (tensorrt, torch-cuda"
+            + ("" if any(r not in CPU_RUNNERS for r in available) else "; this machine has none")
+            + "). On the CPU use --precision int8 (onnxruntime) or bf16 (torch-cpu), the variants `engine3dmm "
+            "validate` measures against float32 on these weights, or fp32")
     if precision in (None, "auto"):
         if runner not in CPU_RUNNERS:
             return Choice(runner, None)  # GPU runners: their own default (fp16)
@@ -284,9 +329,7 @@ def choose(model, runner: str, *, explicit_runner: bool, precision: str | None, 
         raise InputError(f"precision: the {runner} runner supports {list(PRECISIONS_OF.get(runner, ()))}, "
                          f"found {precision!r}" + (f" (use --runner {RUNNER_OF[precision]} or auto)"
                                                    if precision in RUNNER_OF else ""))
-    if precision not in VARIANT_PRECISIONS:
-        if not explicit_runner and precision not in PRECISIONS_OF.get(runner, ()):
-            runner = "onnxruntime" if "onnxruntime" in available else runner  # fp16 on a CPU machine
+    if precision not in VARIANT_PRECISIONS:  # fp32 anywhere, fp16 on a GPU runner
         return Choice(runner, precision)
     if not explicit_runner:
         gpu_bf16 = precision == "bf16" and runner == "torch-cuda"
@@ -300,8 +343,6 @@ def _explicit(model, runner, explicit_runner, precision, budget, available) -> C
     """An explicit int8 or bf16. int8 is a file: it runs only as validated (a fresh card, its
     file unchanged). bf16 is built from the weights at load: it runs whenever this machine can,
     and says when no card has validated it."""
-    from engine.network.cpu_features import missing
-
     fp32 = _fp32_runner(runner, explicit_runner, available)
 
     def fallback(why: str) -> Choice:
@@ -309,17 +350,19 @@ def _explicit(model, runner, explicit_runner, precision, budget, available) -> C
 
     card, problem = load_card(model)
     entry = card.entry(runner, precision) if card is not None else None
-    if runner not in available:
-        hint = " (PyTorch is not installed)" if runner == "torch-cpu" else ""
-        return fallback(f"{runner} {precision} needs the {runner} runner, not available here{hint}")
-    lacks = missing(precision)
-    if lacks:
-        return fallback(f"this CPU cannot run {runner} {precision} as validated: {lacks}")
     if entry is None or entry.get("status") != "ok":
-        why = (problem or (f"no validated variants for these weights in {card_path(model).parent} (no "
-                           f"{card_path(model).name}; `engine3dmm validate` builds them)") if card is None
-               else "the card has no such variant" if entry is None
-               else f"{label(entry)} was not built: {entry.get('why', 'unknown reason')}")
+        why = machine_problem(runner, precision, available)
+        if why:
+            return fallback(why)
+        if card is None:
+            why = problem or (f"no validated variants for these weights in {card_path(model).parent} (no "
+                              f"{card_path(model).name}; `engine3dmm validate` builds them)")
+        elif entry is None:
+            has = ", ".join(label(e) for e in card.entries()) or "no variant"
+            why = (f"the card {card.path} has no {runner} {precision} entry (it has {has}; `engine3dmm validate "
+                   f"--variants {precision}` measures it)")
+        else:
+            why = f"{label(entry)} was not built: {entry.get('why', 'unknown reason')}"
         if precision == "int8":
             return fallback(why)
         return Choice(runner, precision, card=card, warning=(
@@ -385,8 +428,16 @@ def write_card(model, data: dict) -> Path:
     return path
 
 
-def summary_lines(card: Card, budget: float = DEFAULT_MAX_ERROR) -> list[str]:
-    """One line per variant of a card (for `info` and `validate`)."""
+def usability_text(card: Card, entry: dict, available: list[str]) -> str:
+    """'usable' or 'not usable here: <why>' (unusable_reason: what a run would say)."""
+    why = unusable_reason(card, entry, available)
+    return "usable" if why is None else f"not usable here: {why}"
+
+
+def summary_lines(card: Card, budget: float = DEFAULT_MAX_ERROR, available: list[str] | None = None) -> list[str]:
+    """One line per variant of a card (for `info` and `validate`): its validated errors, speed,
+    whether it is within `budget`, and, given the `available` runners, whether it can run here
+    (usability_text)."""
     lines = []
     for e in card.entries():
         if e.get("status") != "ok":
@@ -394,5 +445,6 @@ def summary_lines(card: Card, budget: float = DEFAULT_MAX_ERROR) -> list[str]:
             continue
         err = (e.get("errors") or {}).get("coeff_max_sd")
         mark = "" if err is None else (" [within budget]" if float(err) <= budget else " [over budget]")
-        lines.append(f"{label(e)}: {errors_text(e)}; {speed_text(e)}{mark}")
+        use = "" if available is None else f"; {usability_text(card, e, available)}"
+        lines.append(f"{label(e)}: {errors_text(e)}; {speed_text(e)}{mark}{use}")
     return lines

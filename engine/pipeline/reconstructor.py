@@ -287,8 +287,9 @@ class Reconstructor:
             if lm is None:
                 fits[e.row].error = ("pose: no landmarks for this face: " + (
                     "an already-cropped input (pose needs the 68 landmarks in the photo)" if e.box is None else
-                    "the detector ran without dlib's 68-point landmark model (pip install face-recognition-models), "
-                    "or the face's box was given without landmarks"))
+                    "the detector ran without dlib's 68-point landmark model (pip install face-recognition-models)"
+                    if e.box.kind == "detector" else
+                    "its box was given without landmarks (give them with the box: {\"landmarks\": [[x, y], ...]})"))
                 continue
             try:
                 landmarks[e.row] = check_landmarks(lm, f"{e.source} face {e.face_index}: landmarks")
@@ -302,7 +303,7 @@ class Reconstructor:
         if rows.size:
             inner, outer = lmm.points_from_alpha(batch.coeffs[rows, :self.decoder.shape_components])
             for r, fit in zip(rows, fit_poses(landmarks[rows], inner, outer, camera=camera,
-                                              expr_basis=lmm.expr_basis, model_name=lmm.name)):
+                                              expr_basis=lmm.expr_basis)):
                 fits[r] = fit
         expression = None
         if lmm.expr_basis is not None:

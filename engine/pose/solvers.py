@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.pose.angles import rotation_from_vector, skew
+from engine.pose.angles import rotation_from_vector
 
 _PAIRS = ((0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3))
 TINY_STEP = 1e-4  # radians (0.006 degrees): a smaller rotation step changes no reported angle
@@ -71,7 +71,7 @@ def epnp(points, uv, w, cam):
     # Barycentric coordinates alpha [B,n,4]: [p; 1] = [ctrl; 1]' alpha.
     cmat = np.concatenate([ctrl.transpose(0, 2, 1), np.ones((b, 1, 4))], axis=1)  # [B,4,4]
     ph = np.concatenate([points, np.ones(points.shape[:2] + (1,))], axis=-1)
-    alpha = np.linalg.solve(cmat[:, None], ph[..., None])[..., 0]
+    alpha = np.matmul(ph, np.linalg.inv(cmat).transpose(0, 2, 1))  # one inverse per face, not per point
     # M [B, 2n, 12]: each point gives two rows, weighted.
     n = points.shape[1]
     m = np.zeros((b, n, 2, 4, 3))

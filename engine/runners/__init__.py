@@ -99,7 +99,9 @@ def create_runner(name: str = "auto", model_dir=None, *, max_batch: int | None =
     `max_error` coefficient sd (default engine.network.variants.DEFAULT_MAX_ERROR, 0.05) in the
     model card's variant card, else fp32; on a GPU runner its default (fp16). An explicit
     precision always wins ("fp32", "fp16", "bf16", "int8"; with runner "auto", int8 runs on
-    onnxruntime and bf16 on torch-cpu, or torch-cuda on a GPU); a CPU variant that cannot be
+    onnxruntime and bf16 on torch-cpu, or torch-cuda on a GPU); fp16 is a GPU precision: on a
+    CPU runner it is an InputError naming int8 and bf16 (no CPU runner computes float16 faster,
+    and no card validates it); a CPU variant that cannot be
     used here (int8 without a fresh card or with a missing or changed file, a CPU without the
     instructions it needs, no PyTorch for bf16) is replaced by fp32 with a warning saying why;
     bf16 without a card runs, with a warning that its error is unknown. The runner's

@@ -1,39 +1,46 @@
 """ONNX Runtime on the CPU: the default runner on machines without a GPU.
 
-Precisions: fp32 (the float32 graph), fp16 (the float16 graph TensorRT builds from; ONNX
-Runtime's x86 provider computes it in float32: no faster), int8 (the validated variant that
-`engine3dmm validate` builds, engine.network.quantize; never built on the fly: it needs
-calibration faces)."""
+Precisions: fp32 (the float32 graph) and int8 (the validated variant that `engine3dmm validate`
+builds, engine.network.quantize; never built on the fly: it needs calibration faces). No fp16:
+ONNX Runtime's x86 provider computes a float16 graph in float32 (no faster), and no card
+validates it (engine.network.variants refuses fp16 on the CPU runners, naming int8 and bf16)."""
 from __future__ import annotations
 
 import os
 
 import numpy as np
 
-from engine.errors import BackendError, InputError, ModelFileError, UnavailableError
+from engine.errors import (NO_SUCH_PATH, BackendError, InputError, ModelFileError, UnavailableError, describe_path,
+                           said_once)
 from engine.network.onnx_export import INPUT_NAME, OUTPUT_NAME
 from engine.runners.base import Runner
 
 
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = ("fp32", "int8")  # engine.network.variants.PRECISIONS_OF["onnxruntime"]
 
 
 def _int8_path(model):
     """The int8 variant file of `model`, checked to be built from these weights (the card's
-    checks, sha256 included, are engine.network.variants'). ModelFileError otherwise."""
+    checks, sha256 included, are engine.network.variants'). ModelFileError otherwise, saying
+    what was expected and what was found."""
     from engine.network.onnx_export import read_metadata
-    from engine.network.variants import variant_file
+    from engine.network.variants import short_hash, variant_file
 
     path = variant_file(model, "int8")
-    if not path.is_file():
-        raise ModelFileError(f"{path}: the int8 variant is missing; `engine3dmm validate` builds it")
+    kind = describe_path(path)
+    if kind != "a file":
+        found = "it is missing" if kind == NO_SUCH_PATH else f"found {kind}"
+        raise ModelFileError(f"{path}: expected the int8 variant's ONNX file, {found}; `engine3dmm validate` "
+                             "builds it")
     try:
         meta = read_metadata(path)
     except Exception as e:
-        raise ModelFileError(f"{path}: unreadable int8 variant ({type(e).__name__}: {e})") from None
+        raise ModelFileError(f"{path}: unreadable int8 variant ({type(e).__name__}: {said_once(path, e)})") from None
     if meta.get("weights_sha256") != model.fingerprint or meta.get("precision") != "int8":
-        raise ModelFileError(f"{path}: an int8 variant of other weights (or not int8); `engine3dmm validate` "
-                             "builds it again")
+        raise ModelFileError(f"{path}: expected an int8 variant of these weights (sha256 "
+                             f"{short_hash(model.fingerprint)}), found precision {str(meta.get('precision'))[:20]!r} "
+                             f"of weights {short_hash(meta.get('weights_sha256'))}; `engine3dmm validate` builds it "
+                             "again")
     return path
 
 
@@ -48,13 +55,13 @@ class OrtRunner(Runner):
         except ImportError as e:
             raise UnavailableError("the onnxruntime runner needs ONNX Runtime: pip install onnxruntime") from e
         if precision not in PRECISIONS:
-            raise InputError(f"precision: the onnxruntime runner supports {list(PRECISIONS)}, found {precision!r}")
+            raise InputError(f"precision: the onnxruntime runner supports {list(PRECISIONS)}, found {precision!r}"
+                             + (" (fp16 is a GPU precision; on the CPU int8 and bf16 are the validated faster "
+                                "variants)" if precision == "fp16" else ""))
         if threads is not None and (not isinstance(threads, int) or threads < 1):
             raise InputError(f"threads: expected a positive int or None, found {threads!r}")
         self.precision = precision
         self.onnx_path = _int8_path(model) if precision == "int8" else model.onnx_path(precision)
-        if precision == "fp16":
-            self._use_fp16_plan(model)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads or os.cpu_count() or 1
         opts.inter_op_num_threads = 1

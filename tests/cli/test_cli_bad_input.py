@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from engine.cli import main
+from engine.morphable import write_cache
 from tests.cli.helpers import engine_process, interrupt_when, no_partial_files, tiny_model
 
 
@@ -164,7 +165,7 @@ def test_weights_of_another_network(cli, photos, tmp_path):
 
 def test_corrupt_morphable_model_cache(cli, photos, tmp_path):
     path = tmp_path / "model.e3dmm"
-    tiny_model().save_cache(path)
+    write_cache(tiny_model(), path)
     data = path.read_bytes()
     path.write_bytes(data[: len(data) - 100])  # truncated, e.g. an interrupted copy
     out = tmp_path / "out"
@@ -294,7 +295,7 @@ def test_usage_mistakes_leave_no_output_folder(cli, photos, tmp_path, case):
 
 def test_model_given_with_no_mesh_is_said_to_be_unused(cli, photos, tmp_path):
     model = tmp_path / "tiny.e3dmm"
-    tiny_model().save_cache(model)
+    write_cache(tiny_model(), model)
     r = cli("reconstruct", photos / "astronaut.png", "--cropped", "--no-mesh", "--model", model, "-o", tmp_path / "o")
     assert r.rc == 0, r.err
     assert (f"engine3dmm: warning: --model {model} is not used: --no-mesh writes coefficients only, and no mesh is "

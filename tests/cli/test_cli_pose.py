@@ -63,17 +63,39 @@ def test_weak_perspective_and_landmarks_alone(cli, photos, tmp_path):
 
 
 def test_a_face_without_landmarks_fails_its_pose_only(cli, photos, tmp_path):
-    """--cropped inputs have no landmarks in a photo: the mesh is written, the pose is not, the
-    face is listed as a failure (exit 1) saying why, and the run goes on."""
+    """A box given without landmarks (a CSV sidecar has no room for them): the mesh is written,
+    the pose is not, the face is listed as a failure (exit 1) saying why, and the run goes on."""
+    side = tmp_path / "boxes.csv"
+    side.write_text("image,x0,y0,x1,y1\nastronaut.png," + ",".join(map(str, ASTRONAUT_BOX)) + "\n")
     out = tmp_path / "out"
-    r = cli("reconstruct", photos / "astronaut.png", photos / "chelsea.jpg", "--cropped", "--pose", "--posed",
-            "-o", out, "-q")
+    r = cli("reconstruct", photos / "astronaut.png", "--boxes", side, "--pose", "--posed", "-o", out, "-q")
     assert r.rc == 1
     s = json.loads((out / "summary.json").read_text())
-    assert s["faces_written"] == 2 and all(f["pose"] is None for f in s["faces"])
-    assert all("already-cropped" in f["pose_error"] for f in s["faces"])
-    assert {f["source"].split("/")[-1] for f in s["failures"]} == {"astronaut.png", "chelsea.jpg"}
+    (face,) = s["faces"]
+    assert s["faces_written"] == 1 and face["pose"] is None
+    assert "its box was given without landmarks" in face["pose_error"] and "detector" not in face["pose_error"]
+    assert [f["source"].split("/")[-1] for f in s["failures"]] == ["astronaut.png"]
     assert (out / "astronaut_face0.ply").is_file() and not (out / "posed").exists()
+
+
+@pytest.mark.parametrize("option", ["--pose", "--posed", "--render", "--landmarks", "--pose-camera=perspective"])
+def test_pose_options_on_cropped_inputs_are_refused_before_anything_runs(cli, photos, tmp_path, option):
+    """--cropped inputs have no landmarks in a photo: every option that needs them is a usage
+    error (exit 2), said before the output folder exists."""
+    out = tmp_path / "out"
+    r = cli("reconstruct", photos / "astronaut.png", "--cropped", option, "-o", out)
+    assert r.rc == 2
+    assert option.split("=")[0] in r.err and "--cropped inputs are already-cropped faces" in r.err
+    assert not out.exists()
+
+
+@needs_dlib
+def test_pose_camera_alone_asks_for_the_pose(cli, photos, tmp_path):
+    out = tmp_path / "out"
+    r = cli("reconstruct", photos / "astronaut.png", "--pose-camera", "weak-perspective", "--no-mesh", "-o", out, "-q")
+    assert r.rc == 0, r.err
+    s = json.loads((out / "summary.json").read_text())
+    assert s["pose"]["camera"] == "weak_perspective" and s["faces"][0]["pose"]["camera"]["model"] == "weak_perspective"
 
 
 @needs_dlib
@@ -99,12 +121,12 @@ def test_convert_expression_adds_the_basis_to_the_cache(cli, tmp_path, shared_di
     real one comes from its authors), added to a converted 46,990-vertex model's cache."""
     import scipy.io
 
-    from engine.morphable import MorphableModel, load_model
+    from engine.morphable import load_model, synthetic_model, write_cache
 
     card = tmp_path / "card"
     card.mkdir()
-    base = MorphableModel.synthetic(0).replace(expression_mean=None, expression_basis=None, expression_sigma=None)
-    base.save_cache(card / "bfm2009_trimmed.e3dmm")
+    base = synthetic_model(0).replace(expression_mean=None, expression_basis=None, expression_sigma=None)
+    write_cache(base, card / "bfm2009_trimmed.e3dmm")
     rng = np.random.default_rng(0)
     expr = tmp_path / "Model_Expression.mat"
     scipy.io.savemat(expr, {"mu_exp": rng.normal(0, 1000, (3 * 53_215, 1)).astype(np.float32),

@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 
+from engine.morphable import write_cache
 from tests.cli.helpers import ASTRONAUT_BOX, load_npy, no_partial_files, write_face_clip
 
 N_VERTICES, N_FACES = 46990, 93323  # the synthetic model has the trimmed BFM's sizes
@@ -147,7 +148,7 @@ def test_a_small_morphable_model_file(cli, photos, tmp_path):
     from tests.cli.helpers import tiny_model
 
     path = tmp_path / "tiny.e3dmm"
-    tiny_model().save_cache(path)
+    write_cache(tiny_model(), path)
     out = tmp_path / "out"
     r = cli("reconstruct", photos / "astronaut.png", "--cropped", "--model", path, "-o", out, "-q")
     assert r.rc == 0, r.err
@@ -197,7 +198,7 @@ def test_a_failed_mesh_write_leaves_no_npy(cli, photos, tmp_path, monkeypatch):
 
     monkeypatch.setattr(FaceResult, "write_mesh", full)
     model = tmp_path / "tiny.e3dmm"
-    tiny_model().save_cache(model)
+    write_cache(tiny_model(), model)
     out = tmp_path / "out"
     r = cli("reconstruct", photos / "astronaut.png", "--cropped", "--model", model, "-o", out)
     assert r.rc == 1 and "No space left on device" in r.err
@@ -404,7 +405,7 @@ def test_release_layout_with_official_models_writes_no_note_and_names_an_old_one
     W.save_weights(card / "cnn3dmm.safetensors", synthetic_model.weights, synthetic_model.mean,
                    {"synthetic": False, "source": "test: a converted card"})
     model = tmp_path / "tiny.e3dmm"
-    tiny_model().save_cache(model)
+    write_cache(tiny_model(), model)
     out = tmp_path / "out"
     argv = ("reconstruct", photos / "astronaut.png", "--cropped", "--release-layout", "--model", model,
             "--network-dir", card, "--runner", "torch-cpu", "-o", out)

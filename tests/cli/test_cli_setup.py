@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from engine.fetch import ASSETS
+from engine.morphable import write_cache
 
 
 @pytest.fixture
@@ -337,7 +338,7 @@ def test_fetch_guidance_keeps_the_users_folders(cli, tmp_path):
     # the card already holds a converted Basel Face Model: its steps are no longer relevant
     from tests.cli.helpers import tiny_model
 
-    tiny_model().save_cache(card / "bfm2009_trimmed.e3dmm")
+    write_cache(tiny_model(), card / "bfm2009_trimmed.e3dmm")
     r = cli("fetch", "topology", "--base-url", offline, "--timeout", "5", "--network-dir", card)
     assert r.rc == 1 and "01_MorphableModel.mat" not in r.out
 
@@ -378,7 +379,7 @@ def test_a_card_with_only_the_basel_face_model_is_a_model_card(cli, photos, tmp_
 
     card = tmp_path / "cardbfm"
     card.mkdir()
-    tiny_model().save_cache(card / "bfm2009_trimmed.e3dmm")  # what `convert --bfm ... --topology ...` writes
+    write_cache(tiny_model(), card / "bfm2009_trimmed.e3dmm")  # what `convert --bfm ... --topology ...` writes
     out = tmp_path / "out"
     r = cli("reconstruct", photos / "astronaut.png", "--cropped", "--network-dir", card, "-o", out)
     assert r.rc == 0, r.err
@@ -459,10 +460,93 @@ def test_convert_checks_the_calibration_folder_before_the_long_read(cli, tmp_pat
     bad.write_bytes(b"\x0a\xff\xff\xff\x0f truncated")  # would fail later: the folder is refused first
     r = cli("convert", "--prototxt", shared_dir / "deploy_network.prototxt", "--caffemodel", bad,
             "--mean", shared_dir / "mean.binaryproto", "--network-dir", card, "--calibration", tmp_path / "typo")
-    assert r.rc == 1 and f"engine3dmm: error: --calibration {tmp_path / 'typo'}: does not exist" in r.err
+    assert r.rc == 1 and (f"engine3dmm: error: --calibration {tmp_path / 'typo'}: expected a folder of face photos, "
+                          "found nothing (no such file or folder)") in r.err
     assert not card.exists() or list(card.iterdir()) == []
+    # validate: the same message, exit 1 as every other file argument's error (argparse's usage errors are 2)
+    r = cli("validate", "--calibration", tmp_path / "nosuchdir")
+    assert r.rc == 1 and r.err == (f"engine3dmm: error: --calibration {tmp_path / 'nosuchdir'}: expected a folder of "
+                                   "face photos, found nothing (no such file or folder)\n")
     r = cli("validate", "--calibration", bad)
-    assert r.rc == 1 and f"--calibration {bad}: is not a folder" in r.err
+    assert r.rc == 1
+    assert r.err == f"engine3dmm: error: --calibration {bad}: expected a folder of face photos, found a file\n"
+
+
+def test_the_variants_hint_of_each_command_names_its_own_options(cli):
+    """convert announces the variants' build with --no-variants (its own option); validate,
+    whose user asked for exactly this, with no option it does not have."""
+    import re
+
+    from engine.cli.setup import _VARIANTS_HINT
+
+    assert "--no-variants" in _VARIANTS_HINT["convert"] and "--no-variants" not in _VARIANTS_HINT["validate"]
+    for command, hint in _VARIANTS_HINT.items():
+        text = cli(command, "--help").out
+        for option in re.findall(r"--[a-z][a-z-]+", hint):
+            assert option in text, (command, option)
+
+
+def test_file_options_say_what_is_there_instead_of_a_file(cli, tmp_path):
+    """--expression, --bfm, --topology, --prototxt... name the option, expect a file, and say what
+    was found: a folder, or nothing (exit 1, as every engine error)."""
+    folder = tmp_path / "some_folder"
+    folder.mkdir()
+    card = tmp_path / "card"
+    a_file = tmp_path / "a_file"
+    a_file.write_bytes(b"x")  # the other files of a group are picked before any is read
+    groups = (("--expression",), ("--bfm", "--topology"), ("--prototxt", "--caffemodel", "--mean"))
+    for group in groups:
+        for option in group:
+            argv = [a for o in group for a in (o, folder if o == option else a_file)]
+            r = cli("convert", *argv, "--network-dir", card)
+            assert r.rc == 1, r.err
+            assert f"engine3dmm: error: {option} {folder}: expected a file, found a folder" in r.err, r.err
+    r = cli("convert", "--expression", tmp_path / "missing.mat", "--network-dir", card)
+    assert r.rc == 1 and f"--expression {tmp_path / 'missing.mat'}: expected a file, no such file" in r.err
+
+
+def test_convert_expression_of_the_wrong_size_gives_the_numbers(cli, tmp_path, shared_dir):
+    """mu_exp of 10 values: the message gives M's lower bound (from the release's
+    mod_struct_expr.mat, read here with scipy), the values that makes, and what was found."""
+    import numpy as np
+    import scipy.io
+
+    from engine.morphable import synthetic_model
+
+    topology = shared_dir / "mod_struct_expr.mat"
+    ms = scipy.io.loadmat(topology, squeeze_me=True, struct_as_record=False)
+    ms = next(v for k, v in ms.items() if not k.startswith("__"))
+    need = int(np.asarray(ms.vertex_expr_ref)[np.asarray(ms.vertex_indices).astype(int) - 1].max())
+    card = tmp_path / "card"
+    card.mkdir()
+    write_cache(synthetic_model(0).replace(expression_mean=None, expression_basis=None, expression_sigma=None),
+                card / "bfm2009_trimmed.e3dmm")
+    expr = tmp_path / "Model_Expression.mat"
+    scipy.io.savemat(expr, {"mu_exp": np.zeros((10, 1), np.float32), "w_exp": np.zeros((10, 29), np.float32)})
+    r = cli("convert", "--expression", expr, "--topology", topology, "--network-dir", card)
+    assert r.rc == 1
+    assert (f"{expr}: mu_exp: expected 3M values, x y z for each of the M vertices of 3DDFA's model: M >= {need:,} "
+            f"(mod_struct_expr.mat's vertex_expr_ref refers to vertex {need:,}), so at least {3 * need:,} values "
+            "(3DDFA's own file: M = 53,215, 159,645 values); found 10 (not a multiple of 3)") in r.err, r.err
+
+
+def test_fp16_on_a_cpu_runner_is_refused_as_help_says(cli, photos, tmp_path, monkeypatch):
+    """--help promises a validated error for an explicit precision; fp16 on the CPU has none
+    (and wrote an 87 MB graph): refused, naming the CPU variants, nothing written."""
+    from engine.runners import available_runners
+
+    text = cli("reconstruct", "--help").out
+    assert "fp16 on a GPU runner only (refused on the CPU runners: use int8 or bf16)" in " ".join(text.split())
+    monkeypatch.setenv("ENGINE3DMM_MODEL_DIR", str(tmp_path / "card"))
+    (tmp_path / "card").mkdir()
+    runs = [["--runner", "onnxruntime"]]
+    if all(r in ("onnxruntime", "torch-cpu") for r in available_runners()):
+        runs.append([])  # a CPU machine: auto's runner is a CPU one
+    for extra in runs:
+        r = cli("reconstruct", photos / "astronaut.png", "-o", tmp_path / "out", "--precision", "fp16", *extra)
+        assert r.rc == 1 and "precision fp16: the CPU runners do not run float16" in r.err, r.err
+        assert "use --precision int8 (onnxruntime) or bf16 (torch-cpu)" in r.err
+    assert list((tmp_path / "card").iterdir()) == [] and not (tmp_path / "out").exists()
 
 
 def test_variant_options_are_checked_by_the_parser(cli):
@@ -487,7 +571,8 @@ def test_info_says_when_no_variants_were_built(cli, tmp_path, monkeypatch):
 
 
 def test_validate_with_a_folder_without_a_face_builds_no_int8(cli, photos, tmp_path, monkeypatch):
-    """The bad calibration folder (issue 12 section 5): a clear message, no int8, float32."""
+    """The bad calibration folder (issue 12 section 5): a clear message, no int8, float32. The
+    message names each path once; validate's opening line suggests no convert-only option."""
     pytest.importorskip("dlib")
     import shutil
 
@@ -495,11 +580,18 @@ def test_validate_with_a_folder_without_a_face_builds_no_int8(cli, photos, tmp_p
     mine = tmp_path / "mine"
     mine.mkdir()
     shutil.copy(photos / "coffee.jpg", mine)  # no face
+    (mine / "broken.jpg").write_bytes(b"not a jpeg")
     (mine / "notes.txt").write_text("not an image")
     r = cli("validate", "--calibration", mine, "--variants", "int8")
     assert r.rc == 0, r.err
-    assert (f"warning: calibration folder {mine}: no usable face (0 face(s) from 1 image(s) in {mine}; 1 image(s) "
-            "without a detected face): the int8 variant is not built; runs use float32") in r.err
+    warning = next(ln for ln in r.err.splitlines() if ln.startswith("engine3dmm: warning: calibration folder"))
+    assert warning == (f"engine3dmm: warning: calibration folder {mine}: no usable face (0 face(s) from 2 image(s); "
+                       f"1 image(s) without a detected face; 1 unreadable (e.g. {mine / 'broken.jpg'}: not a "
+                       "recognised image format (is it really an image?))): the int8 variant is not built; runs use "
+                       "float32")
+    assert warning.count(str(mine / "broken.jpg")) == 1 and warning.count(str(mine)) == 2  # the folder, the file
+    opening = next(ln for ln in r.err.splitlines() if "building and validating the CPU variants" in ln)
+    assert opening.endswith("weights: about a minute") and "--no-variants" not in r.err
     assert "onnxruntime int8: not built (calibration folder" in r.out and "auto picks onnxruntime fp32" in r.out
     card = json.loads(next((tmp_path / "card").glob("*.variants.json")).read_text())
     assert [e["status"] for e in card["variants"]] == ["ok", "not built"] and card["synthetic"] is True

@@ -126,9 +126,9 @@ def test_float16_bases_refuse_values_float16_cannot_hold():
     """A basis value beyond float16's range would become infinity in fp16 storage and every
     decoded vertex NaN: refused by name, as the C++ Decoder refuses it."""
     from engine.decode import Decoder
-    from engine.morphable import MorphableModel
+    from engine.morphable import MorphableModel, synthetic_model
 
-    m = MorphableModel.synthetic()
+    m = synthetic_model()
     tex = np.array(m.tex_basis, np.float32)
     tex[3, 17] = 7e4
     bad = MorphableModel(m.shape_mean, m.shape_basis, m.shape_sigma, m.tex_mean, tex, m.tex_sigma, m.faces,

@@ -113,7 +113,7 @@ def test_bad_expression_input_is_refused_by_name(model):
 
 def test_cpp_decoder_of_a_cache_with_expression(tmp_path):
     """The C++ reader keeps the expression arrays; its float16 copy includes them."""
-    from engine.morphable import MorphableModel
+    from engine.morphable import MorphableModel, write_cache
     from tests.decode.models import random_model as rm
 
     m = rm(300, ks=7, kt=5, seed=3, ke=4)
@@ -122,7 +122,7 @@ def test_cpp_decoder_of_a_cache_with_expression(tmp_path):
                            faces=m.faces, expression_mean=m.expression_mean, expression_basis=m.expression_basis,
                            expression_sigma=m.expression_sigma)
     path = tmp_path / "m.e3dmm"
-    model.save_cache(path)
+    write_cache(model, path)
     summary = _core.core().load_cache_summary(str(path))
     assert summary["expression_components"] == 4
 

@@ -17,7 +17,7 @@ import pytest
 
 import cache_bytes as cb
 from engine.errors import InputError
-from engine.morphable import MorphableModel
+from engine.morphable import MorphableModel, write_cache
 from engine.morphable import model as model_module
 from engine.morphable.cache import read_cache
 
@@ -88,7 +88,7 @@ def test_an_empty_landmark_list_is_written_as_no_record(tmp_path):
     arrays = cb.tiny_arrays()
     m = MorphableModel(**{k: arrays[k] for k in cb.ORDER[:7]}, landmarks=np.zeros(0, np.int32),
                        metadata={"name": "x", "source": "y"})
-    m.save_cache(tmp_path / "m.e3dmm")
+    write_cache(m, tmp_path / "m.e3dmm")
     assert read_cache(tmp_path / "m.e3dmm").landmarks is None
 
 
@@ -265,7 +265,7 @@ def test_the_writer_never_writes_what_the_reader_refuses(tmp_path, metadata, par
     arrays = cb.tiny_arrays()
     m = MorphableModel(**arrays, metadata={"name": "x", "source": "y", **metadata})
     with pytest.raises(InputError, match="cannot write this model as a cache") as e:
-        m.save_cache(tmp_path / "m.e3dmm")
+        write_cache(m, tmp_path / "m.e3dmm")
     assert part in str(e.value)
     assert list(tmp_path.iterdir()) == []
 

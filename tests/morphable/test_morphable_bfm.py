@@ -9,7 +9,7 @@ import scipy.io
 from bfm_files import (assert_model_matches, bfm2009_arrays, expected_bfm2009, mod_struct_arrays,
                        write_h5, write_mat_v5)
 from engine.errors import ModelFileError
-from engine.morphable import MorphableModel, load_model
+from engine.morphable import load_bfm2009, load_model, write_cache
 
 N_BFM, K, N_KEPT, N_FACES = 40, 120, 25, 30
 
@@ -24,7 +24,7 @@ def small(tmp_path):
 
 def test_small_bfm2009_trims_like_the_release(small):
     bfm, ms, bfm_path, ms_path = small
-    model = MorphableModel.from_bfm2009(bfm_path, ms_path)
+    model = load_bfm2009(bfm_path, ms_path)
     assert_model_matches(model, expected_bfm2009(bfm, ms))
     assert (model.num_vertices, model.num_faces, model.shape_components, model.tex_components) == (N_KEPT, N_FACES, 99, 99)
     assert model.synthetic is False and model.metadata["synthetic"] is False
@@ -38,7 +38,7 @@ def test_decoding_the_trimmed_model_equals_the_release_formula(small):
     """S = shapeMU + shapePC(:, 1:99) * (alpha .* shapeEV) in the release's units, against
     mean + alpha @ folded basis."""
     bfm, ms, bfm_path, ms_path = small
-    model = MorphableModel.from_bfm2009(bfm_path, ms_path)
+    model = load_bfm2009(bfm_path, ms_path)
     alpha = np.random.default_rng(3).uniform(-3, 3, 99)
     exp = expected_bfm2009(bfm, ms)
     release = exp["shape_mean"] + (exp["shape_basis"].T / exp["shape_sigma"]) @ (alpha * exp["shape_sigma"])
@@ -51,7 +51,7 @@ def test_bfm2009_in_hdf5_containers_gives_the_same_model(small, tmp_path, contai
     bfm, ms, bfm_path, ms_path = small
     h5 = write_h5(tmp_path / "bfm.mat", bfm, matlab73=container == "matlab73")
     ms73 = write_h5(tmp_path / "ms73.mat", ms, matlab73=True, group="mod_struct")
-    assert_model_matches(MorphableModel.from_bfm2009(h5, ms73), expected_bfm2009(bfm, ms))
+    assert_model_matches(load_bfm2009(h5, ms73), expected_bfm2009(bfm, ms))
 
 
 def test_real_mod_struct_trims_a_full_size_bfm(shared_dir, tmp_path):
@@ -80,11 +80,11 @@ def test_full_size_bfm2009_with_199_components_to_cache(shared_dir, tmp_path):
     ms_path = shared_dir / "mod_struct_expr.mat"
     bfm = bfm2009_arrays(53_490, 199, seed=6, n_triangles=106_466)
     bfm_path = write_mat_v5(tmp_path / "01_MorphableModel.mat", bfm)
-    model = MorphableModel.from_bfm2009(bfm_path, ms_path)
+    model = load_bfm2009(bfm_path, ms_path)
     raw = scipy.io.loadmat(ms_path)["mod_struct"][0, 0]
     ms = {k: raw[k] for k in ("tx", "vertex_indices", "faces", "innerLandmarkIndex")}
     assert_model_matches(model, expected_bfm2009(bfm, ms))
-    model.save_cache(tmp_path / "bfm.e3dmm")
+    write_cache(model, tmp_path / "bfm.e3dmm")
     cached = load_model(tmp_path / "bfm.e3dmm")
     for name in ("shape_mean", "shape_basis", "shape_sigma", "tex_mean", "tex_basis", "tex_sigma", "faces", "landmarks"):
         np.testing.assert_array_equal(getattr(cached, name), getattr(model, name), err_msg=name)
@@ -112,7 +112,7 @@ def test_malformed_bfm2009_names_file_field_expected_found(tmp_path, breakage, w
     bfm_path = write_mat_v5(tmp_path / "01_MorphableModel.mat", bfm)
     ms_path = write_mat_v5(tmp_path / "mod_struct_expr.mat", ms, struct="mod_struct")
     with pytest.raises(ModelFileError) as e:
-        MorphableModel.from_bfm2009(bfm_path, ms_path)
+        load_bfm2009(bfm_path, ms_path)
     for w in words:
         assert w in str(e.value), (w, str(e.value))
 
@@ -122,9 +122,9 @@ def test_unreadable_and_missing_files(tmp_path, small):
     junk = tmp_path / "junk.mat"
     junk.write_bytes(np.random.default_rng(0).bytes(4000))
     with pytest.raises(ModelFileError, match="junk.mat"):
-        MorphableModel.from_bfm2009(junk, ms_path)
+        load_bfm2009(junk, ms_path)
     with pytest.raises(ModelFileError, match="nothing at this path"):
-        MorphableModel.from_bfm2009(tmp_path / "absent.mat", ms_path)
+        load_bfm2009(tmp_path / "absent.mat", ms_path)
     with pytest.raises(ModelFileError, match="nothing at this path"):
         load_model(tmp_path / "absent.h5")
 

@@ -17,7 +17,7 @@ import scipy.io
 from bfm_files import assert_model_matches, expected_trimmed, trimmed_arrays, write_h5, write_mat_v5
 from engine.decode import Decoder
 from engine.errors import ModelFileError
-from engine.morphable import MorphableModel, load_model
+from engine.morphable import load_model, synthetic_model, write_cache
 from engine.morphable.expression import add_expression, load_expression
 
 M_3DDFA = 53_215  # vertices of 3DDFA's expression model (vertex_expr_ref's largest value)
@@ -70,7 +70,7 @@ def test_full_size_stand_in_mapped_by_the_real_mod_struct(shared_dir, tmp_path):
     mu_exp = (rng.standard_normal((3 * M_3DDFA, 1)) * 2000.0).astype(np.float32)
     w_exp = (rng.standard_normal((3 * M_3DDFA, 29)) * 1000.0).astype(np.float32)
     expr_path = write_mat_v5(tmp_path / "Model_Expression.mat", {"mu_exp": mu_exp, "w_exp": w_exp})
-    base = MorphableModel.synthetic(0)  # 46,990 vertices, the trimmed model's size
+    base = synthetic_model(0)  # 46,990 vertices, the trimmed model's size
     model = add_expression(base.replace(expression_mean=None, expression_basis=None, expression_sigma=None),
                            expr_path, ms_path)
     ms = scipy.io.loadmat(ms_path, squeeze_me=True, struct_as_record=False)["mod_struct"]
@@ -80,7 +80,7 @@ def test_full_size_stand_in_mapped_by_the_real_mod_struct(shared_dir, tmp_path):
     np.testing.assert_allclose(model.expression_basis, (exp_pc * exp_ev).T, rtol=1e-5, atol=1e-5)
     assert "Model_Expression.mat (sha256 " in model.metadata["expression"]
     # The cache keeps it, and the decode's expression term is the release's getShape2 term.
-    model.save_cache(tmp_path / "m.e3dmm")
+    write_cache(model, tmp_path / "m.e3dmm")
     cached = load_model(tmp_path / "m.e3dmm")
     np.testing.assert_array_equal(cached.expression_basis, model.expression_basis)
     e = rng.normal(0, 1, (1, 29)).astype(np.float32)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from bfm_files import assert_model_matches, expected_trimmed, trimmed_arrays, write_h5
-from engine.morphable import MorphableModel, load_model
+from engine.morphable import load_model, load_trimmed
 from engine.morphable.hdf5 import MAX_LINKS
 from engine.morphable.matfiles import FieldSource
 from engine.morphable.model import MAX_COMPONENTS, MAX_ROWS
@@ -245,5 +245,5 @@ def test_gzip_chunked_model_loads(tmp_path, matlab73):
 
         with open(path, "r+b") as f:
             f.write(MATLAB73_HEADER.ljust(128, b" "))
-    model = MorphableModel.from_mod_h5(path)
+    model = load_trimmed(path)
     assert_model_matches(model, expected_trimmed(fields))

@@ -9,7 +9,7 @@ import scipy.io
 
 from bfm_files import bfm2009_arrays, mod_struct_arrays, trimmed_arrays, write_h5, write_mat_v5
 from engine.errors import ModelFileError
-from engine.morphable import MorphableModel, load_model
+from engine.morphable import MorphableModel, load_model, write_cache
 from engine.morphable.model import MAX_COMPONENTS, MAX_FACES, MAX_VERTICES
 
 N, K = 10, 99
@@ -96,7 +96,7 @@ def _small_arrays(n: int = 5, k: int = 3) -> dict[str, np.ndarray]:
 def test_nan_in_a_cache_file(tmp_path, field):
     """The .e3dmm cache reader ends in validate_arrays: a NaN patched into the file is named."""
     arrays = _small_arrays()
-    MorphableModel(**arrays, metadata={"name": "small"}).save_cache(tmp_path / "m.e3dmm")
+    write_cache(MorphableModel(**arrays, metadata={"name": "small"}), tmp_path / "m.e3dmm")
     data = bytearray((tmp_path / "m.e3dmm").read_bytes())
     values = arrays[field].reshape(-1)
     at = bytes(data).find(values[:2].tobytes())

@@ -7,13 +7,12 @@ import numpy as np
 import pytest
 
 from engine.errors import InputError
-from engine.morphable import MorphableModel, load_model
-from engine.morphable.synthetic import synthetic_model
+from engine.morphable import load_model, synthetic_model
 
 
 @pytest.fixture(scope="module")
 def model():
-    return MorphableModel.synthetic(0)
+    return synthetic_model(0)
 
 
 def test_sizes_labels_and_default(model):
@@ -30,14 +29,14 @@ def test_sizes_labels_and_default(model):
 
 def test_deterministic_per_seed():
     fresh = synthetic_model.__wrapped__(0)  # bypass the memo: a real rebuild
-    memo = MorphableModel.synthetic(0)
+    memo = synthetic_model(0)
     for name in ("shape_mean", "shape_basis", "shape_sigma", "tex_mean", "tex_basis", "tex_sigma", "faces"):
         np.testing.assert_array_equal(getattr(fresh, name), getattr(memo, name), err_msg=name)
-    other = MorphableModel.synthetic(1)
+    other = synthetic_model(1)
     np.testing.assert_array_equal(other.faces, memo.faces)
     assert not np.array_equal(other.shape_basis, memo.shape_basis)
     with pytest.raises(InputError, match="seed"):
-        MorphableModel.synthetic(-1)
+        synthetic_model(-1)
 
 
 def test_mesh_is_a_valid_oriented_disk(model):

@@ -7,7 +7,7 @@ import pytest
 
 from bfm_files import assert_model_matches, expected_trimmed, trimmed_arrays, write_h5, write_mat_v5
 from engine.errors import ModelFileError
-from engine.morphable import MorphableModel, load_model
+from engine.morphable import load_model, load_trimmed
 
 N, K = 30, 99
 
@@ -21,17 +21,17 @@ def fields():
 def test_trimmed_model_in_every_container(tmp_path, fields, container):
     if container == "mat-struct":
         path = write_mat_v5(tmp_path / "BaselFaceModel_mod.mat", fields, struct="BFM")
-        model = MorphableModel.from_mod_mat(path)
+        model = load_trimmed(path)
     elif container == "mat-top":
         path = write_mat_v5(tmp_path / "BaselFaceModel_mod.mat", fields)
-        model = MorphableModel.from_mod_mat(path)
+        model = load_trimmed(path)
     elif container == "h5":
         path = write_h5(tmp_path / "BaselFaceModel_mod.h5", fields)
-        model = MorphableModel.from_mod_h5(path)
+        model = load_trimmed(path)
     else:  # MATLAB v7.3 is HDF5 with a .mat name: content decides, and mod_mat/h5 both read it
         group = "BFM" if container.endswith("group") else None
         path = write_h5(tmp_path / "BaselFaceModel_mod.mat", fields, matlab73=True, group=group)
-        model = MorphableModel.from_mod_mat(path)
+        model = load_trimmed(path)
     assert_model_matches(model, expected_trimmed(fields))
     assert model.metadata["synthetic"] is False and path.name in model.metadata["source"]
     loaded = load_model(path)  # the dispatcher picks the same reader from the content

@@ -69,7 +69,7 @@ def hot_card(hot_weights, shared_dir, tmp_path_factory):
     card = folder / "card"
     card.mkdir()
     paths = convert_caffe(shared_dir / "deploy_network.prototxt", folder / "hot.caffemodel",
-                          shared_dir / "mean.binaryproto", card, variants=False)  # float16 is the subject here
+                          shared_dir / "mean.binaryproto", card)
     return card, paths, hot_weights
 
 

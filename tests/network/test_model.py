@@ -125,17 +125,21 @@ def test_broken_own_weight_file_is_a_model_file_error(synthetic_model, tmp_path)
 def test_convert_caffe_writes_the_card_artifacts(shared_dir, synthetic_model, tmp_path):
     from engine.network import convert_caffe, resolve_model
     from engine.network.onnx_export import read_metadata
+    from engine.validate import validate_variants
 
     cm = tmp_path / "3dmm_cnn_resnet_101.caffemodel"
     caffe_io.write_caffemodel(cm, to_caffe_blobs(synthetic_model.weights, factor=2.0))
     out = tmp_path / "card"
     out.mkdir()
     paths = convert_caffe(shared_dir / "deploy_network.prototxt", cm, shared_dir / "mean.binaryproto", out)
-    # the CPU variants are built and validated on the new weights by default (issue 12)
+    assert set(paths) == {"weights", "onnx_fp32", "onnx_fp16"}
+    assert {p.name for p in out.iterdir()} == {"cnn3dmm.safetensors", "cnn3dmm.fp32.onnx", "cnn3dmm.fp16.onnx"}
+    # then the CPU variants are built and validated on the new weights, as `convert` does next (issue 12)
+    variants = validate_variants(resolve_model(out, allow_synthetic=False)).path
     assert {p.name for p in out.iterdir()} == {"cnn3dmm.safetensors", "cnn3dmm.fp32.onnx", "cnn3dmm.fp16.onnx",
                                                "cnn3dmm.int8.onnx", "cnn3dmm.variants.json"}
     model = resolve_model(out)
-    card = json.loads(paths["variants"].read_text())
+    card = json.loads(variants.read_text())
     assert card["weights_sha256"] == model.fingerprint and card["synthetic"] is False
     assert {(e["runner"], e["precision"]) for e in card["variants"] if e["status"] == "ok"} >= {
         ("onnxruntime", "fp32"), ("onnxruntime", "int8")}

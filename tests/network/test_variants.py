@@ -3,6 +3,7 @@ the variant card's freshness checks and the choice rules, the error measures aga
 reference. The full-size int8 graph is built in test_variants_built.py (slow)."""
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 
@@ -62,6 +63,41 @@ def test_cpu_flags_override_replaces_removes_and_adds(monkeypatch):
         assert cpu_features.cpu_flags() == real
 
 
+@pytest.mark.parametrize("value, bad, kept", [
+    ("garbage!!", ["'garbage!!'"], None),  # nothing left: the variable is ignored, the CPU's own flags count
+    ("avx2, avx512-vnni", ["'avx512-vnni'"], {"avx2"}),  # a hyphen typo: that token only is ignored
+    ("+avx512_vnni ++x - *", ["'++x'", "'-'", "'*'"], "+avx512_vnni"),
+])
+def test_cpu_flags_override_ignores_tokens_that_are_no_flag_names(monkeypatch, caplog, value, bad, kept):
+    """A token that is no flag name gives one warning (the variable, the token, the expected
+    form) and is ignored; it never becomes a flag of its own (which turned int8 off)."""
+    monkeypatch.setattr(cpu_features, "_warned", set())
+    monkeypatch.setenv(cpu_features.ENV_FLAGS, value)
+    real = cpu_features._proc_flags()
+    with caplog.at_level("WARNING", logger="engine"):
+        flags = cpu_features.cpu_flags()
+        cpu_features.cpu_flags()  # asked again (every choice asks): still one warning
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1, warnings
+    assert warnings[0].startswith("$ENGINE3DMM_CPU_FLAGS: ignoring ")
+    assert all(b in warnings[0] for b in bad) and "letters, digits, underscores" in warnings[0]
+    assert "prefixed by + (add) or - (remove)" in warnings[0]
+    assert not any(b.strip("'") in (flags or ()) for b in bad)
+    if kept is None:
+        assert flags == real and "the variable is ignored" in warnings[0]
+        if real is not None and cpu_features.missing("int8") is not None:
+            assert "ENGINE3DMM_CPU_FLAGS" not in cpu_features.missing("int8")  # it did not decide
+    elif isinstance(kept, set):
+        assert flags == kept
+    else:
+        assert flags == (real or frozenset()) | {"avx512_vnni"}
+    caplog.clear()
+    monkeypatch.setenv(cpu_features.ENV_FLAGS, "avx2 +AVX512_BF16")  # good tokens: no warning (lower-cased)
+    with caplog.at_level("WARNING", logger="engine"):
+        assert "avx512_bf16" in cpu_features.cpu_flags()
+    assert not caplog.records
+
+
 def test_max_error_must_be_a_positive_number():
     assert V.check_max_error(None) == V.DEFAULT_MAX_ERROR == 0.05 and V.check_max_error("0.2") == 0.2
     for bad in (0, -1, float("nan"), float("inf"), "x", True):
@@ -74,7 +110,7 @@ def test_compare_agrees_with_a_plain_reference():
     from engine._reference import decode_reference
     from engine.decode import Decoder
     from engine.morphable import load_model
-    from engine.network.validate import compare
+    from engine.validate import compare
 
     mm = load_model(None)
     rng = np.random.default_rng(0)
@@ -228,15 +264,24 @@ def test_an_explicit_precision_wins_over_the_budget_and_says_its_error(card_mode
 
 
 @pytest.mark.parametrize("spoil, why", [
-    ("stale", "is stale: its variants were built from other weights"),
+    ("stale", "is stale: its variants were built from other weights (the card's sha256 000000000000..., these "
+              "weights' {fingerprint}...)"),
     ("garbage card", "the variant card is unreadable"),
-    ("other version", "made by another version of the engine"),
+    ("other version", "made by another version of the engine (card version 99, this one reads 1)"),
+    ("other format", "not a variant card of this engine (expected format 'engine3dmm-network-variants', found "
+                     "format 'something-else')"),
+    ("card is a folder", "cnn3dmm.synthetic-seed0.variants.json is a folder, not a variant card file"),
     ("file missing", ".int8.onnx is missing (run `engine3dmm validate`"),
-    ("file changed", ".int8.onnx changed since it was validated"),
-    ("file corrupt", ".int8.onnx changed since it was validated"),
+    ("file is a folder", ".int8.onnx is a folder, not the variant's ONNX file"),
+    ("file changed", ".int8.onnx changed since it was validated (sha256 {found}... differs from the card's "
+                     "{recorded}...)"),
+    ("file corrupt", ".int8.onnx changed since it was validated (sha256 {found}... differs from the card's "
+                     "{recorded}...)"),
     ("cpu without vnni", "this CPU cannot run onnxruntime int8 as validated: int8 needs one of the CPU instructions"),
 ])
-def test_a_bad_variant_falls_back_to_float32_saying_why(card_model, monkeypatch, spoil, why):
+def test_a_bad_variant_falls_back_to_float32_saying_why(card_model, monkeypatch, caplog, spoil, why):
+    """Each reason names what was expected and what was found: both sha256 (12 hex digits),
+    what is where a file should be."""
     folder = card_model.model_dir
     doc = write_card(card_model, folder, int8_sd=0.03)
     card = folder / f"{card_model.tag}.variants.json"
@@ -248,20 +293,34 @@ def test_a_bad_variant_falls_back_to_float32_saying_why(card_model, monkeypatch,
         card.write_bytes(b"{\"format\": [[[" + b"\xff" * 10)
     elif spoil == "other version":
         card.write_text(json.dumps({**doc, "version": 99}))
+    elif spoil == "other format":
+        card.write_text(json.dumps({**doc, "format": "something-else"}))
+    elif spoil == "card is a folder":
+        card.unlink()
+        card.mkdir()
     elif spoil == "file missing":
         int8.unlink()
+    elif spoil == "file is a folder":
+        int8.unlink()
+        int8.mkdir()
     elif spoil == "file changed":
         fake_int8(int8, "1" * 64)
     elif spoil == "file corrupt":
         int8.write_bytes(int8.read_bytes()[:20])
     else:
         monkeypatch.setenv(cpu_features.ENV_FLAGS, NO_VNNI)
+    recorded = next(e for e in doc["variants"] if e["precision"] == "int8")["sha256"]
+    found = hashlib.sha256(int8.read_bytes()).hexdigest() if int8.is_file() else ""
+    why = why.format(fingerprint=card_model.fingerprint[:12], found=found[:12], recorded=recorded[:12])
     c = choose(card_model, precision="int8")
     assert (c.runner, c.precision) == ("onnxruntime", "fp32")
-    assert why in c.warning and c.warning.startswith("--precision int8: ")
-    # auto, with a budget int8 would meet: float32, and the problem is said once
-    c = choose(card_model)
+    assert why in c.warning and c.warning.startswith("--precision int8: "), c.warning
+    # auto, with a budget int8 would meet: float32, and the same reason in a warning
+    V._warned.clear()
+    with caplog.at_level("WARNING", logger="engine"):
+        c = choose(card_model)
     assert (c.runner, c.precision) == ("onnxruntime", "fp32")
+    assert why in caplog.text
 
 
 def test_the_cpu_check_is_not_needed_for_float32(card_model, monkeypatch):
@@ -305,3 +364,88 @@ def test_runner_and_precision_arguments_are_checked(model):
         create_runner("auto", model.model_dir, precision="int4")
     with pytest.raises(InputError, match="max_error"):
         create_runner("auto", model.model_dir, max_error=-1)
+
+
+def test_fp16_is_refused_on_the_cpu_runners(card_model, fp32_graph):
+    """fp16 is no CPU variant: ONNX Runtime's CPU provider computes a float16 graph in float32
+    (no faster) and no card validates it. Asked for on a CPU runner it is an error naming the
+    validated CPU variants, and nothing is written (the 87 MB float16 graph was)."""
+    from engine.runners import create_runner
+
+    for runner, explicit in (("onnxruntime", False), ("onnxruntime", True), ("torch-cpu", True)):
+        with pytest.raises(InputError, match=r"precision fp16: the CPU runners do not run float16") as e:
+            choose(card_model, runner, explicit=explicit, precision="fp16")
+        assert "--precision int8 (onnxruntime) or bf16 (torch-cpu)" in str(e.value)
+        assert "GPU runners' precision (tensorrt, torch-cuda; this machine has none)" in str(e.value)
+    c = choose(card_model, "torch-cuda", explicit=True, precision="fp16", available=["torch-cuda"] + ALL)
+    assert (c.runner, c.precision) == ("torch-cuda", "fp16")  # a GPU runner runs it as before
+    folder = card_model.model_dir
+    shutil.copy(fp32_graph, folder)
+    before = sorted(p.name for p in folder.iterdir())
+    for name in ("auto", "onnxruntime"):
+        if name == "auto":
+            from engine.runners import available_runners
+
+            if any(r not in V.CPU_RUNNERS for r in available_runners()):
+                continue  # a GPU machine: auto picks a GPU runner, where fp16 is its own default
+        with pytest.raises(InputError, match="use --precision int8"):
+            create_runner(name, folder, precision="fp16")
+    assert sorted(p.name for p in folder.iterdir()) == before  # no float16 graph written
+    from engine.runners.ort import OrtRunner
+
+    with pytest.raises(InputError, match=r"supports \['fp32', 'int8'\], found 'fp16' \(fp16 is a GPU precision"):
+        OrtRunner(card_model, precision="fp16")
+
+
+def test_an_explicit_variant_the_card_lacks_names_what_it_has(card_model, monkeypatch):
+    monkeypatch.setenv(cpu_features.ENV_FLAGS, "+avx512_vnni,+avx512_bf16")
+    doc = write_card(card_model, card_model.model_dir)
+    doc["variants"] = doc["variants"][:2]  # as `validate --variants int8` wrote it before it kept the others
+    (card_model.model_dir / f"{card_model.tag}.variants.json").write_text(json.dumps(doc))
+    c = choose(card_model, precision="bf16")
+    assert (c.runner, c.precision) == ("torch-cpu", "bf16")
+    assert (f"the card {card_model.model_dir / (card_model.tag + '.variants.json')} has no torch-cpu bf16 entry "
+            "(it has onnxruntime fp32, onnxruntime int8; `engine3dmm validate --variants bf16` measures it)") \
+        in c.warning
+
+
+@pytest.mark.parametrize("spoil", ["deleted", "corrupted", "cpu without vnni", "usable"])
+def test_info_shows_whether_each_variant_is_usable_with_the_runners_reason(card_model, monkeypatch, capsys, spoil):
+    """`info` says of each variant "usable" or "not usable here: " and the very reason a run
+    that asks for it gives when it falls back (one check: variants.unusable_reason)."""
+    from engine.cli import main
+
+    folder = card_model.model_dir
+    write_card(card_model, folder, int8_sd=0.03)
+    monkeypatch.setenv(cpu_features.ENV_FLAGS, "+avx512_vnni,+avx512_bf16")
+    monkeypatch.setenv("ENGINE3DMM_MODEL_DIR", str(folder))
+    int8 = folder / f"{card_model.tag}.int8.onnx"
+    if spoil == "deleted":
+        int8.unlink()
+    elif spoil == "corrupted":
+        data = bytearray(int8.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        int8.write_bytes(bytes(data))
+    elif spoil == "cpu without vnni":
+        monkeypatch.setenv(cpu_features.ENV_FLAGS, "-avx512_vnni,-avx_vnni,-amx_int8,+avx512_bf16")
+    c = choose(card_model, precision="int8")
+    capsys.readouterr()
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    names = ("onnxruntime fp32", "onnxruntime int8", "torch-cpu fp32", "torch-cpu bf16")
+    lines = {ln.split(":", 1)[0].strip(): ln for ln in out.splitlines() if ln.strip().startswith(
+        tuple(f"{n}:" for n in names))}
+    assert set(lines) == set(names), out
+    for name in ("onnxruntime fp32", "torch-cpu fp32", "torch-cpu bf16"):
+        assert lines[name].endswith("; usable"), lines[name]
+    assert main(["info", "--json"]) == 0
+    entry = next(e for e in json.loads(capsys.readouterr().out)["network"]["variants"]["entries"]
+                 if e["precision"] == "int8")
+    if spoil == "usable":
+        assert c.warning is None and lines["onnxruntime int8"].endswith("; usable")
+        assert entry["usable"] is True and entry["unusable_here"] is None
+        return
+    why = c.warning[len("--precision int8: "):-len("; running float32 (onnxruntime)")]
+    assert c.warning == f"--precision int8: {why}; running float32 (onnxruntime)"
+    assert lines["onnxruntime int8"].endswith(f"; not usable here: {why}"), (lines["onnxruntime int8"], why)
+    assert entry["usable"] is False and entry["unusable_here"] == why

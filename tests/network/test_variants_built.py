@@ -24,7 +24,7 @@ NO_VNNI = "-avx512_vnni,-avx_vnni,-amx_int8"
 def built(tmp_path_factory):
     """(folder, model, card, validation crops): the synthetic weights' variants, validated."""
     from engine.network.resolve import resolve_model
-    from engine.network.validate import validate_variants
+    from engine.validate import validate_variants
 
     folder = tmp_path_factory.mktemp("built")
     model = resolve_model(folder)
@@ -194,7 +194,7 @@ def test_user_photos_join_calibration_and_a_folder_without_a_face_builds_no_int8
     from skimage import data
 
     from engine.network.resolve import resolve_model
-    from engine.network.validate import validate_variants
+    from engine.validate import validate_variants
 
     model = resolve_model(tmp_path)
     mine = tmp_path / "mine"
@@ -217,3 +217,65 @@ def test_user_photos_join_calibration_and_a_folder_without_a_face_builds_no_int8
     assert "the int8 variant is not built; runs use float32" in caplog.text
     c = V.choose(model, "onnxruntime", explicit_runner=False, precision="int8", available=["onnxruntime"])
     assert c.precision == "fp32" and "int8 was not built: calibration folder" in c.warning
+
+
+def test_rebuilding_some_variants_keeps_the_others_while_they_hold(built, tmp_path, monkeypatch, caplog):
+    """`validate --variants int8` keeps bf16 and torch-cpu fp32 as validated (same weights, same
+    validation faces); a rebuild that cannot keep them (a changed int8 file; other validation
+    faces) drops them with one warning naming them and why, and the card says what it has."""
+    import dataclasses
+
+    from engine.validate import validate_variants
+
+    folder, model, card, _ = built
+    before = {(e["runner"], e["precision"]): e for e in json.loads(card.path.read_text())["variants"]}
+    if before.get(("torch-cpu", "bf16"), {}).get("status") != "ok":
+        pytest.skip("no torch-cpu bf16 variant here (PyTorch without oneDNN bf16)")
+    copy = tmp_path / "card"
+    shutil.copytree(folder, copy)
+    m = dataclasses.replace(model, model_dir=copy)
+    monkeypatch.setenv(cpu_features.ENV_FLAGS, "+avx512_vnni,+avx512_bf16")  # the choice below, whatever this CPU
+    val = faces.builtin_faces("validation", 5)  # the faces `built` validated on
+    small = dict(calibration=faces.builtin_faces("calibration", 4), validation=val)
+
+    with caplog.at_level("WARNING", logger="engine"):
+        again = validate_variants(m, precisions=("int8",), **small)
+    assert "not keeping" not in caplog.text
+    after = {(e["runner"], e["precision"]): e for e in again.entries()}
+    assert list(after) == [("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("torch-cpu", "fp32"),
+                           ("torch-cpu", "bf16")]
+    for key in (("torch-cpu", "fp32"), ("torch-cpu", "bf16")):
+        assert {k: after[key][k] for k in ("errors", "speed", "validation_faces")} == \
+               {k: before[key][k] for k in ("errors", "speed", "validation_faces")}
+    c = V.choose(m, "onnxruntime", explicit_runner=False, precision="bf16", available=["onnxruntime", "torch-cpu"])
+    assert (c.runner, c.precision, c.warning) == ("torch-cpu", "bf16", None)
+    assert c.variant["errors"] == before["torch-cpu", "bf16"]["errors"] and "(asked for): validated" in c.note
+
+    # bf16 rebuilt while the int8 file changed since it was validated: int8 is dropped, and said so
+    int8 = copy / after["onnxruntime", "int8"]["file"]
+    data = bytearray(int8.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    int8.write_bytes(bytes(data))
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="engine"):
+        again = validate_variants(m, precisions=("bf16",), **small)
+    assert [(e["runner"], e["precision"]) for e in again.entries()] == [
+        ("onnxruntime", "fp32"), ("torch-cpu", "fp32"), ("torch-cpu", "bf16")]
+    (warning,) = [r.getMessage() for r in caplog.records if "not keeping" in r.getMessage()]
+    assert warning.startswith(f"{again.path.name}: not keeping onnxruntime int8 from the previous validation: {int8} "
+                              "changed since it was validated (sha256 ")
+    assert warning.endswith("`engine3dmm validate --variants bf16 int8` measures it again")
+
+    # other validation faces: nothing measured on the old ones is kept
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="engine"):
+        again = validate_variants(m, precisions=("int8",), calibration=small["calibration"],
+                                  validation=faces.builtin_faces("validation", 3))
+    assert [(e["runner"], e["precision"]) for e in again.entries()] == [("onnxruntime", "fp32"),
+                                                                      ("onnxruntime", "int8")]
+    (warning,) = [r.getMessage() for r in caplog.records if "not keeping" in r.getMessage()]
+    assert warning.startswith(f"{again.path.name}: not keeping torch-cpu fp32, torch-cpu bf16 from the previous "
+                              "validation: they were validated on other faces (5 built-in real faces")
+    assert "this run: 3 built-in real faces" in warning and "--variants bf16 int8` measures them again" in warning
+    c = V.choose(m, "onnxruntime", explicit_runner=False, precision="bf16", available=["onnxruntime", "torch-cpu"])
+    assert "has no torch-cpu bf16 entry (it has onnxruntime fp32, onnxruntime int8" in c.warning

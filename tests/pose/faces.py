@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.morphable import MorphableModel
+from engine.morphable import synthetic_model
 from engine.pose import LandmarkModel, rotation_from_euler
 from engine.pose.angles import D
 from engine.pose.fit import _inner_weight, _release_yaw
@@ -16,7 +16,7 @@ WEAK_SCALE = 1000.0 / 700.0  # the same face size in pixels for the weak-perspec
 
 
 def landmark_model() -> LandmarkModel:
-    return LandmarkModel.from_model(MorphableModel.synthetic(0))
+    return LandmarkModel.from_model(synthetic_model(0))
 
 
 def face_points(lmm: LandmarkModel, b: int, alpha=None):

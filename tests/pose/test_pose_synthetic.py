@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from engine.errors import InputError
-from engine.morphable import MorphableModel
+from engine.morphable import synthetic_model
 from engine.pose import LandmarkModel, Pose, fit_poses, release_camera
 from engine.pose.angles import D
 from tests.pose.faces import CAMERA, angle_grid, face_points, landmark_model, pose_landmarks
@@ -138,7 +138,7 @@ def test_opencv_solvepnp_agrees(lmm):
 
 def test_pose_projection_matrix_and_posed_vertices_agree(lmm):
     uv, inner, outer = pose_landmarks(lmm, [25.0], [-10.0], [12.0], noise=0.5, seed=7)
-    m = MorphableModel.synthetic(0)
+    m = synthetic_model(0)
     verts = m.shape_mean.reshape(-1, 3).astype(np.float64)
     for camera, in_ in (("perspective", uv), ("weak_perspective", pose_landmarks(lmm, [25.0], [-10.0], [12.0],
                                                                                   weak=True)[0])):
@@ -181,6 +181,6 @@ def test_bad_landmarks_fail_their_face_only(lmm):
 
 
 def test_a_model_without_landmark_vertices_says_so():
-    m = MorphableModel.synthetic(0).replace(landmarks=None, landmarks_outer=None)
+    m = synthetic_model(0).replace(landmarks=None, landmarks_outer=None)
     with pytest.raises(InputError, match="has no 68 landmark vertices.*--topology mod_struct_expr.mat"):
         LandmarkModel.from_model(m)

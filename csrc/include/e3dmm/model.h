@@ -2,7 +2,7 @@
 /// @brief Loading a decode-ready morphable model from the `.e3dmm` cache file.
 ///
 /// The cache format is specified in docs/model_cache_format.md; the Python side
-/// (`engine.morphable.MorphableModel.save_cache`) writes it. The C++ reader maps the
+/// (`engine.morphable.write_cache`) writes it. The C++ reader maps the
 /// file read-only and hands out pointers into the mapping: nothing is parsed or copied.
 #pragma once
 

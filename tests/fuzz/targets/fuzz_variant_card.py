@@ -1,6 +1,7 @@
 """Fuzz target: the CPU variants' card (engine.network.variants.load_card) and every reader of
 it: the choice (auto and explicit, within any budget), the per-variant summary `info` and
-`validate` print, and the file checks it names (sha256, ONNX metadata).
+`validate` print (with each variant's usability here), the file checks it names (sha256, ONNX
+metadata), and what `validate` keeps of it when it rebuilds some variants (engine.validate).
 
 A card is a file in the model folder a user can edit, copy or damage. Whatever it holds, the
 answer is a card or a reason to run float32 (`load_card` returns None and why), never an
@@ -70,6 +71,16 @@ def one_input(data: bytes) -> None:
             assert c.precision in ("fp32", "int8", "bf16") and c.runner in RUNNERS, c
             json.dumps(c.variant)  # what provenance records must be JSON
     if card is not None:
-        V.summary_lines(card)
+        V.summary_lines(card, available=RUNNERS)
         for e in card.entries():
             V.unusable_reason(card, e, RUNNERS)
+    # `validate` reads the previous card to keep what it does not rebuild: whatever the card holds,
+    # a list of entries to keep (each a variant validate builds, once), never an exception
+    from engine.validate import ORDER, _keep_previous
+
+    now = {"validation_sha256": "0" * 64, "validation_what": "faces", "morphable_sha256": "0" * 64,
+           "morphable_model": "m", "cpu": "AMD EPYC", "threads": 2, "versions": {"onnxruntime": "1", "torch": None}}
+    kept, calibration = _keep_previous(model, [{"runner": "onnxruntime", "precision": "fp32"}], now, lambda m: None)
+    pairs = [(e["runner"], e["precision"]) for e in kept]
+    assert len(set(pairs)) == len(pairs) and all(p in ORDER[1:] for p in pairs), pairs
+    json.dumps(kept)

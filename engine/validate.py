@@ -1,6 +1,11 @@
 """Build the CPU variants of a network and validate them: the numbers `auto` chooses by.
 
-`validate_variants(model)` (CLI: `convert`, and `engine3dmm validate` to redo it later):
+A room of its own, above the runners: it runs them (engine.runners), decodes meshes with a
+morphable model (engine.morphable, engine.decode) and writes the network's variant card
+(engine.network.variants), so it can live in none of those rooms without an upward import.
+The CLI calls it after `convert` (unless `--no-variants`) and for `engine3dmm validate`.
+
+`validate_variants(model)`:
 
 1. faces: calibration and validation sets of real face crops, disjoint (engine.network.faces:
    the built-in split, plus a user's folder, its faces alternating between the two);
@@ -13,12 +18,17 @@
    levels), and the descriptor's cosine error;
 4. each variant is timed here at batch 1 and 8, in alternating rounds (a shared machine's
    load then hits all alike);
-5. the card (engine.network.variants) is written next to the ONNX graphs.
+5. the card (engine.network.variants) is written next to the ONNX graphs. Variants this run
+   did not rebuild (`precisions`) keep their results from the previous card when these still
+   hold (`_keep_previous`): the same weights, validation faces (their sha256), morphable
+   model, CPU, thread count and library version, and, for int8, its file unchanged. Otherwise
+   one warning names what is dropped and why.
 
 Synthetic weights go through the same steps; the card says `synthetic: true`.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import time
@@ -29,11 +39,14 @@ import numpy as np
 from engine.errors import EngineError, UnavailableError
 from engine.network import variants as V
 
-log = logging.getLogger("engine.network")
+log = logging.getLogger("engine.validate")
 
 # Timing: rounds over the variants, calls per round (after one warm-up call each).
 SPEED_ROUNDS = 2
 SPEED_CALLS = {1: 3, 8: 1}
+# The card's order of variants; kept ones are merged back into it.
+ORDER = (("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("torch-cpu", "fp32"), ("torch-cpu", "bf16"))
+LIBRARY_OF = {"onnxruntime": "onnxruntime", "torch-cpu": "torch"}  # whose version a runner's numbers depend on
 RELEVANT_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
 
 
@@ -75,7 +88,8 @@ def _faces(calibration, validation, calibration_dir, detector, say):
         except UnavailableError as e:  # no dlib: the folder cannot be read as a run reads it
             found, summary = None, str(e)
         if found is None or len(found.crops) == 0:
-            no_user = f"calibration folder {calibration_dir}: no usable face ({summary})"
+            said = found.summary(folder=False) if found is not None else summary  # the folder is named once
+            no_user = f"calibration folder {calibration_dir}: no usable face ({said})"
         else:
             say(f"calibration folder: {summary}")
             ucal, uval = found.split()
@@ -147,6 +161,81 @@ def _speeds(runners, crops: np.ndarray) -> dict[int, dict[int, float]]:
     return {i: {b: float(np.median(v)) for b, v in d.items()} for i, d in times.items()}
 
 
+def faces_sha256(crops: np.ndarray) -> str:
+    """sha256 of face crops float32 [N, 3, 224, 224] (C order): what identifies a validation set."""
+    return hashlib.sha256(np.ascontiguousarray(crops, np.float32).tobytes()).hexdigest()
+
+
+def morphable_sha256(mm) -> str:
+    """sha256 of what the compared meshes are decoded from (means and bases, shape and colour)."""
+    h = hashlib.sha256()
+    for name in ("shape_mean", "shape_basis", "tex_mean", "tex_basis"):
+        h.update(np.ascontiguousarray(getattr(mm, name), np.float32).tobytes())
+    return h.hexdigest()
+
+
+def _variant_option(entry: dict) -> str:
+    """The `--variants` value that rebuilds `entry` (torch-cpu fp32 is measured with bf16)."""
+    return "int8" if entry.get("precision") == "int8" else "bf16"
+
+
+def _keep_previous(model, rebuilt: list[dict], now: dict, say) -> tuple[list[dict], dict | None]:
+    """(entries of the previous card that this run did not rebuild and that still hold, the
+    previous card's "calibration" when its int8 entry is kept, else None). They hold when the
+    card is fresh (same weights: engine.network.variants.load_card) and was measured on the
+    same validation faces, morphable model, CPU and thread count as `now`, with the same
+    version of the entry's runner library, and an int8 entry's file is unchanged. What is
+    kept is said (progress); what cannot be kept is one warning naming it and why."""
+    old, _ = V.load_card(model)
+    if old is None:  # none, or stale/unreadable: nothing of it is valid for these weights
+        return [], None
+    done = {(e["runner"], e["precision"]) for e in rebuilt}
+    candidates = []  # what validate builds and this run did not, once each (a hand-edited card may repeat one)
+    for e in old.entries():
+        pair = (e.get("runner"), e.get("precision"))
+        if pair in ORDER and pair not in done:
+            done.add(pair)
+            candidates.append(e)
+    if not candidates:
+        return [], None
+    d = old.data
+    val = d.get("validation") or {}  # dicts, or absent: engine.network.variants.schema_problem
+    machine = d.get("machine") or {}
+    versions = d.get("versions") if isinstance(d.get("versions"), dict) else {}  # not checked by the schema
+    reasons = []
+    if val.get("sha256") is None:
+        reasons.append("the previous card does not identify the faces they were validated on")
+    elif val.get("sha256") != now["validation_sha256"]:
+        reasons.append(f"they were validated on other faces ({val.get('what')}; this run: {now['validation_what']})")
+    if d.get("morphable_model_sha256") != now["morphable_sha256"]:
+        reasons.append(f"their meshes were decoded with another morphable model ({d.get('morphable_model')}; this "
+                       f"run: {now['morphable_model']})")
+    if machine.get("cpu") != now["cpu"] or machine.get("threads") != now["threads"]:
+        reasons.append(f"they were timed on {machine.get('cpu')} with {machine.get('threads')} threads (this run: "
+                       f"{now['cpu']}, {now['threads']} threads)")
+    kept, dropped = [], []
+    for e in candidates:
+        lib = LIBRARY_OF.get(e.get("runner"))
+        was, is_ = versions.get(lib), now["versions"].get(lib)
+        why = "; ".join(reasons) or (
+            f"measured with {lib} {was}, this is {is_}" if was != is_ else
+            V.file_problem(old, e) if e.get("status") == "ok" else None)
+        (dropped if why else kept).append((e, why))
+    if dropped:
+        again = sorted({_variant_option(e) for e, _ in dropped} | {_variant_option(e) for e in rebuilt
+                                                                   if e["precision"] != "fp32"})
+        log.warning("%s: not keeping %s from the previous validation: %s; `engine3dmm validate --variants %s` "
+                    "measures %s again", old.path.name, ", ".join(V.label(e) for e, _ in dropped),
+                    "; ".join(dict.fromkeys(w for _, w in dropped)), " ".join(again),
+                    "it" if len(dropped) == 1 else "them")
+    if kept:
+        say(f"keeping {', '.join(V.label(e) for e, _ in kept)} from the previous validation (measured "
+            f"{kept[0][0].get('measured', d.get('built', '?'))} on the same weights, faces, morphable model and CPU)")
+    int8_kept = any(e.get("precision") == "int8" for e, _ in kept)
+    return [{**e, "measured": e.get("measured", d.get("built"))} for e, _ in kept], (
+        d.get("calibration") if int8_kept else None)
+
+
 def validate_variants(model, *, calibration_dir=None, precisions=V.VARIANT_PRECISIONS, calibration=None,
                       validation=None, morphable=None, threads: int | None = None, detector=None,
                       progress=None) -> V.Card:
@@ -160,8 +249,10 @@ def validate_variants(model, *, calibration_dir=None, precisions=V.VARIANT_PRECI
         replacing the built-in sets (tests use small ones). morphable: the morphable model (a
         MorphableModel, a file, or None: the model card's converted Basel Face Model when present,
         else the synthetic one) that decodes the meshes compared. progress(message): told before
-        each long step. Errors: InputError (a calibration_dir that is no folder), EngineError from
-        the float32 graph's export; a variant that fails is recorded as such in the card."""
+        each long step. precisions: the variants to build ("int8", "bf16"); the others keep their
+        results from the previous card where these still hold (module docstring, step 5), or are
+        dropped with a warning. Errors: InputError (a calibration_dir that is no folder), EngineError
+        from the float32 graph's export; a variant that fails is recorded as such in the card."""
     from engine.morphable import MorphableModel, load_model
     from engine.network import cpu_features, quantize
     from engine.network.convert import file_sha256
@@ -192,7 +283,7 @@ def validate_variants(model, *, calibration_dir=None, precisions=V.VARIANT_PRECI
         mm = morphable
     else:
         if morphable is None:
-            from engine.cli.common import MORPHABLE_CACHE_FILE  # the card's converted Basel Face Model
+            from engine.network.resolve import MORPHABLE_CACHE_FILE  # the card's converted Basel Face Model
 
             card_bfm = Path(model.model_dir) / MORPHABLE_CACHE_FILE
             morphable = card_bfm if card_bfm.is_file() else None
@@ -226,18 +317,29 @@ def validate_variants(model, *, calibration_dir=None, precisions=V.VARIANT_PRECI
         for _, runner in live:
             runner.close()
     flags = cpu_features.cpu_flags() or frozenset()
+    built = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    for entry in entries:
+        entry["measured"] = built
+    now = {"validation_sha256": faces_sha256(val), "validation_what": val_what,
+           "morphable_sha256": morphable_sha256(mm),
+           "morphable_model": str(mm.metadata.get("name")) + (" (SYNTHETIC)" if mm.synthetic else ""),
+           "cpu": cpu_features.cpu_name(), "threads": threads or os.cpu_count(), "versions": _versions()}
+    kept, kept_calibration = _keep_previous(model, entries, now, say)
+    entries = sorted(entries + kept, key=lambda e: ORDER.index((e["runner"], e["precision"])))
     data = {
         "weights": model.describe(), "synthetic": bool(model.synthetic),
-        "built": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "built": built,
         "build_seconds": round(time.perf_counter() - t_start, 1),
-        "machine": {"cpu": cpu_features.cpu_name(), "flags": [f for f in RELEVANT_FLAGS if f in flags],
-                    "threads": threads or os.cpu_count(), "load_1m": round(os.getloadavg()[0], 2)},
-        "versions": _versions(),
-        "calibration": {"faces": len(cal), "what": cal_what},
-        "validation": {"faces": len(val), "what": val_what, "disjoint_from_calibration": True},
+        "machine": {"cpu": now["cpu"], "flags": [f for f in RELEVANT_FLAGS if f in flags],
+                    "threads": now["threads"], "load_1m": round(os.getloadavg()[0], 2)},
+        "versions": now["versions"],
+        "calibration": kept_calibration or {"faces": len(cal), "what": cal_what},
+        "validation": {"faces": len(val), "what": val_what, "disjoint_from_calibration": True,
+                       "sha256": now["validation_sha256"]},
         "reference": "onnxruntime fp32",
         "coeff_spread_sd": float(np.std(ref)) if ref is not None else None,
-        "morphable_model": str(mm.metadata.get("name")) + (" (SYNTHETIC)" if mm.synthetic else ""),
+        "morphable_model": now["morphable_model"],
+        "morphable_model_sha256": now["morphable_sha256"],
         "variants": entries,
     }
     path = V.write_card(model, data)

@@ -1,0 +1,236 @@
+"""`embed`: `Reconstructor.embed` as a Ray Data job, across the cores or GPUs of a Ray cluster.
+
+The input files become a Ray Dataset (`ray.data.from_items`, one row per file); `map_batches`
+runs them through a pool of actors (`_EmbedActor`), each holding one long-lived Reconstructor:
+one actor per GPU (`num_gpus=1`) when the cluster has GPUs, else CPU actors with `threads`
+network threads each (`num_cpus=threads`). Each batch of files comes back as one block of
+rows: one per face (its coefficients, box and score) and one per failed input or frame (its
+error), never dropped. The driver turns the rows back into `FaceResult`s, in input order, so
+a caller consumes them exactly as it consumes `Reconstructor.embed`: `engine3dmm embed --ray`
+writes them with the same chunks, progress record and merged files as the single-process
+command (engine.cli.embed), so a rerun, with or without Ray, skips what is done.
+
+Where files must be: every node reads the input files and the model card at the same paths as
+the driver (a shared file system, or the same image on every node). The model card is
+`network_dir` when given, else `$ENGINE3DMM_MODEL_DIR`, else the default folder
+(engine.network.resolve.default_model_dir), resolved on each node: set the variable, or pass
+`network_dir`, to a path that every node can read. A node without the card would run the
+SYNTHETIC network; the driver refuses rows whose network differs from the first ones
+(engine.cli.embed.Store.check_identity), so such a mix never lands in one table.
+
+Ray is imported inside functions only: `import engine` stays light, and Ray is an optional
+extra (`pip install -e ".[distributed]"`: Ray Data, with pandas and pyarrow).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterator
+
+import numpy as np
+
+from engine.errors import BackendError, UnavailableError
+
+# The columns of a result row (the map_batches output); one row per face, failed input or frame.
+ROW_COLUMNS = ("source", "face_index", "frame", "has_box", "x0", "y0", "x1", "y1", "score", "box_kind",
+               "coeffs", "error", "provenance")
+NO_FRAME = -1  # `frame` of a still image (Arrow columns have one type: None is kept as this)
+COEFFS = 198
+
+
+def require_ray():
+    """The ray module, with Ray Data importable (it needs pandas and pyarrow too); else UnavailableError."""
+    try:
+        import ray
+        import ray.data
+    except ImportError:
+        raise UnavailableError("--ray needs Ray Data (ray with pandas and pyarrow): pip install 'ray[data]' (the 'distributed' extra)") from None
+    return ray
+
+
+class _EmbedActor:
+    """One Reconstructor kept for the actor's life; called with batches of input paths."""
+
+    def __init__(self, reconstructor: dict, precision=None, max_error=None, cropped=False,
+                 frame_step=1, max_frames=None):
+        from engine.pipeline import Reconstructor
+
+        kwargs = dict(reconstructor)
+        if precision not in (None, "auto") or max_error is not None:
+            # the variant is chosen where it runs: the actor's own runner (engine.runners)
+            from engine.runners import create_runner
+
+            kwargs["runner"] = create_runner(kwargs.get("runner", "auto"), kwargs.get("network_dir"),
+                                             threads=kwargs.get("threads"), precision=precision,
+                                             max_error=max_error)
+        self.rec = Reconstructor(**kwargs)
+        self.options = {"cropped": cropped, "frame_step": frame_step, "max_frames": max_frames}
+
+    def __call__(self, batch: dict) -> dict:
+        paths = [str(p) for p in batch["path"]]
+        rows = []
+        try:
+            for r in self.rec.embed(paths, **self.options):
+                rows.append(_row(r))
+        except Exception as e:  # noqa: BLE001 - the whole batch failed: each input gets the error, none dropped
+            done = {row["source"] for row in rows}
+            rows += [_error_row(p, f"{type(e).__name__}: {e}", self.rec.provenance) for p in paths if p not in done]
+        return _columns(rows)
+
+
+def _row(r) -> dict:
+    box = r.box
+    return {"source": str(r.source), "face_index": int(r.face_index),
+            "frame": NO_FRAME if r.frame is None else int(r.frame),
+            "has_box": box is not None,
+            **{k: float(getattr(box, k)) if box is not None else 0.0 for k in ("x0", "y0", "x1", "y1", "score")},
+            "box_kind": box.kind if box is not None else "",
+            "coeffs": (np.zeros(COEFFS, np.float32) if r.coeffs is None
+                       else np.asarray(r.coeffs, np.float32).reshape(COEFFS)),
+            "error": "" if r.error is None else str(r.error),
+            "provenance": json.dumps(r.provenance or {}, default=str)}
+
+
+def _error_row(source: str, error: str, provenance: dict) -> dict:
+    return {"source": source, "face_index": -1, "frame": NO_FRAME, "has_box": False, "x0": 0.0, "y0": 0.0,
+            "x1": 0.0, "y1": 0.0, "score": 0.0, "box_kind": "", "coeffs": np.zeros(COEFFS, np.float32),
+            "error": error or "failed", "provenance": json.dumps(provenance or {}, default=str)}
+
+
+def _columns(rows: list[dict]) -> dict:
+    """Rows as the numpy columns of one output block (coeffs: float32 [n, 198])."""
+    cols = {c: [r[c] for r in rows] for c in ROW_COLUMNS}
+    out = {c: np.array(cols[c], dtype=object if c in ("source", "box_kind", "error", "provenance") else None)
+           for c in ROW_COLUMNS if c != "coeffs"}
+    out["face_index"] = out["face_index"].astype(np.int64).reshape(-1)
+    out["frame"] = out["frame"].astype(np.int64).reshape(-1)
+    out["has_box"] = out["has_box"].astype(bool).reshape(-1)
+    for c in ("x0", "y0", "x1", "y1", "score"):
+        out[c] = out[c].astype(np.float64).reshape(-1)
+    for c in ("source", "box_kind", "error", "provenance"):
+        out[c] = np.array([str(v) for v in cols[c]], dtype=str) if rows else np.zeros(0, dtype=str)
+    out["coeffs"] = np.stack(cols["coeffs"]).astype(np.float32) if rows else np.zeros((0, COEFFS), np.float32)
+    return out
+
+
+def _results(block: dict, given: dict[str, str]) -> Iterator:
+    """One output block back as FaceResults (the driver's side of _columns); `given` maps the
+    absolute path an actor read back to the path as the caller gave it."""
+    from engine.detect import FaceBox
+    from engine.pipeline import FaceResult
+
+    provenance_cache: dict[str, dict] = {}
+    for i in range(len(block["source"])):
+        text = str(block["provenance"][i])
+        prov = provenance_cache.setdefault(text, json.loads(text))
+        error = str(block["error"][i]) or None
+        box = None
+        if bool(block["has_box"][i]):
+            box = FaceBox(*(float(block[k][i]) for k in ("x0", "y0", "x1", "y1", "score")),
+                          kind=str(block["box_kind"][i]))
+        frame = int(block["frame"][i])
+        source = str(block["source"][i])
+        if error and source in given and error.startswith(source):  # the message names the file as given
+            error = given[source] + error[len(source):]
+        yield FaceResult(given.get(source, source), int(block["face_index"][i]), None if frame == NO_FRAME else frame,
+                         box=box, coeffs=None if error else np.array(block["coeffs"][i], np.float32),
+                         error=error, provenance=dict(prov))
+
+
+def _connect(ray, address: str | None, num_cpus: int | None) -> bool:
+    """Join `address` ("auto", "ray://host:10001", "host:6379"), or start a local Ray when it is
+    None (no dashboard); reuse one already initialised in this process. Returns whether this
+    call started it (and so must shut it down)."""
+    if ray.is_initialized():
+        return False
+    if address in (None, "local"):
+        ray.init(num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False, configure_logging=False)
+    else:
+        try:
+            ray.init(address=address, configure_logging=False)
+        except ConnectionError as e:
+            raise BackendError(f"--ray {address}: cannot join the Ray cluster ({e})") from None
+    return True
+
+
+def _pool(ray, actors: int | None, threads: int | None, gpus: bool | None) -> tuple[dict, int]:
+    """The actors' resources and their number: one per GPU when the cluster has GPUs (unless
+    gpus=False), else CPU actors of `threads` cores each, as many as the cluster's CPUs hold."""
+    total = ray.cluster_resources()
+    n_gpus = int(total.get("GPU", 0))
+    if gpus is None:
+        gpus = n_gpus > 0
+    if gpus:
+        if n_gpus < 1:
+            raise BackendError("distributed embed: gpus=True, but the Ray cluster has no GPU")
+        return {"num_gpus": 1}, actors or n_gpus
+    per = threads or 1
+    return {"num_cpus": per}, actors or max(1, int(total.get("CPU", 1)) // per)
+
+
+def embed(inputs, *, address: str | None = None, network_dir=None, runner: str = "auto", precision=None,
+          max_error=None, batch_size: int = 8, workers: int = 2, threads: int | None = None,
+          detector="auto", det_threshold=None, det_upsample: int = 1, det_max_side: int | None = 2048,
+          cropped: bool = False, frame_step: int = 1, max_frames: int | None = None,
+          actors: int | None = None, gpus: bool | None = None, num_cpus: int | None = None) -> Iterator:
+    """Embed `inputs` (file paths: images and videos, already expanded) on a Ray cluster.
+
+    Yields engine.pipeline.FaceResult, as `Reconstructor.embed` does: the results of one input
+    together, inputs in the given order; a failed input or frame is a result with `error` (and
+    `coeffs` None), never dropped. `coeffs` is float32 [198]; `box` a FaceBox (None with
+    `cropped`) without landmarks; `provenance` the actor's network and runner.
+
+    address: None starts a local Ray (`num_cpus`, default all cores; no dashboard) and shuts it
+        down when the generator ends; "auto" or "ray://host:10001" joins a cluster. A Ray this
+        process has already initialised is used as it is, and left running.
+    actors: the pool's size (default: one per GPU, else the cluster's CPUs // threads).
+    threads: network threads per CPU actor (default 1: an actor per core); gpus: None decides
+        by the cluster (GPUs present: `num_gpus=1` actors), False forces CPU actors.
+    The other options are Reconstructor's and `Reconstructor.embed`'s (runner, network_dir,
+    precision and max_error as engine.runners.create_runner takes them). Every node must read
+    `inputs` and the model card (`network_dir`, or $ENGINE3DMM_MODEL_DIR) at the same paths.
+
+    Errors: UnavailableError without Ray; BackendError when a cluster cannot be joined, or an
+    actor dies beyond Ray's retries (the results before it have been yielded).
+    """
+    # Actors get absolute paths (a worker's working folder is not the driver's); results come
+    # back under the names the caller gave, as Reconstructor.embed names them.
+    given = {os.path.abspath(os.fspath(p)): os.fspath(p) for p in inputs}
+    paths = list(given)
+    if not paths:
+        return
+    ray = require_ray()
+    started = _connect(ray, address, num_cpus)
+    from ray.data import DataContext
+
+    ctx = DataContext.get_current()  # this process's; put back at the end for the caller's other jobs
+    saved = (ctx.execution_options.preserve_order, ctx.enable_progress_bars)
+    try:
+        ctx.execution_options.preserve_order = True  # the same order, so the same files, as one process
+        ctx.enable_progress_bars = False  # the caller shows its own
+        resources, n = _pool(ray, actors, threads, gpus)
+        per_batch = max(1, min(batch_size, math.ceil(len(paths) / n)))
+        rec_kwargs = dict(runner=runner, network_dir=None if network_dir is None else os.fspath(network_dir),
+                          batch_size=batch_size, detector=detector, workers=workers,
+                          threads=None if "num_gpus" in resources else (threads or 1),
+                          det_threshold=det_threshold, det_upsample=det_upsample, det_max_side=det_max_side)
+        ds = ray.data.from_items([{"path": p} for p in paths], override_num_blocks=math.ceil(len(paths) / per_batch))
+        ds = ds.map_batches(_EmbedActor, batch_size=per_batch, batch_format="numpy",
+                            compute=ray.data.ActorPoolStrategy(size=n),
+                            fn_constructor_kwargs=dict(reconstructor=rec_kwargs, precision=precision,
+                                                       max_error=max_error, cropped=cropped,
+                                                       frame_step=frame_step, max_frames=max_frames),
+                            **resources)
+        try:
+            for block in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1):
+                yield from _results(block, given)
+        except ray.exceptions.RayError as e:
+            raise BackendError(f"distributed embed: the Ray job failed: {e}") from None
+    finally:
+        ctx.execution_options.preserve_order, ctx.enable_progress_bars = saved
+        if started:
+            ray.shutdown()
+
+
+__all__ = ["embed"]

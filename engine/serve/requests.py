@@ -1,0 +1,275 @@
+"""What one HTTP request of the face service asks for, and running a batch of them (no Ray here).
+
+The Ray Serve deployment (engine.serve.deployment) only moves bytes: it reads the body, hands
+`parse_request` the query fields, decodes the image on a thread (`decode_body`) and queues the
+request; `run_batch` then runs every queued request through ONE `Reconstructor` as one network
+batch and turns each request's faces into its answer. Keeping this part free of Ray lets it be
+read and tested on its own, and keeps one place for the answer's schema.
+
+HTTP status of an answer (every request gets exactly one):
+    200  the faces (a face whose coefficients came out non-finite has its own "error")
+    400  a bad query field, or a body that is not a decodable image (not an image, truncated,
+         over the pixel limit: a decompression bomb), with the engine's message
+    413  a body over the size limit (the deployment checks it before reading on)
+    422  a decodable image the engine found no usable face in (no face, a bad box), or a face
+         index /v1/mesh does not have
+    503  the engine cannot run here (e.g. no face detector installed); 500 for anything else
+"""
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from engine.errors import EngineError, InputError
+
+log = logging.getLogger("engine.serve")
+
+TRUE_WORDS, FALSE_WORDS = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
+PARTS = ("all", "alpha", "beta")  # engine.descriptors.PARTS
+MAX_BOXES = 256  # faces one request may name: beyond it a request is a batch job (`embed`), not a call
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """How the service runs; picklable (it travels to every replica).
+
+    runner, network_dir, threads, workers: the replica's Reconstructor (see engine.Reconstructor).
+    replicas: Ray Serve replicas, each with its own Reconstructor, `replica_cpus` CPUs reserved.
+    max_batch_size: requests run as one network batch at most (also the Reconstructor's batch size).
+    batch_wait_ms: how long the first queued request waits for others to join its batch.
+    max_body_mb: the largest request body (MiB); larger gets 413.
+    max_pixels: the largest decoded image (width x height); None: Pillow's limit (about 89 million).
+    """
+
+    runner: str = "auto"
+    network_dir: str | None = None
+    replicas: int = 1
+    replica_cpus: float = 1.0
+    max_batch_size: int = 8
+    batch_wait_ms: float = 10.0
+    max_body_mb: float = 20.0
+    max_pixels: int | None = None
+    threads: int | None = None
+    workers: int = 2
+
+    def __post_init__(self):
+        def check(name, ok, expected):
+            if not ok:
+                raise InputError(f"serve: {name}: expected {expected}, found {getattr(self, name)!r}")
+
+        check("replicas", _is_int(self.replicas) and 1 <= self.replicas <= 1024, "an integer in 1..1024")
+        check("max_batch_size", _is_int(self.max_batch_size) and 1 <= self.max_batch_size <= 1024,
+              "an integer in 1..1024")
+        check("batch_wait_ms", _is_num(self.batch_wait_ms) and 0 <= self.batch_wait_ms <= 10_000,
+              "milliseconds in 0..10000")
+        check("max_body_mb", _is_num(self.max_body_mb) and 0 < self.max_body_mb <= 4096, "MiB in (0, 4096]")
+        check("max_pixels", self.max_pixels is None or (_is_int(self.max_pixels) and self.max_pixels > 0),
+              "a positive integer or None")
+        check("replica_cpus", _is_num(self.replica_cpus) and self.replica_cpus >= 0, "a number >= 0")
+
+    @property
+    def max_body_bytes(self) -> int:
+        return int(self.max_body_mb * (1 << 20))
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+def _is_num(v) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) and np.isfinite(v)
+
+
+class RequestError(Exception):
+    """An answer other than 200, decided before or after the network: status + the engine's message."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class FaceRequest:
+    """One request: the decoded image (RGB uint8 [H, W, 3]) and what to compute for it."""
+
+    boxes: list | None = None  # FaceBoxes the caller gave (None: detect)
+    cropped: bool = False
+    pose: str | None = None  # None, "perspective" or "weak_perspective"
+    mesh: bool = False  # /v1/faces: add each face's binary PLY (base64); /v1/mesh: the PLY is the answer
+    mesh_face: int | None = None  # /v1/mesh: which face
+    part: str = "all"
+    image: np.ndarray | None = field(default=None, repr=False)
+    timings: dict = field(default_factory=dict)
+
+    @property
+    def group(self) -> tuple:
+        """Requests of one group run in one Reconstructor call (its options are per call)."""
+        return (self.cropped, self.pose, self.mesh)
+
+
+def _flag(params, name: str) -> bool:
+    v = params.get(name)
+    if v is None:
+        return False
+    s = str(v).strip().lower()
+    if s in TRUE_WORDS:
+        return True
+    if s in FALSE_WORDS:
+        return False
+    raise RequestError(400, f"query field {name}: expected true or false (1/0, yes/no), found {v!r}")
+
+
+def parse_request(params, *, mesh_endpoint: bool = False) -> FaceRequest:
+    """A FaceRequest from the query fields (a mapping of str -> str): boxes (JSON: a list of
+    [x0, y0, x1, y1(, score)] or {"landmarks": [[x, y] x 68], "box": ..., "score": ...}), cropped,
+    pose (true/false, or perspective / weak_perspective), mesh, part (all/alpha/beta), and on
+    /v1/mesh face (an index, default 0). RequestError(400) names the field and what was wrong."""
+    from engine.pipeline.inputs import as_face_box
+
+    known = {"boxes", "cropped", "pose", "mesh", "part"} | ({"face"} if mesh_endpoint else set())
+    unknown = sorted(set(params) - known)
+    if unknown:
+        raise RequestError(400, f"query field {unknown[0]}: not a field of this endpoint "
+                                f"(expected {', '.join(sorted(known))})")
+    req = FaceRequest(cropped=_flag(params, "cropped"), mesh=mesh_endpoint or _flag(params, "mesh"))
+    pose = params.get("pose")
+    if pose is not None and str(pose).strip().lower() in ("perspective", "weak_perspective", "weak-perspective"):
+        req.pose = str(pose).strip().lower().replace("-", "_")
+    elif _flag(params, "pose"):
+        req.pose = "perspective"
+    req.part = params.get("part", "all")
+    if req.part not in PARTS:
+        raise RequestError(400, f"query field part: expected one of {', '.join(PARTS)}, found {req.part!r}")
+    if mesh_endpoint:
+        text = params.get("face", "0")
+        if not str(text).isdigit() or int(text) > MAX_BOXES:
+            raise RequestError(400, f"query field face: expected a face index 0..{MAX_BOXES}, found {text!r}")
+        req.mesh_face = int(text)
+    if params.get("boxes") is not None:
+        if req.cropped:
+            raise RequestError(400, "query fields boxes and cropped: give one (cropped means the body is a face "
+                                    "crop already)")
+        try:
+            boxes = json.loads(params["boxes"])
+        except ValueError as e:
+            raise RequestError(400, f"query field boxes: expected JSON, found {params['boxes'][:80]!r} ({e})") from None
+        if not isinstance(boxes, list) or not 1 <= len(boxes) <= MAX_BOXES:
+            raise RequestError(400, f"query field boxes: expected a JSON list of 1..{MAX_BOXES} boxes, found "
+                                    f"{type(boxes).__name__}" + (f" of {len(boxes)}" if isinstance(boxes, list) else ""))
+        try:
+            req.boxes = [as_face_box(b, f"query field boxes[{i}]") for i, b in enumerate(boxes)]
+        except InputError as e:
+            raise RequestError(400, str(e)) from None
+    if req.pose is not None and req.cropped:
+        raise RequestError(400, "query fields pose and cropped: the pose needs the face's 68 landmarks in its "
+                                "photo; a cropped body has none")
+    return req
+
+
+def decode_body(data: bytes, max_pixels: int | None) -> np.ndarray:
+    """The request body as RGB uint8 [H, W, 3], by the engine's own loader and pixel limit
+    (engine.images.decode_image); RequestError(400) with its message when it is not an image,
+    is truncated or is over the pixel limit."""
+    from engine import images
+
+    try:
+        return images.decode_image(data, "request body", max_pixels=images.DEFAULT if max_pixels is None
+                                   else max_pixels)
+    except InputError as e:
+        raise RequestError(400, str(e)) from None
+
+
+def _face_json(r, req: FaceRequest) -> dict[str, Any]:
+    from engine.descriptors import descriptor
+
+    box = r.box
+    out: dict[str, Any] = {
+        "face_index": r.face_index,
+        "box": None if box is None else [float(box.x0), float(box.y0), float(box.x1), float(box.y1)],
+        "score": None if box is None else float(box.score),
+        "crop_rule": None if box is None else box.kind,
+        "coeffs": None, "descriptor": None, "error": r.error,
+    }
+    if r.error is None:
+        out["coeffs"] = r.coeffs.tolist()
+        out["descriptor"] = descriptor(r.coeffs, req.part).tolist()
+    if req.pose is not None:
+        out["pose"] = None if r.pose is None else r.pose.to_dict()
+        out["pose_error"] = r.pose_error
+    if req.mesh and req.mesh_face is None and r.error is None:
+        out["mesh_ply_base64"] = base64.b64encode(_ply(r)).decode("ascii")
+    return out
+
+
+def _ply(r) -> bytes:
+    from engine.mesh_io import ply_bytes
+
+    return ply_bytes(r.records, r.faces, r.mesh_comments())
+
+
+def _answer(req: FaceRequest, results: list, provenance: dict, batch: dict, name: str) -> Any:
+    """The 200 answer of one request (a dict, or the PLY bytes of /v1/mesh), or RequestError.
+    `name` is the request's name inside the batch: messages say "request body" instead."""
+    for r in results:
+        r.source = "request body"  # what mesh comments and messages name, whatever the batch
+        if r.error is not None:
+            r.error = r.error.replace(name, "request body")
+    if len(results) == 1 and results[0].face_index < 0:  # the input failed as a whole (no face...)
+        raise RequestError(422, results[0].error)
+    if req.mesh_face is not None:
+        if req.mesh_face >= len(results):
+            raise RequestError(422, f"query field face: {req.mesh_face} is not a face of this image "
+                                    f"(it has {len(results)})")
+        r = results[req.mesh_face]
+        if r.error is not None:
+            raise RequestError(422, r.error)
+        return _ply(r)
+    return {"faces": [_face_json(r, req) for r in results], "provenance": provenance,
+            "batch": batch, "timings_ms": dict(req.timings)}
+
+
+def run_batch(rec, requests: list[FaceRequest]) -> list[Any]:
+    """One answer per request, in order: a dict (JSON of /v1/faces), bytes (PLY of /v1/mesh) or a
+    RequestError. Requests sharing options run in one `rec.reconstruct` call, so their faces
+    form one network batch (rec.batch_size >= the number of faces); a Reconstructor error that
+    stops the call (e.g. no detector installed) answers each request of that call, never a
+    subset."""
+    answers: list[Any] = [None] * len(requests)
+    groups: dict[tuple, list[int]] = {}
+    for i, req in enumerate(requests):
+        groups.setdefault(req.group, []).append(i)
+    batch = {"requests": len(requests), "groups": len(groups)}
+    for (cropped, pose, mesh), members in groups.items():
+        names = {f"request-{k:06d}": k for k in members}  # fixed width: no name is the end of another
+        boxes = {n: requests[k].boxes for n, k in names.items() if requests[k].boxes is not None}
+        t0 = time.perf_counter()
+        try:
+            found: dict[str, list] = {n: [] for n in names}
+            for r in rec.reconstruct([(n, requests[k].image) for n, k in names.items()], boxes=boxes or None,
+                                     cropped=cropped, pose=pose or False, decode=mesh):
+                found[r.source].append(r)
+            ms = (time.perf_counter() - t0) * 1e3
+            for n, k in names.items():
+                requests[k].timings["engine"] = round(ms, 3)
+                try:
+                    answers[k] = _answer(requests[k], found[n], rec.provenance, batch, n)
+                except RequestError as e:
+                    answers[k] = e
+        except InputError as e:
+            for k in members:
+                answers[k] = RequestError(422, str(e))
+        except EngineError as e:
+            log.error("the engine could not run a batch: %s", e)
+            for k in members:
+                answers[k] = RequestError(503, str(e))
+        except Exception as e:  # a bug: every request of the call is answered, the service goes on
+            log.exception("a batch failed")
+            for k in members:
+                answers[k] = RequestError(500, f"internal error: {type(e).__name__}: {e}")
+    return answers

@@ -1,0 +1,327 @@
+"""The face service (engine.serve) over real HTTP: started once per module on a free port of
+127.0.0.1 on a local Ray with 2 CPUs, queried with urllib / http.client, shut down at the end.
+
+Every answer is checked against the in-process Reconstructor on the same bytes (the service
+must add nothing but transport and batching), and every bad input against its documented
+status and the engine's own message.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import http.client
+import io
+import json
+import socket
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+
+import numpy as np
+import pytest
+
+pytest.importorskip("ray", reason="the face service needs Ray Serve (pip install 'engine3dmm[serve]')")
+pytest.importorskip("ray.serve")
+pytest.importorskip("fastapi")
+skimage_data = pytest.importorskip("skimage.data")
+pytest.importorskip("dlib", reason="the astronaut's face is found by dlib")
+from PIL import Image  # noqa: E402
+
+from engine.serve import ServeOptions, Service  # noqa: E402
+
+MAX_BODY_MB = 1.0
+MAX_PIXELS = 4_000_000
+TIMEOUT = 120  # seconds: any request taking longer is a hang
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _encode(rgb: np.ndarray, fmt: str, **kw) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def service():
+    svc = Service(ServeOptions(max_batch_size=8, batch_wait_ms=20, max_body_mb=MAX_BODY_MB, max_pixels=MAX_PIXELS,
+                               workers=1, threads=1),
+                  port=_free_port(), num_cpus=2, start_timeout_s=180, metrics_port=_free_port())
+    svc.start()
+    try:
+        yield svc
+    finally:
+        svc.stop()
+
+
+@pytest.fixture(scope="module")
+def rec():
+    import engine
+
+    with engine.Reconstructor(max_pixels=MAX_PIXELS, workers=1, threads=1) as r:
+        yield r
+
+
+@pytest.fixture(scope="module")
+def astronaut_png():
+    return _encode(skimage_data.astronaut(), "PNG")
+
+
+@pytest.fixture(scope="module")
+def astronaut_jpeg():
+    return _encode(skimage_data.astronaut(), "JPEG", quality=90)
+
+
+def post(svc, path: str, body: bytes, query: str = "", timeout: float = TIMEOUT):
+    """(status, headers, body bytes) of one POST; HTTP errors are answers too."""
+    req = urllib.request.Request(svc.url + path + query, data=body, method="POST",
+                                 headers={"Content-Type": "application/octet-stream"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, dict(r.headers), r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read()
+
+
+def post_json(svc, path, body, query=""):
+    status, _, data = post(svc, path, body, query)
+    return status, json.loads(data)
+
+
+def in_process(rec, data: bytes, **kw):
+    return list(rec.reconstruct(data, **kw))
+
+
+def test_healthz(service):
+    with urllib.request.urlopen(service.url + "/healthz", timeout=TIMEOUT) as r:
+        assert r.status == 200
+        h = json.loads(r.read())
+    assert h["status"] == "ok"
+    assert isinstance(h["provenance"]["network_synthetic"], bool)
+    assert h["max_batch_size"] == 8
+
+
+@pytest.mark.parametrize("fmt", ["png", "jpeg"])
+def test_astronaut_equals_in_process(service, rec, fmt, astronaut_png, astronaut_jpeg):
+    data = astronaut_png if fmt == "png" else astronaut_jpeg
+    status, answer = post_json(service, "/v1/faces", data)
+    assert status == 200, answer
+    expected = in_process(rec, data)
+    assert len(expected) == 1 and expected[0].error is None
+    assert len(answer["faces"]) == 1
+    face = answer["faces"][0]
+    assert face["error"] is None
+    coeffs = np.asarray(face["coeffs"], np.float32)
+    assert coeffs.shape == (198,)
+    assert np.max(np.abs(coeffs - expected[0].coeffs)) <= 1e-5
+    assert face["descriptor"] == face["coeffs"]  # part=all: the whole 198-vector
+    b = expected[0].box
+    assert face["box"] == [b.x0, b.y0, b.x1, b.y1]
+    assert answer["provenance"]["network_synthetic"] == rec.provenance["network_synthetic"]
+    assert answer["provenance"]["runner"] == rec.provenance["runner"]
+    assert {"decode", "engine", "total"} <= set(answer["timings_ms"])
+    assert "pose" not in face  # only when asked
+
+
+def test_pose_and_part(service, rec, astronaut_jpeg):
+    status, answer = post_json(service, "/v1/faces", astronaut_jpeg, "?pose=true&part=alpha")
+    assert status == 200, answer
+    expected = in_process(rec, astronaut_jpeg, pose=True)[0]
+    face = answer["faces"][0]
+    assert len(face["descriptor"]) == 99
+    assert np.max(np.abs(np.asarray(face["descriptor"]) - expected.alpha)) <= 1e-5
+    assert face["pose"] is not None and face["pose_error"] is None
+    for k in ("yaw", "pitch", "roll"):
+        assert abs(face["pose"][k] - getattr(expected.pose, k)) <= 1e-3
+
+
+def test_no_face(service, rec):
+    data = _encode(skimage_data.coffee(), "JPEG")
+    status, answer = post_json(service, "/v1/faces", data)
+    expected = in_process(rec, data)
+    assert status == 422
+    assert "no face found" in answer["error"] and "request body" in answer["error"]
+    assert expected[0].error.endswith(answer["error"].split("no face found", 1)[1])
+
+
+@pytest.mark.parametrize("case,status,words", [
+    ("not_an_image", 400, "not a recognised image format"),
+    ("truncated_jpeg", 400, "truncated"),
+    ("bomb", 400, f"limit is {MAX_PIXELS}"),
+    ("empty", 400, "empty image data"),
+])
+def test_bad_bodies(service, astronaut_jpeg, case, status, words):
+    if case == "not_an_image":
+        body = b"this is not an image, it is a sentence" * 10
+    elif case == "truncated_jpeg":
+        body = astronaut_jpeg[: len(astronaut_jpeg) // 2]
+    elif case == "bomb":  # 25 megapixels in a few kB: refused from its header, never decoded
+        body = _encode(np.zeros((5000, 5000), bool), "PNG", optimize=True)
+        assert len(body) < MAX_BODY_MB * (1 << 20)
+    else:
+        body = b""
+    got, answer = post_json(service, "/v1/faces", body)
+    assert got == status, answer
+    assert words in answer["error"], answer
+    if case == "bomb":
+        assert "5000x5000" in answer["error"] and "--max-pixels" in answer["error"]
+
+
+def test_body_over_limit_is_413(service):
+    body = b"\0" * (int(MAX_BODY_MB * (1 << 20)) + 1)
+    status, answer = post_json(service, "/v1/faces", body)
+    assert status == 413 and "limit is" in answer["error"]
+    # Without a Content-Length (chunked): refused while reading, not after.
+    conn = http.client.HTTPConnection("127.0.0.1", service.port, timeout=TIMEOUT)
+    try:
+        chunks = (b"\0" * 65536 for _ in range(int(MAX_BODY_MB * 16) + 2))
+        conn.request("POST", "/v1/faces", body=chunks, encode_chunked=True,
+                     headers={"Transfer-Encoding": "chunked"})
+        r = conn.getresponse()
+        assert r.status == 413, r.read()
+        assert "limit is" in json.loads(r.read())["error"]
+    finally:
+        conn.close()
+    with urllib.request.urlopen(service.url + "/healthz", timeout=TIMEOUT) as r:  # still serving
+        assert r.status == 200
+
+
+@pytest.mark.parametrize("query,words", [
+    ("?boxes=[[1,2,3", "query field boxes: expected JSON"),
+    ("?boxes=[[1,2,3]]", "query field boxes[0]"),
+    ("?boxes=[]", "a JSON list of 1..256 boxes"),
+    ("?cropped=maybe", "query field cropped"),
+    ("?colour=red", "query field colour"),
+    ("?cropped=1&pose=1", "pose and cropped"),
+    ("?part=nose", "query field part"),
+])
+def test_bad_query_fields(service, astronaut_jpeg, query, words):
+    status, answer = post_json(service, "/v1/faces", astronaut_jpeg, query)
+    assert status == 400 and words in answer["error"], answer
+
+
+def test_mesh_read_by_plyfile(service, rec, astronaut_png):
+    plyfile = pytest.importorskip("plyfile")
+    status, headers, data = post(service, "/v1/mesh", astronaut_png)
+    assert status == 200, data[:300]
+    assert headers["content-type"] == "application/octet-stream"
+    ply = plyfile.PlyData.read(io.BytesIO(data))
+    expected = in_process(rec, astronaut_png)[0]
+    v = ply["vertex"].data
+    got = np.stack([v["x"], v["y"], v["z"]], axis=1)
+    assert got.shape == expected.vertices.shape
+    assert np.max(np.abs(got - expected.vertices)) <= 1e-2  # mm; coefficients agree to 1e-5 sd
+    colors = np.stack([v["red"], v["green"], v["blue"]], axis=1).astype(int)
+    assert np.max(np.abs(colors - expected.colors.astype(int))) <= 1
+    tri = np.stack(ply["face"].data["vertex_indices"])
+    assert np.array_equal(tri, expected.faces)
+    if expected.provenance["network_synthetic"]:
+        assert any("synthetic" in c for c in ply.comments)
+    # A face the image does not have: 422, not a crash.
+    status, _, data = post(service, "/v1/mesh", astronaut_png, "?face=3")
+    assert status == 422 and b"not a face of this image" in data
+
+
+def test_faces_with_mesh_carry_the_same_ply(service, astronaut_png):
+    """/v1/faces?mesh=true: each face carries its binary PLY (base64), the bytes /v1/mesh answers."""
+    import base64
+
+    plyfile = pytest.importorskip("plyfile")
+    status, answer = post_json(service, "/v1/faces", astronaut_png, "?mesh=true")
+    assert status == 200, answer
+    data = base64.b64decode(answer["faces"][0]["mesh_ply_base64"])
+    status, _, direct = post(service, "/v1/mesh", astronaut_png)
+    assert status == 200 and data == direct
+    assert plyfile.PlyData.read(io.BytesIO(data))["vertex"].count > 0
+
+
+def test_32_concurrent_requests_each_answered_once(service, rec, astronaut_jpeg):
+    """28 requests with their own box (so each has its own coefficients) and 4 without a face,
+    all at once: every request gets its own answer, none lost, none swapped, and the service
+    batched some of them together."""
+    boxes = [[150 + 2 * i, 70, 270 + 2 * i, 190] for i in range(28)]
+    coffee = _encode(skimage_data.coffee(), "PNG")
+    expected = {f"img{i}": None for i in range(28)}
+    for r in rec.reconstruct([(f"img{i}", astronaut_jpeg) for i in range(28)],
+                             boxes={f"img{i}": [b] for i, b in enumerate(boxes)}):
+        expected[r.source] = r.coeffs.copy()
+    jobs = [("box", i) for i in range(28)] + [("coffee", i) for i in range(4)]
+
+    def one(job):
+        kind, i = job
+        if kind == "coffee":
+            return post_json(service, "/v1/faces", coffee)
+        return post_json(service, "/v1/faces", astronaut_jpeg, "?" + urllib.parse.urlencode({"boxes": json.dumps([boxes[i]])}))
+
+    with concurrent.futures.ThreadPoolExecutor(32) as pool:
+        answers = list(pool.map(one, jobs, timeout=TIMEOUT))
+    assert len(answers) == 32
+    batched = []
+    for (kind, i), (status, answer) in zip(jobs, answers):
+        if kind == "coffee":
+            assert status == 422 and "no face found" in answer["error"]
+            continue
+        assert status == 200, answer
+        (face,) = answer["faces"]
+        assert face["box"] == [float(x) for x in boxes[i]]
+        assert np.max(np.abs(np.asarray(face["coeffs"], np.float32) - expected[f"img{i}"])) <= 1e-5
+        batched.append(answer["batch"]["requests"])
+    assert max(batched) > 1, "no two of 32 simultaneous requests shared a batch"
+
+
+def _replica_actors():
+    import ray
+
+    return [a for a in ray.util.list_named_actors(all_namespaces=True) if "SERVE_REPLICA" in a["name"]]
+
+
+def test_prometheus_metrics(service, astronaut_jpeg):
+    """Ray's own metrics endpoint answers in Prometheus' text format, Serve's metrics among them
+    (exported every few seconds: a bounded wait)."""
+    post(service, "/v1/faces", astronaut_jpeg)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{service.metrics_port}/metrics", timeout=10) as r:
+                text = r.read().decode()
+        except OSError:
+            text = ""
+        if "ray_serve_" in text:
+            break
+        assert time.monotonic() < deadline, f"no Serve metrics on the metrics port: {text[:300]!r}"
+        time.sleep(1)
+    assert "# TYPE" in text
+
+
+def test_killed_replica_recovers(service, astronaut_jpeg):
+    """ray.kill the replica while requests are in flight: each gets one answer (its result, or an
+    error), none hangs, and Ray brings a new replica up that serves again."""
+    import ray
+
+    (actor,) = _replica_actors()
+    handle = ray.get_actor(actor["name"], namespace=actor["namespace"])
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        futures = [pool.submit(post, service, "/v1/faces", astronaut_jpeg, "", 60) for _ in range(8)]
+        time.sleep(0.2)
+        ray.kill(handle, no_restart=True)
+        done, pending = concurrent.futures.wait(futures, timeout=90)
+    assert not pending, "requests to a killed replica hung"
+    for f in done:
+        try:
+            status, _, _ = f.result()
+        except (OSError, http.client.HTTPException):  # the connection itself failed: an error, answered
+            continue
+        assert status == 200 or status >= 500
+    deadline = time.monotonic() + 120
+    while True:
+        status, _, data = post(service, "/v1/faces", astronaut_jpeg, "", 30)
+        if status == 200:
+            break
+        assert time.monotonic() < deadline, f"the service did not recover: {status} {data[:200]!r}"
+        time.sleep(0.5)
+    assert len(json.loads(data)["faces"]) == 1
+    assert [a["name"] for a in _replica_actors()] != [actor["name"]]
