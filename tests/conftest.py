@@ -101,3 +101,27 @@ def torch_reference(synthetic_model, crops):
 def coeff_sd(torch_reference):
     """The coefficients' standard deviation: the unit of every accuracy tolerance."""
     return float(np.std(torch_reference))
+
+
+# The pipeline's tests (test_pipeline.py, test_pipeline_pose.py): the default CPU runner on the
+# default weights, built once (it costs seconds), the default morphable model, and the real
+# photo of a face. A module that needs another `runner` or `model` defines its own.
+@pytest.fixture(scope="session")
+def runner():
+    from engine.runners import create_runner
+
+    r = create_runner("auto", max_batch=8)
+    yield r
+    r.close()
+
+
+@pytest.fixture(scope="session")
+def model():
+    from engine.morphable import load_model
+
+    return load_model()
+
+
+@pytest.fixture(scope="session")
+def astronaut():
+    return pytest.importorskip("skimage.data").astronaut()

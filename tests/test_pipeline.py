@@ -20,27 +20,6 @@ BOX = (170.0, 75.0, 280.0, 185.0)  # around the astronaut's face
 HAS_DLIB = importlib.util.find_spec("dlib") is not None
 
 
-@pytest.fixture(scope="session")
-def runner():
-    from engine.runners import create_runner
-
-    r = create_runner("auto", max_batch=8)
-    yield r
-    r.close()
-
-
-@pytest.fixture(scope="session")
-def model():
-    from engine.morphable import load_model
-
-    return load_model()
-
-
-@pytest.fixture(scope="session")
-def astronaut():
-    return skimage_data.astronaut()
-
-
 @pytest.fixture()
 def photos(tmp_path, astronaut):
     """astronaut.jpg, coffee.jpg, a zero-byte .jpg and a text file named .jpg."""

@@ -19,27 +19,6 @@ BOX = (170.0, 75.0, 280.0, 185.0)  # around the astronaut's face
 
 
 @pytest.fixture(scope="module")
-def runner():
-    from engine.runners import create_runner
-
-    r = create_runner("auto", max_batch=8)
-    yield r
-    r.close()
-
-
-@pytest.fixture(scope="module")
-def model():
-    from engine.morphable import load_model
-
-    return load_model()
-
-
-@pytest.fixture(scope="module")
-def astronaut():
-    return skimage_data.astronaut()
-
-
-@pytest.fixture(scope="module")
 def dlib_landmarks(astronaut):
     if not HAS_LANDMARKS:
         pytest.skip("needs dlib and its 68-point landmark model")

@@ -58,20 +58,23 @@ def _common(sub: bool) -> argparse.ArgumentParser:
     return p
 
 
-def _int_at_least(lo: int, expected: str):
-    """An argparse type: an integer >= lo, else a usage error saying `expected`."""
+def _int_in(lo: int, hi: int | None = None, expected: str | None = None):
+    """An argparse type: an integer in lo..hi (no upper bound when hi is None), else a usage
+    error saying `expected` (default: the bounds)."""
+    expected = expected or f"an integer in {lo}..{hi}"
+
     def parse(text: str) -> int:
         try:
             v = int(text)
         except ValueError:
             v = lo - 1
-        if v < lo:
+        if v < lo or (hi is not None and v > hi):
             raise argparse.ArgumentTypeError(f"expected {expected}, found {text!r}")
         return v
     return parse
 
 
-_positive_int = _int_at_least(1, "a positive integer")
+_positive_int = _int_in(1, expected="a positive integer")
 
 
 def _positive_float(text: str) -> float:
@@ -83,7 +86,9 @@ def _positive_float(text: str) -> float:
     if not (v > 0 and v != float("inf")):
         raise argparse.ArgumentTypeError(f"expected a number > 0, found {text!r}")
     return v
-_non_negative_int = _int_at_least(0, "an integer >= 0")
+
+
+_non_negative_int = _int_in(0, expected="an integer >= 0")
 
 # engine.pipeline.reconstructor's bounds, repeated here so that --help needs no numpy (tests
 # check they agree): memory grows with each, and beyond them a value is a typo.
@@ -91,18 +96,6 @@ MAX_BATCH_SIZE = 1024
 MAX_WORKERS = 64
 MAX_THREADS = 1024
 
-
-def _int_in(lo: int, hi: int):
-    """An argparse type: an integer in lo..hi, else a usage error saying the bounds."""
-    def parse(text: str) -> int:
-        try:
-            v = int(text)
-        except ValueError:
-            v = lo - 1
-        if not lo <= v <= hi:
-            raise argparse.ArgumentTypeError(f"expected an integer in {lo}..{hi}, found {text!r}")
-        return v
-    return parse
 
 
 def _network_options(p: argparse.ArgumentParser) -> None:

@@ -1,15 +1,14 @@
 """`fetch` (against a local server on 127.0.0.1 only), `convert`, `build`, `info`."""
 from __future__ import annotations
 
-import functools
-import http.server
 import json
 import socket
-import threading
 import zipfile
 from pathlib import Path
 
 import pytest
+
+from tests.static_server import serving
 
 from engine.fetch import ASSETS
 from engine.morphable import write_cache
@@ -20,17 +19,8 @@ def server(tmp_path):
     """Serves tmp_path/www over HTTP on 127.0.0.1; yields (base URL, www folder)."""
     www = tmp_path / "www"
     www.mkdir()
-
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(www)))
-    t = threading.Thread(target=httpd.serve_forever, daemon=True)
-    t.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}", www
-    httpd.shutdown()
-    httpd.server_close()
+    with serving(www) as url:
+        yield url, www
 
 
 def publish(www: Path, asset: str, data: bytes) -> None:

@@ -112,14 +112,7 @@ def mutate_json(rng, data):
             text[pos:pos] = rng.choice([b'"format": "e3dmm-cache", ', b'"a": 1, "a": 2, ', b"NaN", b"-Infinity",
                                         b"01", b"1e999", b"[" * 70, b"]" * 70, b'"\\ud800"', b'"\\udc00\\ud800"',
                                         b"9" * 70, b"-0", b'{"n": {"n": 1, "n": 2}}, ', b"\\u0000", b"/* */"])
-    arrays = {}
-    count = struct.unpack_from("<I", data, 12)[0]
-    for i in range(count):
-        name = data[64 + 64 * i:88 + 64 * i].rstrip(b"\0").decode()
-        code, ndim, d0, d1, off, nbytes = struct.unpack_from("<IIQQQQ", data, 64 + 64 * i + 24)
-        a = np.frombuffer(bytes(data[off:off + nbytes]), "<f4" if code == 1 else "<i4")
-        arrays[name] = a.reshape((d0, d1) if ndim == 2 else (d0,))
-    data[:] = cb.build(arrays, bytes(text))
+    data[:] = cb.build(_arrays_of(data), bytes(text))
     return f"metadata {bytes(text)[:200]!r}"
 
 

@@ -6,18 +6,17 @@ PyTorch cannot be imported: the lean CPU install (ONNX Runtime) is enough for bo
 """
 from __future__ import annotations
 
-import functools
-import http.server
 import json
 import os
 import subprocess
 import sys
-import threading
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from tests.static_server import serving
 
 from caffe_reference import to_caffe_blobs
 from engine.fetch import ASSETS
@@ -32,16 +31,8 @@ FACE_SWAP_NAMES = {"prototxt": "3dmm_cnn_resnet_101_deploy.prototxt", "caffemode
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     www = tmp_path_factory.mktemp("www")
-
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(www)))
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}", www
-    httpd.shutdown()
-    httpd.server_close()
+    with serving(www) as url:
+        yield url, www
 
 
 def engine_without_torch(*argv, cwd: Path) -> subprocess.CompletedProcess:

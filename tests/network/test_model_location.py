@@ -7,19 +7,18 @@ The installed cases run the package from a copy outside any checkout (fast), and
 wheel installed into a fresh venv (slow: builds the C++ core)."""
 from __future__ import annotations
 
-import functools
-import http.server
 import json
 import os
 import shutil
 import subprocess
 import sys
-import threading
 import venv
 import zipfile
 from pathlib import Path
 
 import pytest
+
+from tests.static_server import serving
 
 from engine.network.resolve import locate_model_dir, user_model_dir
 
@@ -51,22 +50,14 @@ def server(tmp_path):
     """Serves tmp_path/www on 127.0.0.1; yields the base URL."""
     www = tmp_path / "www"
     www.mkdir()
-
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(www)))
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
     from engine.fetch import ASSETS
 
     zip_path = www / ASSETS["network"].path
     zip_path.parent.mkdir(parents=True)
     with zipfile.ZipFile(zip_path, "w") as z:
         z.writestr("deploy_network.prototxt", "name: 'stand-in'\n")
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+    with serving(www) as url:
+        yield url
 
 
 def _run(python: str, *argv, env: dict, cwd: Path) -> subprocess.CompletedProcess:
