@@ -11,15 +11,18 @@ one wall-clock budget, so the summary is always written:
              (e.g. 90-real on an H100/H200: one nvcc pass instead of three)
 2. pytest_cuda    `pytest -m "cuda or tensorrt"`
 3. bench_decode   GPU rows of bench/bench_decode.py (our CUDA kernel vs torch addmm)
-4. bench_network  GPU rows of bench/bench_network.py (torch-cuda eager/graphs, TensorRT where importable)
-5. engine_bench   `python -m engine.bench` with the GPU runners (pipeline stages)
-6. pytest_rest    the rest of the suite; tests whose packages are missing skip themselves
+4. bench_crop     GPU rows of bench/bench_crop.py (our crop kernel vs the OpenCV crop, batch 128)
+5. bench_network  GPU rows of bench/bench_network.py (torch-cuda eager/graphs, TensorRT where importable)
+   bench_compiled the torch.compile rows (compiled, compiled + graphs; mode "default"), appended
+6. engine_bench   `python -m engine.bench` with the GPU runners: the runner stages and the device
+                  input rows (nvJPEG + crop kernel vs the CPU input path; which stage bounds end_to_end)
+7. pytest_rest    the rest of the suite; tests whose packages are missing skip themselves
 
 A step whose needs are missing is skipped with the reason; a step that no longer fits the
 budget is skipped as "out of budget". Output folder (at most 8 files, so a device tool can
 bring it back whole): summary.md (printed last), summary.json, log.txt (every command and
-its output) and the tables decode_gpu.{json,md}, network_gpu.{json,md}, engine_bench_gpu.json
-(engine_bench_gpu.md goes into summary.md).
+its output) and the tables decode_gpu.json, crop_gpu.json, network_gpu.{json,md},
+engine_bench_gpu.json (decode_gpu.md, crop_gpu.md and engine_bench_gpu.md go into summary.md).
 
 `--dry-run` checks the script's own logic on any machine: it detects the GPU and packages,
 prints the plan (commands, output paths, skip reasons) and writes summary.json with
@@ -113,17 +116,26 @@ def plan(out: Path, gpu: dict | None, pkgs: dict[str, bool], py: str) -> list[St
              timeout=300, estimate=60, needs=["gpu", "nvcc", "cmake", "pybind11"],
              env={"ENGINE_WITH_CUDA": "ON", "ENGINE_CUDA_ARCHITECTURES": arch, "CMAKE_BUILD_PARALLEL_LEVEL": jobs}),
         Step("pytest_cuda", [py, "-m", "pytest", "-m", "cuda or tensorrt", "-q", "-rs", "-p", "no:cacheprovider"],
-             timeout=240, estimate=30, needs=["gpu", "built"]),
+             timeout=300, estimate=30, needs=["gpu", "built"]),
         Step("bench_decode", [py, "bench/bench_decode.py", "--gpu-only", "--batches", "1", "8", "64", "256",
                               "--json", str(out / "decode_gpu.json"), "--markdown", str(out / "decode_gpu.md")],
              timeout=150, estimate=30, needs=["gpu", "built", "torch"], outputs=["decode_gpu.json", "decode_gpu.md"]),
+        Step("bench_crop", [py, "bench/bench_crop.py", "--gpu-only", "--batch", "128",
+                            "--json", str(out / "crop_gpu.json"), "--markdown", str(out / "crop_gpu.md")],
+             timeout=120, estimate=20, needs=["gpu", "built", "torch"], outputs=["crop_gpu.json", "crop_gpu.md"]),
         Step("bench_network", [py, "bench/bench_network.py", "--gpu-only", "--batches", "1,8,32,128",
                                "--json", str(out / "network_gpu.json"), "--md", str(out / "network_gpu.md")],
              timeout=200, estimate=60, needs=["gpu", "built", "torch"], outputs=["network_gpu.json", "network_gpu.md"]),
-        Step("engine_bench", [py, "-m", "engine.bench", "--runners", *gpu_runners, "--stages", "runners",
+        # torch.compile rows (issue 11 section 3): mode "default", since max-autotune's minutes of
+        # autotuning per batch size do not fit the budget; appended to the same network tables.
+        Step("bench_compiled", [py, "bench/bench_network.py", "--gpu-only", "--compiled", "only",
+                                "--compile-mode", "default", "--batches", "1,128", "--append",
+                                "--json", str(out / "network_gpu.json"), "--md", str(out / "network_gpu.md")],
+             timeout=240, estimate=120, needs=["gpu", "built", "torch"], outputs=["network_gpu.json", "network_gpu.md"]),
+        Step("engine_bench", [py, "-m", "engine.bench", "--runners", *gpu_runners, "--stages", "runners", "device",
                               "--batch-sizes", "1", "8", "32", "128",
                               "--json", str(out / "engine_bench_gpu.json"), "--markdown", str(out / "engine_bench_gpu.md")],
-             timeout=200, estimate=60, needs=["gpu", "built", "torch"],
+             timeout=300, estimate=90, needs=["gpu", "built", "torch"],
              outputs=["engine_bench_gpu.json", "engine_bench_gpu.md"]),
         Step("pytest_rest", [py, "-m", "pytest", "-m", "not cuda and not tensorrt", "-q", "-rs",
                              "-p", "no:cacheprovider"],
@@ -173,7 +185,7 @@ def summary_markdown(meta: dict, steps: list[Step], out: Path) -> str:
              "| step | status | seconds | detail |", "|---|---|---:|---|"]
     for s in steps:
         lines.append(f"| {s.name} | {s.status} | {s.seconds:.0f} | {s.detail.replace('|', '/')} |")
-    for name in ("engine_bench_gpu.md",):
+    for name in ("decode_gpu.md", "crop_gpu.md", "engine_bench_gpu.md"):
         p = out / name
         if p.is_file():
             lines += ["", p.read_text()]

@@ -11,6 +11,7 @@ namespace py = pybind11;
 void bind_decode(py::module_& m);
 void bind_model(py::module_& m);
 void bind_raster(py::module_& m);
+void bind_crop(py::module_& m);
 
 PYBIND11_MODULE(_C, m) {
   m.doc() = "Compiled core of the 3DMM-CNN engine (decode kernels, the C++ cache reader). Use the engine package, not this module.";
@@ -55,4 +56,5 @@ PYBIND11_MODULE(_C, m) {
   bind_decode(m);
   bind_model(m);
   bind_raster(m);
+  bind_crop(m);
 }

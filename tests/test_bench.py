@@ -36,8 +36,57 @@ def test_verdicts_on_gpu_count_cpu_cores():
     rows = [_row("preprocess", 500.0, device="cuda"), _row("network", 2000.0, device="cuda"),
             _row("write", 250.0, device="cuda")]
     (line,) = report.verdicts(rows)
-    assert "bound by write" in line  # 4 ms per face on one core against 0.5 ms on the GPU
+    assert "end_to_end bound by write" in line  # 4 ms per face on one core against 0.5 ms on the GPU
     assert "CPU cores to keep the GPU busy: 12.0" in line  # (1/500 + 1/250) s per face * 2000 faces/s
+    assert "the CPU input path (JPEG decode + crop, 2.00 ms per face per core) needs 4.00 cores" in line
+
+
+def test_analysis_says_what_bounds_end_to_end_and_what_the_cpu_input_costs_on_every_machine():
+    cpu = [_row("preprocess", 250.0), _row("network", 30.0), _row("decode", 200.0), _row("write", 100.0),
+           _row("end_to_end", 28.0)]
+    (a,) = report.analysis(cpu)
+    assert a["end_to_end_bound_by"] == "network" and "device_input_bound_by" not in a
+    assert a["cpu_input_ms_per_face"] == pytest.approx(4.0) and a["cpu_input_cores"] == pytest.approx(0.12)
+    assert a["targets"]["end_to_end"] == {"ratio": pytest.approx(28 / 30), "target": 0.9, "pass": True}
+    assert "cpu_cores_to_keep_gpu_busy" not in a  # a CPU runner shares the cores instead
+    (line,) = report.verdicts(cpu)
+    assert "needs 0.12 cores to keep up with the network's 30 faces/s" in line
+
+
+def test_analysis_of_the_device_input_rows():
+    gpu = [_row("preprocess", 400.0, device="cuda"), _row("network", 6400.0, device="cuda"),
+           _row("decode", 50000.0, device="cuda"), _row("write", 8000.0, device="cuda"),
+           _row("end_to_end", 390.0, device="cuda"), _row("device_preprocess", 20000.0, device="cuda"),
+           _row("cpu_input", 790.0, device="cuda"), _row("device_input", 5900.0, device="cuda")]
+    (a,) = report.analysis(gpu)
+    assert a["end_to_end_bound_by"] == "preprocess" and a["device_input_bound_by"] == "network"
+    assert a["cpu_input_cores"] == pytest.approx(16.0)  # 6400 faces/s x 2.5 ms
+    assert a["device_ms_per_face"] == pytest.approx({"device_preprocess": 0.05, "network": 1e3 / 6400,
+                                                     "decode": 0.02})  # device_input writes no file
+    assert a["targets"]["device_input"]["pass"] and not a["targets"]["cpu_input"]["pass"]
+    (line,) = report.verdicts(gpu)
+    assert "device_input 92.2% of network (PASS, target 90%)" in line
+    assert "cpu_input 12.3% of network (FAIL" in line and "end_to_end 6.1% of network (FAIL" in line
+    assert "device_input bound by network (ms per face, each stage alone: device_preprocess 0.05, network 0.156" in line
+    assert "needs 16.00 cores to keep up with the network's 6400 faces/s" in line
+
+
+def test_the_json_holds_the_analysis(tmp_path):
+    rows = [_row("preprocess", 250.0), _row("network", 30.0), _row("end_to_end", 28.0)]
+    report.write_json(tmp_path / "b.json", rows, measure.Machine("cpu", 2, "Linux"))
+    doc = json.loads((tmp_path / "b.json").read_text())
+    assert doc["analysis"] == json.loads(json.dumps(report.analysis(rows)))
+    assert doc["analysis"][0]["end_to_end_bound_by"] == "network"
+
+
+def test_the_device_rows_say_why_they_are_skipped_without_a_gpu(runner, model):
+    from engine.bench import stages
+    from engine.pipeline import Reconstructor
+
+    with Reconstructor(runner=runner, model=model, batch_size=1, detector=None, device_input=False) as rec:
+        ctx = stages.Context(rec, 1, stages.workload(), measure.QUICK, "m")
+        drec, why = stages.device_reconstructor(ctx)
+    assert drec is None and why == "the runner does not run on a CUDA device"
 
 
 @pytest.mark.slow
@@ -145,3 +194,25 @@ def test_bench_network_states_the_variant_target():
     rows[2]["validated_max_sd"] = 0.7
     first = bn.target_lines(rows)[0]
     assert "is onnxruntime fp32" in first and "2.50x" in first and "(FAIL, target 4x)" in first
+
+
+def test_the_device_rows_run_their_code_with_the_cpu_stand_in(runner, model):
+    """device_preprocess, device_crop_difference and end_to_end without writes through a device
+    input, here with the CPU stand-in of nvJPEG (engine.pipeline.device_input.HostBackend): the
+    benchmark's own code, ahead of the GPU run that measures them for real."""
+    from engine.bench import stages
+    from engine.pipeline import Reconstructor
+    from engine.pipeline.device_input import DeviceInput, HostBackend
+
+    with Reconstructor(runner=runner, model=model, batch_size=2, detector=None, device_input=False) as rec, \
+            Reconstructor(runner=runner, model=model, batch_size=2, detector=None,
+                          device_input=DeviceInput(HostBackend())) as drec:
+        ctx = stages.Context(rec, 2, stages.workload(), measure.QUICK, "m")
+        row = stages.device_preprocess(ctx, drec)
+        note = stages.device_crop_difference(ctx, drec)
+        samples = stages.end_to_end(ctx, 2, rec=drec, write=False)
+    assert row.stage == "device_preprocess" and row.batch == 2 and row.throughput_per_s > 0
+    assert drec.device_input.decoded >= 2 * row.iterations and not drec.device_input.fallbacks
+    max_diff = float(note.split("max ")[1].split(",")[0])
+    assert note.startswith("crop vs the CPU path's: max ") and max_diff <= 1  # same decoder here: the crop rule
+    assert len(samples.times) == 1 and samples.fill > 0  # 2 batches: one interval

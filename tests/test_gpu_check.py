@@ -30,17 +30,22 @@ def test_dry_run_prints_the_plan_and_writes_a_summary(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["meta"]["dry_run"] is True
     names = [s["name"] for s in summary["steps"]]
-    assert names == ["build", "pytest_cuda", "bench_decode", "bench_network", "engine_bench", "pytest_rest"]
+    assert names == ["build", "pytest_cuda", "bench_decode", "bench_crop", "bench_network", "bench_compiled",
+                     "engine_bench", "pytest_rest"]
     assert all(s["status"].startswith("would ") for s in summary["steps"])
     gpu = summary["meta"]["gpu"]
     build = summary["steps"][0]
     if gpu is None:  # this machine: every GPU step names the GPU as what is missing
-        assert all("gpu" in s["status"] for s in summary["steps"][:5])
+        assert all("gpu" in s["status"] for s in summary["steps"][:7])
     assert build["env"]["ENGINE_WITH_CUDA"] == "ON"
     # the table is printed last, and the output folder stays within what a device tool brings back
     assert proc.stdout.rstrip().splitlines()[-1].startswith("| pytest_rest |")
     assert len(list(out.iterdir())) <= 8
-    for step in summary["steps"][2:5]:
+    # a real run's folder: every table the steps write, less the Markdown folded into summary.md
+    written = {o for s in summary["steps"] for o in s["outputs"]} | {"summary.md", "summary.json", "log.txt"}
+    folded = {"decode_gpu.md", "crop_gpu.md", "engine_bench_gpu.md"}
+    assert len(written - folded) <= 8, sorted(written - folded)
+    for step in summary["steps"][2:7]:
         for o in step["outputs"]:
             assert str(out / o) in step["detail"]
 

@@ -70,7 +70,8 @@ def test_results_equal_direct_runner_and_decoder_and_are_views(runner, model, ph
 
     path = str(photos / "astronaut.jpg")
     boxes = {path: [BOX, (150.0, 60.0, 300.0, 210.0)]}  # two faces of one image: one batch of 2
-    with make(runner, model, detector=None) as rec:
+    # the CPU input path (on a GPU, nvJPEG would decode this JPEG: tests/test_device_input.py)
+    with make(runner, model, detector=None, device_input=False) as rec:
         res = list(rec.reconstruct([path], boxes=boxes, keep_crops=True))
     assert [r.face_index for r in res] == [0, 1]
     img = load_image(path)

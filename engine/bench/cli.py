@@ -5,6 +5,7 @@
     python -m engine.bench --runners onnxruntime --batch-sizes 1 4 --json out.json --markdown out.md
     python -m engine.bench --runners onnxruntime --precisions fp32 int8   # a validated CPU variant's rows
     python -m engine.bench --stages detect huge    # the detection rows only (astronaut, 81-megapixel photo)
+    python -m engine.bench --runners torch-cpu --compile   # the PyTorch runners compiled (torch.compile, Inductor)
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from engine.errors import EngineError
 DEFAULT_BATCHES_CPU = (1, 8, 32)
 DEFAULT_BATCHES_GPU = (1, 8, 32, 128)
 QUICK_BATCHES = (1, 8)
-STAGE_GROUPS = ("detect", "huge", "runners", "pose")
+STAGE_GROUPS = ("detect", "huge", "runners", "pose", "device")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -37,6 +38,11 @@ def _parser() -> argparse.ArgumentParser:
                         "the weights and usable here, engine3dmm validate; --quick: what auto picks); each row "
                         "notes the variant's validated error")
     p.add_argument("--batch-sizes", nargs="+", type=int, metavar="B", help="batch sizes (default 1 8 32; GPU + 128)")
+    p.add_argument("--compile", action="store_true",
+                   help="the PyTorch runners compiled with torch.compile (Inductor; rows say 'compiled'): each batch "
+                        "size compiles once, before its timed calls (default runners: the PyTorch ones available)")
+    p.add_argument("--compile-mode", choices=("default", "max-autotune"),
+                   help="with --compile: Inductor's mode (default: max-autotune on a GPU, default on the CPU)")
     p.add_argument("--json", metavar="PATH", help="write the rows as JSON")
     p.add_argument("--markdown", metavar="PATH", help="write a Markdown table with the machine and the targets")
     p.add_argument("--network-dir", metavar="DIR", help="model card folder with the converted network weights (default: $ENGINE3DMM_MODEL_DIR, the checkout's models/cnn3dmm, or the per-user folder)")
@@ -49,7 +55,11 @@ def _parser() -> argparse.ArgumentParser:
                    help="which rows: detect (dlib on astronaut), huge (an 81-megapixel photo, detect_81mp and "
                         "reconstruct_81mp, each in a child process), runners (every runner and batch size), pose "
                         "(per runner and batch size: the pose fit alone, and end_to_end_pose, end_to_end with "
-                        "--pose, in the paired rounds) (default: all; --quick: detect runners)")
+                        "--pose, in the paired rounds), device (preprocess and write alone; on GPU runners also "
+                        "device_preprocess, nvJPEG + the crop kernel alone, and in the paired rounds cpu_input and "
+                        "device_input: JPEG files + boxes -> meshes in memory through the CPU and the device input "
+                        "paths; elsewhere the reason they are skipped) (default: all; --quick: detect runners "
+                        "device)")
     p.add_argument("--huge-max-sides", nargs="+", type=int, default=[2048], metavar="PX",
                    help="detect_81mp: one row per detector max side (0: full resolution, the old behaviour: "
                         "about 25 s and 4.6 GB on 2 cores) (default: 2048, the engine's default)")
@@ -66,11 +76,13 @@ def run(args) -> tuple[list[measure.Row], measure.Machine]:
     from engine.runners import available_runners, create_runner
 
     budget = measure.QUICK if args.quick else measure.FULL
-    stages = args.stages or (("detect", "runners") if args.quick else STAGE_GROUPS)
+    stages = args.stages or (("detect", "runners", "device") if args.quick else STAGE_GROUPS)
     available = available_runners()
     if not available:
         raise EngineError("no network runner is available: pip install onnxruntime onnx (CPU) or torch")
     names = args.runners or (available[:1] if args.quick else available)
+    if args.compile or args.compile_mode:
+        names = _compilable(args, names, available)
     gpu_any = any(n in ("tensorrt", "torch-cuda") for n in names)
     batches = args.batch_sizes or (QUICK_BATCHES if args.quick else DEFAULT_BATCHES_GPU if gpu_any
                                    else DEFAULT_BATCHES_CPU)
@@ -92,35 +104,72 @@ def run(args) -> tuple[list[measure.Row], measure.Machine]:
         if any(m != 0 and m < 32 for m in args.huge_max_sides):
             raise EngineError(f"--huge-max-sides: expected 0 or integers >= 32, found {args.huge_max_sides}")
         rows += huge.rows(names[0], [m or None for m in args.huge_max_sides], log=_log)
-    if "runners" not in stages and "pose" not in stages:
+    if not {"runners", "pose", "device"} & set(stages):
         return rows, measure.machine(gpu_any)
     model = load_model(args.model)
     for name, precision in S.runner_configs(names, args.network_dir, args.precisions, args.quick):
         _log(f"runner {name} {precision or ''}: loading")
-        runner = create_runner(name, args.network_dir, max_batch=max(batches), precision=precision)
+        runner = create_runner(name, args.network_dir, max_batch=max(batches), precision=precision,
+                               compile=args.compile, compile_mode=args.compile_mode)
         label = S.model_label(runner.synthetic, model.metadata.get("name"), model.synthetic)
         try:
             for b in batches:
-                with Reconstructor(runner=runner, model=model, batch_size=b, detector=None,
-                                   workers=args.workers, basis_dtype=args.basis_dtype) as rec:
+                # device_input=False: end_to_end is the CPU input path; the device group measures
+                # the device input beside it (device_input).
+                with Reconstructor(runner=runner, model=model, batch_size=b, detector=None, workers=args.workers,
+                                   basis_dtype=args.basis_dtype, device_input=False) as rec:
                     ctx = S.Context(rec, b, work, budget, label)
-                    single = ((S.preprocess, S.decode, S.write) if "runners" in stages else ()) + \
+                    single = ((S.preprocess, S.decode, S.write) if "runners" in stages else
+                              (S.preprocess, S.write) if "device" in stages else ()) + \
                         ((S.pose,) if "pose" in stages else ())
                     for fn in single:
                         rows.append(fn(ctx))
                         _log(_short(rows[-1]))
-                    rows += _paired_rounds(ctx, budget, pose="pose" in stages, plain="runners" in stages)
+                    drec = None
+                    if "device" in stages:
+                        drec, why = S.device_reconstructor(ctx)
+                        if drec is None:
+                            _log(f"device_input {name} batch {b}: skipped: {why}")
+                    try:
+                        if drec is not None:
+                            rows.append(S.device_preprocess(ctx, drec))
+                            _log(_short(rows[-1]))
+                        rows += _paired_rounds(ctx, budget, pose="pose" in stages, plain="runners" in stages,
+                                               drec=drec)
+                    finally:
+                        if drec is not None:
+                            drec.close()
         finally:
             runner.close()
     return rows, measure.machine(gpu_any)
 
 
+def _compilable(args, names: list[str], available: list[str]) -> list[str]:
+    """--compile: the runners to measure compiled (EngineError for one that cannot compile)."""
+    from engine.runners import COMPILABLE
+
+    if args.compile_mode and not args.compile:
+        raise EngineError(f"--compile-mode {args.compile_mode}: applies with --compile only")
+    if args.runners:
+        bad = [n for n in names if n not in COMPILABLE]
+        if bad:
+            raise EngineError(f"--compile: torch.compile applies to the PyTorch runners {list(COMPILABLE)}; {bad} "
+                              "cannot compile")
+        return names
+    names = [n for n in available if n in COMPILABLE][:1 if args.quick else None]
+    if not names:
+        raise EngineError("--compile needs a PyTorch runner (torch-cuda or torch-cpu): pip install torch")
+    return names
+
+
 def _paired_rounds(ctx: S.Context, budget: measure.Budget, pose: bool = False,
-                   plain: bool = True) -> list[measure.Row]:
+                   plain: bool = True, drec=None) -> list[measure.Row]:
     """network, network_decode and end_to_end (and with `pose` end_to_end_pose, end_to_end with
-    the pose fit) in alternating rounds: the targets compare their throughputs, and on a shared
-    machine the background load drifts over minutes, so each round measures all of them under
-    about the same load. `plain` False: network and end_to_end_pose only."""
+    the pose fit; with `drec`, a Reconstructor with the device input: cpu_input and device_input,
+    JPEG files -> meshes in memory through ctx.rec and drec) in alternating rounds: the targets
+    compare their throughputs, and on a shared machine the background load drifts over minutes,
+    so each round measures all of them under about the same load. `plain` False: network and
+    end_to_end_pose only (and, with `drec`, cpu_input and device_input)."""
     per_batch = min(S.network_once(ctx) for _ in range(budget.warmup))
     calls = max(1, budget.iterations_for(per_batch) // budget.rounds)
     lo, hi = budget.pipelined_batches
@@ -129,6 +178,8 @@ def _paired_rounds(ctx: S.Context, budget: measure.Budget, pose: bool = False,
     got: dict[str, list] = {"network": []}
     if plain:
         got.update(network_decode=[], end_to_end=[])
+    if drec is not None:
+        got.update(cpu_input=[], device_input=[])
     if pose:
         got["end_to_end_pose"] = []
     for r in range(budget.rounds):
@@ -136,6 +187,9 @@ def _paired_rounds(ctx: S.Context, budget: measure.Budget, pose: bool = False,
         if plain:
             got["network_decode"].append(S.network_decode(ctx, batches))
             got["end_to_end"].append(S.end_to_end(ctx, batches))
+        if drec is not None:
+            got["cpu_input"].append(S.end_to_end(ctx, batches, write=False))
+            got["device_input"].append(S.end_to_end(ctx, batches, rec=drec, write=False))
         if pose:
             got["end_to_end_pose"].append(S.end_to_end(ctx, batches, pose=True))
         _log(f"{ctx.runner_name} {ctx.precision} batch {ctx.batch}: round {r + 1}/{budget.rounds} done")
@@ -144,6 +198,12 @@ def _paired_rounds(ctx: S.Context, budget: measure.Budget, pose: bool = False,
              "end_to_end": f"JPEG files + boxes -> PLY files, Reconstructor with {ctx.rec.workers} prep workers",
              "end_to_end_pose": f"end_to_end with reconstruct --pose (boxes with landmarks), "
                                 f"{ctx.rec.workers} prep workers"}
+    if drec is not None:
+        notes["cpu_input"] = (f"JPEG files + boxes -> meshes in memory (no PLY writes), the CPU input path, "
+                              f"{ctx.rec.workers} prep workers")
+        notes["device_input"] = (f"cpu_input with the device input ({drec.device_input.backend.name}), "
+                                 f"{ctx.rec.workers} prep workers reading files and headers; "
+                                 f"{S.device_crop_difference(ctx, drec)}")
     rows = [S.rounds_row(ctx, stage, samples, notes[stage]) for stage, samples in got.items()]
     for row in rows:
         _log(_short(row))

@@ -92,7 +92,9 @@ class Context:
     def __init__(self, rec, batch: int, work: Workload, budget: Budget, model_label: str):
         self.rec, self.batch, self.work, self.budget, self.model_label = rec, batch, work, budget, model_label
         r = rec.runner
-        self.runner_name, self.device, self.precision = r.name, r.device, r.precision
+        # a compiled runner's rows are told apart from the same runner's eager rows
+        self.runner_name = r.name + (" compiled" if getattr(r, "compiled", False) else "")
+        self.device, self.precision = r.device, r.precision
         self.gpu = rec.on_gpu
         self.crops = preprocess_batch(work.jpeg, batch)
         self._coeffs = None
@@ -310,11 +312,16 @@ def network_decode(ctx: Context, n: int) -> Samples:
     return Samples(list(np.diff(done)), mem, fill=done[0] - t0)
 
 
-def end_to_end(ctx: Context, n: int, pose: bool = False) -> Samples:
+def end_to_end(ctx: Context, n: int, pose: bool = False, rec=None, write: bool = True) -> Samples:
     """JPEG files with known boxes -> binary PLY files, through Reconstructor.reconstruct with
     its prep workers, each result written by the caller as it arrives. With `pose`, the boxes
-    carry the astronaut's landmarks and the run fits every face's pose (reconstruct --pose)."""
+    carry the astronaut's landmarks and the run fits every face's pose (reconstruct --pose).
+    rec: another Reconstructor on the same runner (the device input's, `device_reconstructor`).
+    write False: the meshes stay in memory (the input side of the pipeline, without the PLY
+    writes that bound it on a GPU at a few hundred faces/s per caller thread)."""
     from engine.detect import FaceBox
+
+    rec = ctx.rec if rec is None else rec
 
     box = ASTRONAUT_BOX
     if pose:
@@ -332,16 +339,73 @@ def end_to_end(ctx: Context, n: int, pose: bool = False) -> Samples:
         done = []
         with PeakMemory(ctx.gpu) as mem:
             t0 = time.perf_counter()
-            for k, res in enumerate(ctx.rec.reconstruct(names, boxes=boxes, pose=pose)):
+            for k, res in enumerate(rec.reconstruct(names, boxes=boxes, pose=pose)):
                 if res.error or (pose and res.pose is None):
                     raise RuntimeError(f"bench end_to_end: {res.source}: {res.error or res.pose_error}")
-                res.write_mesh(os.path.join(out, f"{res.name}.ply"))
+                if write:
+                    res.write_mesh(os.path.join(out, f"{res.name}.ply"))
+                elif res.vertices is None:
+                    raise RuntimeError(f"bench end_to_end: {res.source}: no mesh")
                 if (k + 1) % ctx.batch == 0:
                     done.append(time.perf_counter())
-        written = len(os.listdir(out))
+        written = len(os.listdir(out)) if write else k + 1
     if written != n * ctx.batch:
         raise RuntimeError(f"bench end_to_end: expected {n * ctx.batch} PLY files, found {written}")
     return Samples(list(np.diff(done)), mem, fill=done[0] - t0)
+
+
+def device_reconstructor(ctx: Context):
+    """(a Reconstructor like ctx.rec whose JPEG inputs are decoded and cropped on the GPU, None) or
+    (None, why there is none here). The caller closes it (the runner stays ctx.rec's)."""
+    from engine.errors import UnavailableError
+    from engine.pipeline import Reconstructor
+
+    if not ctx.gpu:
+        return None, "the runner does not run on a CUDA device"
+    try:
+        return Reconstructor(runner=ctx.rec.runner, model=ctx.rec.model, batch_size=ctx.batch, detector=None,
+                             workers=ctx.rec.workers, basis_dtype=ctx.rec.decoder.basis_dtype,
+                             device_input=True), None
+    except UnavailableError as e:
+        return None, str(e)
+
+
+def device_preprocess(ctx: Context, drec) -> Row:
+    """`batch` JPEGs -> the network's input on the GPU: nvJPEG decode + crop kernel, one batch per
+    call (DeviceInput.fill, as the network thread runs it; every row its own JPEG), synchronised."""
+    from engine.crop import crop_bounds
+    from engine.pipeline import stages as P
+    from engine.pipeline.device_input import DevicePlan, screen_jpeg
+    from engine.pipeline.inputs import Item
+
+    di = drec.device_input
+    screened = screen_jpeg(ctx.work.jpeg, None)
+    bounds = np.asarray([crop_bounds(ASTRONAUT_BOX, "given")], np.int64)
+    batch = P.new_batch(ctx.batch)
+    for i in range(ctx.batch):
+        item = Item("astronaut.jpg", lambda: None, encoded=ctx.work.jpeg)
+        plan = DevicePlan(item, bytearray(ctx.work.jpeg), screened, [ASTRONAUT_BOX], bounds, cpu_prepare=None)
+        batch.device.append(P.DeviceRow(i, plan, 0))
+        batch.entries.append(P.Entry("astronaut.jpg", None, 0, None, i))
+    batch.n = ctx.batch
+    with PeakMemory(ctx.gpu) as mem:
+        times = time_calls(lambda: di.fill(batch), ctx.budget, ctx.sync)
+    return ctx.row("device_preprocess", *summarize(times, ctx.batch), len(times), mem,
+                   f"JPEG bytes -> network input on the GPU: {di.backend.name}, one batch per call")
+
+
+def device_crop_difference(ctx: Context, drec) -> str:
+    """How far the device input's crop of the astronaut is from the CPU path's (ctx.crops[0]),
+    in grey levels: nvJPEG decodes differently from libjpeg-turbo (engine.pipeline.device_input)."""
+    with tempfile.TemporaryDirectory(prefix="engine-bench-") as tmp:
+        p = os.path.join(tmp, "astronaut.jpg")
+        with open(p, "wb") as f:
+            f.write(ctx.work.jpeg)
+        (res,) = list(drec.embed([p], boxes={p: [ASTRONAUT_BOX]}, keep_crops=True))
+    if res.error:
+        raise RuntimeError(f"bench device_input: {res.error}")
+    d = np.abs(res.crop - ctx.crops[0])
+    return f"crop vs the CPU path's: max {d.max():.0f}, mean {d.mean():.3f} grey levels"
 
 
 class Samples:

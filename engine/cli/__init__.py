@@ -57,6 +57,23 @@ def _conflicting_options(args) -> str | None:
             return (f"{', '.join(wanted)}: need each face's 68 landmarks in its photo; --cropped inputs are "
                     "already-cropped faces, which have none (give the photos, with --boxes for your own boxes "
                     "or landmarks)")
+    return _compile_conflict(args)
+
+
+def _compile_conflict(args) -> str | None:
+    """--compile needs a PyTorch runner (engine.runners.create_runner says the same to the API)."""
+    from engine.cli.parser import COMPILABLE_RUNNERS
+
+    if getattr(args, "compile_mode", None) and not getattr(args, "compile", False):
+        return f"--compile-mode {args.compile_mode}: applies with --compile only"
+    if not getattr(args, "compile", False):
+        return None
+    runner = getattr(args, "runner", "auto")
+    if runner not in ("auto",) + COMPILABLE_RUNNERS:
+        return (f"--compile: torch.compile applies to the PyTorch runners ({', '.join(COMPILABLE_RUNNERS)}, or "
+                f"auto); --runner {runner} cannot compile: drop --compile or use --runner torch-cpu / torch-cuda")
+    if getattr(args, "ray", None) is not None:
+        return "--compile cannot be used with --ray yet: the Ray actors build their own runners; run without --ray"
     return None
 
 

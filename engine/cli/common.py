@@ -332,7 +332,8 @@ def make_reconstructor(args, *, decode: bool):
                   detector=detector_mode(args), workers=args.workers, threads=args.threads,
                   det_threshold=getattr(args, "det_threshold", None),
                   det_upsample=getattr(args, "det_upsample", DEFAULT_UPSAMPLE),
-                  det_max_side=None if side == 0 else side)
+                  det_max_side=None if side == 0 else side,
+                  device_input={"auto": "auto", "on": True, "off": False}[getattr(args, "device_input", "auto")])
     if decode:
         kwargs["model"] = default_morphable(args)
     try:
@@ -352,17 +353,23 @@ def _say_variant(args, runner) -> None:
 
 
 def network_runner(args):
-    """--runner as the Reconstructor takes it: the name, or, with --precision or --max-error, the
-    runner made here (engine.runners.create_runner chooses the variant) after printing what runs
-    and its validated error. An automatic choice of a lower-precision variant is printed too."""
+    """--runner as the Reconstructor takes it: the name, or, with --precision, --max-error or
+    --compile, the runner made here (engine.runners.create_runner chooses the variant) after
+    printing what runs and its validated error. An automatic choice of a lower-precision variant
+    is printed too."""
     precision, max_error = getattr(args, "precision", None), getattr(args, "max_error", None)
-    if precision in (None, "auto") and max_error is None:
+    compile_ = bool(getattr(args, "compile", False))
+    if precision in (None, "auto") and max_error is None and not compile_:
         return args.runner
     from engine.runners import create_runner
 
     runner = create_runner(args.runner, args.network_dir, threads=args.threads, precision=precision,
-                           max_error=max_error)
+                           max_error=max_error, compile=compile_, compile_mode=getattr(args, "compile_mode", None))
     _say_variant(args, runner)
+    if runner.compiled and not getattr(args, "quiet", False):  # else a silent pause of seconds to minutes
+        say(f"network: {runner.name} {runner.precision} compiled with torch.compile (Inductor, mode "
+            f"{runner.compile_mode}): the first batch of each size compiles once, 10-30 s on a CPU, minutes on a "
+            f"GPU under max-autotune (less from the cache in {runner.compile_cache})")
     return runner
 
 

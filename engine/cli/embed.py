@@ -519,14 +519,14 @@ def _embedder(args):
     C.check_network_dir(args)
     side = getattr(args, "det_max_side", DEFAULT_MAX_SIDE)
 
-    def embed_fn(paths, *, boxes, **options):
+    def embed_fn(paths, **options):  # options: boxes (matched here, over every input), cropped, frames
         return distributed_embed(
             paths, address=None if args.ray == "local" else args.ray, network_dir=args.network_dir,
             runner=args.runner, precision=getattr(args, "precision", None), max_error=getattr(args, "max_error", None),
             batch_size=C.batch_size(args), workers=args.workers, threads=args.threads, detector=C.detector_mode(args),
             det_threshold=getattr(args, "det_threshold", None),
             det_upsample=getattr(args, "det_upsample", DEFAULT_UPSAMPLE), det_max_side=None if side == 0 else side,
-            **options)
+            quiet=bool(getattr(args, "quiet", False)), **options)
     yield embed_fn
 
 
@@ -534,11 +534,11 @@ def run(args) -> int:
     from engine.descriptors import descriptor
 
     if getattr(args, "ray", None) is not None:
-        if args.boxes:  # the actors read absolute paths; the sidecar's keys are matched to the names given here
-            raise InputError("--boxes cannot be used with --ray yet: run embed without --ray for a boxes sidecar")
+        from engine.distributed.cluster import check_reachable
         from engine.distributed.embed import require_ray
 
         require_ray()  # UnavailableError before the output folder is made
+        check_reachable(None if args.ray == "local" else args.ray, "--ray")  # a dead address: seconds, not minutes
 
     if args.parquet:
         _lazy_pyarrow()

@@ -186,6 +186,10 @@ def collect(args) -> tuple[dict, list[str]]:
                     "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
         torch_cuda = _guard(problems, "torch", _torch)
     report["torch_cuda"] = torch_cuda
+    if report["packages"]["torch"]:
+        from engine.runners.torch_compile import status
+
+        report["torch_compile"] = _guard(problems, "torch.compile", status)  # --compile; unusable is no problem
     from engine.runners import available_runners
 
     runners = _guard(problems, "runners", available_runners) or []
@@ -231,6 +235,10 @@ def _print(report: dict, problems: list[str]) -> None:
     if tc:
         w(f"PyTorch CUDA:    {'yes' if tc['cuda_available'] else 'no'}"
           + (f" (CUDA {tc['cuda_version']}, {tc['device']})" if tc["cuda_available"] else "") + "\n")
+    tcomp = report.get("torch_compile")
+    if tcomp:
+        w(f"torch.compile:   {'yes' if tcomp['usable'] else 'no'} ({tcomp['detail']}; --compile caches in "
+          f"{tcomp['cache']})\n")
     b = report["compiled_core"]
     if b:
         w("compiled core:   " + ", ".join(f"{k}={v}" for k, v in b.items()) + "\n")

@@ -10,6 +10,8 @@ import argparse
 RUNNERS = ("auto", "tensorrt", "torch-cuda", "onnxruntime", "torch-cpu")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16", "int8")  # engine.runners.PRECISIONS (not imported: keep --help fast)
 VARIANT_PRECISIONS = ("int8", "bf16")  # engine.network.variants.VARIANT_PRECISIONS
+COMPILABLE_RUNNERS = ("torch-cuda", "torch-cpu")  # engine.runners.COMPILABLE (tests check they agree)
+COMPILE_MODES = ("default", "max-autotune")  # engine.runners.torch_compile.COMPILE_MODES
 DEFAULT_MAX_ERROR = 0.05  # engine.network.variants.DEFAULT_MAX_ERROR
 MESH_FORMATS = ("ply", "ply-ascii", "obj")
 PARTS = ("all", "alpha", "beta")
@@ -122,6 +124,21 @@ def _network_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-error", type=_positive_float, metavar="SD",
                    help=f"the largest validated coefficient error, in standard deviations, that auto accepts "
                         f"(default: {DEFAULT_MAX_ERROR})")
+    g.add_argument("--compile", action="store_true",
+                   help="compile the network with torch.compile (Inductor) on a PyTorch runner (torch-cpu, "
+                        "torch-cuda; with --runner auto the best of them; refused with onnxruntime and tensorrt). "
+                        "Each batch size compiles once on first use: 10-30 s on a CPU (needs a C++ compiler), "
+                        "minutes on a GPU under max-autotune; cached for the next run in "
+                        "~/.cache/engine3dmm/torchinductor ($TORCHINDUCTOR_CACHE_DIR when set)")
+    g.add_argument("--device-input", choices=("auto", "on", "off"), default="auto",
+                   help="decode JPEGs with nvJPEG and crop them on the GPU, straight into the network's input "
+                        "(engine.pipeline.device_input). auto (default): with a CUDA runner and torchvision, for "
+                        "JPEG files with known boxes (--boxes, --cropped); other inputs take the CPU path. on: "
+                        "fail when it cannot run. off: the CPU path for every input (libjpeg-turbo's pixels: "
+                        "nvJPEG's can differ by a grey level or two)")
+    g.add_argument("--compile-mode", choices=COMPILE_MODES,
+                   help="with --compile: Inductor's mode (default: max-autotune on a GPU, which takes minutes per "
+                        "batch size; default on the CPU)")
 
 
 # engine.detect's defaults, repeated here so that --help needs no numpy (tests check they agree).
@@ -520,4 +537,10 @@ Ctrl-C or SIGTERM stops the service, and the local Ray it started. Needs pip ins
                    help="CPU threads of each replica's network runner (default: the runner's)")
     p.add_argument("--workers", type=_int_in(1, MAX_WORKERS), default=2, metavar="N",
                    help="threads per replica detecting and cropping faces")
+    p.add_argument("--direct-ingress", action="store_true",
+                   help="the replica itself listens on --port, skipping Ray's HTTP proxy hop (about 7 ms a request "
+                        "on 2 cores). EXPERIMENTAL in Ray (RAY_SERVE_ENABLE_DIRECT_INGRESS). One replica on a local "
+                        "Ray only (refused with --replicas > 1 or --address); Ray's proxy still runs, on a free port; "
+                        "a replica that dies closes its connections unanswered, and --port refuses connections "
+                        "until Ray has restarted it")
     return parser

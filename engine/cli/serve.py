@@ -2,19 +2,36 @@
 
 The local Ray this command starts (without --address) is shut down with the service, so no
 process is left behind; on a joined cluster only this service's application is removed.
+Stopping drains: the replicas answer the requests they hold first (ServeOptions.drain_timeout_s).
+
+Signals only set a flag. The service lives on a thread of its own, from start to stop: ray.init,
+called there, does not put in its SIGTERM handler (which exits the process in the middle of
+starting Ray, leaving its agents behind); the main thread keeps receiving the signals, and the
+service thread, seeing the flag between the start's steps or once running, stops what it
+started. That thread stays until Ray is shut down: Ray's processes are started with a
+parent-death signal, which Linux sends when the THREAD that started them ends.
 """
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
 import threading
 
 
+class _DropMainThreadWarning(logging.Filter):
+    """ray.init's "SIGTERM handler is not set because current thread is not the main thread":
+    on purpose here (see the module's docstring), not something for the user to act on."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("SIGTERM handler is not set")
+
+
 def run(args) -> int:
     from engine.cli.common import apply_max_pixels, check_network_dir
     from engine.errors import UnavailableError
-    from engine.serve import ServeOptions, Service, ray_available
+    from engine.serve import ServeOptions, Service, StartInterrupted, ray_available
     from engine.serve.service import INSTALL_HINT
 
     if not ray_available():
@@ -27,33 +44,61 @@ def run(args) -> int:
     options = ServeOptions(runner=args.runner, network_dir=network_dir, replicas=args.replicas,
                            replica_cpus=args.replica_cpus, max_batch_size=args.max_batch_size,
                            batch_wait_ms=args.batch_wait_ms, max_body_mb=args.max_body_mb,
-                           max_pixels=Image.MAX_IMAGE_PIXELS, threads=args.threads, workers=args.workers)
+                           max_pixels=Image.MAX_IMAGE_PIXELS, threads=args.threads, workers=args.workers,
+                           direct_ingress=bool(getattr(args, "direct_ingress", False)))
+    quiet = bool(getattr(args, "quiet", False))
     stop = threading.Event()
     signals = (signal.SIGINT, signal.SIGTERM)
     # Ray's core installs a fatal-signal handler that aborts the process on SIGTERM (leaving its
-    # processes behind): off, so that SIGTERM is a clean stop. Ours go in before Ray starts (a
-    # SIGINT during the start stops everything) and again after it (ray.init replaces SIGTERM's).
+    # processes behind): off, so that SIGTERM is a clean stop.
     os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
     service = Service(options, host=args.host, port=args.port, address=args.address, num_cpus=args.num_cpus,
-                      metrics_port=args.metrics_port)  # checks the options: InputError before anything starts
+                      metrics_port=args.metrics_port, quiet=quiet)  # checks the options: nothing started yet
     previous = {s: signal.signal(s, lambda *_: stop.set()) for s in signals}
-    try:
+    ray_worker_log = logging.getLogger("ray._private.worker")
+    drop = _DropMainThreadWarning()
+    ray_worker_log.addFilter(drop)
+    failure: list[BaseException] = []
+    ready = threading.Event()
+
+    def lifetime():  # start, serve until asked to stop, stop: all on this one thread (see above)
         try:
-            service.start()
-        except (SystemExit, KeyboardInterrupt):
-            # A signal while Ray starts: ray.init puts in its own SIGTERM handler (sys.exit) until
-            # ours is back below. start() has stopped what it started; this is a requested stop.
-            stop.set()
-        else:
-            for s in signals:
-                signal.signal(s, lambda *_: stop.set())
-            print(f"engine3dmm serve: listening on {service.url} (POST /v1/faces, POST /v1/mesh, GET /healthz); "
-                  "Ctrl-C or SIGTERM stops it", file=sys.stderr, flush=True)
-        while not stop.wait(0.5):
-            pass
-        print("engine3dmm serve: stopping", file=sys.stderr, flush=True)
+            service.start(stop)
+        except BaseException as e:  # noqa: BLE001 - handed to the main thread, which raises it
+            failure.append(e)
+            return
+        ready.set()
+        stop.wait()
+        print(f"engine3dmm serve: stopping (requests in flight are answered first, up to "
+              f"{options.drain_timeout_s:g} s)", file=sys.stderr, flush=True)
+        try:
+            service.stop()
+        except BaseException as e:  # noqa: BLE001
+            failure.append(e)
+
+    owner = threading.Thread(target=lifetime, name="engine3dmm-serve", daemon=True)
+    said = False
+    try:
+        owner.start()
+        while owner.is_alive():
+            owner.join(0.2)  # the main thread stays free to run the signal handlers
+            if ready.is_set() and not said:
+                said = True
+                direct = (f"; direct ingress (experimental in Ray), Ray's proxy on {service.proxy_url}"
+                          if options.direct_ingress else "")
+                print(f"engine3dmm serve: listening on {service.url} (POST /v1/faces, POST /v1/mesh, GET /healthz"
+                      f"{direct}); Ctrl-C or SIGTERM stops it", file=sys.stderr, flush=True)
+        if failure and isinstance(failure[0], StartInterrupted):
+            print("engine3dmm serve: stopped before it was ready; everything it started is stopped",
+                  file=sys.stderr, flush=True)
+            return 0
+        if failure:
+            raise failure[0]
     finally:
-        service.stop()
+        if owner.is_alive():  # only when the main thread itself failed: stop, bounded
+            stop.set()
+            owner.join(options.drain_timeout_s + 60)
+        ray_worker_log.removeFilter(drop)
         for s, h in previous.items():
             signal.signal(s, h)
     return 0

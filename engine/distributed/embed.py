@@ -10,6 +10,13 @@ a caller consumes them exactly as it consumes `Reconstructor.embed`: `engine3dmm
 writes them with the same chunks, progress record and merged files as the single-process
 command (engine.cli.embed), so a rerun, with or without Ray, skips what is done.
 
+Caller-given boxes (`boxes`, `embed --boxes`) are read and matched to the inputs once, on the
+driver (engine.box_match's rule: a key's relative path means the caller's working directory or
+the sidecar's folder, and some levels need every input's name, which no actor has). What the
+match decided for an input (its boxes, or its error: an ambiguous key, a bad entry) travels in
+that input's row; an actor's Reconstructor reads it back through `_ShippedBoxes`, so each face
+is checked, cropped and fails as it would in one process, and no actor holds the whole sidecar.
+
 Where files must be: every node reads the input files and the model card at the same paths as
 the driver (a shared file system, or the same image on every node). The model card is
 `network_dir` when given, else `$ENGINE3DMM_MODEL_DIR`, else the default folder
@@ -26,11 +33,13 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
 from collections.abc import Iterator
 
 import numpy as np
 
-from engine.errors import BackendError, UnavailableError
+from engine.box_match import MatchedBoxes
+from engine.errors import BackendError, InputError, UnavailableError
 
 # The columns of a result row (the map_batches output); one row per face, failed input or frame.
 ROW_COLUMNS = ("source", "face_index", "frame", "has_box", "x0", "y0", "x1", "y1", "score", "box_kind",
@@ -49,11 +58,71 @@ def require_ray():
     return ray
 
 
+class _ShippedBoxes(MatchedBoxes):
+    """The driver's box match (engine.box_match), for the inputs of one actor batch: `decided`
+    maps an input's absolute path to what `MatchedBoxes.for_input` gave on the driver, (key,
+    boxes as the mapping holds them), or (_FAILED, message) where it raised (raised again here,
+    when the pipeline asks after reading the image, as in one process); no entry: no boxes. `label`, `option` and `path` are the driver's, so every message reads alike."""
+
+    def __init__(self, decided: dict, label: str, option: str | None, path: str | None):
+        super().__init__({}, option=option)
+        self.label, self.path, self._decided = label, path, decided
+
+    @property
+    def complete(self) -> bool:
+        return True  # matched over every input of the run, on the driver
+
+    def for_input(self, name, root=None):
+        hit = self._decided.get(os.path.normpath(os.path.abspath(os.fspath(name))))
+        if hit is not None and hit[0] is _FAILED:
+            raise InputError(hit[1])
+        return hit
+
+
+_FAILED = None  # the key of a shipped decision that is an error (a real key is a string)
+
+
+def _match_boxes(boxes, given: dict[str, str]) -> MatchedBoxes | None:
+    """`boxes` (a sidecar path, a mapping, a MatchedBoxes) matched to the run's inputs as
+    Reconstructor.embed matches them for a list of inputs (the one rule, on this process's
+    working directory): a sidecar is read here, once; a complete MatchedBoxes (the CLI's) is
+    taken as it is. InputError for a sidecar that cannot be read or a value that is no mapping."""
+    if boxes is None:
+        return None
+    from engine.pipeline import Reconstructor
+    from engine.pipeline.inputs import list_inputs
+
+    names = list(given.values())
+    return Reconstructor._match(boxes, names, list_inputs(names))[0]
+
+
+def _shipped(matched: MatchedBoxes | None, given: dict[str, str]) -> dict[str, bytes] | None:
+    """{absolute path: its match decision, pickled}, for the inputs that have one (None: no
+    boxes). Each row carries only its own input's boxes."""
+    if matched is None:
+        return None
+    out = {}
+    for absolute, name in given.items():
+        try:
+            hit = matched.for_input(name)
+        except InputError as e:  # an ambiguous key or a bad entry: that input's failure, on its actor
+            hit = (_FAILED, str(e))
+        if hit is None:
+            continue
+        try:
+            out[absolute] = pickle.dumps(hit, protocol=pickle.HIGHEST_PROTOCOL)
+        except (pickle.PicklingError, TypeError, AttributeError) as e:
+            raise InputError(f"boxes[{hit[0]!r}]: cannot be sent to the Ray actors ({type(e).__name__}: {e}); "
+                             "give FaceBoxes or (x0, y0, x1, y1) tuples") from None
+    return out
+
+
 class _EmbedActor:
-    """One Reconstructor kept for the actor's life; called with batches of input paths."""
+    """One Reconstructor kept for the actor's life; called with batches of input paths (and,
+    with boxes, each input's pickled match decision: column "boxes", b"" for none)."""
 
     def __init__(self, reconstructor: dict, precision=None, max_error=None, cropped=False,
-                 frame_step=1, max_frames=None):
+                 frame_step=1, max_frames=None, boxes_label: tuple | None = None):
         from engine.pipeline import Reconstructor
 
         kwargs = dict(reconstructor)
@@ -66,12 +135,17 @@ class _EmbedActor:
                                              max_error=max_error)
         self.rec = Reconstructor(**kwargs)
         self.options = {"cropped": cropped, "frame_step": frame_step, "max_frames": max_frames}
+        self.boxes_label = boxes_label  # (label, option, path) of the driver's boxes; None: no boxes
 
     def __call__(self, batch: dict) -> dict:
         paths = [str(p) for p in batch["path"]]
+        options = dict(self.options)
+        if self.boxes_label is not None:
+            decided = {p: pickle.loads(bytes(b)) for p, b in zip(paths, batch["boxes"]) if len(b)}
+            options["boxes"] = _ShippedBoxes(decided, *self.boxes_label)
         rows = []
         try:
-            for r in self.rec.embed(paths, **self.options):
+            for r in self.rec.embed(paths, **options):
                 rows.append(_row(r))
         except Exception as e:  # noqa: BLE001 - the whole batch failed: each input gets the error, none dropped
             done = {row["source"] for row in rows}
@@ -138,17 +212,25 @@ def _results(block: dict, given: dict[str, str]) -> Iterator:
                          error=error, provenance=dict(prov))
 
 
-def _connect(ray, address: str | None, num_cpus: int | None) -> bool:
+def _connect(ray, address: str | None, num_cpus: int | None, quiet: bool = False) -> bool:
     """Join `address` ("auto", "ray://host:10001", "host:6379"), or start a local Ray when it is
     None (no dashboard); reuse one already initialised in this process. Returns whether this
-    call started it (and so must shut it down)."""
+    call started it (and so must shut it down). An address where nothing answers fails in
+    seconds (engine.distributed.cluster.check_reachable), not after Ray's connection timeout.
+    quiet: Ray's own INFO lines and warnings, and its workers' log lines, off."""
     if ray.is_initialized():
         return False
+    import logging
+
+    from engine.distributed.cluster import check_reachable
+
+    logs = {"logging_level": logging.ERROR, "log_to_driver": False} if quiet else {}
     if address in (None, "local"):
-        ray.init(num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False, configure_logging=False)
+        ray.init(num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False, configure_logging=quiet, **logs)
     else:
+        check_reachable(address, "--ray")
         try:
-            ray.init(address=address, configure_logging=False)
+            ray.init(address=address, configure_logging=quiet, **logs)
         except ConnectionError as e:
             raise BackendError(f"--ray {address}: cannot join the Ray cluster ({e})") from None
     return True
@@ -172,8 +254,9 @@ def _pool(ray, actors: int | None, threads: int | None, gpus: bool | None) -> tu
 def embed(inputs, *, address: str | None = None, network_dir=None, runner: str = "auto", precision=None,
           max_error=None, batch_size: int = 8, workers: int = 2, threads: int | None = None,
           detector="auto", det_threshold=None, det_upsample: int = 1, det_max_side: int | None = 2048,
-          cropped: bool = False, frame_step: int = 1, max_frames: int | None = None,
-          actors: int | None = None, gpus: bool | None = None, num_cpus: int | None = None) -> Iterator:
+          cropped: bool = False, frame_step: int = 1, max_frames: int | None = None, boxes=None,
+          actors: int | None = None, gpus: bool | None = None, num_cpus: int | None = None,
+          quiet: bool = False) -> Iterator:
     """Embed `inputs` (file paths: images and videos, already expanded) on a Ray cluster.
 
     Yields engine.pipeline.FaceResult, as `Reconstructor.embed` does: the results of one input
@@ -187,11 +270,20 @@ def embed(inputs, *, address: str | None = None, network_dir=None, runner: str =
     actors: the pool's size (default: one per GPU, else the cluster's CPUs // threads).
     threads: network threads per CPU actor (default 1: an actor per core); gpus: None decides
         by the cluster (GPUs present: `num_gpus=1` actors), False forces CPU actors.
+    quiet: Ray's own INFO lines and warnings off (a Ray this call starts or joins).
+    boxes: as `Reconstructor.reconstruct` takes them (a CSV/JSON sidecar path, a mapping {name:
+        [FaceBox or (x0, y0, x1, y1), ...]}, or a MatchedBoxes), matched by engine.box_match's
+        rule to `inputs` as given, here on the driver (relative keys: this process's working
+        directory or the sidecar's folder). Each input's boxes, or its match error, travel with
+        it to its actor; an input without an entry goes to the detector (with detector=None it
+        fails), a bad or out-of-image box fails its input alone. A sidecar that cannot be read
+        raises InputError at the first `next()`, before Ray is started or joined.
     The other options are Reconstructor's and `Reconstructor.embed`'s (runner, network_dir,
     precision and max_error as engine.runners.create_runner takes them). Every node must read
     `inputs` and the model card (`network_dir`, or $ENGINE3DMM_MODEL_DIR) at the same paths.
 
-    Errors: UnavailableError without Ray; BackendError when a cluster cannot be joined, or an
+    Errors: UnavailableError without Ray; BackendError when a cluster cannot be joined (nothing
+    answering at `address` fails within seconds), or an
     actor dies beyond Ray's retries (the results before it have been yielded).
     """
     # Actors get absolute paths (a worker's working folder is not the driver's); results come
@@ -200,8 +292,10 @@ def embed(inputs, *, address: str | None = None, network_dir=None, runner: str =
     paths = list(given)
     if not paths:
         return
+    matched = _match_boxes(boxes, given)  # a bad sidecar fails here, before Ray starts
+    shipped = _shipped(matched, given)
     ray = require_ray()
-    started = _connect(ray, address, num_cpus)
+    started = _connect(ray, address, num_cpus, quiet)
     from ray.data import DataContext
 
     ctx = DataContext.get_current()  # this process's; put back at the end for the caller's other jobs
@@ -215,12 +309,16 @@ def embed(inputs, *, address: str | None = None, network_dir=None, runner: str =
                           batch_size=batch_size, detector=detector, workers=workers,
                           threads=None if "num_gpus" in resources else (threads or 1),
                           det_threshold=det_threshold, det_upsample=det_upsample, det_max_side=det_max_side)
-        ds = ray.data.from_items([{"path": p} for p in paths], override_num_blocks=math.ceil(len(paths) / per_batch))
+        items = ([{"path": p} for p in paths] if shipped is None
+                 else [{"path": p, "boxes": shipped.get(p, b"")} for p in paths])
+        ds = ray.data.from_items(items, override_num_blocks=math.ceil(len(paths) / per_batch))
         ds = ds.map_batches(_EmbedActor, batch_size=per_batch, batch_format="numpy",
                             compute=ray.data.ActorPoolStrategy(size=n),
                             fn_constructor_kwargs=dict(reconstructor=rec_kwargs, precision=precision,
                                                        max_error=max_error, cropped=cropped,
-                                                       frame_step=frame_step, max_frames=max_frames),
+                                                       frame_step=frame_step, max_frames=max_frames,
+                                                       boxes_label=None if matched is None else
+                                                       (matched.label, matched.option, matched.path)),
                             **resources)
         try:
             for block in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1):

@@ -31,14 +31,15 @@ class GpuStage:
         self.decoder = decoder
         self.copy_stream = torch.cuda.Stream(device=runner.stream.device)
 
-    def run(self, batch, decode: bool):
-        """Network thread: queue network, decode and the copy back; do not wait for them."""
+    def run(self, batch, decode: bool, crops=None):
+        """Network thread: queue network, decode and the copy back; do not wait for them.
+        crops: the network input when not batch.crops (a device buffer of the device input)."""
         import torch
 
         n = batch.n
         stream = self.runner.stream
         with torch.cuda.stream(stream):
-            coeffs = self.runner.run_device(batch.crops[:n])
+            coeffs = self.runner.run_device(batch.crops[:n] if crops is None else crops)
             records = None
             if decode:
                 records = self.decoder.decode(coeffs, outputs=("records",), stream=stream,

@@ -38,6 +38,7 @@ class Item:
     frame: int | None = None
     path: str | None = None  # a file's path (None: in memory or a camera)
     root: str | None = None  # the folder argument the file was found in (box matching)
+    encoded: Any = None  # an in-memory image's encoded bytes (engine.pipeline.device_input decodes them itself)
 
 
 @dataclass
@@ -76,7 +77,7 @@ def _image_item(source: str, data, max_pixels, path: str | None = None, root: st
     if isinstance(data, np.ndarray):
         return Item(source, lambda: images.as_rgb(data, source))
     if isinstance(data, (bytes, bytearray, memoryview)):
-        return Item(source, lambda: images.decode_image(data, source, max_pixels=max_pixels))
+        return Item(source, lambda: images.decode_image(data, source, max_pixels=max_pixels), encoded=data)
     p = os.fspath(data)
     return Item(source, lambda: images.load_image(p, max_pixels=max_pixels), path=p, root=root)
 

@@ -94,6 +94,12 @@ class Reconstructor:
     max_pixels: the largest image (width x height) decoded; larger ones fail with "WxH = P
         pixels, limit is L (raise max_pixels=)". DEFAULT: Pillow's Image.MAX_IMAGE_PIXELS
         (about 89 million, read at each image); None: no limit. See engine.images.load_image.
+    device_input: "auto" (default: on with a CUDA runner when torchvision is installed), True
+        (UnavailableError when it cannot run), False, or a DeviceInput object: JPEG files and
+        bytes with known boxes (or cropped=True) are decoded by nvJPEG and cropped on the GPU,
+        straight into the network's input; every other input takes the CPU path, in its place.
+        `device_input` is then the DeviceInput in use (None: the CPU path for every input).
+        See engine.pipeline.device_input.
     batch_size is at most MAX_BATCH_SIZE (1024), workers MAX_WORKERS (64), threads MAX_THREADS
     (1024): InputError beyond (memory grows with each; see their definitions).
     """
@@ -101,7 +107,7 @@ class Reconstructor:
     def __init__(self, *, runner="auto", network_dir=None, model=None, batch_size: int = 8,
                  detector="auto", basis_dtype: str = "fp32", workers: int = 2, threads: int | None = None,
                  det_threshold: float | None = None, det_upsample: int = DEFAULT_UPSAMPLE,
-                 det_max_side: int | None = DEFAULT_MAX_SIDE, max_pixels=DEFAULT_PIXELS):
+                 det_max_side: int | None = DEFAULT_MAX_SIDE, max_pixels=DEFAULT_PIXELS, device_input="auto"):
         from engine.decode import Decoder
         from engine.images import pixel_limit
         from engine.morphable import MorphableModel, load_model
@@ -111,6 +117,9 @@ class Reconstructor:
         if threads is not None:
             _int_in(threads, "threads", 1, MAX_THREADS)
         pixel_limit(max_pixels)  # checked now, not at the first image
+        from engine.pipeline.device_input import check_choice
+
+        check_choice(device_input)
         self.max_pixels = max_pixels
         self.det_options = dict(zip(("threshold", "upsample", "max_side"), check_detector_options(
             det_threshold, det_upsample, det_max_side, prefix="Reconstructor: det_")))
@@ -144,6 +153,7 @@ class Reconstructor:
                 from engine.pipeline.gpu import GpuStage
 
                 self._gpu = GpuStage(self.runner, self.decoder)
+            self.device_input = self._make_device_input(device_input)
             from engine.network import architecture as arch
 
             if self.decoder.coeff_width > arch.NUM_COEFFS:
@@ -172,6 +182,22 @@ class Reconstructor:
         self._warned_no_landmarks = False
         self._pipelines: weakref.WeakSet = weakref.WeakSet()
         self._closed = False
+
+    def _make_device_input(self, choice):
+        """The DeviceInput for `choice` (see the class docstring), or None."""
+        from engine.pipeline import device_input as D
+
+        if choice is False or isinstance(choice, D.DeviceInput):
+            return choice or None
+        reason = D.unavailable_reason(self.runner, self.on_gpu)
+        if reason is not None:
+            if choice is True:
+                raise UnavailableError(f"Reconstructor: device_input=True: {reason}")
+            if self.runner.device == "cuda":
+                log.info("inputs are decoded and cropped on the CPU: %s", reason)
+            return None
+        log.info("JPEG inputs with known boxes are decoded (nvJPEG) and cropped on the GPU")
+        return D.DeviceInput(D.CudaBackend(self.runner), max_pixels=self.max_pixels)
 
     @property
     def synthetic(self) -> bool:
@@ -220,14 +246,18 @@ class Reconstructor:
 
     # -- the pipeline's stages ------------------------------------------------------------
     def _run_batch(self, batch: stages.Batch, decode: bool) -> stages.Batch:
-        """Network (and on a GPU, decode) of one batch; runs on the network thread."""
+        """Network (and on a GPU, decode) of one batch; runs on the network thread. Rows prepared
+        for the device input are decoded and cropped here first (on the runner's stream)."""
         n = batch.n
         if n == 0:
             batch.coeffs = np.empty((0, self.decoder.coeff_width), np.float32)
             return batch
+        crops = batch.crops[:n]
+        if batch.device:
+            crops = self.device_input.fill(batch, host_copy=batch.keep_crops)
         if self.on_gpu:
-            return self._gpu.run(batch, decode)
-        batch.coeffs = self.runner.run(batch.crops[:n])
+            return self._gpu.run(batch, decode, crops)
+        batch.coeffs = self.runner.run(crops)
         return batch
 
     def _finish_batch(self, batch: stages.Batch, decode: bool, pose: str | None = None) -> stages.Batch:
@@ -397,9 +427,11 @@ class Reconstructor:
         name = self._detector_name() if detect is not None else ""
         ahead = self.batch_size + 2 * max(self.workers, 1)  # enough to fill the next batch, bounded
 
+        prepare_item = prepare if self.device_input is None else self.device_input.prepare
+
         def prep(item):
             try:
-                return prepare(item, boxes=boxes, cropped=cropped, detect=detect, detector_name=name)
+                return prepare_item(item, boxes=boxes, cropped=cropped, detect=detect, detector_name=name)
             except EngineError:  # e.g. UnavailableError (no dlib): no input can run, so the run stops
                 raise
             except Exception as e:  # anything else is this input's failure, not the run's end
@@ -412,7 +444,7 @@ class Reconstructor:
 
         def batches(pool, stop):
             prepared = stages.ordered_map(pool, prep, items, ahead, stop)
-            return stages.batches_from_prepared(prepared, self.batch_size, stop)
+            return stages.batches_from_prepared(prepared, self.batch_size, stop, keep_crops=keep_crops)
 
         pipe = self.pipeline(batches, decode=decode, pose=pose)
         return self._iterate(pipe, keep_crops)

@@ -54,6 +54,15 @@ class Entry:
 
 
 @dataclass
+class DeviceRow:
+    """A batch row the device input fills (engine.pipeline.device_input): face `face` of `plan`."""
+
+    row: int
+    plan: Any
+    face: int
+
+
+@dataclass
 class Batch:
     crops: np.ndarray  # [capacity, 3, 224, 224]; the first n rows are filled
     n: int = 0
@@ -62,6 +71,11 @@ class Batch:
     decoded: Any = None  # DecodedBatch (CPU) or HostDecoded (GPU), when decoding
     pending: Any = None  # GPU: the copy back in flight (see engine.pipeline.gpu)
     finite: np.ndarray | None = None  # bool [n]: rows whose coefficients are all finite
+    # Rows the device input fills (DeviceRow): their crops are not in `crops`; the network
+    # thread decodes and crops them on the device (engine.pipeline.device_input), and copies
+    # them back into `crops` when `keep_crops` (the caller wants every face's crop).
+    device: list = field(default_factory=list)
+    keep_crops: bool = False
 
 
 class _Failure:
@@ -75,13 +89,20 @@ def new_batch(capacity: int) -> Batch:
     return Batch(np.empty((capacity, 3, arch.INPUT_SIZE, arch.INPUT_SIZE), np.float32))
 
 
-def batches_from_prepared(prepared: Iterable, batch_size: int, stop: threading.Event) -> Iterator[Batch]:
+def batches_from_prepared(prepared: Iterable, batch_size: int, stop: threading.Event, *,
+                          keep_crops: bool = False) -> Iterator[Batch]:
     """Group prepared items (in order) into batches of `batch_size` faces.
 
     Failed inputs ride in the batch where they occur so that they come out in their place.
     A batch is also closed after 4 x batch_size entries, so a long run of failures does not
-    accumulate without bound."""
-    batch = new_batch(batch_size)
+    accumulate without bound. An input prepared for the device (a `plan`, no crops) gets its rows
+    in `Batch.device` instead of crops; `keep_crops` is every batch's Batch.keep_crops."""
+    def fresh() -> Batch:
+        b = new_batch(batch_size)
+        b.keep_crops = keep_crops
+        return b
+
+    batch = fresh()
     for p in prepared:
         if stop.is_set():
             return
@@ -89,16 +110,20 @@ def batches_from_prepared(prepared: Iterable, batch_size: int, stop: threading.E
         if p.error is not None:
             batch.entries.append(Entry(it.source, it.frame, -1, None, -1, p.error))
         else:
+            plan = getattr(p, "plan", None)
             for f, box in enumerate(p.boxes):
                 if batch.n == batch_size:
                     yield batch
-                    batch = new_batch(batch_size)
-                batch.crops[batch.n] = p.crops[f]
+                    batch = fresh()
+                if plan is None:
+                    batch.crops[batch.n] = p.crops[f]
+                else:
+                    batch.device.append(DeviceRow(batch.n, plan, f))
                 batch.entries.append(Entry(it.source, it.frame, f, box, batch.n))
                 batch.n += 1
         if batch.n == batch_size or len(batch.entries) >= 4 * batch_size:
             yield batch
-            batch = new_batch(batch_size)
+            batch = fresh()
     if batch.entries:
         yield batch
 

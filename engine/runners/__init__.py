@@ -23,8 +23,10 @@ PRECISIONS = ("auto", "fp32", "fp16", "bf16", "int8")
 # fastest float32 CPU path. Lower precisions are chosen per model, from the variants
 # validated on its own weights (engine.network.variants).
 CPU_PREFERENCE = ("onnxruntime", "torch-cpu")
+# The runners torch.compile applies to (engine.runners.torch_compile), in the order "auto" prefers.
+COMPILABLE = ("torch-cuda", "torch-cpu")
 
-__all__ = ["Runner", "check_crops", "create_runner", "available_runners", "RUNNER_NAMES", "PRECISIONS"]
+__all__ = ["Runner", "check_crops", "create_runner", "available_runners", "RUNNER_NAMES", "PRECISIONS", "COMPILABLE"]
 
 
 def _has(module: str) -> bool:
@@ -88,7 +90,8 @@ def available_runners() -> list[str]:
 
 def create_runner(name: str = "auto", model_dir=None, *, max_batch: int | None = None, threads: int | None = None,
                   precision: str | None = None, max_error: float | None = None, cuda_graphs: bool = False,
-                  synthetic_seed: int = 0, **options) -> Runner:
+                  compile: bool = False, compile_mode: str | None = None, synthetic_seed: int = 0,
+                  **options) -> Runner:
     """A runner by name ("auto", "onnxruntime", "torch-cpu", "torch-cuda", "tensorrt").
 
     Weights: the converted ones in `model_dir` (default: engine.network.resolve.default_model_dir()), else the built-in
@@ -107,7 +110,12 @@ def create_runner(name: str = "auto", model_dir=None, *, max_batch: int | None =
     bf16 without a card runs, with a warning that its error is unknown. The runner's
     `precision` names what runs, `variant` holds the validated errors (None without a card)
     and `variant_note` one line saying what was chosen and why (None when nothing was
-    chosen). `options` go to the runner (e.g. opt_batch, cache_dir for TensorRT)."""
+    chosen). `compile=True`: the PyTorch runners compiled with torch.compile (Inductor; see
+    engine.runners.torch_compile and the runners' docstrings); "auto" then means the best
+    PyTorch runner here (torch-cuda, else torch-cpu), and the other runners are an InputError.
+    `compile_mode` (with compile only): None (the device's default: "max-autotune" on CUDA,
+    "default" on the CPU), "default" or "max-autotune". `options` go to the runner (e.g.
+    opt_batch, cache_dir for TensorRT)."""
     from engine.errors import BackendError, ModelFileError
     from engine.network import variants
     from engine.network.resolve import resolve_model
@@ -117,8 +125,15 @@ def create_runner(name: str = "auto", model_dir=None, *, max_batch: int | None =
     if precision is not None and precision not in PRECISIONS:
         raise InputError(f"precision: expected 'auto' or one of {list(PRECISIONS[1:])}, found {precision!r}")
     variants.check_max_error(max_error)
+    check_compile(name, compile, compile_mode)
     available = available_runners()
     explicit = name != "auto"
+    if compile and name == "auto":  # the best PyTorch runner, kept whatever precision is chosen
+        torch_runners = [n for n in available if n in COMPILABLE]
+        if not torch_runners:
+            raise UnavailableError("compile=True (--compile) needs PyTorch (the torch-cuda or torch-cpu runner): "
+                                   "pip install torch")
+        name, explicit = torch_runners[0], True
     if name == "auto":
         if not available:
             raise UnavailableError("no runner is available: pip install onnxruntime onnx (CPU) or torch")
@@ -132,33 +147,51 @@ def create_runner(name: str = "auto", model_dir=None, *, max_batch: int | None =
     if choice.warning:
         log.warning("%s", choice.warning)
     try:
-        runner = _make(choice.runner, choice.precision, model, max_batch, threads, cuda_graphs, options)
+        runner = _make(choice.runner, choice.precision, model, max_batch, threads, cuda_graphs, options,
+                       compile, compile_mode)
     except (ModelFileError, BackendError) as e:
         if choice.precision not in variants.VARIANT_PRECISIONS or choice.runner not in variants.CPU_RUNNERS:
             raise
         # Checked by the card, yet unusable (a file that ONNX Runtime cannot load): float32.
-        fp32 = "onnxruntime" if "onnxruntime" in available else choice.runner
+        fp32 = "onnxruntime" if "onnxruntime" in available and not compile else choice.runner
         log.warning("%s %s variant cannot be used: %s; running float32 (%s)", choice.runner, choice.precision, e,
                     fp32)
         choice = variants.Choice(fp32, "fp32")
-        runner = _make(fp32, "fp32", model, max_batch, threads, cuda_graphs, options)
+        runner = _make(fp32, "fp32", model, max_batch, threads, cuda_graphs, options, compile, compile_mode)
     runner.variant = choice.variant
     runner.variant_note = choice.note
     if choice.precision in variants.VARIANT_PRECISIONS and choice.entry is not None:
         # copied into every result's provenance ("network") by the pipeline
         runner.model_description += (f"; {choice.runner} {choice.precision} variant, validated max "
                                      f"{choice.entry['errors']['coeff_max_sd']:.3g} sd against float32")
-    log.info("runner %s (%s, %s) on %s", runner.name, runner.device, runner.precision, model.describe())
+    log.info("runner %s (%s, %s%s) on %s", runner.name, runner.device, runner.precision,
+             f", torch.compile mode {runner.compile_mode}" if runner.compiled else "", model.describe())
     if choice.note:
         log.info("%s", choice.note)
     return runner
 
 
-def _make(name, precision, model, max_batch, threads, cuda_graphs, options) -> Runner:
+def check_compile(name: str, compile, compile_mode) -> None:
+    """InputError unless `compile`/`compile_mode` can apply to runner `name` (before any loading)."""
+    from engine.runners.torch_compile import check_args
+
+    check_args(compile, compile_mode, "cpu")
+    if compile and name not in ("auto",) + COMPILABLE:
+        raise InputError(f"compile (--compile): torch.compile applies to the PyTorch runners {list(COMPILABLE)}; "
+                         f"the {name} runner cannot compile (it runs "
+                         + ("ONNX Runtime's own graph optimisations" if name == "onnxruntime"
+                            else "a TensorRT engine, already compiled for the GPU") + "): drop --compile or use "
+                         "--runner torch-cpu / torch-cuda")
+
+
+def _make(name, precision, model, max_batch, threads, cuda_graphs, options, compile=False,
+          compile_mode=None) -> Runner:
     gpu = name in ("tensorrt", "torch-cuda")
     kw = dict(max_batch=max_batch if max_batch is not None else (128 if gpu else 32), **options)
     if precision is not None:
         kw["precision"] = precision
+    if compile:
+        kw.update(compile=True, compile_mode=compile_mode)
     if name == "onnxruntime":
         from engine.runners.ort import OrtRunner
 

@@ -6,6 +6,7 @@ of the weights), `mean_kind` ("image", or "per-channel" for a model converted wi
 release's mean image), `fp32_ops` (at fp16: the operations kept in float32 so that no
 value overflows, see engine.network.fp16), `variant` (the validated variant's errors, see
 engine.network.variants; None without a variant card), `variant_note`, `max_batch`,
+`compiled` (True for a PyTorch runner made with compile=True: torch.compile, Inductor),
 `run(crops) -> np.ndarray`, `close()` and context-manager support; CUDA runners add
 `run_device(crops) -> torch.Tensor` (left on the device) and `stream`.
 
@@ -41,6 +42,7 @@ class Runner:
     name = "?"
     device = "cpu"
     precision = "fp32"
+    compiled = False  # torch.compile (engine.runners.torch_compile); only the PyTorch runners can
 
     def __init__(self, model, max_batch: int):
         if not isinstance(max_batch, int) or max_batch < 1:
@@ -91,4 +93,4 @@ class Runner:
 
     def __repr__(self):
         return (f"<{type(self).__name__} name={self.name} device={self.device} precision={self.precision} "
-                f"max_batch={self.max_batch} synthetic={self.synthetic}>")
+                f"max_batch={self.max_batch} synthetic={self.synthetic}{' compiled' if self.compiled else ''}>")

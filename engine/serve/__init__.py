@@ -18,6 +18,6 @@ service is built or started.
 from __future__ import annotations
 
 from engine.serve.requests import RequestError, ServeOptions
-from engine.serve.service import Service, ray_available
+from engine.serve.service import Service, StartInterrupted, ray_available
 
-__all__ = ["Service", "ServeOptions", "RequestError", "ray_available"]
+__all__ = ["Service", "ServeOptions", "RequestError", "StartInterrupted", "ray_available"]

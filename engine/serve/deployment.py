@@ -7,7 +7,21 @@ by engine.serve's functions (`build_app`, `Service.start`), so `import engine` a
 A replica builds its Reconstructor once, in __init__ (runner, decoder, worker threads), and
 keeps it for its whole life. `@serve.batch` gathers the requests that arrive within
 `batch_wait_ms` (at most `max_batch_size`) into one call of `_run`, which runs them as one
-network batch on a thread (the event loop keeps accepting requests meanwhile).
+network batch on a thread (the event loop keeps accepting requests meanwhile). A request waits
+for others only when others are on their way (being read or decoded in this replica): a lone
+caller never pays the wait. While a batch runs, the next one waits for about as long as the
+running one still needs, so under load it takes every request that arrived meanwhile (up to
+max_batch_size) rather than only those of its first 10 ms.
+
+Every answer the application gives is JSON {"error", "status"} when it is not a 200: the
+engine's refusals (engine.serve.requests), and FastAPI's own (an unknown route, a wrong method),
+which handlers below rewrite. Answers the Ray Serve proxy makes itself (a replica that died with
+requests in flight: 500; a request past the proxy's timeout: 408; the application not deployed
+yet: 404/503) are Ray's plain text: making them JSON needs an ingress deployment in front,
+one more hop per request (measured: +4 ms p50 on 2 cores, the latency target's whole budget).
+With direct ingress (ServeOptions.direct_ingress) there is no proxy in the request's path: the
+replica's own server answers everything, and a replica that dies closes its connections with
+no answer at all.
 """
 
 import asyncio
@@ -15,20 +29,59 @@ import logging
 import time
 
 import numpy as np
-
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from ray import serve
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from engine.errors import EngineError
-from engine.serve.requests import RequestError, ServeOptions, decode_body, parse_request, run_batch
+from engine.serve.requests import (
+    RequestError,
+    ServeOptions,
+    decode_body,
+    parse_request,
+    run_batch,
+)
 
 log = logging.getLogger("engine.serve")
 api = FastAPI(title="engine3dmm", description="3DMM-CNN face reconstruction service")
 
 
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message, "status": status}, status_code=status)
+MAX_BUSY_WAIT_S = 2.0  # a batch waits for the running one at most this long (a stuck one: not forever)
+STOPPING = ("the service is stopping: this request was not run (the requests it had already taken are "
+            "answered); send it to a running instance")
+ENDPOINTS = {"/v1/faces": "POST", "/v1/mesh": "POST", "/healthz": "GET"}
+
+
+def _error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse({"error": message, "status": status}, status_code=status, headers=headers)
+
+
+@api.exception_handler(StarletteHTTPException)
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    """FastAPI's own refusals (404 unknown route, 405 wrong method) in the service's shape."""
+    method, path = request.method, request.url.path
+    endpoints = ", ".join(f"{m} {p}" for p, m in ENDPOINTS.items())
+    if exc.status_code == 404:
+        message = f"{method} {path}: no such endpoint (expected one of {endpoints})"
+    elif exc.status_code == 405:
+        message = f"{method} {path}: method not allowed (expected {ENDPOINTS.get(path, 'another method')})"
+    else:
+        message = f"{method} {path}: {exc.detail}"
+    return _error(exc.status_code, message, headers=getattr(exc, "headers", None))
+
+
+@api.exception_handler(Exception)
+async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
+    """A bug outside _handle (which answers its own): still one JSON answer, never Starlette's text."""
+    log.error("%s %s failed: %s: %s", request.method, request.url.path, type(exc).__name__, exc)
+    return _error(500, f"internal error: {type(exc).__name__}: {exc}")
+
+
+@api.exception_handler(RequestValidationError)
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    return _error(400, f"{request.method} {request.url.path}: {exc.errors()}")
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -69,23 +122,61 @@ class FaceService:
         except EngineError as e:  # e.g. no dlib: requests with boxes or crops still work; others get 503
             log.warning("face detection is not available in this replica: %s", e)
         self._run.set_max_batch_size(options.max_batch_size)
-        self._run.set_batch_wait_timeout_s(options.batch_wait_ms / 1000.0)
+        self._wait_s = options.batch_wait_ms / 1000.0
+        self._arriving = 0  # requests between their arrival and the batch queue (read, decode)
+        self.draining = False  # set by reconfigure when the service stops (Service.stop)
+        self._batch_started: float | None = None  # perf_counter() of the running batch's start
+        self._last_batch_s = 0.0  # how long the last batch ran
         log.info("replica ready: %r", self.rec)
+
+    def reconfigure(self, config: dict) -> None:
+        """Serve calls this with the deployment's user_config, {"draining": bool}, at start and
+        when Service.stop redeploys the application with draining=True (the replica stays)."""
+        self.draining = bool((config or {}).get("draining"))
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)  # set per service in __init__
     async def _run(self, requests: list) -> list:
         # One thread at a time uses the Reconstructor: serve.batch runs one batch at a time.
-        return await asyncio.to_thread(run_batch, self.rec, requests)
+        self._batch_started = time.perf_counter()
+        try:
+            return await asyncio.to_thread(run_batch, self.rec, requests)
+        finally:
+            self._last_batch_s = time.perf_counter() - self._batch_started
+            self._batch_started = None
+
+    def _batch_wait_s(self) -> float:
+        """The wait window for a batch whose first request is being queued now: the configured
+        wait when other requests are on their way (0 for a lone request), and at least about
+        what the running batch still needs (judged by the last one): a request cannot start
+        before that anyway, and the requests arriving meanwhile join its batch instead of
+        forming small ones behind it."""
+        wait = self._wait_s if self._arriving > 0 else 0.0
+        if self._batch_started is not None:
+            left = self._last_batch_s - (time.perf_counter() - self._batch_started)
+            wait = max(wait, min(0.9 * left, MAX_BUSY_WAIT_S))
+        return max(wait, 0.0)
 
     async def _handle(self, request: Request, mesh_endpoint: bool):
         t0 = time.perf_counter()
+        if self.draining:  # requests already here run to the end; new ones are told at once
+            return _error(503, STOPPING)
         try:
-            req = parse_request(dict(request.query_params), mesh_endpoint=mesh_endpoint)
-            body = await _read_body(request, self.options.max_body_bytes)
-            t1 = time.perf_counter()
-            req.image = await asyncio.to_thread(decode_body, body, self.options.max_pixels)
-            t2 = time.perf_counter()
+            self._arriving += 1
+            try:
+                req = parse_request(request.query_params.multi_items(), mesh_endpoint=mesh_endpoint)
+                body = await _read_body(request, self.options.max_body_bytes)
+                t1 = time.perf_counter()
+                req.image = await asyncio.to_thread(decode_body, body, self.options.max_pixels)
+                t2 = time.perf_counter()
+            finally:
+                self._arriving -= 1
             req.timings.update(read=round((t1 - t0) * 1e3, 3), decode=round((t2 - t1) * 1e3, 3))
+            # Wait for a batch to fill only when other requests are on their way to it: a lone
+            # request runs at once. serve.batch reads the timeout when a batch's first request
+            # arrives; this runs on the same event loop, just before that request is queued.
+            wait_s = self._batch_wait_s()
+            req.wait_ms = round(wait_s * 1e3, 3)
+            self._run.set_batch_wait_timeout_s(wait_s)
             answer = await self._run(req)
         except RequestError as e:
             return _error(e.status, str(e))
@@ -110,6 +201,8 @@ class FaceService:
 
     @api.get("/healthz")
     async def healthz(self):
+        if self.draining:
+            return _error(503, STOPPING)
         return {"status": "ok", "provenance": self.rec.provenance, "synthetic": self.rec.synthetic,
                 "max_batch_size": self.options.max_batch_size, "batch_wait_ms": self.options.batch_wait_ms}
 
@@ -119,11 +212,17 @@ class FaceService:
             rec.close()
 
 
-def build_app(options: ServeOptions):
-    """The Ray Serve application (bound deployment) for `options`."""
+def build_app(options: ServeOptions, draining: bool = False):
+    """The Ray Serve application (bound deployment) for `options`; draining=True is the same
+    application with its replicas refusing new requests (503), deployed by Service.stop."""
     return FaceService.options(
         num_replicas=options.replicas,
         ray_actor_options={"num_cpus": options.replica_cpus},
         # Enough requests in a replica at once to fill a batch while the previous one runs.
         max_ongoing_requests=max(2 * options.max_batch_size, 8),
+        # Stopping: a replica answers the requests it holds (queued and running) before it goes,
+        # for at most drain_timeout_s (Service.stop removes the application first, then Ray).
+        graceful_shutdown_timeout_s=options.drain_timeout_s,
+        graceful_shutdown_wait_loop_s=min(0.5, max(options.drain_timeout_s, 0.01)),
+        user_config={"draining": draining},
     ).bind(options)

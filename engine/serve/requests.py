@@ -30,7 +30,7 @@ from engine.errors import EngineError, InputError
 
 log = logging.getLogger("engine.serve")
 
-TRUE_WORDS, FALSE_WORDS = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
+TRUE_WORDS, FALSE_WORDS = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 PARTS = ("all", "alpha", "beta")  # engine.descriptors.PARTS
 MAX_BOXES = 256  # faces one request may name: beyond it a request is a batch job (`embed`), not a call
 
@@ -45,6 +45,11 @@ class ServeOptions:
     batch_wait_ms: how long the first queued request waits for others to join its batch.
     max_body_mb: the largest request body (MiB); larger gets 413.
     max_pixels: the largest decoded image (width x height); None: Pillow's limit (about 89 million).
+    drain_timeout_s: on stop, how long each replica may take to answer the requests it holds.
+    direct_ingress: the replica itself listens on the service's port (Ray Serve's experimental
+        direct ingress), so a request skips the HTTP proxy's hop to the replica (measured: about
+        7 ms of a request's p50 on 2 cores; bench/results/serve_cpu.md). One replica on a local
+        Ray only: see engine.serve.service.Service for what changes with it.
     """
 
     runner: str = "auto"
@@ -57,6 +62,8 @@ class ServeOptions:
     max_pixels: int | None = None
     threads: int | None = None
     workers: int = 2
+    drain_timeout_s: float = 30.0
+    direct_ingress: bool = False
 
     def __post_init__(self):
         def check(name, ok, expected):
@@ -72,6 +79,15 @@ class ServeOptions:
         check("max_pixels", self.max_pixels is None or (_is_int(self.max_pixels) and self.max_pixels > 0),
               "a positive integer or None")
         check("replica_cpus", _is_num(self.replica_cpus) and self.replica_cpus >= 0, "a number >= 0")
+        check("drain_timeout_s", _is_num(self.drain_timeout_s) and 0 <= self.drain_timeout_s <= 3600,
+              "seconds in 0..3600")
+        check("direct_ingress", isinstance(self.direct_ingress, bool), "True or False")
+        if self.direct_ingress and self.replicas != 1:
+            # Ray gives each replica of a node its own port: a second one here could not take the
+            # service's port, and nothing would spread the requests over them.
+            raise InputError(f"serve: replicas: direct ingress serves with exactly 1 replica (the replica "
+                             f"itself listens on the service's port), found {self.replicas}; use the "
+                             "default ingress (through Ray's HTTP proxy) for more replicas")
 
     @property
     def max_body_bytes(self) -> int:
@@ -106,6 +122,7 @@ class FaceRequest:
     part: str = "all"
     image: np.ndarray | None = field(default=None, repr=False)
     timings: dict = field(default_factory=dict)
+    wait_ms: float = 0.0  # how long this request let its batch wait for others (0: none on their way)
 
     @property
     def group(self) -> tuple:
@@ -122,21 +139,52 @@ def _flag(params, name: str) -> bool:
         return True
     if s in FALSE_WORDS:
         return False
-    raise RequestError(400, f"query field {name}: expected true or false (1/0, yes/no), found {v!r}")
+    raise RequestError(400, f"query field {name}: expected {EXPECTED[name]}, found {v!r}")
+
+
+# What each query field takes: the words of every message that refuses one.
+EXPECTED = {
+    "boxes": "a JSON list of boxes [[x0, y0, x1, y1], ...]",
+    "cropped": "true or false (1/0, yes/no, on/off)",
+    "pose": "true, false, perspective or weak_perspective",
+    "mesh": "true or false (1/0, yes/no, on/off)",
+    "part": f"one of {', '.join(PARTS)}",
+    "face": f"a face index 0..{MAX_BOXES}",
+}
+
+
+def query_fields(items, *, mesh_endpoint: bool = False) -> dict[str, str]:
+    """The query's fields as {name: value}, each given once and not empty; `items` is a mapping
+    or the (name, value) pairs of the query string in order (Starlette's multi_items()).
+    RequestError(400) names the field, what it takes and what was found: a field that is not
+    one of this endpoint's, given more than once (which one would count?), or given empty
+    (`?pose=` is a mistake, not a choice)."""
+    known = {"boxes", "cropped", "pose", "mesh", "part"} | ({"face"} if mesh_endpoint else set())
+    pairs = list(items.items()) if hasattr(items, "items") else list(items)
+    fields: dict[str, list[str]] = {}
+    for name, value in pairs:
+        fields.setdefault(name, []).append(value)
+    for name, values in fields.items():
+        if name not in known:
+            raise RequestError(400, f"query field {name}: not a field of this endpoint "
+                                    f"(expected {', '.join(sorted(known))})")
+        if len(values) > 1:
+            raise RequestError(400, f"query field {name}: expected it once, found it {len(values)} times "
+                                    f"({', '.join(repr(v[:40]) for v in values[:4])})")
+        if not str(values[0]).strip():
+            raise RequestError(400, f"query field {name}: expected {EXPECTED[name]}, found an empty value")
+    return {name: values[0] for name, values in fields.items()}
 
 
 def parse_request(params, *, mesh_endpoint: bool = False) -> FaceRequest:
-    """A FaceRequest from the query fields (a mapping of str -> str): boxes (JSON: a list of
-    [x0, y0, x1, y1(, score)] or {"landmarks": [[x, y] x 68], "box": ..., "score": ...}), cropped,
-    pose (true/false, or perspective / weak_perspective), mesh, part (all/alpha/beta), and on
-    /v1/mesh face (an index, default 0). RequestError(400) names the field and what was wrong."""
+    """A FaceRequest from the query fields (a mapping of str -> str, or the query's (name, value)
+    pairs: see query_fields): boxes (JSON: a list of [x0, y0, x1, y1(, score)] or
+    {"landmarks": [[x, y] x 68], "box": ..., "score": ...}), cropped, pose (true/false, or
+    perspective / weak_perspective), mesh, part (all/alpha/beta), and on /v1/mesh face (an
+    index, default 0). RequestError(400) names the field, what it takes and what was found."""
     from engine.pipeline.inputs import as_face_box
 
-    known = {"boxes", "cropped", "pose", "mesh", "part"} | ({"face"} if mesh_endpoint else set())
-    unknown = sorted(set(params) - known)
-    if unknown:
-        raise RequestError(400, f"query field {unknown[0]}: not a field of this endpoint "
-                                f"(expected {', '.join(sorted(known))})")
+    params = query_fields(params, mesh_endpoint=mesh_endpoint)
     req = FaceRequest(cropped=_flag(params, "cropped"), mesh=mesh_endpoint or _flag(params, "mesh"))
     pose = params.get("pose")
     if pose is not None and str(pose).strip().lower() in ("perspective", "weak_perspective", "weak-perspective"):
@@ -145,11 +193,11 @@ def parse_request(params, *, mesh_endpoint: bool = False) -> FaceRequest:
         req.pose = "perspective"
     req.part = params.get("part", "all")
     if req.part not in PARTS:
-        raise RequestError(400, f"query field part: expected one of {', '.join(PARTS)}, found {req.part!r}")
+        raise RequestError(400, f"query field part: expected {EXPECTED['part']}, found {req.part!r}")
     if mesh_endpoint:
         text = params.get("face", "0")
         if not str(text).isdigit() or int(text) > MAX_BOXES:
-            raise RequestError(400, f"query field face: expected a face index 0..{MAX_BOXES}, found {text!r}")
+            raise RequestError(400, f"query field face: expected {EXPECTED['face']}, found {text!r}")
         req.mesh_face = int(text)
     if params.get("boxes") is not None:
         if req.cropped:
@@ -244,7 +292,8 @@ def run_batch(rec, requests: list[FaceRequest]) -> list[Any]:
     groups: dict[tuple, list[int]] = {}
     for i, req in enumerate(requests):
         groups.setdefault(req.group, []).append(i)
-    batch = {"requests": len(requests), "groups": len(groups)}
+    # wait_ms: the wait window the batch's first request gave it (serve.batch takes the first's).
+    batch = {"requests": len(requests), "groups": len(groups), "wait_ms": requests[0].wait_ms if requests else 0.0}
     for (cropped, pose, mesh), members in groups.items():
         names = {f"request-{k:06d}": k for k in members}  # fixed width: no name is the end of another
         boxes = {n: requests[k].boxes for n, k in names.items() if requests[k].boxes is not None}

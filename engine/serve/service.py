@@ -1,14 +1,19 @@
 """`Service`: start the face service (a local Ray, or join a cluster), and stop it with what it started."""
 from __future__ import annotations
 
+import errno
 import importlib.util
 import json
 import logging
+import os
+import socket
+import threading
 import time
 import urllib.error
 import urllib.request
+from contextlib import contextmanager
 
-from engine.errors import InputError, UnavailableError
+from engine.errors import BackendError, InputError, UnavailableError
 from engine.serve.requests import ServeOptions
 
 log = logging.getLogger("engine.serve")
@@ -16,9 +21,84 @@ APP_NAME = "engine3dmm"
 INSTALL_HINT = 'the face service needs Ray Serve: pip install "engine3dmm[serve]" (or pip install "ray[serve]")'
 
 
+def direct_ingress_env(port: int) -> dict[str, str]:
+    """The environment a local Ray's processes need for Ray Serve's direct ingress (Ray 2.60,
+    experimental; read by the Serve controller and the replicas when they start, in
+    ray/serve/_private/constants.py) with the replica listening on `port`:
+
+    RAY_SERVE_ENABLE_DIRECT_INGRESS: the ingress replica runs an HTTP server of its own.
+    RAY_SERVE_DIRECT_INGRESS_{MIN,MAX}_HTTP_PORT: the controller hands each ingress replica of a
+        node the next free port of [MIN, MAX) (default 30000..30999, not the configured HTTP
+        port): [port, port + 1) makes it exactly the service's port.
+    RAY_SERVE_PORT_QUARANTINE_S: 0, so that a replica Ray restarts (after a crash) gets that
+        port back at once instead of finding none free for a minute or more (the quarantine is
+        for HAProxy's stale workers; there is no HAProxy here).
+    RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S: 0: a stopping replica would otherwise stay
+        up 30 s for an external load balancer to deregister it; there is none, and Service.stop
+        drains the requests itself (the replica still answers every request it holds).
+    """
+    return {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "1",
+            "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(port),
+            "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(port + 1),
+            "RAY_SERVE_PORT_QUARANTINE_S": "0",
+            "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "0"}
+
+
+@contextmanager
+def _environment(values: dict[str, str]):
+    """os.environ with `values` while the block runs (ray.init: the local Ray's processes copy the
+    driver's environment when they start), as it was afterwards, so that a later Ray started by
+    this process does not inherit them."""
+    before = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _free_port(host: str) -> int:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+class StartInterrupted(Exception):
+    """Service.start was asked to stop (its `stop` event was set) before the service was ready;
+    everything it had started has been stopped."""
+
+
 def ray_available() -> bool:
     """True when Ray is importable (found without importing it: importing Ray takes a second)."""
     return importlib.util.find_spec("ray") is not None
+
+
+def check_port_free(host: str, port: int, reuse_addr: bool = True) -> None:
+    """InputError when nothing can listen on host:port here: another program listens there, or
+    `host` is not an address of this machine. Bound as the HTTP proxy binds (SO_REUSEADDR), so a
+    port a closed connection still holds (TIME_WAIT) counts as free, as it is for the proxy.
+    reuse_addr=False binds as a direct-ingress replica binds (Ray 2.60 sets no SO_REUSEADDR
+    there): a port in TIME_WAIT (up to 60 s on Linux after a server closed its connections)
+    is refused too, since the replica could not listen there either."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        if reuse_addr:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                raise InputError(f"serve: port {port} on {host}: already in use (another program listens there"
+                                 + ("" if reuse_addr else ", or connections a server there closed in the last "
+                                    "minute still hold it: TIME_WAIT, which a direct-ingress replica cannot bind "
+                                    "over") + "); expected a free port: choose another with --port") from None
+            raise InputError(f"serve: host {host!r}: cannot listen there ({e.strerror or e}); expected an address "
+                             "of this machine (127.0.0.1, 0.0.0.0 for every interface, or one of its own)") from None
 
 
 class Service:
@@ -27,80 +107,214 @@ class Service:
     options: ServeOptions (replicas, batching, limits, the Reconstructor's settings).
     address: a running Ray cluster to join ("auto", "ray://...:10001", "10.0.0.1:6379"); None
         starts a local Ray with `num_cpus` CPUs (None: all), owned by this object.
-    start_timeout_s: how long start() waits for the replicas to answer /healthz.
+    start_timeout_s: how long start() waits for the replicas to be placed, built and answering
+        /healthz; past it, UnavailableError says what is missing (e.g. CPUs for the replicas).
     metrics_port: the local Ray exports its metrics, Serve's included (requests, latencies, batch
         sizes, replica restarts), for Prometheus on http://127.0.0.1:metrics_port/metrics (None: a
         port Ray picks). A joined cluster exports them as its `ray start --metrics-export-port` says.
     request_timeout_s: the proxy answers a request not finished by then with an error (a stuck
         replica never leaves a caller hanging).
+    quiet: Ray's own progress lines (INFO) and warnings off; errors still show.
 
-    stop() removes the application; when this object started the local Ray, it also shuts Serve
-    and that Ray down, so no process is left behind. Usable as a context manager.
+    options.direct_ingress (Ray Serve's direct ingress, experimental in Ray 2.60): the replica
+    itself listens on host:port, and the request skips the proxy -> replica hop. Ray still runs
+    its HTTP proxy (it will not start the replica's server without one), here on a free port of
+    `host` (proxy_url), in front of the same replica. Only with one replica (ServeOptions) on a
+    local Ray this object starts (InputError otherwise): the settings reach Ray's processes
+    through the environment they start with (direct_ingress_env), and a joined cluster's
+    processes were started without them. What changes for a caller: a replica that dies takes
+    its connections with it (no HTTP answer: the proxy's plain-text 500 is gone too), and while
+    Ray restarts it the port refuses connections: Ray's replica server binds without
+    SO_REUSEADDR, so the new replica can listen only once the old one's closed connections have
+    left TIME_WAIT (up to 60 s on Linux; measured: back after about 62 s); the same holds for
+    starting a new service on the port just after one stopped (start refuses it at once, saying
+    so). The replica's own server applies request_timeout_s (408) and its queue limit; the
+    service's body limit is unchanged.
+
+    Checks that fail in seconds, before Ray starts where they can: the port is free here (a local
+    Ray), the cluster address answers (engine.distributed.cluster), the replicas fit the local
+    Ray's CPUs (InputError; on a joined cluster, which may grow, start waits up to
+    start_timeout_s and then says what is missing).
+
+    The local Ray runs its workers (proxy, replicas) at the driver's priority, not Ray's default
+    niceness of 15: on a machine that also runs the callers, a niced replica loses the cores to
+    them (measured: +10 ms p50 at concurrency 1 on 2 shared cores).
+
+    stop() removes the application first, so every replica answers the requests it holds (at
+    most options.drain_timeout_s), then, when this object started the local Ray, shuts Serve and
+    that Ray down: no process is left behind. Usable as a context manager.
     """
 
     def __init__(self, options: ServeOptions | None = None, *, host: str = "127.0.0.1", port: int = 8000,
                  address: str | None = None, num_cpus: int | None = None, start_timeout_s: float = 300.0,
-                 request_timeout_s: float = 300.0, metrics_port: int | None = None):
+                 request_timeout_s: float = 300.0, metrics_port: int | None = None, quiet: bool = False):
         self.options = options or ServeOptions()
         if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
             raise InputError(f"serve: port: expected an integer in 1..65535, found {port!r}")
-        if num_cpus is not None and address is None and self.options.replicas * self.options.replica_cpus > num_cpus:
-            raise InputError(f"serve: replicas: {self.options.replicas} replicas of {self.options.replica_cpus:g} "
-                             f"CPUs each do not fit in the local Ray's {num_cpus} CPUs")
+        if address is None:
+            self._check_fits(num_cpus or os.cpu_count() or 1, "the local Ray's", "--num-cpus")
+        elif self.options.direct_ingress:
+            raise InputError(f"serve: address: direct ingress needs a local Ray this service starts, found "
+                             f"--address {address!r} (Ray reads its settings from the environment its "
+                             "processes start with; on a cluster each node's replica would listen on its own "
+                             "node, with nothing in front): drop --address or --direct-ingress")
         self.host, self.port, self.address, self.num_cpus = host, port, address, num_cpus
+        self.proxy_port = port  # Ray's HTTP proxy; with direct ingress a free port chosen at start
         self.start_timeout_s, self.request_timeout_s = start_timeout_s, request_timeout_s
-        self.metrics_port = metrics_port
+        self.metrics_port, self.quiet = metrics_port, quiet
         self._started_ray = False
         self._running = False
 
+    def _check_fits(self, cpus: float, whose: str, hint: str) -> None:
+        need = self.options.replicas * self.options.replica_cpus
+        if need > cpus:
+            raise InputError(f"serve: replicas: {self.options.replicas} replicas of {self.options.replica_cpus:g} "
+                             f"CPUs each need {need:g} CPUs; they do not fit in {whose} {cpus:g} CPUs (fewer "
+                             f"--replicas, a smaller --replica-cpus, or more CPUs: {hint})")
+
+    def _url(self, port: int) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{'127.0.0.1' if self.host in ('0.0.0.0', '') else host}:{port}"
+
     @property
     def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{'127.0.0.1' if self.host in ('0.0.0.0', '') else host}:{self.port}"
+        """The service (with direct ingress: the replica's own server)."""
+        return self._url(self.port)
 
-    def start(self) -> "Service":
+    @property
+    def proxy_url(self) -> str:
+        """Ray's HTTP proxy in front of the replicas: the service's url, except with direct ingress."""
+        return self._url(self.proxy_port)
+
+    def start(self, stop: threading.Event | None = None) -> "Service":
+        """Start Ray (or join it), Serve and the application, and wait until /healthz answers.
+
+        stop: an event another thread (or a signal handler) sets to abandon the start: it is
+            checked between the steps and while waiting, and start() then stops what it started
+            and raises StartInterrupted. A step in progress (ray.init: seconds) is finished first,
+            so that it can be shut down whole.
+        Errors: InputError (port in use, replicas that cannot fit), BackendError (a cluster that
+        does not answer, a deployment that failed), UnavailableError (no Ray; not ready within
+        start_timeout_s, saying what is missing).
+        """
         if not ray_available():
             raise UnavailableError(INSTALL_HINT)
+        from engine.distributed.cluster import check_reachable
+
+        stop = stop or threading.Event()
+        if self.address is None:
+            check_port_free(self.host, self.port, reuse_addr=not self.options.direct_ingress)
+        else:
+            check_reachable(self.address, "serve: --address")
         import ray
         from ray import serve
 
         from engine.serve.deployment import build_app
 
+        quiet = {"logging_level": logging.ERROR} if self.quiet else {}
+        environment = {}
+        if self.options.direct_ingress:
+            if ray.is_initialized():
+                raise InputError("serve: direct ingress needs a local Ray this service starts; this process "
+                                 "already has one (ray.init was called before): shut it down first, or serve "
+                                 "without direct ingress")
+            environment = direct_ingress_env(self.port)
+            self.proxy_port = _free_port(self.host)
         if not ray.is_initialized():
             if self.address is not None:
-                ray.init(address=self.address, log_to_driver=False)
+                ray.init(address=self.address, log_to_driver=False, **quiet)
             else:
-                ray.init(num_cpus=self.num_cpus, include_dashboard=False, log_to_driver=False,
-                         _metrics_export_port=self.metrics_port)
+                with _environment(environment):
+                    ray.init(num_cpus=self.num_cpus, include_dashboard=False, log_to_driver=False,
+                             _metrics_export_port=self.metrics_port, _system_config={"worker_niceness": 0}, **quiet)
                 self._started_ray = True
+        if self.quiet:
+            logging.getLogger("ray.serve").setLevel(logging.ERROR)
+        deadline = time.monotonic() + self.start_timeout_s
         try:
-            serve.start(http_options={"host": self.host, "port": self.port,
+            self._check_stop(stop)
+            if self._started_ray:  # Ray's own count (cgroup limits, --num-cpus) is the one that counts
+                self._check_fits(ray.cluster_resources().get("CPU", 0), "the local Ray's", "--num-cpus")
+            else:
+                self._say_if_short(ray)
+            serve.start(http_options={"host": self.host, "port": self.proxy_port,
                                       "request_timeout_s": self.request_timeout_s})
-            serve.run(build_app(self.options), name=APP_NAME, route_prefix="/")
+            self._check_stop(stop)
+            # Not blocking: the wait below checks `stop`, the deadline and what is missing.
+            serve._run(build_app(self.options), _blocking=False, name=APP_NAME, route_prefix="/")
             self._running = True
-            self._wait_healthy()
+            self._wait_running(serve, stop, deadline)
+            self._wait_healthy(stop, deadline)
         except BaseException:
             self.stop()
             raise
-        log.info("serving on %s (%d replica(s), batches of at most %d, %g ms wait)", self.url,
-                 self.options.replicas, self.options.max_batch_size, self.options.batch_wait_ms)
+        log.info("serving on %s (%d replica(s), batches of at most %d, up to %g ms wait%s)", self.url,
+                 self.options.replicas, self.options.max_batch_size, self.options.batch_wait_ms,
+                 f"; direct ingress, Ray's proxy on {self.proxy_url}" if self.options.direct_ingress else "")
         return self
 
-    def _wait_healthy(self) -> dict:
-        deadline = time.monotonic() + self.start_timeout_s
+    @staticmethod
+    def _check_stop(stop: threading.Event) -> None:
+        if stop.is_set():
+            raise StartInterrupted("serve: stopped before the service was ready")
+
+    def _need(self) -> str:
+        return (f"{self.options.replicas} replica(s) of {self.options.replica_cpus:g} CPUs need "
+                f"{self.options.replicas * self.options.replica_cpus:g} CPUs")
+
+    def _say_if_short(self, ray) -> None:
+        """On a joined cluster: say at once when the replicas do not fit in its free CPUs now (an
+        autoscaler may add nodes, so start goes on waiting, up to start_timeout_s)."""
+        free = ray.available_resources().get("CPU", 0)
+        if self.options.replicas * self.options.replica_cpus > free:
+            log.warning("serve: %s; the cluster has %g free (%g in all): waiting up to %g s for more",
+                        self._need(), free, ray.cluster_resources().get("CPU", 0), self.start_timeout_s)
+
+    def _wait_running(self, serve, stop: threading.Event, deadline: float) -> None:
+        """Until the application is RUNNING (its replicas placed and built); BackendError when
+        its deployment failed, UnavailableError with the replicas' states at the deadline."""
+        from ray.serve.schema import ApplicationStatus
+
+        status = None
+        while True:
+            self._check_stop(stop)
+            app = serve.status().applications.get(APP_NAME)
+            status = app.status if app is not None else None
+            if status == ApplicationStatus.RUNNING:
+                return
+            if status == ApplicationStatus.DEPLOY_FAILED:
+                raise BackendError(f"serve: the application failed to deploy: {app.message}")
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.25)
+        import ray
+
+        states = {}
+        if app is not None:
+            for d in app.deployments.values():
+                states.update({str(k): v for k, v in d.replica_states.items()})
+        raise UnavailableError(
+            f"serve: the replicas were not ready within {self.start_timeout_s:g} s (replica states: {states or 'none'}); "
+            f"{self._need()}, the cluster has {ray.available_resources().get('CPU', 0):g} free of "
+            f"{ray.cluster_resources().get('CPU', 0):g}")
+
+    def _wait_healthy(self, stop: threading.Event, deadline: float) -> dict:
         last = None
-        while time.monotonic() < deadline:
+        while True:
+            self._check_stop(stop)
             try:
                 with urllib.request.urlopen(self.url + "/healthz", timeout=10) as r:
                     return json.loads(r.read())
             except (urllib.error.URLError, OSError, ValueError) as e:
                 last = e
-                time.sleep(0.2)
-        raise UnavailableError(f"serve: the service at {self.url} did not answer /healthz within "
-                               f"{self.start_timeout_s:g} s ({last})")
+            if time.monotonic() > deadline:
+                raise UnavailableError(f"serve: the service at {self.url} did not answer /healthz within "
+                                       f"{self.start_timeout_s:g} s ({last})")
+            time.sleep(0.2)
 
     def stop(self) -> None:
-        """Remove the application; shut Serve and Ray down when this object started that Ray."""
+        """Remove the application, its replicas answering the requests they hold first (at most
+        options.drain_timeout_s); then shut Serve and Ray down when this object started that Ray."""
         if not ray_available():
             return
         import ray
@@ -109,15 +323,46 @@ class Service:
         if not ray.is_initialized():
             return
         try:
+            if self._running:
+                self._drain(serve)
+                # Blocks until the replicas are gone: each answers what it holds first
+                # (graceful_shutdown_timeout_s = drain_timeout_s).
+                serve.delete(APP_NAME)
             if self._started_ray:
                 serve.shutdown()
-            elif self._running:
-                serve.delete(APP_NAME)  # a shared cluster keeps its Serve and its other applications
         finally:
             self._running = False
             if self._started_ray:
                 ray.shutdown()
                 self._started_ray = False
+
+    def _drain(self, serve) -> None:
+        """Stop taking requests without dropping any: the replicas are reconfigured to answer new
+        requests 503 at once (in place: Serve calls their `reconfigure`), then /healthz is asked
+        until it says so. The proxy hands its queued requests to the replicas in order, so when
+        that answer comes, every request queued before it has reached a replica, where it is
+        answered (the ones the replicas hold run to the end before serve.delete removes them).
+        Bounded by options.drain_timeout_s; one proxy (this node's) is asked. With direct ingress
+        the replica itself answers /healthz: requests queue in it, not in a proxy."""
+        from engine.serve.deployment import build_app
+
+        deadline = time.monotonic() + self.options.drain_timeout_s
+        try:
+            serve._run(build_app(self.options, draining=True), _blocking=False, name=APP_NAME, route_prefix="/")
+        except Exception as e:  # noqa: BLE001 - a broken application: delete it anyway
+            log.warning("serve: could not tell the replicas to stop taking requests: %s", e)
+            return
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(self.url + "/healthz", timeout=max(0.1, deadline - time.monotonic())):
+                    pass  # still 200: the replicas have not been reconfigured yet
+            except urllib.error.HTTPError as e:
+                if e.code == 503:
+                    return
+            except OSError:
+                return  # no proxy answers: nothing queued there either
+            time.sleep(0.05)
+        log.warning("serve: requests still queued after %g s of draining are dropped", self.options.drain_timeout_s)
 
     def __enter__(self) -> "Service":
         return self.start()

@@ -153,3 +153,109 @@ def test_embed_ray_video_frames_equal_single_process(tmp_path, cli):
     _same_output(tmp_path / "ray", tmp_path / "single")
     frames = [r[3] for r in _metadata(tmp_path / "ray")[1:] if r[1] == "in/clip.avi"]
     assert frames == ["0", "2", "4"]
+
+
+# Caller-given boxes (--boxes, boxes=): matched once on the driver, each input's decision sent with it.
+SIDECAR_ROWS = [
+    ("../in/astronaut.png", 170, 40, 270, 160, 1.0),  # by the same path, relative to the sidecar's folder only
+    ("lfw0.png", 0, 0, 25, 25, 1.0),  # by the end of one input's path; two faces
+    ("lfw0.png", 2, 2, 23, 23, 0.5),
+    ("in/lfw1.png", 1000, 1000, 1100, 1100, 1.0),  # a box outside the image: fails at crop time
+    ("in/lfw2.png", 20, 0, 10, 25, 1.0),  # a bad box: x1 < x0, fails that input alone
+    ("dup.png", 0, 0, 25, 25, 1.0),  # ends two inputs' paths (in/ and more/): ambiguous, both fail
+    ("gone.png", 0, 0, 10, 10, 1.0),  # matches no input: one warning
+]  # in/lfw3.png has no entry (fails: no detector with --boxes); in/notes.jpg is not an image
+
+
+def _boxes_case(tmp_path: Path) -> Path:
+    write_photos(tmp_path / "in")
+    (tmp_path / "more").mkdir()
+    import skimage.data
+
+    lfw = skimage.data.lfw_subset()
+    for folder, i in (("in", LFW_FACES), ("more", LFW_FACES + 1)):
+        write_lfw(tmp_path / folder / "dup.png", lfw[i])
+    (tmp_path / "meta").mkdir()
+    sidecar = tmp_path / "meta" / "boxes.csv"
+    sidecar.write_text("image,x0,y0,x1,y1,score\n" + "".join(",".join(map(str, r)) + "\n" for r in SIDECAR_ROWS))
+    return sidecar
+
+
+def _failures(err: str) -> list[str]:
+    return sorted(line for line in err.splitlines() if line.startswith("engine3dmm: failed: "))
+
+
+@pytest.mark.slow
+def test_embed_ray_boxes_equals_single_process_and_resumes(tmp_path, cli):
+    """`embed --boxes --ray` against `embed --boxes`: the same descriptors (1e-5), rows, progress
+    record and per-input failures (a box outside the image, a bad box, an ambiguous entry, an
+    input without an entry, a non-image), the unmatched-entry warning said once; a rerun with
+    --ray skips what is done and redoes only a changed input; another sidecar is refused."""
+    _boxes_case(tmp_path)
+    argv = ("embed", "in", "more", "--boxes", "meta/boxes.csv")
+    rc_single, err_single = cli(*argv, "-o", "single")
+    rc_ray, err_ray = cli(*argv, "-o", "ray", "--ray")
+    assert rc_single == rc_ray == 1
+    assert _failures(err_ray) == _failures(err_single)
+    for message in ("in/lfw1.png: meta/boxes.csv line 5, field x0: expected a coordinate within +-250 px",
+                    "in/lfw2.png: meta/boxes.csv line 6: expected x1 > x0",
+                    "in/dup.png: --boxes meta/boxes.csv: entry 'dup.png' matches 2 inputs",
+                    "more/dup.png: --boxes meta/boxes.csv: entry 'dup.png' matches 2 inputs",
+                    "in/lfw3.png: no face box for this input in --boxes meta/boxes.csv",
+                    f"in/{NOT_AN_IMAGE}: not a recognised image format"):
+        assert sum(message in line for line in _failures(err_ray)) == 1, (message, err_ray)
+    assert len(_failures(err_ray)) == 6
+    for err in (err_single, err_ray):
+        assert err.count("1 of its 6 entries matches no input of this run: 'gone.png'") == 1
+    assert "3 descriptor(s) in ray/descriptors.npy" in err_ray and "6 input(s) failed" in err_ray
+    _same_output(tmp_path / "ray", tmp_path / "single")
+    rows = _metadata(tmp_path / "ray")[1:]
+    assert [(r[1], r[2], r[8]) for r in rows] == [("in/astronaut.png", "0", "1.0"), ("in/lfw0.png", "0", "1.0"),
+                                                 ("in/lfw0.png", "1", "0.5")]
+    assert [float(v) for v in rows[0][4:8]] == [170, 40, 270, 160]  # the sidecar's box, as given
+
+    rc, err = cli(*argv, "-o", "ray", "--ray")
+    assert rc == 1 and "8 input(s) already done in ray, skipped" in err
+    assert len(json.loads((tmp_path / "ray" / "progress.json").read_text())["chunks"]) == 1  # nothing new ran
+    import skimage.data
+
+    write_lfw(tmp_path / "in" / "lfw0.png", skimage.data.lfw_subset()[LFW_FACES + 2])
+    os.utime(tmp_path / "in" / "lfw0.png", ns=(1, 1))
+    rc, err = cli(*argv, "-o", "ray", "--ray")
+    assert rc == 1 and "7 input(s) already done in ray, skipped" in err and "1 input(s) changed" in err
+    with open(tmp_path / "ray" / "chunks" / "chunk-00001.csv", newline="") as f:
+        assert [r[1] for r in list(csv.reader(f))[1:]] == ["in/lfw0.png", "in/lfw0.png"]
+    assert cli(*argv, "-o", "single-now")[0] == 1
+    _same_output(tmp_path / "ray", tmp_path / "single-now", ordered=False)
+
+    (tmp_path / "meta" / "boxes.csv").write_text("image,x0,y0,x1,y1\nlfw3.png,0,0,25,25\n")
+    rc, err = cli(*argv, "-o", "ray", "--ray")
+    assert rc == 1 and "holds descriptors whose faces were found otherwise (--boxes (the file's contents)" in err
+
+
+def test_api_boxes_mapping_equals_reconstructor(tmp_path, monkeypatch):
+    """engine.distributed.embed(boxes={...}) against Reconstructor.embed with the same mapping:
+    keys relative to the caller's working directory (the actors' is another), a FaceBox and
+    tuples, a malformed box failing its input alone, an input without an entry going to the
+    detector (here off: it fails with the API's wording)."""
+    from engine.detect import FaceBox
+    from engine.distributed import embed
+    from engine.pipeline import Reconstructor
+
+    write_photos(tmp_path / "in")
+    monkeypatch.chdir(tmp_path)
+    paths = sorted(f"in/{p.name}" for p in (tmp_path / "in").iterdir())
+    boxes = {"in/astronaut.png": [FaceBox(170, 40, 270, 160)], "lfw0.png": [(0, 0, 25, 25), (2, 2, 23, 23, 0.5)],
+             "in/lfw1.png": [(0, 0, 25)], "./in/lfw2.png": [(1, 1, 24, 24)]}
+    got = list(embed(paths, boxes=boxes, detector=None, actors=2))
+    with Reconstructor(detector=None) as rec:
+        want = [(r.source, r.face_index, r.error, r.box, None if r.coeffs is None else r.coeffs.copy())
+                for r in rec.embed(paths, boxes=boxes)]
+    assert [(r.source, r.face_index, r.error, r.box) for r in got] == [w[:4] for w in want]
+    errors = {r.source: r.error for r in got if r.error}
+    assert sorted(errors) == ["in/lfw1.png", "in/lfw3.png", f"in/{NOT_AN_IMAGE}"]
+    assert "found 3 values" in errors["in/lfw1.png"] and "no face box given" in errors["in/lfw3.png"]
+    assert sum(r.coeffs is not None for r in got) == 4
+    for r, w in zip(got, want):
+        if w[4] is not None:
+            assert np.abs(r.coeffs - w[4]).max() <= 1e-5

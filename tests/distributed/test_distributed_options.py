@@ -28,12 +28,46 @@ def test_an_input_after_a_bare_ray_is_a_usage_error(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
-def test_boxes_with_ray_is_refused_before_the_output_folder(tmp_path, capsys):
-    (tmp_path / "boxes.csv").write_text("a.png,0,0,10,10\n")
-    rc = main(["embed", str(tmp_path), "--boxes", str(tmp_path / "boxes.csv"), "-o", str(tmp_path / "out"), "--ray"])
-    assert rc == 1
-    assert "--boxes cannot be used with --ray yet" in capsys.readouterr().err
-    assert not (tmp_path / "out").exists()
+@pytest.mark.parametrize("sidecar, text", [("boxes.csv", "a.png,0,0,10,10\n"), ("boxes.json", "[1, 2]"),
+                                           ("missing.csv", None)])
+def test_a_bad_sidecar_with_ray_fails_as_without_before_ray_starts(tmp_path, capsys, monkeypatch, sidecar, text):
+    """--boxes with --ray reads the sidecar once, on the driver: one that cannot be read fails
+    with the single-process message and exit code, leaves no output folder, and Ray is never
+    reached (`--ray auto` with no cluster running would fail otherwise, on joining it)."""
+    ray = pytest.importorskip("ray")
+    pytest.importorskip("ray.data")
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    if text is not None:
+        (tmp_path / sidecar).write_text(text)
+    from PIL import Image
+
+    (tmp_path / "in").mkdir()
+    Image.new("RGB", (32, 32)).save(tmp_path / "in" / "a.png")  # an input the run would take
+    argv = ["embed", str(tmp_path / "in"), "--boxes", str(tmp_path / sidecar), "-o", str(tmp_path / "out")]
+    rc_single = main(argv)
+    err_single = capsys.readouterr().err
+    rc_ray = main([*argv, "--ray", "auto"])
+    err_ray = capsys.readouterr().err
+    assert rc_single == rc_ray == 1
+    assert err_ray == err_single and f"engine3dmm: error: {tmp_path / sidecar}" in err_ray, err_ray
+    assert "Ray" not in err_ray and not (tmp_path / "out").exists()
+    assert not ray.is_initialized()
+
+
+def test_the_api_reads_a_bad_sidecar_before_ray_starts(tmp_path, monkeypatch):
+    """engine.distributed.embed(boxes=PATH): the sidecar is read on the driver, at the first
+    next(), before Ray is joined (address "auto" with no cluster would fail otherwise)."""
+    ray = pytest.importorskip("ray")
+    pytest.importorskip("ray.data")
+    from engine.distributed import embed
+    from engine.errors import InputError
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    with pytest.raises(InputError, match=r"missing\.csv: no such boxes file"):
+        next(embed([str(tmp_path / "a.png")], boxes=tmp_path / "missing.csv", address="auto"))
+    with pytest.raises(InputError, match=r"boxes: expected a mapping"):
+        next(embed([str(tmp_path / "a.png")], boxes=[(0, 0, 10, 10)], address="auto"))
+    assert not ray.is_initialized()
 
 
 @pytest.mark.skipif(importlib.util.find_spec("pandas") is not None and importlib.util.find_spec("ray") is not None,
@@ -43,3 +77,53 @@ def test_without_ray_data_the_run_says_what_to_install(tmp_path, capsys):
     assert rc == 1
     assert "--ray needs Ray Data (ray with pandas and pyarrow): pip install 'ray[data]' (the 'distributed' extra)" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:  # bound, never listening: a connection to it is refused
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("form", ["{}", "ray://{}"])
+def test_an_unreachable_cluster_fails_at_once_before_the_output_folder(tmp_path, capsys, form):
+    """Nothing listens at the address: a one-line error naming the option, the address and the
+    TCP connection tried, in seconds (not after Ray's GCS timeout), and no output folder."""
+    import time
+
+    pytest.importorskip("ray")
+    address = form.format(f"127.0.0.1:{_closed_port()}")
+    t = time.monotonic()
+    rc = main(["embed", str(tmp_path), "-o", str(tmp_path / "out"), "--ray", address])
+    took = time.monotonic() - t
+    err = capsys.readouterr().err
+    assert rc == 1, err
+    assert f"--ray {address}: cannot reach a Ray cluster there: a TCP connection to 127.0.0.1:" in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+    assert took < 60  # a hang bound, not a speed claim: Ray's own wait is minutes
+
+
+def test_check_reachable_accepts_a_listening_address_and_leaves_auto_to_ray():
+    import socket
+
+    from engine.distributed.cluster import check_reachable, host_port
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        check_reachable(f"127.0.0.1:{port}", "--ray")
+        check_reachable(f"ray://127.0.0.1:{port}", "--ray")
+    assert host_port("auto") is None and host_port(None) is None and host_port("ray://head") is None
+    assert host_port("[::1]:6379") == ("::1", 6379) and host_port("head.example:10001") == ("head.example", 10001)
+
+
+def test_check_reachable_names_an_unknown_host():
+    from engine.distributed.cluster import check_reachable
+    from engine.errors import BackendError
+
+    with pytest.raises(BackendError, match=r"--ray no-such-host\.invalid:6379: cannot reach a Ray cluster there"):
+        check_reachable("no-such-host.invalid:6379", "--ray", timeout_s=2)

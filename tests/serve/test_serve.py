@@ -198,10 +198,46 @@ def test_body_over_limit_is_413(service):
     ("?colour=red", "query field colour"),
     ("?cropped=1&pose=1", "pose and cropped"),
     ("?part=nose", "query field part"),
+    ("?pose=true&pose=false", "query field pose: expected it once, found it 2 times"),
+    ("?boxes=[[1,2,30,40]]&boxes=[[1,2,30,40]]", "query field boxes: expected it once, found it 2 times"),
+    ("?pose=", "query field pose: expected true, false, perspective or weak_perspective, found an empty value"),
+    ("?cropped=", "query field cropped: expected true or false"),
+    ("?boxes=", "query field boxes: expected a JSON list of boxes"),
+    ("?part=", "query field part: expected one of all, alpha, beta, found an empty value"),
 ])
 def test_bad_query_fields(service, astronaut_jpeg, query, words):
     status, answer = post_json(service, "/v1/faces", astronaut_jpeg, query)
     assert status == 400 and words in answer["error"], answer
+
+
+@pytest.mark.parametrize("method,path,status,words", [
+    ("GET", "/v1/faces", 405, "GET /v1/faces: method not allowed (expected POST)"),
+    ("PUT", "/v1/mesh", 405, "PUT /v1/mesh: method not allowed (expected POST)"),
+    ("POST", "/healthz", 405, "POST /healthz: method not allowed (expected GET)"),
+    ("GET", "/", 404, "GET /: no such endpoint (expected one of POST /v1/faces, POST /v1/mesh, GET /healthz)"),
+    ("POST", "/v1/face", 404, "POST /v1/face: no such endpoint"),
+    ("DELETE", "/v2/faces/7", 404, "DELETE /v2/faces/7: no such endpoint"),
+])
+def test_unknown_routes_and_wrong_methods_answer_the_services_json(service, method, path, status, words):
+    """Not FastAPI's {"detail": ...}: every refusal is {"error", "status"}, naming what was asked
+    and what the service has."""
+    conn = http.client.HTTPConnection("127.0.0.1", service.port, timeout=TIMEOUT)
+    try:
+        conn.request(method, path, body=b"x" if method in ("POST", "PUT") else None)
+        r = conn.getresponse()
+        answer = json.loads(r.read())
+    finally:
+        conn.close()
+    assert r.status == status
+    assert answer == {"error": answer["error"], "status": status} and words in answer["error"], answer
+
+
+def test_a_lone_request_does_not_wait_for_a_batch(service, astronaut_jpeg):
+    """Nothing else on its way: the request runs at once, not after the 20 ms batch wait (the
+    answer says which wait its batch was given; the 32-request test sees the wait used)."""
+    status, answer = post_json(service, "/v1/faces", astronaut_jpeg)
+    assert status == 200, answer
+    assert answer["batch"] == {"requests": 1, "groups": 1, "wait_ms": 0.0}
 
 
 def test_mesh_read_by_plyfile(service, rec, astronaut_png):
@@ -269,8 +305,11 @@ def test_32_concurrent_requests_each_answered_once(service, rec, astronaut_jpeg)
         (face,) = answer["faces"]
         assert face["box"] == [float(x) for x in boxes[i]]
         assert np.max(np.abs(np.asarray(face["coeffs"], np.float32) - expected[f"img{i}"])) <= 1e-5
-        batched.append(answer["batch"]["requests"])
-    assert max(batched) > 1, "no two of 32 simultaneous requests shared a batch"
+        batched.append(answer["batch"])
+    assert max(b["requests"] for b in batched) > 1, "no two of 32 simultaneous requests shared a batch"
+    # A batch of several was given a wait by its first request: others were on their way (the
+    # service's 20 ms) or a batch was running (about what it still needed).
+    assert all(b["wait_ms"] > 0 for b in batched if b["requests"] > 1), batched
 
 
 def _replica_actors():
@@ -325,3 +364,32 @@ def test_killed_replica_recovers(service, astronaut_jpeg):
         time.sleep(0.5)
     assert len(json.loads(data)["faces"]) == 1
     assert [a["name"] for a in _replica_actors()] != [actor["name"]]
+
+
+def test_stop_answers_every_request_in_flight(service, astronaut_jpeg):
+    """Last in the module (it stops the service). Stopped with 24 requests in flight (16 held by
+    the replica, 8 queued at the proxy): each gets one HTTP answer, none sees its connection
+    closed; those the replica held run to the end (200), the ones not yet taken are told the
+    service is stopping (503 in the service's JSON). Some answers come after stop() was called,
+    so the requests were in flight."""
+    answers = []
+
+    def one():
+        status, _, data = post(service, "/v1/faces", astronaut_jpeg, "", 90)
+        answers.append((status, json.loads(data), time.monotonic()))
+
+    with concurrent.futures.ThreadPoolExecutor(24) as pool:
+        futures = [pool.submit(one) for _ in range(24)]
+        time.sleep(1.0)
+        stopped_at = time.monotonic()
+        service.stop()
+        for f in futures:
+            f.result(timeout=120)  # a closed connection raises here
+    assert len(answers) == 24
+    late = [a for a in answers if a[2] > stopped_at]
+    assert any(status == 200 for status, _, _ in late), "no request was still running when stop() was called"
+    for status, answer, _ in answers:
+        if status == 200:
+            assert len(answer["faces"]) == 1
+        else:
+            assert status == 503 and answer["error"].startswith("the service is stopping"), answer

@@ -6,11 +6,13 @@
 /// - decoder.h: Decoder (CPU) and CudaDecoder (GPU) that own a model
 /// - mesh.h: write_ply, write_obj, ply_bytes
 /// - raster.h: rasterize, the z-buffer rasteriser of posed meshes (pictures)
+/// - crop.h: crop_cpu, crop_cuda (the release's face crop into the network's input batch)
 /// - tensorrt_runner.h: TensorRTRunner (where built with TensorRT)
 /// - errors.h: the typed exceptions
 /// - limits.h: the bounds on model and batch sizes
 #pragma once
 
+#include "e3dmm/crop.h"
 #include "e3dmm/decode.h"
 #include "e3dmm/decoder.h"
 #include "e3dmm/errors.h"

@@ -1,0 +1,47 @@
+"""--device-input (issue 11 section 2): every command with a runner takes it, it reaches the
+Reconstructor, and `on` where the device path cannot run (this CPU machine: no CUDA runner) is an
+error that says why, before any output is written."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from engine.cli.parser import build_parser
+
+
+@pytest.mark.parametrize("command", [["reconstruct", "x.jpg"], ["embed", "x.jpg"], ["verify", "a.jpg", "b.jpg"],
+                                     ["evaluate", "pairs.txt", "root"]])
+def test_every_command_with_a_runner_takes_device_input(command):
+    assert build_parser().parse_args(command).device_input == "auto"
+    for choice in ("auto", "on", "off"):
+        assert build_parser().parse_args([*command, "--device-input", choice]).device_input == choice
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([*command, "--device-input", "yes"])
+
+
+def test_device_input_reaches_the_reconstructor():
+    from engine.cli.common import make_reconstructor
+
+    args = build_parser().parse_args(["embed", "x.jpg", "--runner", "onnxruntime", "--device-input", "off"])
+    with make_reconstructor(args, decode=False) as rec:
+        assert rec.device_input is None
+
+
+def test_device_input_on_without_a_gpu_fails_saying_why(tmp_path):
+    import skimage.data
+    from PIL import Image
+
+    from engine._core import has_cuda_crop
+
+    if has_cuda_crop():
+        pytest.skip("a CUDA build with a GPU: the device path can run here")
+    photo = tmp_path / "astronaut.jpg"
+    Image.fromarray(skimage.data.astronaut()).save(photo)
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "engine", "reconstruct", str(photo), "-o", str(out), "--no-mesh",
+                           "--device-input", "on"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert "device_input" in proc.stderr and "CUDA" in proc.stderr, proc.stderr
+    assert not out.exists() or not any(out.iterdir())
