@@ -114,8 +114,15 @@ def _crop_bounds(bounds, n: int, fn: str):
         a = np.asarray(bounds)
     except (ValueError, TypeError, OverflowError) as e:
         raise InputError(f"{fn}: bounds: expected {expected}, found {type(bounds).__name__} ({e})") from None
+    if n == 0 and a.size == 0:  # no faces: [] is as good as an empty [0, 4] array
+        return np.empty((0, 4), np.int64)
     if a.dtype.kind not in "iu" or a.shape != (n, 4):
-        what = describe_array(a) if a.dtype != object else "numbers too large for int64 or not numbers"
+        if bounds is None:
+            what = "None"
+        elif a.dtype == object:
+            what = "numbers too large for int64 or not numbers"
+        else:
+            what = describe_array(a)
         raise InputError(f"{fn}: bounds: expected {expected}, found {what}")
     if a.dtype.kind == "u" and a.size and int(a.max()) > np.iinfo(np.int64).max:
         raise InputError(f"{fn}: bounds: expected {expected} within int64, found {int(a.max())}")

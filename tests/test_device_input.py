@@ -305,7 +305,7 @@ def test_the_pixel_limit_gives_the_cpu_paths_error(runner, model, photos):
 def test_the_device_input_option(runner, model):
     with pytest.raises(InputError, match="device_input: expected 'auto', True, False or a DeviceInput, found 'yes'"):
         Reconstructor(runner=runner, model=model, device_input="yes")
-    with pytest.raises(UnavailableError, match="device_input=True: the runner does not run on a CUDA device"):
+    with pytest.raises(UnavailableError, match="device_input=True: the onnxruntime runner runs on the cpu: the device input needs a CUDA runner"):
         Reconstructor(runner=runner, model=model, device_input=True)
     with Reconstructor(runner=runner, model=model) as rec:  # auto, on a CPU runner
         assert rec.device_input is None

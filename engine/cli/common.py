@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterable
 
-from engine.errors import InputError
+from engine.errors import InputError, UnavailableError
 
 ENV_MAX_PIXELS = "ENGINE3DMM_MAX_PIXELS"
 
@@ -321,6 +321,11 @@ def batch_size(args) -> int:
     return 1 if getattr(args, "camera", None) is not None else DEFAULT_BATCH
 
 
+def device_input_choice(args):
+    """--device-input auto|on|off as Reconstructor(device_input=) takes it."""
+    return {"auto": "auto", "on": True, "off": False}[getattr(args, "device_input", "auto")]
+
+
 def make_reconstructor(args, *, decode: bool):
     """The pipeline object configured from the shared options (--det-max-side 0: full resolution)."""
     from engine.detect import DEFAULT_MAX_SIDE, DEFAULT_UPSAMPLE
@@ -333,14 +338,18 @@ def make_reconstructor(args, *, decode: bool):
                   det_threshold=getattr(args, "det_threshold", None),
                   det_upsample=getattr(args, "det_upsample", DEFAULT_UPSAMPLE),
                   det_max_side=None if side == 0 else side,
-                  device_input={"auto": "auto", "on": True, "off": False}[getattr(args, "device_input", "auto")])
+                  device_input=device_input_choice(args))
     if decode:
         kwargs["model"] = default_morphable(args)
     try:
         rec = Reconstructor(**kwargs)
-    except BaseException:
+    except BaseException as e:
         if not isinstance(kwargs["runner"], str):
             kwargs["runner"].close()
+        if kwargs["device_input"] is True and isinstance(e, UnavailableError) and "device_input=True" in str(e):
+            reason = str(e).split("device_input=True: ", 1)[1]
+            raise UnavailableError(f"--device-input on: {reason} (--device-input auto uses it where it can run, "
+                                   f"off never)") from None
         raise
     if isinstance(kwargs["runner"], str) and rec.runner.precision in ("int8", "bf16"):
         _say_variant(args, rec.runner)  # auto chose a lower precision: say which, and its validated error

@@ -190,6 +190,11 @@ def collect(args) -> tuple[dict, list[str]]:
         from engine.runners.torch_compile import status
 
         report["torch_compile"] = _guard(problems, "torch.compile", status)  # --compile; unusable is no problem
+    from engine.pipeline.device_input import machine_reason
+
+    reason = _guard(problems, "device input", machine_reason)
+    report["device_input"] = {"usable": reason is None, "detail": reason or "nvJPEG + the CUDA crop kernel, for a "
+                              "CUDA runner's JPEG inputs with known boxes (--device-input)"}
     from engine.runners import available_runners
 
     runners = _guard(problems, "runners", available_runners) or []
@@ -229,7 +234,7 @@ def _print(report: dict, problems: list[str]) -> None:
     w("morphable model: " + f"{m['status']}  {m['detail']}" + (f"  ({m['file']})" if m["file"] else "") + "\n")
     w("runners:         " + (", ".join(report["runners"]) or "none") + f"  (auto picks {report['auto_runner']})\n")
     w(f"GPU:             {'yes' if report['gpu'] else 'no'}"
-      f"  (CUDA decode kernel compiled: {'yes' if report['cuda_kernel_compiled'] else 'no'};"
+      f"  (CUDA decode and crop kernels compiled: {'yes' if report['cuda_kernel_compiled'] else 'no'};"
       f" TensorRT usable: {'yes' if report['tensorrt_usable'] else 'no'})\n")
     tc = report["torch_cuda"]
     if tc:
@@ -239,6 +244,9 @@ def _print(report: dict, problems: list[str]) -> None:
     if tcomp:
         w(f"torch.compile:   {'yes' if tcomp['usable'] else 'no'} ({tcomp['detail']}; --compile caches in "
           f"{tcomp['cache']})\n")
+    di = report.get("device_input")
+    if di:
+        w(f"device input:    {'yes' if di['usable'] else 'no'} ({di['detail']})\n")
     b = report["compiled_core"]
     if b:
         w("compiled core:   " + ", ".join(f"{k}={v}" for k, v in b.items()) + "\n")

@@ -30,7 +30,8 @@ class _DropMainThreadWarning(logging.Filter):
 
 def run(args) -> int:
     from engine.cli.common import apply_max_pixels, check_network_dir
-    from engine.errors import UnavailableError
+    from engine.cli import EXIT_USAGE
+    from engine.errors import InputError, UnavailableError
     from engine.serve import ServeOptions, Service, StartInterrupted, ray_available
     from engine.serve.service import INSTALL_HINT
 
@@ -41,19 +42,22 @@ def run(args) -> int:
     from PIL import Image
 
     network_dir = os.path.abspath(args.network_dir) if args.network_dir else None  # replicas run elsewhere
-    options = ServeOptions(runner=args.runner, network_dir=network_dir, replicas=args.replicas,
-                           replica_cpus=args.replica_cpus, max_batch_size=args.max_batch_size,
-                           batch_wait_ms=args.batch_wait_ms, max_body_mb=args.max_body_mb,
-                           max_pixels=Image.MAX_IMAGE_PIXELS, threads=args.threads, workers=args.workers,
-                           direct_ingress=bool(getattr(args, "direct_ingress", False)))
-    quiet = bool(getattr(args, "quiet", False))
+    try:  # checks the options: nothing started yet
+        options = ServeOptions(runner=args.runner, network_dir=network_dir, replicas=args.replicas,
+                               replica_cpus=args.replica_cpus, max_batch_size=args.max_batch_size,
+                               batch_wait_ms=args.batch_wait_ms, max_body_mb=args.max_body_mb,
+                               max_pixels=Image.MAX_IMAGE_PIXELS, threads=args.threads, workers=args.workers,
+                               direct_ingress=bool(getattr(args, "direct_ingress", False)))
+        service = Service(options, host=args.host, port=args.port, address=args.address, num_cpus=args.num_cpus,
+                          metrics_port=args.metrics_port, quiet=bool(getattr(args, "quiet", False)))
+    except InputError as e:  # options that cannot work together: a usage error (exit 2), as argparse's
+        print(f"engine3dmm serve: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
     stop = threading.Event()
     signals = (signal.SIGINT, signal.SIGTERM)
     # Ray's core installs a fatal-signal handler that aborts the process on SIGTERM (leaving its
     # processes behind): off, so that SIGTERM is a clean stop.
     os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
-    service = Service(options, host=args.host, port=args.port, address=args.address, num_cpus=args.num_cpus,
-                      metrics_port=args.metrics_port, quiet=quiet)  # checks the options: nothing started yet
     previous = {s: signal.signal(s, lambda *_: stop.set()) for s in signals}
     ray_worker_log = logging.getLogger("ray._private.worker")
     drop = _DropMainThreadWarning()

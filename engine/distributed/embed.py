@@ -256,7 +256,7 @@ def embed(inputs, *, address: str | None = None, network_dir=None, runner: str =
           detector="auto", det_threshold=None, det_upsample: int = 1, det_max_side: int | None = 2048,
           cropped: bool = False, frame_step: int = 1, max_frames: int | None = None, boxes=None,
           actors: int | None = None, gpus: bool | None = None, num_cpus: int | None = None,
-          quiet: bool = False) -> Iterator:
+          quiet: bool = False, device_input="auto") -> Iterator:
     """Embed `inputs` (file paths: images and videos, already expanded) on a Ray cluster.
 
     Yields engine.pipeline.FaceResult, as `Reconstructor.embed` does: the results of one input
@@ -271,6 +271,8 @@ def embed(inputs, *, address: str | None = None, network_dir=None, runner: str =
     threads: network threads per CPU actor (default 1: an actor per core); gpus: None decides
         by the cluster (GPUs present: `num_gpus=1` actors), False forces CPU actors.
     quiet: Ray's own INFO lines and warnings off (a Ray this call starts or joins).
+    device_input: each actor's Reconstructor(device_input=...): "auto", True (an actor that cannot
+        decode on its GPU fails the job, saying why) or False (the CPU input path everywhere).
     boxes: as `Reconstructor.reconstruct` takes them (a CSV/JSON sidecar path, a mapping {name:
         [FaceBox or (x0, y0, x1, y1), ...]}, or a MatchedBoxes), matched by engine.box_match's
         rule to `inputs` as given, here on the driver (relative keys: this process's working
@@ -288,6 +290,8 @@ def embed(inputs, *, address: str | None = None, network_dir=None, runner: str =
     """
     # Actors get absolute paths (a worker's working folder is not the driver's); results come
     # back under the names the caller gave, as Reconstructor.embed names them.
+    if not (device_input is True or device_input is False or device_input == "auto"):
+        raise InputError(f"distributed embed: device_input: expected 'auto', True or False, found {device_input!r}")
     given = {os.path.abspath(os.fspath(p)): os.fspath(p) for p in inputs}
     paths = list(given)
     if not paths:
@@ -308,7 +312,8 @@ def embed(inputs, *, address: str | None = None, network_dir=None, runner: str =
         rec_kwargs = dict(runner=runner, network_dir=None if network_dir is None else os.fspath(network_dir),
                           batch_size=batch_size, detector=detector, workers=workers,
                           threads=None if "num_gpus" in resources else (threads or 1),
-                          det_threshold=det_threshold, det_upsample=det_upsample, det_max_side=det_max_side)
+                          det_threshold=det_threshold, det_upsample=det_upsample, det_max_side=det_max_side,
+                          device_input=device_input)
         items = ([{"path": p} for p in paths] if shipped is None
                  else [{"path": p, "boxes": shipped.get(p, b"")} for p in paths])
         ds = ray.data.from_items(items, override_num_blocks=math.ceil(len(paths) / per_batch))

@@ -603,12 +603,30 @@ class CudaBackend:
         crops[:n] = host.numpy()
 
 
+def machine_reason() -> str | None:
+    """Why this machine cannot run the device input with any runner (None: it can, given a CUDA
+    runner); what `engine3dmm info` shows."""
+    import importlib.util
+
+    from engine import _core
+
+    if not _core.cuda_compiled():
+        return "engine._C was built without CUDA (no crop kernel; rebuild with nvcc present: pip install -e .)"
+    if not _core.has_cuda_crop():
+        return "no usable CUDA device"
+    if importlib.util.find_spec("torchvision") is None:
+        return "nvJPEG is reached through torchvision, which is not installed (pip install torchvision)"
+    return None
+
+
 def unavailable_reason(runner, on_gpu: bool) -> str | None:
     """Why the device input cannot run with this runner (None: it can)."""
     import importlib.util
 
     if not on_gpu:
-        return "the runner does not run on a CUDA device with the CUDA build of engine._C"
+        where = f"the {runner.name} runner runs on the {runner.device}" if runner.device != "cuda" else \
+            "this build of engine._C has no CUDA (rebuild on a machine with nvcc: pip install -e .)"
+        return f"{where}: the device input needs a CUDA runner (torch-cuda, tensorrt) and a GPU"
     if not (hasattr(runner, "stream") and hasattr(runner, "run_device")):
         return f"the {runner.name} runner takes no device buffer"
     if importlib.util.find_spec("torchvision") is None:

@@ -420,3 +420,12 @@ def test_cuda_refuses_host_memory_with_a_clear_error():
     _core.crop_batch_cuda([_source(t, "hwc")], GOOD, out.data_ptr())
     torch.cuda.synchronize()
     assert np.array_equal(out.cpu().numpy(), _core.crop_batch_cpu([img], GOOD))
+
+
+def test_no_faces_is_an_empty_batch_and_none_is_named():
+    """[] bounds for [] images (the natural call with no faces) give [0, 3, size, size]; bounds
+    of None are refused saying None, not 'numbers too large'."""
+    assert _core.crop_batch_cpu([], []).shape == (0, 3, 224, 224)
+    assert _core.crop_batch_cpu([], np.zeros((0, 4), np.int64), size=32).shape == (0, 3, 32, 32)
+    with pytest.raises(InputError, match=r"bounds: expected integers \[1, 4\].*found None"):
+        _core.crop_batch_cpu([np.zeros((4, 4, 3), np.uint8)], None)

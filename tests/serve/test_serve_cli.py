@@ -241,7 +241,7 @@ def test_serve_command_refuses_bad_options_before_starting(capsys, argv, words):
     from engine.cli import main
 
     before = {s: _signal.getsignal(s) for s in (_signal.SIGINT, _signal.SIGTERM)}
-    assert main(["serve", *argv]) == 1
+    assert main(["serve", *argv]) == 2  # options that cannot work together: a usage error
     err = capsys.readouterr().err
     assert words in err and "Traceback" not in err
     assert {s: _signal.getsignal(s) for s in before} == before  # nothing installed, nothing started

@@ -86,7 +86,7 @@ def test_direct_ingress_refuses_a_joined_cluster():
 def test_serve_command_refuses_direct_ingress_combinations(capsys, argv, words):
     from engine.cli import main
 
-    assert main(["serve", *argv]) == 1
+    assert main(["serve", *argv]) == 2  # options that cannot work together: a usage error
     err = capsys.readouterr().err
     assert words in err and "Traceback" not in err
     import ray
