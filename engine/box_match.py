@@ -187,8 +187,10 @@ class MatchedBoxes:
         # longer than the key, else its path as given.
         below = [os.path.relpath(_absolute(name), _absolute(r)).replace(os.sep, "/") for r in roots]
         better = next((b for b in below if len(_components(b) or ()) > len(_components(key) or ())), name)
-        return (f"{name}: {self.label}: entry {key!r} matches {len(candidates)} inputs ({_quote(candidates)}), "
-                f"so it is used for none: name each file by a path that fits it alone (this one: {better!r})")
+        head = f"{name}: {self.label}: entry {key!r} matches {len(candidates)} inputs ({_quote(candidates)}), so it is used for none"
+        if better in self.boxes:  # the input's own entry is there already: the short key is what to fix
+            return f"{head}: this input's own entry {better!r} is there too; remove or rename the entry {key!r}"
+        return f"{head}: name each file by a path that fits it alone (this one: {better!r})"
 
     def _several_keys(self, name: str, keys: list[str]) -> str:
         return (f"{name}: {self.label}: entries {_quote(keys)} all match this input: give its boxes under one "

@@ -31,6 +31,7 @@ extra (`pip install -e ".[distributed]"`: Ray Data, with pandas and pyarrow).
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import pickle
@@ -304,10 +305,15 @@ def embed(inputs, *, address: str | None = None, network_dir=None, runner: str =
 
     ctx = DataContext.get_current()  # this process's; put back at the end for the caller's other jobs
     saved = (ctx.execution_options.preserve_order, ctx.enable_progress_bars)
+    data_log = logging.getLogger("ray.data")  # Ray Data's own INFO lines (execution plan, start, finish)
+    saved_level = data_log.level
+    if quiet:
+        data_log.setLevel(logging.ERROR)
     try:
         ctx.execution_options.preserve_order = True  # the same order, so the same files, as one process
         ctx.enable_progress_bars = False  # the caller shows its own
         resources, n = _pool(ray, actors, threads, gpus)
+        n = min(n, len(paths))  # an actor without an input would only load a network for nothing
         per_batch = max(1, min(batch_size, math.ceil(len(paths) / n)))
         rec_kwargs = dict(runner=runner, network_dir=None if network_dir is None else os.fspath(network_dir),
                           batch_size=batch_size, detector=detector, workers=workers,
@@ -332,6 +338,7 @@ def embed(inputs, *, address: str | None = None, network_dir=None, runner: str =
             raise BackendError(f"distributed embed: the Ray job failed: {e}") from None
     finally:
         ctx.execution_options.preserve_order, ctx.enable_progress_bars = saved
+        data_log.setLevel(saved_level)
         if started:
             ray.shutdown()
 

@@ -52,6 +52,20 @@ def test_a_bare_name_that_two_inputs_have_is_an_error_for_both(album):
         m.for_input("album/a/img.jpg")
 
 
+def test_an_ambiguous_key_beside_the_inputs_own_entry_says_to_fix_the_short_key(album):
+    """'img.jpg' matches both inputs; 'b/img.jpg' is album/b/img.jpg's own entry: the message must
+    not propose the entry that is already there, but the short key to remove or rename."""
+    inputs = [("album/a/img.jpg", "album"), ("album/b/img.jpg", "album")]
+    m = match_boxes(sidecar(album / "bs.csv", "img.jpg", "b/img.jpg"), inputs, option="--boxes")
+    with pytest.raises(InputError) as e:
+        m.for_input("album/b/img.jpg")
+    msg = str(e.value)
+    assert "entry 'img.jpg' matches 2 inputs" in msg, msg
+    assert msg.endswith("this input's own entry 'b/img.jpg' is there too; remove or rename the entry 'img.jpg'")
+    with pytest.raises(InputError, match=r"\(this one: 'a/img\.jpg'\)"):  # a/img.jpg has no entry of its own
+        m.for_input("album/a/img.jpg")
+
+
 def test_keys_below_the_folder_given_relative_or_dotted_match_their_file_alone(album):
     inputs = [("album/a/img.jpg", "album"), ("album/b/img.jpg", "album"), ("photo.jpg", None)]
     m = match_boxes(sidecar(album / "bs.csv", "a/img.jpg", "./photo.jpg"), inputs)

@@ -52,19 +52,21 @@ def test_auto_with_compile_picks_a_pytorch_runner_and_keeps_it(model_dir):
         assert r.name in COMPILABLE and r.compiled  # not onnxruntime, auto's CPU choice
 
 
-def test_missing_cpp_compiler_is_unavailable_naming_it(model_dir, monkeypatch):
+def test_missing_cpp_compiler_is_unavailable_naming_it(model_dir):
     """Inductor's CPU backend compiles C++ at run time: without a compiler, an UnavailableError
     that says so, at construction (not a torch traceback at the first batch)."""
     from torch._inductor import config
     from torch._inductor.cpp_builder import cpp_compiler_search
 
-    monkeypatch.setattr(config.cpp, "cxx", ("no-such-cxx-e3dmm",))
+    # torch's own patch (put back on exit): pytest's monkeypatch on a torch config proxy can leave
+    # the setting deleted under some pytest versions, breaking every later compile in the session.
     cpp_compiler_search.cache_clear()  # its answer is memoised per search list
     try:
-        with pytest.raises(UnavailableError) as err:
+        with config.patch({"cpp.cxx": ("no-such-cxx-e3dmm",)}), pytest.raises(UnavailableError) as err:
             create_runner("torch-cpu", model_dir, compile=True)
     finally:
         cpp_compiler_search.cache_clear()
+    assert config.cpp.cxx != ("no-such-cxx-e3dmm",)
     assert "C++ compiler" in str(err.value) and "no-such-cxx-e3dmm" in str(err.value)
 
 
