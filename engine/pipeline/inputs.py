@@ -189,10 +189,11 @@ def iter_items(inputs: Iterable[Input], span: VideoSpan = VideoSpan(), *, max_pi
             yield _image_item(inp.name, inp.data, max_pixels)
 
 
-def as_face_box(b, where: str) -> FaceBox:
+def as_face_box(b, where: str, forms: str = "a FaceBox or (x0, y0, x1, y1)") -> FaceBox:
     """A FaceBox from a caller's face: a FaceBox, an (x0, y0, x1, y1[, score]) sequence, 68
     landmarks (an array [68, 2]: the box is their tight box, cropped as dlib's landmark box), or a
-    mapping {"landmarks": [[x, y] x 68], "box": (x0, y0, x1, y1) (optional), "score": s (optional)}."""
+    mapping {"landmarks": [[x, y] x 68], "box": (x0, y0, x1, y1) (optional), "score": s (optional)}.
+    `forms` is what a refusal says was expected, in the caller's words (the service's are JSON)."""
     if isinstance(b, FaceBox):
         return b
     if isinstance(b, Mapping):
@@ -202,10 +203,10 @@ def as_face_box(b, where: str) -> FaceBox:
     try:
         vals = list(itertools.islice(b, 6))  # a box has 4 or 5 values: never read on
     except TypeError:
-        raise InputError(f"{where}: expected a FaceBox or (x0, y0, x1, y1), found {type(b).__name__}") from None
+        raise InputError(f"{where}: expected {forms}, found {type(b).__name__}") from None
     if len(vals) not in (4, 5):
         more = " or more" if len(vals) > 5 else ""
-        raise InputError(f"{where}: expected a FaceBox or (x0, y0, x1, y1), found {len(vals)}{more} values")
+        raise InputError(f"{where}: expected {forms}, found {len(vals)}{more} values")
     # FaceBox checks every value by the box rule (engine.crop.check_box), naming `where` and the field.
     return FaceBox(*vals[:4], score=vals[4] if len(vals) == 5 else 1.0, kind="given", origin=where)
 

@@ -142,6 +142,9 @@ def _flag(params, name: str) -> bool:
     raise RequestError(400, f"query field {name}: expected {EXPECTED[name]}, found {v!r}")
 
 
+# A box in the query's JSON (engine.pipeline.inputs.as_face_box's refusals say this, not "FaceBox").
+BOX_FORMS = "[x0, y0, x1, y1], [x0, y0, x1, y1, score] or {\"landmarks\": [[x, y] x 68]}"
+
 # What each query field takes: the words of every message that refuses one.
 EXPECTED = {
     "boxes": "a JSON list of boxes [[x0, y0, x1, y1], ...]",
@@ -211,7 +214,7 @@ def parse_request(params, *, mesh_endpoint: bool = False) -> FaceRequest:
             raise RequestError(400, f"query field boxes: expected a JSON list of 1..{MAX_BOXES} boxes, found "
                                     f"{type(boxes).__name__}" + (f" of {len(boxes)}" if isinstance(boxes, list) else ""))
         try:
-            req.boxes = [as_face_box(b, f"query field boxes[{i}]") for i, b in enumerate(boxes)]
+            req.boxes = [as_face_box(b, f"query field boxes[{i}]", BOX_FORMS) for i, b in enumerate(boxes)]
         except InputError as e:
             raise RequestError(400, str(e)) from None
     if req.pose is not None and req.cropped:

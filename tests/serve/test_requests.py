@@ -51,3 +51,14 @@ def test_a_bad_flag_names_what_it_takes(name, value):
     with pytest.raises(RequestError) as e:
         parse_request([(name, value)])
     assert str(e.value) == f"query field {name}: expected {EXPECTED[name]}, found {value!r}"
+
+
+@pytest.mark.parametrize("value,found", [("[[1,2]]", "found 2 values"), ("[[1,2,3,4,5,6]]", "found 6 or more values"),
+                                         ("[7]", "found int")])
+def test_a_malformed_box_is_refused_in_the_querys_words(value, found):
+    """An HTTP caller writes JSON: the refusal names the JSON forms a box takes, not a Python type."""
+    with pytest.raises(RequestError) as e:
+        parse_request({"boxes": value})
+    msg = str(e.value)
+    assert e.value.status == 400 and msg.startswith("query field boxes[0]: expected [x0, y0, x1, y1], "), msg
+    assert found in msg and "FaceBox" not in msg, msg
