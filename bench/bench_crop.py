@@ -24,7 +24,6 @@ import json
 import os
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +33,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from engine import _core  # noqa: E402
 from engine.bench.measure import machine  # noqa: E402
 from engine.crop import crop_bounds, crop_faces  # noqa: E402
+
+# bench_decode's timing: alternating blocks, a pause and an untimed call before each (spinning threads)
+from bench_decode import _time_interleaved  # noqa: E402
 
 
 def photos() -> list[np.ndarray]:
@@ -58,19 +60,6 @@ def faces(batch: int):
     return imgs, boxes
 
 
-def median_times(fns: dict, rounds: int = 5, calls: int = 3) -> dict:
-    times = {k: [] for k in fns}
-    for _ in range(rounds):
-        for k, fn in fns.items():
-            time.sleep(0.1)  # let the previous library's spinning threads go idle
-            fn()
-            for _ in range(calls):
-                t0 = time.perf_counter()
-                fn()
-                times[k].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) for k, v in times.items()}
-
-
 def cpu_rows(imgs, boxes, bounds):
     import cv2
 
@@ -81,7 +70,7 @@ def cpu_rows(imgs, boxes, bounds):
         "cpu all cores": lambda: _core.crop_batch_cpu(imgs, bounds),
     }
     outs = {k: fn() for k, fn in fns.items()}
-    secs = median_times(fns)
+    secs = _time_interleaved(fns, rounds=5, calls=3)
     return [dict(impl=k, batch=len(imgs), ms_per_batch=secs[k] * 1e3, ms_per_face=secs[k] * 1e3 / len(imgs),
                  faces_per_s=len(imgs) / secs[k], max_diff=float(np.abs(outs[k] - ref).max())) for k in fns], ref
 

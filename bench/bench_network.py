@@ -44,6 +44,7 @@ from engine.fileio import atomic_write  # noqa: E402
 from engine.network import variants as V  # noqa: E402
 from engine.network.resolve import WEIGHTS_FILE, default_model_dir, resolve_model, synthetic_cache_dir  # noqa: E402
 from engine.runners import available_runners, create_runner  # noqa: E402
+from engine.runners.torch_compile import COMPILE_MODES  # noqa: E402
 
 SECOND_SEED = 1
 SECOND_RECIPE = 1  # bump when second_model changes: its cached weights are rebuilt
@@ -455,7 +456,7 @@ def main(argv=None):
     ap.add_argument("--runners", nargs="+", default=None, metavar="NAME",
                     help="only these runners (beside the float32 reference), e.g. onnxruntime torch-cpu: a shorter "
                          "run for a side-by-side comparison in a quiet moment")
-    ap.add_argument("--compile-mode", choices=("default", "max-autotune"), default=None,
+    ap.add_argument("--compile-mode", choices=COMPILE_MODES, default=None,
                     help="Inductor's mode for the compiled rows (default: max-autotune on a GPU, default on the CPU)")
     ap.add_argument("--compile-batches", default=None,
                     help="comma-separated batch sizes that get compiled rows (default: every one of --batches); each "

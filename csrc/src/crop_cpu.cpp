@@ -13,6 +13,7 @@
 #include <omp.h>
 #endif
 
+#include "cpu_common.h"
 #include "crop_body.h"
 #include "e3dmm/crop.h"
 #include "e3dmm/errors.h"
@@ -25,18 +26,10 @@ namespace {
   throw InvalidInput("crop: " + field + ": expected " + expected + ", found " + std::to_string(found));
 }
 
-std::string in_range(int64_t lo, int64_t hi) { return "in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]"; }
+using cpu_common::in_range;
+using cpu_common::thread_count;
 
 int64_t magnitude(int64_t v) { return v < 0 ? -v : v; }  // callers bound v first: never INT64_MIN
-
-int thread_count(int num_threads) {
-#if defined(_OPENMP)
-  return num_threads > 0 ? num_threads : omp_get_max_threads();
-#else
-  (void)num_threads;
-  return 1;
-#endif
-}
 
 }  // namespace
 

@@ -8,6 +8,7 @@
 #include <cpuid.h>
 #endif
 
+#include "cpu_common.h"
 #include "decode_body.h"
 #include "e3dmm/decode.h"
 #include "e3dmm/errors.h"
@@ -26,7 +27,7 @@ namespace {
   throw InvalidInput(std::string("decode: ") + field + ": expected " + expected + ", found " + std::to_string(found));
 }
 
-std::string in_range(int64_t lo, int64_t hi) { return "in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]"; }
+using cpu_common::in_range;
 
 }  // namespace
 

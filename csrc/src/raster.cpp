@@ -21,6 +21,7 @@
 #include <omp.h>
 #endif
 
+#include "cpu_common.h"
 #include "e3dmm/errors.h"
 #include "e3dmm/limits.h"
 #include "e3dmm/raster.h"
@@ -32,7 +33,8 @@ namespace {
   throw InvalidInput("rasterize: " + field + ": expected " + expected + ", found " + found);
 }
 
-std::string in_range(int64_t lo, int64_t hi) { return "in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]"; }
+using cpu_common::in_range;
+using cpu_common::thread_count;
 
 // A float as text without streams or printf (both follow the locale).
 std::string num(double v) {
@@ -77,15 +79,6 @@ inline float to_float(double v) {
 
 inline uint8_t to_u8(double v) {  // clamp to [0, 255], round half up; NaN gives 0
   return v >= 255.0 ? uint8_t(255) : v > 0.0 ? (uint8_t)(v + 0.5) : uint8_t(0);
-}
-
-int thread_count(int num_threads) {
-#if defined(_OPENMP)
-  return num_threads > 0 ? num_threads : omp_get_max_threads();
-#else
-  (void)num_threads;
-  return 1;
-#endif
 }
 
 }  // namespace

@@ -346,9 +346,10 @@ def make_reconstructor(args, *, decode: bool):
     except BaseException as e:
         if not isinstance(kwargs["runner"], str):
             kwargs["runner"].close()
-        if kwargs["device_input"] is True and isinstance(e, UnavailableError) and "device_input=True" in str(e):
-            reason = str(e).split("device_input=True: ", 1)[1]
-            raise UnavailableError(f"--device-input on: {reason} (--device-input auto uses it where it can run, "
+        from engine.pipeline.device_input import DeviceInputUnavailable
+
+        if isinstance(e, DeviceInputUnavailable):  # in the command line's words
+            raise UnavailableError(f"--device-input on: {e.reason} (--device-input auto uses it where it can run, "
                                    f"off never)") from None
         raise
     if isinstance(kwargs["runner"], str) and rec.runner.precision in ("int8", "bf16"):

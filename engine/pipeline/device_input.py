@@ -83,6 +83,15 @@ _LUMA_SAMPLING = {(1, 1), (2, 1), (1, 2), (2, 2), (4, 1), (4, 2)}
 # --------------------------------------------------------------------------- the screen
 
 
+class DeviceInputUnavailable(UnavailableError):
+    """device_input=True where the device path cannot run; `reason` says which part is missing
+    (the command line words it as --device-input on)."""
+
+    def __init__(self, reason: str):
+        super().__init__(f"Reconstructor: device_input=True: {reason}")
+        self.reason = reason
+
+
 @dataclass(frozen=True)
 class JpegScan:
     """What the markers before the first scan say (see `scan_jpeg`)."""

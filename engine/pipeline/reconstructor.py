@@ -192,7 +192,7 @@ class Reconstructor:
         reason = D.unavailable_reason(self.runner, self.on_gpu)
         if reason is not None:
             if choice is True:
-                raise UnavailableError(f"Reconstructor: device_input=True: {reason}")
+                raise D.DeviceInputUnavailable(reason)
             if self.runner.device == "cuda":
                 log.info("inputs are decoded and cropped on the CPU: %s", reason)
             return None

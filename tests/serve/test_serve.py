@@ -96,6 +96,70 @@ def in_process(rec, data: bytes, **kw):
     return list(rec.reconstruct(data, **kw))
 
 
+def kill_replica_in_flight(svc, body: bytes, n: int) -> dict:
+    """ray.kill the (only) replica with `n` requests in flight: none hangs, each gets an answer
+    (200, a 5xx, or a failed connection where no proxy answers for it). Returns the killed actor."""
+    import ray
+
+    (actor,) = _replica_actors()
+    handle = ray.get_actor(actor["name"], namespace=actor["namespace"])
+    with concurrent.futures.ThreadPoolExecutor(n) as pool:
+        futures = [pool.submit(post, svc, "/v1/faces", body, "", 60) for _ in range(n)]
+        time.sleep(0.2)
+        ray.kill(handle, no_restart=True)
+        done, pending = concurrent.futures.wait(futures, timeout=90)
+    assert not pending, "requests to a killed replica hung"
+    for f in done:
+        try:
+            status, _, _ = f.result()
+        except (OSError, http.client.HTTPException):  # the connection itself failed: an error, answered
+            continue
+        assert status == 200 or status >= 500
+    return actor
+
+
+def wait_until_serving(svc, body: bytes, timeout_s: float = 120) -> bytes:
+    """The first 200 answer's body once a new replica serves (connections refused meanwhile are
+    retried: with direct ingress nothing listens while Ray restarts the replica)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            status, _, data = post(svc, "/v1/faces", body, "", 30)
+        except (OSError, http.client.HTTPException):
+            status, data = None, b""
+        if status == 200:
+            return data
+        assert time.monotonic() < deadline, f"the service did not recover: {status} {data[:200]!r}"
+        time.sleep(0.5)
+
+
+def stop_with_requests_in_flight(svc, body: bytes, n: int) -> None:
+    """stop() with `n` requests in flight: each gets one HTTP answer (none sees its connection
+    closed): 200 with its face, or 503 "the service is stopping"; some 200s come after stop()
+    was called, so requests were still running then."""
+    answers = []
+
+    def one():
+        status, _, data = post(svc, "/v1/faces", body, "", 90)
+        answers.append((status, json.loads(data), time.monotonic()))
+
+    with concurrent.futures.ThreadPoolExecutor(n) as pool:
+        futures = [pool.submit(one) for _ in range(n)]
+        time.sleep(1.0)
+        stopped_at = time.monotonic()
+        svc.stop()
+        for f in futures:
+            f.result(timeout=120)  # a closed connection raises here
+    assert len(answers) == n
+    late = [a for a in answers if a[2] > stopped_at]
+    assert any(status == 200 for status, _, _ in late), "no request was still running when stop() was called"
+    for status, answer, _ in answers:
+        if status == 200:
+            assert len(answer["faces"]) == 1
+        else:
+            assert status == 503 and answer["error"].startswith("the service is stopping"), answer
+
+
 def test_healthz(service):
     with urllib.request.urlopen(service.url + "/healthz", timeout=TIMEOUT) as r:
         assert r.status == 200
@@ -339,30 +403,8 @@ def test_prometheus_metrics(service, astronaut_jpeg):
 def test_killed_replica_recovers(service, astronaut_jpeg):
     """ray.kill the replica while requests are in flight: each gets one answer (its result, or an
     error), none hangs, and Ray brings a new replica up that serves again."""
-    import ray
-
-    (actor,) = _replica_actors()
-    handle = ray.get_actor(actor["name"], namespace=actor["namespace"])
-    with concurrent.futures.ThreadPoolExecutor(8) as pool:
-        futures = [pool.submit(post, service, "/v1/faces", astronaut_jpeg, "", 60) for _ in range(8)]
-        time.sleep(0.2)
-        ray.kill(handle, no_restart=True)
-        done, pending = concurrent.futures.wait(futures, timeout=90)
-    assert not pending, "requests to a killed replica hung"
-    for f in done:
-        try:
-            status, _, _ = f.result()
-        except (OSError, http.client.HTTPException):  # the connection itself failed: an error, answered
-            continue
-        assert status == 200 or status >= 500
-    deadline = time.monotonic() + 120
-    while True:
-        status, _, data = post(service, "/v1/faces", astronaut_jpeg, "", 30)
-        if status == 200:
-            break
-        assert time.monotonic() < deadline, f"the service did not recover: {status} {data[:200]!r}"
-        time.sleep(0.5)
-    assert len(json.loads(data)["faces"]) == 1
+    actor = kill_replica_in_flight(service, astronaut_jpeg, 8)
+    assert len(json.loads(wait_until_serving(service, astronaut_jpeg))["faces"]) == 1
     assert [a["name"] for a in _replica_actors()] != [actor["name"]]
 
 
@@ -372,24 +414,4 @@ def test_stop_answers_every_request_in_flight(service, astronaut_jpeg):
     closed; those the replica held run to the end (200), the ones not yet taken are told the
     service is stopping (503 in the service's JSON). Some answers come after stop() was called,
     so the requests were in flight."""
-    answers = []
-
-    def one():
-        status, _, data = post(service, "/v1/faces", astronaut_jpeg, "", 90)
-        answers.append((status, json.loads(data), time.monotonic()))
-
-    with concurrent.futures.ThreadPoolExecutor(24) as pool:
-        futures = [pool.submit(one) for _ in range(24)]
-        time.sleep(1.0)
-        stopped_at = time.monotonic()
-        service.stop()
-        for f in futures:
-            f.result(timeout=120)  # a closed connection raises here
-    assert len(answers) == 24
-    late = [a for a in answers if a[2] > stopped_at]
-    assert any(status == 200 for status, _, _ in late), "no request was still running when stop() was called"
-    for status, answer, _ in answers:
-        if status == 200:
-            assert len(answer["faces"]) == 1
-        else:
-            assert status == 503 and answer["error"].startswith("the service is stopping"), answer
+    stop_with_requests_in_flight(service, astronaut_jpeg, 24)

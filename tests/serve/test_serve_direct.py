@@ -7,12 +7,9 @@ in-process Reconstructor, as in test_serve.py (whose helpers this module reuses)
 """
 from __future__ import annotations
 
-import concurrent.futures
-import http.client
 import json
 import os
 import socket
-import time
 import urllib.request
 
 import numpy as np
@@ -27,8 +24,10 @@ from tests.serve.test_serve import (
     _free_port,
     _replica_actors,
     in_process,
-    post,
+    kill_replica_in_flight,
     post_json,
+    stop_with_requests_in_flight,
+    wait_until_serving,
 )
 
 OPTIONS = {"max_batch_size": 8, "batch_wait_ms": 20, "max_body_mb": base.MAX_BODY_MB, "max_pixels": base.MAX_PIXELS,
@@ -142,33 +141,8 @@ def test_direct_ingress_settings_stay_out_of_this_process(service):
 def test_killed_replica_comes_back_on_the_same_port(service, astronaut_jpeg):
     """ray.kill the replica with requests in flight: each gets one answer or a failed connection
     (there is no proxy to answer for it), none hangs; Ray's new replica listens on the same port."""
-    import ray
-
-    (actor,) = _replica_actors()
-    handle = ray.get_actor(actor["name"], namespace=actor["namespace"])
-    with concurrent.futures.ThreadPoolExecutor(4) as pool:
-        futures = [pool.submit(post, service, "/v1/faces", astronaut_jpeg, "", 60) for _ in range(4)]
-        time.sleep(0.2)
-        ray.kill(handle, no_restart=True)
-        done, pending = concurrent.futures.wait(futures, timeout=90)
-    assert not pending, "requests to a killed replica hung"
-    for f in done:
-        try:
-            status, _, _ = f.result()
-        except (OSError, http.client.HTTPException):  # the connection itself failed: an error, answered
-            continue
-        assert status == 200 or status >= 500
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            status, _, data = post(service, "/v1/faces", astronaut_jpeg, "", 30)
-        except (OSError, http.client.HTTPException):  # refused while the new replica starts
-            status, data = None, b""
-        if status == 200:
-            break
-        assert time.monotonic() < deadline, f"the service did not recover on its port: {status} {data[:200]!r}"
-        time.sleep(0.5)
-    assert len(json.loads(data)["faces"]) == 1
+    actor = kill_replica_in_flight(service, astronaut_jpeg, 4)
+    assert len(json.loads(wait_until_serving(service, astronaut_jpeg))["faces"]) == 1
     assert [a["name"] for a in _replica_actors()] != [actor["name"]]
 
 
@@ -177,24 +151,5 @@ def test_stop_answers_every_request_in_flight(service, astronaut_jpeg):
     """Last in the module (it stops the service). Stopped with 12 requests in flight, all held by
     the replica itself: each gets one HTTP answer (200, or 503 'the service is stopping'), none
     sees its connection closed, and some were still running when stop() was called."""
-    answers = []
-
-    def one():
-        status, _, data = post(service, "/v1/faces", astronaut_jpeg, "", 90)
-        answers.append((status, json.loads(data), time.monotonic()))
-
-    with concurrent.futures.ThreadPoolExecutor(12) as pool:
-        futures = [pool.submit(one) for _ in range(12)]
-        time.sleep(1.0)
-        stopped_at = time.monotonic()
-        service.stop()
-        for f in futures:
-            f.result(timeout=120)  # a closed connection raises here
-    assert len(answers) == 12
-    assert any(status == 200 and at > stopped_at for status, _, at in answers), "nothing was in flight at stop()"
-    for status, answer, _ in answers:
-        if status == 200:
-            assert len(answer["faces"]) == 1
-        else:
-            assert status == 503 and answer["error"].startswith("the service is stopping"), answer
+    stop_with_requests_in_flight(service, astronaut_jpeg, 12)
     assert not _listening("127.0.0.1", service.port)
