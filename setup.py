@@ -1,7 +1,7 @@
 """Thin CMake wrapper: builds the one extension, engine._C, with CMake.
 
 Environment switches (all optional):
-  ENGINE_WITH_CUDA=AUTO|ON|OFF      build the CUDA decode kernel (AUTO: when nvcc is found)
+  ENGINE_WITH_CUDA=AUTO|ON|OFF      build the CUDA kernels, decode and crop (AUTO: when nvcc is found)
   ENGINE_CUDA_ARCHITECTURES="80;90" CUDA architectures (default: 80;90 real plus 90 PTX)
   ENGINE_WITH_TENSORRT=AUTO|ON|OFF  build the C++ TensorRT runner (AUTO: when found)
   ENGINE_BUILD_TYPE=Release         CMake build type

@@ -341,6 +341,29 @@ def variants_table(cards: dict) -> str:
     return "\n".join(lines)
 
 
+def weights_of(meta: dict) -> list[str]:
+    """The weights a table's rows ran, one description each: meta["weights"] is one string for a
+    single run and a list once --append has merged runs (a description holds "; " itself, so
+    joining them into one string could not be undone)."""
+    w = meta["weights"]
+    return [w] if isinstance(w, str) else list(w)
+
+
+def merge_appended(old_doc: dict, rows: list[dict], meta: dict) -> list[dict]:
+    """--append: this run's rows replace the table's rows of the same (model, runner, config,
+    batch), the others are kept; `meta` (changed in place) gains the table's weights (each
+    description once) and keeps its compile times and notes unless this run has its own."""
+    key = lambda r: (r.get("model"), r["runner"], r["config"], r["batch"])  # noqa: E731
+    fresh = {key(r) for r in rows}
+    merged = sorted([r for r in old_doc["rows"] if key(r) not in fresh] + rows,
+                    key=lambda r: (str(r.get("model")), r["batch"], r["device"]))
+    meta["weights"] = list(dict.fromkeys([*weights_of(old_doc["meta"]), *weights_of(meta)]))
+    for k in ("compile_times", "notes"):
+        if k in old_doc["meta"]:
+            meta.setdefault(k, old_doc["meta"][k])
+    return merged
+
+
 def write_tables(args, rows, meta, gpu: bool) -> None:
     """--json and --md from the rows and the run's meta (compile times and notes included)."""
     if args.json:
@@ -354,7 +377,7 @@ def write_tables(args, rows, meta, gpu: bool) -> None:
               f"{meta['date']}; 1-minute load average "
               + (f"{start:.1f} at the start, " if start is not None else "")
               + f"{meta['load_average_1m_at_end']:.1f} at the end.\n"
-              f"Weights: {meta['weights']}.\n"
+              + "".join(f"Weights: {w}.\n" for w in weights_of(meta)) +
               "Latency per call (whole batch); runners timed in alternating blocks on a machine shared with other "
               "jobs. Inputs: the built-in held-out real faces (engine.network.faces, validation split).")
     notes = [f"- {n}" for n in meta.get("notes", [])] + compile_time_lines(meta.get("compile_times"))
@@ -540,16 +563,7 @@ def main(argv=None):
     except ImportError:
         pass
     if args.json and args.append and Path(args.json).is_file():
-        old_doc = json.loads(Path(args.json).read_text())
-        old = old_doc["rows"]
-        key = lambda r: (r.get("model"), r["runner"], r["config"], r["batch"])  # noqa: E731
-        fresh = {key(r) for r in rows}
-        rows = sorted([r for r in old if key(r) not in fresh] + rows,
-                      key=lambda r: (str(r.get("model")), r["batch"], r["device"]))
-        meta["weights"] = "; ".join(dict.fromkeys([*old_doc["meta"]["weights"].split("; "), meta["weights"]]))
-        for k in ("compile_times", "notes"):  # kept from earlier runs unless this one has its own
-            if k in old_doc["meta"]:
-                meta.setdefault(k, old_doc["meta"][k])
+        rows = merge_appended(json.loads(Path(args.json).read_text()), rows, meta)
     if args.note:
         meta["notes"] = list(dict.fromkeys([*meta.get("notes", []), *args.note]))
     write_tables(args, rows, meta, gpu)

@@ -36,7 +36,7 @@ def has_core() -> bool:
 
 
 def cuda_compiled() -> bool:
-    """True when engine._C contains the CUDA decode kernel."""
+    """True when engine._C contains the CUDA kernels (decode and crop)."""
     return has_core() and bool(core().cuda_compiled())
 
 
@@ -92,14 +92,42 @@ def _crop_core(feature: str) -> ModuleType:
     return c
 
 
-def _crop_int(name: str, v, lo: int, hi: int | None = None) -> int:
+_INT64_MAX = 2**63 - 1
+
+
+def _found(v) -> str:
+    """A short description of `v` for a message's "found ...": a scalar's value, an array's or
+    tensor's dtype and shape (never its repr: that prints the elements), a sequence's length."""
+    import numpy as np
+
+    from engine.errors import describe_array
+
+    if isinstance(v, np.generic):
+        v = v.item()
+    if v is None or isinstance(v, (bool, int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return repr(v) if len(v) <= 40 else f"a str of {len(v)} characters"
+    if isinstance(v, type):  # a class (np.float32 has `shape` and `dtype` too, as descriptors)
+        return f"the type {v.__name__}"
+    if hasattr(v, "shape") and hasattr(v, "dtype"):
+        return f"{type(v).__name__} {describe_array(v)}"
+    if isinstance(v, (list, tuple)):
+        return f"a {type(v).__name__} of {len(v)} items"
+    return type(v).__name__
+
+
+def _crop_int(name: str, v, lo: int, hi: int = _INT64_MAX) -> int:
+    """`v` as an int in [lo, hi] (hi: int64's by default, what the binding takes; the binding
+    checks its own narrower limits with the same wording)."""
     import numpy as np
 
     from engine.errors import InputError
 
-    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or v < lo or (hi is not None and v > hi):
-        rng = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
-        raise InputError(f"{name}: expected an integer {rng}, found {v!r}")
+    is_int = isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+    if not is_int or v < lo or v > hi:
+        rng = f">= {lo}" if hi == _INT64_MAX and not (is_int and v > hi) else f"in [{lo}, {hi}]"
+        raise InputError(f"{name}: expected an integer {rng}, found {_found(v)}")
     return int(v)
 
 
@@ -112,8 +140,9 @@ def _crop_bounds(bounds, n: int, fn: str):
     expected = f"integers [{n}, 4] (bl, bt, br, bb per face, as engine.crop.crop_bounds gives)"
     try:
         a = np.asarray(bounds)
-    except (ValueError, TypeError, OverflowError) as e:
-        raise InputError(f"{fn}: bounds: expected {expected}, found {type(bounds).__name__} ({e})") from None
+    except (ValueError, TypeError, OverflowError):  # ragged rows: numpy's own words run to 200 characters
+        raise InputError(f"{fn}: bounds: expected {expected}, found {_found(bounds)} that is not a table "
+                         f"(rows of different lengths?)") from None
     if n == 0 and a.size == 0:  # no faces: [] is as good as an empty [0, 4] array
         return np.empty((0, 4), np.int64)
     if a.dtype.kind not in "iu" or a.shape != (n, 4):
@@ -152,15 +181,15 @@ def crop_batch_cpu(images, bounds, size: int = 224, layout: str = "hwc", out=Non
     if isinstance(images, np.ndarray) and images.ndim == 4:
         images = list(images)  # a stacked batch: one image per row
     if not isinstance(images, (list, tuple)):
-        raise InputError(f"{fn}: images: expected a list of B uint8 RGB arrays, found {type(images).__name__}")
-    if layout not in _CROP_LAYOUTS:
-        raise InputError(f"{fn}: layout: expected one of {list(_CROP_LAYOUTS)}, found {layout!r}")
+        raise InputError(f"{fn}: images: expected a list of B uint8 RGB arrays, found {_found(images)}")
+    if not isinstance(layout, str) or layout not in _CROP_LAYOUTS:
+        raise InputError(f"{fn}: layout: expected one of {list(_CROP_LAYOUTS)}, found {_found(layout)}")
     size = _crop_int(f"{fn}: size", size, 1)
     num_threads = _crop_int(f"{fn}: num_threads", num_threads, 0)
     b = _crop_bounds(bounds, len(images), fn)
     if out is not None and not isinstance(out, np.ndarray):
         raise InputError(f"{fn}: out: expected a float32 numpy array [{len(images)}, 3, {size}, {size}], "
-                         f"found {type(out).__name__}")
+                         f"found {_found(out)}")
     return _crop_core(fn).crop_cpu(list(images), b, size, layout, out, num_threads)
 
 
@@ -172,9 +201,9 @@ def _stream_handle(stream, fn: str) -> int:
         handle = getattr(stream, "ptr", None)  # cupy.cuda.Stream
     if handle is None:
         handle = stream
-    if isinstance(handle, bool) or not isinstance(handle, int) or handle < 0:
-        raise InputError(f"{fn}: stream: expected a cudaStream_t as an integer (0: the default stream) or a "
-                         f"torch/CuPy stream, found {stream!r}")
+    if isinstance(handle, bool) or not isinstance(handle, int) or not 0 <= handle < 2**64:
+        raise InputError(f"{fn}: stream: expected a cudaStream_t as an integer in [0, 2^64) (0: the default "
+                         f"stream) or a torch/CuPy stream, found {_found(handle)}")
     return handle
 
 
@@ -192,8 +221,8 @@ def _out_address(out_ptr, n: int, size: int, out_dtype: str, fn: str) -> int:
                              f"{'' if out_ptr.is_contiguous() else ' (not contiguous)'}")
         return int(out_ptr.data_ptr())
     if isinstance(out_ptr, bool) or not isinstance(out_ptr, int) or out_ptr < 0 or out_ptr >= 2**64:
-        raise InputError(f"{fn}: out_ptr: expected the device address (an integer) of a contiguous "
-                         f"{out_dtype}[{n}, 3, {size}, {size}] buffer, found {out_ptr!r}")
+        raise InputError(f"{fn}: out_ptr: expected the device address (an integer in [0, 2^64)) of a contiguous "
+                         f"{out_dtype}[{n}, 3, {size}, {size}] buffer, found {_found(out_ptr)}")
     return out_ptr
 
 
@@ -221,19 +250,18 @@ def crop_batch_cuda(sources, bounds, out_ptr, size: int = 224, out_dtype: str = 
     fn = "crop_batch_cuda"
     if not isinstance(sources, (list, tuple)):
         raise InputError(f"{fn}: sources: expected a list of B tuples (device_ptr, height, width, stride_y, "
-                         f"stride_x, stride_c), found {type(sources).__name__}")
+                         f"stride_x, stride_c), found {_found(sources)}")
     rows = []
     for i, s in enumerate(sources):
         if not isinstance(s, (list, tuple)) or len(s) != 6:
             raise InputError(f"{fn}: sources[{i}]: expected a tuple (device_ptr, height, width, stride_y, stride_x, "
-                             f"stride_c), found {s!r}"[:300])
+                             f"stride_c), found {_found(s)}")
         row = []
         for name, v in zip(("device_ptr", "height", "width", "stride_y", "stride_x", "stride_c"), s):
-            lo, hi = (1, 2**63 - 1) if name == "device_ptr" else (-(2**63), 2**63 - 1)
-            row.append(_crop_int(f"{fn}: sources[{i}].{name}", v, lo, hi))
+            row.append(_crop_int(f"{fn}: sources[{i}].{name}", v, 1 if name == "device_ptr" else -(2**63)))
         rows.append(row)
-    if out_dtype not in _CROP_OUT_TYPES:
-        raise InputError(f"{fn}: out_dtype: expected one of {list(_CROP_OUT_TYPES)}, found {out_dtype!r}")
+    if not isinstance(out_dtype, str) or out_dtype not in _CROP_OUT_TYPES:
+        raise InputError(f"{fn}: out_dtype: expected one of {list(_CROP_OUT_TYPES)}, found {_found(out_dtype)}")
     size = _crop_int(f"{fn}: size", size, 1)
     b = _crop_bounds(bounds, len(rows), fn)
     src = np.array(rows, dtype=np.int64).reshape(len(rows), 6)

@@ -581,7 +581,7 @@ def _json_number(text: str):
     """parse_int and parse_float: every JSON number becomes a float, so an integer of any
     length never reaches Python's 4,300-digit int limit, and one beyond the float range
     stays text for its box's error."""
-    v = float(text)
+    v = float(text) + 0.0  # + 0.0: -0 is the coordinate 0 (and prints as 0)
     return v if math.isfinite(v) else _OutOfRange(text)
 
 
@@ -590,17 +590,45 @@ class _Pairs(list):
     names are seen (a dict would silently keep the last)."""
 
 
-def _boxes_from_json(text: str, path: Path, kind: str) -> dict:
+# Nesting a boxes JSON may have: a file nests 3 levels ({image: [[x0, y0, x1, y1], ...]}), 5 with
+# landmarks ({image: [{"landmarks": [[x, y], ...]}]}); a little more, so that a box of the wrong
+# shape is that image's own error, not the file's.
+BOXES_MAX_DEPTH = 8
+
+
+FILE_NESTING = "a boxes file nests 3 levels ({image: [[x0, y0, x1, y1], ...]}), 5 with landmarks"
+
+
+def loads_boxes_json(text: str, where: str, *, max_bytes: int = MAX_SIDECAR_BYTES, nesting: str = FILE_NESTING):
+    """Boxes JSON as `json_face_box` reads it, by the engine's one guarded JSON reader
+    (engine.fileio.loads_json: size and nesting bounded before parsing): every number a float
+    (an integer of any length never meets Python's 4,300-digit limit) or, beyond the float
+    range, _OutOfRange (its text, for its box's error); an object the list of its (key,
+    value) pairs (_Pairs). InputError naming `where` (and the line) for a text that is not
+    such JSON: over `max_bytes` UTF-8 bytes, nested deeper than BOXES_MAX_DEPTH (`nesting`
+    says how deep the caller's form nests), invalid."""
+    from engine.fileio import JSONRefused, loads_json
+
     try:
-        data = json.loads(text, parse_int=_json_number, parse_float=_json_number, object_pairs_hook=_Pairs)
-    except json.JSONDecodeError as e:
-        raise InputError(f"{path} line {e.lineno}: invalid JSON: {e.msg}") from None
-    except RecursionError:  # json's C scanner stops at the interpreter's recursion limit
-        raise InputError(f"{path}: JSON nested too deeply: a boxes file nests 3 levels "
-                         "({image: [[x0, y0, x1, y1], ...]})") from None
+        # NaN and Infinity (Python's extension) parse, to be refused by their box's rule with the
+        # box's field: that image fails alone, as with any other bad value.
+        return loads_json(text, max_bytes=max_bytes, max_depth=BOXES_MAX_DEPTH, parse_int=_json_number,
+                          parse_float=_json_number, parse_constant=float, object_pairs_hook=_Pairs)
+    except JSONRefused as e:
+        if e.kind == "depth":
+            raise InputError(f"{where}: JSON nested too deeply ({e.depth} levels, at most {BOXES_MAX_DEPTH}): "
+                             f"{nesting}") from None
+        if e.kind == "syntax":
+            raise InputError(f"{where}" + (f" line {e.line}" if e.line is not None else "")
+                             + f": invalid JSON: {e.detail}") from None
+        raise InputError(f"{where}: {e}") from None
+
+
+def _boxes_from_json(text: str, path: Path, kind: str) -> dict:
+    data = loads_boxes_json(text, str(path))
     if not isinstance(data, _Pairs):
         raise InputError(f"{path}: expected a JSON object {{image name: [[x0, y0, x1, y1], ...]}}, "
-                         f"found {_json_type(data)}")
+                         f"found {json_type(data)}")
     out = _Entries()
     seen: set[str] = set()
     for name, boxes in data:
@@ -610,15 +638,15 @@ def _boxes_from_json(text: str, path: Path, kind: str) -> dict:
             continue
         seen.add(name)
         if type(boxes) is not list:  # noqa: E721 (an object, _Pairs, is a list too)
-            out.fail(name, f"{where}: expected a list of boxes [[x0, y0, x1, y1], ...], found {_json_type(boxes)}")
+            out.fail(name, f"{where}: expected a list of boxes [[x0, y0, x1, y1], ...], found {json_type(boxes)}")
             continue
         out.d.setdefault(name, [])
         for i, b in enumerate(boxes):
-            out.add(name, lambda: _json_box(b, kind, f"{where} box {i}"))
+            out.add(name, lambda: json_face_box(b, kind, f"{where} box {i}"))
     return out.d
 
 
-def _json_type(v) -> str:
+def json_type(v) -> str:
     return {list: "an array", _Pairs: "an object", str: "a string", float: "a number", bool: "a boolean",
             type(None): "null"}.get(type(v), type(v).__name__)
 
@@ -629,17 +657,17 @@ _BOX_KEYS = ("box", "landmarks", "score")
 def _json_landmarks(v, where: str) -> list:
     """68 [x, y] pairs of JSON numbers (every JSON number is a float here, or _OutOfRange)."""
     if type(v) is not list or len(v) != NUM_LANDMARKS:  # noqa: E721
-        what = f"{len(v)} points" if type(v) is list else _json_type(v)  # noqa: E721
+        what = f"{len(v)} points" if type(v) is list else json_type(v)  # noqa: E721
         raise InputError(f"{where}: expected 68 points [[x, y], ...], found {what}")
     for i, p in enumerate(v):
         if type(p) is not list or len(p) != 2:  # noqa: E721
-            what = f"{len(p)} values" if type(p) is list else _json_type(p)  # noqa: E721
+            what = f"{len(p)} values" if type(p) is list else json_type(p)  # noqa: E721
             raise InputError(f"{where}, point {i}: expected [x, y], found {what}")
         for c, x in zip("xy", p):
             if isinstance(x, _OutOfRange):
                 raise _beyond(f"{where}, point {i} {c}", x)
             if type(x) is not float:  # noqa: E721
-                raise InputError(f"{where}, point {i} {c}: expected a number, found {_json_type(x)}")
+                raise InputError(f"{where}, point {i} {c}: expected a number, found {json_type(x)}")
     return v
 
 
@@ -660,25 +688,28 @@ def _json_face(pairs, kind: str, where: str) -> FaceBox:
         if isinstance(d["score"], _OutOfRange):
             raise _beyond(f"{where}, field score", d["score"])
         if type(d["score"]) is not float:  # noqa: E721
-            raise InputError(f"{where}, field score: expected a number, found {_json_type(d['score'])}")
+            raise InputError(f"{where}, field score: expected a number, found {json_type(d['score'])}")
         score = d["score"]
     if "box" not in d:
         return FaceBox.from_landmarks(lm, score=score, origin=where)
-    box = _json_box(d["box"], kind, f"{where}, field box")
+    box = json_face_box(d["box"], kind, f"{where}, field box")
     return FaceBox(box.x0, box.y0, box.x1, box.y1, score if "score" in d else box.score, kind, lm, where)
 
 
-def _json_box(b, kind: str, where: str) -> FaceBox:
+def json_face_box(b, kind: str, where: str) -> FaceBox:
+    """One face of a boxes JSON read by `loads_boxes_json`: [x0, y0, x1, y1(, score)] or an object
+    (see _json_face), a FaceBox of crop rule `kind` under the box rule; InputError naming `where`,
+    the field and what was found (in JSON's words: "an array", "a string"...)."""
     if type(b) is _Pairs:
         return _json_face(b, kind, where)
     if type(b) is not list or len(b) not in (4, 5):  # noqa: E721 (an object, _Pairs, is a list too)
-        what = f"{len(b)} values" if type(b) is list else _json_type(b)  # noqa: E721
+        what = f"{len(b)} values" if type(b) is list else json_type(b)  # noqa: E721
         raise InputError(f"{where}: expected [x0, y0, x1, y1] or [x0, y0, x1, y1, score], found {what}")
     for v, f in zip(b, _FIELDS):
         if isinstance(v, _OutOfRange):
             raise _beyond(f"{where}, field {f}", v)
         if type(v) is not float:  # noqa: E721 (_json_number: every JSON number is a float)
-            raise InputError(f"{where}, field {f}: expected a number, found {_json_type(v)}")
+            raise InputError(f"{where}, field {f}: expected a number, found {json_type(v)}")
         if not math.isfinite(v):  # NaN, Infinity: Python's json accepts them
             raise InputError(f"{where}, field {f}: expected a finite number, found {v}")
     return _make_box(b, kind, where)

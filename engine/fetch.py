@@ -203,34 +203,16 @@ def download(
         offset, total = _resume_offset(resp, start, url)
         done = offset
         try:
-            with open(partial, "r+b" if offset > 0 else "wb") as f:
-                f.seek(offset)
-                f.truncate()
-                while True:
-                    try:
-                        chunk = resp.read(CHUNK)
-                    except IncompleteRead as e:  # chunked transfer cut short: keep what came
-                        chunk = e.partial
-                        f.write(chunk)
-                        done += len(chunk)
-                        break
-                    if not chunk:
-                        break
-                    f.write(chunk)
-                    done += len(chunk)
-                    if progress is not None:
-                        progress(done, total)
-        except (socket.timeout, TimeoutError):
-            raise BackendError(
-                f"{url}: no data for {timeout:g} s after {done} bytes; partial file kept at {partial}, run again to resume"
-            ) from None
-        except OSError as e:
-            if e.filename is not None:
-                raise InputError(f"{partial}: cannot write: {e.strerror}") from None
-            raise BackendError(f"{url}: connection lost after {done} bytes ({e}); partial file kept at {partial}") from None
-        except HTTPException as e:
-            raise BackendError(f"{url}: connection lost after {done} bytes ({e}); partial file kept at {partial}") from None
+            _transfer(resp, partial, offset, url, timeout, total, progress)
+        except BaseException:
+            if offset == 0 and partial.is_file() and partial.stat().st_size == 0:
+                partial.unlink(missing_ok=True)  # nothing came: nothing to resume, leave no file
+            raise
+        done = partial.stat().st_size
     if total is not None and done != total:
+        if done == 0:
+            partial.unlink(missing_ok=True)  # nothing came: nothing to resume, leave no file
+            raise BackendError(f"{url}: transfer truncated: expected {total} bytes, received none")
         raise BackendError(
             f"{url}: transfer truncated: expected {total} bytes, received {done}; "
             f"partial file kept at {partial}, run again to resume"
@@ -241,6 +223,39 @@ def download(
         _check_sha(sha256, found, url, dest)
     os.replace(partial, dest)  # atomic on POSIX and Windows: dest is complete or absent
     return dest
+
+
+def _transfer(resp, partial: Path, offset: int, url: str, timeout: float, total, progress) -> None:
+    """The response's body into `partial` from byte `offset`; BackendError/InputError on failure."""
+    done = offset
+    try:
+        with open(partial, "r+b" if offset > 0 else "wb") as f:
+            f.seek(offset)
+            f.truncate()
+            while True:
+                try:
+                    chunk = resp.read(CHUNK)
+                except IncompleteRead as e:  # chunked transfer cut short: keep what came
+                    chunk = e.partial
+                    f.write(chunk)
+                    done += len(chunk)
+                    break
+                if not chunk:
+                    break
+                f.write(chunk)
+                done += len(chunk)
+                if progress is not None:
+                    progress(done, total)
+    except (socket.timeout, TimeoutError):
+        raise BackendError(
+            f"{url}: no data for {timeout:g} s after {done} bytes; partial file kept at {partial}, run again to resume"
+        ) from None
+    except OSError as e:
+        if e.filename is not None:
+            raise InputError(f"{partial}: cannot write: {e.strerror}") from None
+        raise BackendError(f"{url}: connection lost after {done} bytes ({e}); partial file kept at {partial}") from None
+    except HTTPException as e:
+        raise BackendError(f"{url}: connection lost after {done} bytes ({e}); partial file kept at {partial}") from None
 
 
 def _safe_member_path(info: zipfile.ZipInfo, target: Path, zip_path: Path) -> Path | None:
@@ -323,10 +338,40 @@ def fetch(
     if unknown:
         raise InputError(f"fetch: unknown asset {unknown[0]!r}, expected one of {sorted(ASSETS)}")
     dest_dir = Path(dest_dir)
+    created = _missing_folders(dest_dir)  # outermost first
     try:
         dest_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
+        _remove_empty(created)
         raise InputError(f"{dest_dir}: cannot create the download folder: {e.strerror}") from None
+    try:
+        return _fetch_into(names, dest_dir, base_url, timeout, progress)
+    except BaseException:
+        # A failed fetch leaves nothing it created: the folders made above go again, unless a
+        # partial download (kept to resume) or another file now lives in them.
+        _remove_empty(created)
+        raise
+
+
+def _missing_folders(path: Path) -> list[Path]:
+    """The folders `path.mkdir(parents=True)` would create, outermost first."""
+    out = []
+    p = path.absolute()
+    while not p.exists() and p != p.parent:
+        out.append(p)
+        p = p.parent
+    return out[::-1]
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    for d in reversed(folders):  # innermost first
+        try:
+            d.rmdir()  # only ever removes an empty folder
+        except OSError:
+            pass
+
+
+def _fetch_into(names: list, dest_dir: Path, base_url, timeout, progress) -> dict[str, FetchResult]:
     results = {}
     for name in names:
         asset = ASSETS[name]

@@ -5,7 +5,9 @@ Every output file is written to a temporary name in the same folder and renamed
 into place only when complete, so an error (or Ctrl-C) never leaves a partial
 file under the final name. `read_json` reads back a JSON record the CLI wrote (a
 progress record, a summary) with its size and nesting bounded first, so a damaged or
-hostile file gives a typed error naming it, never a RecursionError or MemoryError.
+hostile file gives a typed error naming it, never a RecursionError or MemoryError;
+`loads_json` is that guarded reader for any JSON text (the --boxes files, the face service's
+boxes field), `json_depth` its linear-time nesting count.
 """
 from __future__ import annotations
 
@@ -13,7 +15,6 @@ import contextlib
 import json
 import math
 import os
-import re
 from pathlib import Path
 from typing import IO, Iterator
 
@@ -55,31 +56,88 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
 
 
 JSON_MAX_DEPTH = 64  # as the C++ cache reader; our records nest 4 deep
-_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
 
 
-def _json_depth(data: bytes) -> int:
-    """Deepest nesting of [ and { outside strings (the text need not be valid JSON)."""
+def json_depth(data: bytes | str) -> int:
+    """Deepest nesting of [ and { outside strings in `data` (which need not be valid JSON),
+    found without recursion and in linear time: json.loads recurses once per level and would
+    raise RecursionError on a hostile text before any limit of ours applied. For any text
+    json.loads reaches a depth in, this finds at least that depth (string boundaries agree on
+    every valid prefix)."""
     import numpy as np
 
-    bare = _JSON_STRING.sub(b'""', data)
-    step = np.zeros(256, np.int8)
-    step[list(b"[{")] = 1
-    step[list(b"]}")] = -1
-    depth = np.cumsum(step[np.frombuffer(bare, np.uint8)], dtype=np.int64)
-    return int(depth.max()) if depth.size else 0
+    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
+    b = np.frombuffer(raw, np.uint8)
+    if b.size == 0:
+        return 0
+    idx = np.arange(b.size)
+    backslash = b == 0x5C
+    last_other = np.maximum.accumulate(np.where(backslash, -1, idx))
+    run_before = np.zeros(b.size, np.int64)  # backslashes right before each byte
+    run_before[1:] = idx[:-1] - last_other[:-1]
+    quote = (b == 0x22) & (run_before % 2 == 0)  # an unescaped '"' opens or closes a string
+    inside = (np.cumsum(quote) - quote) % 2 == 1
+    step = np.zeros(256, np.int64)
+    step[[0x5B, 0x7B]] = 1
+    step[[0x5D, 0x7D]] = -1
+    return int(np.cumsum(np.where(inside | quote, 0, step[b])).max(initial=0))
+
+
+class JSONRefused(ValueError):
+    """Why `loads_json` refused a text, in words to put after the caller's name for it.
+
+    kind: "size", "depth", "utf-8" or "syntax"; line: the 1-based line the parser stopped at
+    (syntax errors it located), else None; depth: the text's nesting (kind "depth"); detail:
+    the parser's own words (syntax), without the line and column."""
+
+    def __init__(self, kind: str, reason: str, line: int | None = None, depth: int | None = None,
+                 detail: str | None = None):
+        super().__init__(reason)
+        self.kind, self.line, self.depth = kind, line, depth
+        self.detail = detail or reason  # the parser's own words, without where it stopped
 
 
 def _no_constant(name: str):
     raise ValueError(f"{name} is not JSON")
 
 
+def loads_json(data: bytes | str, *, max_bytes: int, max_depth: int = JSON_MAX_DEPTH, **hooks):
+    """Parse the JSON text `data` (bytes: UTF-8) with its size and
+    nesting bounded first: the one guarded JSON reader of the engine (`read_json`, the --boxes
+    files of engine.detect, the face service's boxes field).
+
+    Refuses, always with JSONRefused (a ValueError, never RecursionError or MemoryError): text
+    over `max_bytes` (UTF-8 bytes), nested deeper than `max_depth`, not UTF-8, not JSON, or
+    holding NaN/Infinity (Python's json extension, not JSON). `hooks` go to json.loads
+    (parse_float, parse_int, object_pairs_hook...); a ValueError a hook raises is a syntax refusal.
+    """
+    # A str of more characters than max_bytes is over it in UTF-8 too: refused without a copy.
+    size = len(data) if isinstance(data, bytes) or len(data) > max_bytes else \
+        len(data.encode("utf-8", "surrogatepass"))
+    if size > max_bytes:
+        raise JSONRefused("size", f"{size} bytes, larger than the {max_bytes} expected")
+    depth = json_depth(data)
+    if depth > max_depth:
+        raise JSONRefused("depth", f"JSON nested {depth} levels deep, at most {max_depth} expected", depth=depth)
+    if isinstance(data, bytes):
+        try:
+            data = data.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise JSONRefused("utf-8", f"not UTF-8 text ({e.reason} at byte {e.start})") from None
+    hooks.setdefault("parse_constant", _no_constant)
+    try:
+        return json.loads(data, **hooks)
+    except json.JSONDecodeError as e:
+        raise JSONRefused("syntax", f"not valid JSON: {e}", line=e.lineno, detail=e.msg) from None
+    except (ValueError, RecursionError) as e:  # a hook's refusal; RecursionError: unreachable after the depth check
+        raise JSONRefused("syntax", f"not valid JSON: {e}", detail=str(e)) from None
+
+
 def read_json(path: str | os.PathLike, *, max_bytes: int, max_depth: int = JSON_MAX_DEPTH,
               error: type[EngineError] = ModelFileError):
     """Parse the JSON file at `path`, refusing (with `error`, naming the file) one larger than
     `max_bytes`, nested deeper than `max_depth`, not UTF-8, holding NaN/Infinity (not JSON), or
-    not JSON at all. The depth is checked on the raw text before parsing, so Python's
-    recursive parser never recurses deeper; the size bounds the memory the parse can use."""
+    not JSON at all (`loads_json`, the bounds checked before parsing)."""
     path = os.fspath(path)
     try:
         size = os.path.getsize(path)
@@ -92,17 +150,10 @@ def read_json(path: str | os.PathLike, *, max_bytes: int, max_depth: int = JSON_
         raise error(f"{path}: cannot read: {e.strerror or e}") from None
     if len(data) > max_bytes:  # grew since the size check
         raise error(f"{path}: larger than the {max_bytes} bytes a file of this kind can be")
-    depth = _json_depth(data)
-    if depth > max_depth:
-        raise error(f"{path}: JSON nested {depth} levels deep, at most {max_depth} expected; "
-                    "not one this engine wrote")
     try:
-        return json.loads(data.decode("utf-8"), parse_constant=_no_constant,
-                          parse_float=_finite_float)
-    except UnicodeDecodeError as e:
-        raise error(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
-    except (ValueError, RecursionError) as e:  # RecursionError: unreachable after the depth check; kept typed
-        raise error(f"{path}: not valid JSON: {e}") from None
+        return loads_json(data, max_bytes=max_bytes, max_depth=max_depth, parse_float=_finite_float)
+    except JSONRefused as e:
+        raise error(f"{path}: {e}" + ("; not one this engine wrote" if e.kind == "depth" else "")) from None
 
 
 def _finite_float(text: str) -> float:

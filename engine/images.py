@@ -23,12 +23,17 @@ Public API
 
 Conventions
 -----------
-- Decoding uses Pillow. EXIF orientation is applied (``ImageOps.exif_transpose``) so
-  the array is what a viewer shows.
-- 16-bit data is scaled to 8 bits by round(v * 255 / 65535) where we see the 16-bit
-  values (grey PNG/TIFF, uint16 arrays). For 16-bit RGB(A) files Pillow itself keeps
-  the high byte (v >> 8), which differs from rounding by at most 1; we accept that
-  rather than bypass Pillow's decoder.
+- Decoding uses Pillow. EXIF orientation is applied (as ``ImageOps.exif_transpose`` does, on the
+  array: ``orient``) so the array is what a viewer shows.
+- The white level comes from what the file declares, not from Pillow's mode alone: 16-bit
+  data is scaled to 8 bits by round(v * 255 / 65535) where we see the 16-bit values (grey
+  PNG/TIFF with 16 bits per sample, PGM with maxval > 255, uint16 arrays). For 16-bit RGB(A)
+  files Pillow itself keeps the high byte (v >> 8), which differs from rounding by at most 1;
+  we accept that rather than bypass Pillow's decoder. 32-bit and signed integer grey (TIFF)
+  declares no white level: values within 0..255 are read as 8-bit (as Pillow's convert("L")
+  shows them), anything else is refused naming the mode, bit depth and value range; float (F)
+  is refused. A TIFF Pillow would decode wrongly without saying so (16-bit MinIsWhite: not
+  inverted; uncompressed planar > 8 bits: bytes as pixels) is inverted or refused.
 - Alpha is dropped (not composited): the network never saw transparency.
 - CMYK and other colour spaces go through Pillow's ``convert("RGB")``.
 - Multi-frame files (multi-page TIFF, animated WebP) give their first frame.
@@ -43,6 +48,7 @@ import glob
 import io
 import logging
 import os
+import re
 import struct
 from pathlib import Path
 from typing import Iterable, Iterator, NamedTuple, Union
@@ -65,7 +71,7 @@ class _Default:
 
 
 DEFAULT = _Default()
-_EXIF_ORIENTATION = 0x0112
+EXIF_ORIENTATION = 0x0112
 log = logging.getLogger("engine.images")
 # How a user raises the pixel limit, for the "image too large" message: the API's parameter by
 # default; the command line sets its option and environment variable (set_limit_hint).
@@ -183,7 +189,7 @@ def _open_unguarded(fp):
 
 
 def _decode(fp, name: str, max_pixels) -> np.ndarray:
-    from PIL import ImageOps, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
 
     limit = pixel_limit(max_pixels)
     try:
@@ -197,11 +203,12 @@ def _decode(fp, name: str, max_pixels) -> np.ndarray:
                 raise too_large(name, w, h, limit)
             if w == 0 or h == 0:
                 raise InputError(f"{name}: image has zero size ({w}x{h})")
+            samples = _samples(im, name)  # from the header, before load() empties im.tile
             im.load()  # decode now: truncation errors surface here, inside our handler
-            # Orientation 1 (or none) needs no transpose; skipping it saves a full-image copy.
-            if im.getexif().get(_EXIF_ORIENTATION, 1) not in (0, 1):
-                im = ImageOps.exif_transpose(im)
-            return _to_rgb(im, name)
+            orientation = im.getexif().get(EXIF_ORIENTATION, 1)
+            rgb = _rgb_array(im, name, samples)
+            im.close()  # frees Pillow's copy (4 bytes a pixel) now, before the orientation's copy
+        return orient(rgb, orientation)
     except EngineError:
         raise
     except Exception as e:  # Pillow raises OSError, SyntaxError, ValueError, EOFError, struct.error...
@@ -238,7 +245,7 @@ def image_size(source: Source, *, max_pixels=DEFAULT) -> tuple[int, int]:
                 w, h = im.size
                 if limit is not None and w * h > limit:  # before EXIF, which may read past the header
                     raise too_large(name, w, h, limit)
-                swap = im.getexif().get(_EXIF_ORIENTATION, 1) in (5, 6, 7, 8)
+                swap = im.getexif().get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8)
         except EngineError:
             raise
         except UnidentifiedImageError:
@@ -248,39 +255,137 @@ def image_size(source: Source, *, max_pixels=DEFAULT) -> tuple[int, int]:
     return (h, w) if swap else (w, h)
 
 
-def _to_rgb(im, name: str) -> np.ndarray:
-    mode = im.mode
-    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
-        # 16-bit grey (PNG/TIFF). convert("L") would clip at 255 instead of scaling.
-        a = np.asarray(im)
-        if mode == "I" and (a.min() < 0 or a.max() > 65535):
-            raise InputError(f"{name}: 32-bit integer image with values outside 0..65535, cannot map to 8 bits")
-        a = _scale16(a.astype(np.uint32))
-        return np.ascontiguousarray(np.repeat(a[:, :, None], 3, axis=2))
-    if mode == "F":
-        raise InputError(f"{name}: 32-bit float image: expected 8- or 16-bit integer pixels")
-    if mode != "RGB":
-        im = im.convert("RGB")  # L, 1, P, RGBA, LA, PA, CMYK, YCbCr, LAB, HSV ...
-    return _rgb_array(im)
+# EXIF orientation -> the numpy steps that show the stored image as a viewer does, exactly
+# Pillow's ImageOps.exif_transpose: 2 FLIP_LEFT_RIGHT, 3 ROTATE_180, 4 FLIP_TOP_BOTTOM,
+# 5 TRANSPOSE, 6 ROTATE_270, 7 TRANSVERSE, 8 ROTATE_90 (tests/test_huge_memory.py checks each
+# against Pillow). engine.pipeline.orientation applies the same table by strides.
+ORIENTATION_OPS = {1: (), 2: ("flip_x",), 3: ("flip_x", "flip_y"), 4: ("flip_y",), 5: ("transpose",),
+                   6: ("transpose", "flip_x"), 7: ("transpose", "flip_x", "flip_y"), 8: ("transpose", "flip_y")}
+
+
+def orient(rgb: np.ndarray, orientation) -> np.ndarray:
+    """RGB [H, W, 3] as stored -> as EXIF `orientation` shows it (values other than 2..8: as
+    stored, like Pillow). A contiguous copy when it moves pixels: done on the 3-byte array
+    after Pillow's 4-byte image is freed, an 81-megapixel photo's rotation costs 243 MB where
+    exif_transpose on Pillow's image cost 324 MB more at the peak."""
+    ops = ORIENTATION_OPS.get(orientation, ()) if isinstance(orientation, int) else ()
+    if not ops:
+        return rgb
+    v = rgb
+    for op in ops:
+        v = v.transpose(1, 0, 2) if op == "transpose" else v[:, ::-1] if op == "flip_x" else v[::-1]
+    out = np.empty(v.shape, np.uint8)
+    rows = max(1, _STRIP_PIXELS // max(v.shape[1], 1))
+    for y0 in range(0, v.shape[0], rows):  # in strips: numpy's strided copy stays in cache
+        out[y0:y0 + rows] = v[y0:y0 + rows]
+    return out
+
+
+_SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")  # Pillow's unsigned 16-bit grey modes
+
+
+class _Samples(NamedTuple):
+    """What a file declares about its samples, where Pillow's mode alone does not say how to
+    read them: mode I holds 16-bit PNG/PPM data (white 65535) as well as 32-bit and signed 16-bit
+    TIFF data (white level not declared anywhere)."""
+
+    bits: int  # bits per sample as stored (e.g. 16, 32); 8 when nothing says otherwise
+    signed: bool  # stored as signed integers (TIFF SampleFormat 2)
+    white: int | None  # the value that is white for an integer grey mode; None: not declared
+    invert: bool  # TIFF PhotometricInterpretation 0 (MinIsWhite) that Pillow left as stored
+
+
+def _samples(im, name: str) -> _Samples:
+    """The declared sample format of an opened (not yet loaded) Pillow image; InputError for a
+    file Pillow would decode wrongly without saying so."""
+    rawmode = ""
+    if im.tile:
+        args = im.tile[0].args
+        rawmode = args[0] if isinstance(args, tuple) and args and isinstance(args[0], str) else str(args or "")
+    tags = getattr(im, "tag_v2", None) if im.format == "TIFF" else None
+    bits = signed = None
+    if tags is not None:
+        per = tags.get(258, (1,))  # BitsPerSample
+        bits = max(per) if isinstance(per, tuple) and per else int(per)
+        fmt = tags.get(339, 1)  # SampleFormat: 1 unsigned, 2 signed, 3 float
+        signed = 2 in (fmt if isinstance(fmt, tuple) else (fmt,))
+        if tags.get(284, 1) == 2 and bits > 8 and im.tile and im.tile[0].codec_name == "raw":
+            # Pillow reads each plane of an uncompressed planar TIFF with one byte a sample (its
+            # tile rawmode is one letter of e.g. "RGB;16L"): bytes as pixels, a wrong image.
+            raise InputError(f"{name}: uncompressed TIFF with {bits}-bit samples in separate planes "
+                             "(PlanarConfiguration 2): Pillow decodes it wrongly; save it with "
+                             "contiguous samples (PlanarConfiguration 1) or with compression")
+    m = re.match(r"[IF];(\d+)(B?)(S?)", rawmode)
+    if bits is None and m:
+        bits, signed = int(m.group(1)), bool(m.group(3))
+    if bits is None:
+        bits = 32 if im.mode in ("I", "F") else 16 if im.mode in _SIXTEEN_BIT else 8
+    signed = bool(signed)
+    if im.mode in _SIXTEEN_BIT or (im.format == "PPM" and im.mode == "I"):
+        white = 65535  # 16 bits per sample (PNG, TIFF), or a PGM whose maxval Pillow scaled to 65535
+    elif im.mode == "I" and bits == 16 and not signed:
+        white = 65535  # 16-bit grey that a Pillow version hands out as I (e.g. PNG)
+    else:
+        white = None
+    invert = tags is not None and tags.get(262) == 0 and im.mode in _SIXTEEN_BIT + ("I",)
+    return _Samples(bits, signed, white, invert)
 
 
 _STRIP_PIXELS = 1 << 22  # 4 megapixels: 12 MB of RGB per strip
 
 
-def _rgb_array(im) -> np.ndarray:
-    """An RGB Pillow image as a writable, contiguous uint8 [H, W, 3] array.
+def _rgb_array(im, name: str, samples: _Samples | None = None) -> np.ndarray:
+    """A decoded Pillow image as a writable, contiguous uint8 RGB [H, W, 3] array.
 
-    np.array(im) goes through im.tobytes(): for an 81-megapixel photo that is a 243 MB bytes
-    object beside Pillow's own 324 MB (it keeps RGB as 4 bytes a pixel) and the 243 MB array.
-    Copying strip by strip keeps the extra at one strip (benchmark row reconstruct_81mp)."""
+    Converted strip by strip, so the only full-size buffers are Pillow's decoded image and the
+    array: np.array(im) goes through im.tobytes() (a 243 MB bytes object at 81 megapixels), and
+    im.convert("RGB") of a CMYK, palette or grey image is a second full image in Pillow's 4 bytes
+    a pixel (324 MB). Every conversion to RGB is per pixel (no dithering), so strips give the
+    same pixels as the whole (benchmark row reconstruct_81mp, tests/test_huge_memory.py).
+
+    Integer grey (modes I;16*, I) goes by what the file declares (`samples`, from `_samples`):
+    16-bit unsigned data is scaled by round(v * 255 / 65535) (convert("L") would clip at 255);
+    data whose white level nothing declares (32-bit or signed integer TIFF) is taken as 8-bit
+    values, as Pillow's convert("L") shows it, when every value is within 0..255, and refused
+    otherwise (convert("L") would clip it to a white or black image). Float (F) is refused:
+    its white level (1.0? 255?) is not declared either."""
+    if samples is None:
+        samples = _Samples(32 if im.mode == "I" else 16, False,
+                           65535 if im.mode in _SIXTEEN_BIT else None, False)
+    if im.mode == "F":
+        raise InputError(f"{name}: {samples.bits}-bit float image (Pillow mode F): its white level (1.0 or 255) "
+                         "is not declared; save it with 8- or 16-bit integer samples")
     w, h = im.size
+    grey = im.mode in _SIXTEEN_BIT or im.mode == "I"
     out = np.empty((h, w, 3), np.uint8)
     rows = max(1, _STRIP_PIXELS // max(w, 1))
     for y0 in range(0, h, rows):
         y1 = min(h, y0 + rows)
         strip = im if (y0 == 0 and y1 == h) else im.crop((0, y0, w, y1))
+        if grey:
+            out[y0:y1] = _grey_to_8bit(np.asarray(strip), samples, im.mode, name)[:, :, None]
+            continue
+        if strip.mode != "RGB":
+            strip = strip.convert("RGB")  # L, 1, P, RGBA, LA, PA, CMYK, YCbCr, LAB, HSV ...
         out[y0:y1] = np.frombuffer(strip.tobytes(), np.uint8).reshape(y1 - y0, w, 3)
     return out
+
+
+def _grey_to_8bit(a: np.ndarray, samples: _Samples, mode: str, name: str) -> np.ndarray:
+    """One strip of integer grey (I;16*, I) -> uint8, by the declared white level (see _rgb_array)."""
+    if samples.white == 65535:
+        a = a.astype(np.uint32)
+        if samples.invert:
+            a = 65535 - a
+        return _scale16(a)
+    lo, hi = int(a.min()), int(a.max())
+    if lo < 0 or hi > 255:
+        kind = f"{samples.bits}-bit {'signed' if samples.signed else 'unsigned'} integer"
+        raise InputError(f"{name}: {kind} image (Pillow mode {mode}) with values {lo}..{hi}: its white level is "
+                         "not declared (only values within 0..255 are read, as 8-bit); save it with 8- or "
+                         "16-bit unsigned samples")
+    a = a.astype(np.uint8)
+    return 255 - a if samples.invert else a
 
 
 def _scale16(a: np.ndarray) -> np.ndarray:

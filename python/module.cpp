@@ -14,7 +14,7 @@ void bind_raster(py::module_& m);
 void bind_crop(py::module_& m);
 
 PYBIND11_MODULE(_C, m) {
-  m.doc() = "Compiled core of the 3DMM-CNN engine (decode kernels, the C++ cache reader). Use the engine package, not this module.";
+  m.doc() = "Compiled core of the 3DMM-CNN engine (decode, crop and raster kernels, the C++ cache reader). Use the engine package, not this module.";
 
   // Map the library's typed C++ errors onto engine.errors. The class objects are
   // deliberately leaked: they must outlive every translator call, even at shutdown.

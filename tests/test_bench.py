@@ -34,7 +34,8 @@ def test_verdicts_compare_each_pipelined_stage_with_the_network():
 
 def test_verdicts_on_gpu_count_cpu_cores():
     rows = [_row("preprocess", 500.0, device="cuda"), _row("network", 2000.0, device="cuda"),
-            _row("write", 250.0, device="cuda")]
+            _row("decode", 40000.0, device="cuda"), _row("write", 250.0, device="cuda"),
+            _row("end_to_end", 240.0, device="cuda")]
     (line,) = report.verdicts(rows)
     assert "end_to_end bound by write" in line  # 4 ms per face on one core against 0.5 ms on the GPU
     assert "CPU cores to keep the GPU busy: 12.0" in line  # (1/500 + 1/250) s per face * 2000 faces/s
@@ -72,7 +73,8 @@ def test_analysis_of_the_device_input_rows():
 
 
 def test_the_json_holds_the_analysis(tmp_path):
-    rows = [_row("preprocess", 250.0), _row("network", 30.0), _row("end_to_end", 28.0)]
+    rows = [_row("preprocess", 250.0), _row("network", 30.0), _row("decode", 200.0), _row("write", 100.0),
+            _row("end_to_end", 28.0)]
     report.write_json(tmp_path / "b.json", rows, measure.Machine("cpu", 2, "Linux"))
     doc = json.loads((tmp_path / "b.json").read_text())
     assert doc["analysis"] == json.loads(json.dumps(report.analysis(rows)))
@@ -169,6 +171,93 @@ def test_runner_rows_per_precision(tmp_path):
         ("onnxruntime", None), ("torch-cpu", None), ("torch-cuda", None)]  # --quick: what auto picks
 
 
+def test_a_precision_no_runner_runs_is_said_not_dropped(tmp_path):
+    from engine.bench import stages
+    from engine.errors import EngineError
+
+    said = []
+    got = stages.runner_configs(["onnxruntime", "torch-cpu"], tmp_path, ["fp16", "int8"], False,
+                                skip=lambda *a: said.append(a))
+    assert got == [("onnxruntime", "int8")]
+    assert said == [("onnxruntime", "fp16", "onnxruntime runs fp32, int8 (fp16 is the GPU runners' precision)"),
+                    ("torch-cpu", "fp16", "torch-cpu runs fp32, bf16 (fp16 is the GPU runners' precision)"),
+                    ("torch-cpu", "int8", "torch-cpu runs fp32, bf16")]
+    with pytest.raises(EngineError) as e:
+        stages.runner_configs(["onnxruntime"], tmp_path, ["fp16"], False)
+    assert str(e.value) == ("--precisions fp16: none of the runners onnxruntime runs it "
+                            "(CPU runners: onnxruntime fp32, int8; torch-cpu fp32, bf16)")
+
+
+def test_each_runner_and_precision_asked_is_measured_once(tmp_path):
+    from engine.bench import stages
+
+    assert stages.runner_configs(["onnxruntime", "torch-cpu", "onnxruntime"], tmp_path, ["int8", "fp32", "int8"],
+                                 False) == [("onnxruntime", "int8"), ("onnxruntime", "fp32"), ("torch-cpu", "fp32")]
+
+
+def test_the_bound_is_named_only_for_a_chain_that_was_measured():
+    """`--stages device` on a CPU measures preprocess, write and the network, not end_to_end:
+    nothing may be said of what bounds it."""
+    rows = [_row("preprocess", 250.0), _row("write", 300.0), _row("network", 30.0)]
+    (a,) = report.analysis(rows)
+    assert "end_to_end_bound_by" not in a and "ms_per_face" not in a and "device_input_bound_by" not in a
+    (line,) = report.verdicts(rows)
+    assert "end_to_end" not in line and "bound by" not in line and "needs 0.12 cores" in line
+    # end_to_end measured but decode not: the bound would be a guess
+    (a,) = report.analysis(rows + [_row("end_to_end", 28.0)])
+    assert "end_to_end_bound_by" not in a and a["targets"]["end_to_end"]["pass"]
+
+
+def test_skips_of_one_reason_merge_over_batch_sizes():
+    skipped = []
+    for b in (1, 8, 1):
+        measure.add_skip(skipped, measure.Skip(("cpu_input",), "onnxruntime", "fp32", "no GPU", (b,)))
+    measure.add_skip(skipped, measure.Skip(("cpu_input",), "onnxruntime", "int8", "no GPU", (1,)))
+    assert [s.batches for s in skipped] == [(1, 8), (1,)]
+    assert skipped[0].describe() == "cpu_input (onnxruntime fp32, batch 1, 8): skipped: no GPU"
+
+
+def _bench_main(tmp_path, *argv):
+    from engine.bench.cli import main
+
+    out, md = tmp_path / "b.json", tmp_path / "b.md"
+    assert main(["--quick", "--runners", "onnxruntime", "--batch-sizes", "1", "--network-dir", str(tmp_path),
+                 *argv, "--json", str(out), "--markdown", str(md)]) == 0
+    return json.loads(out.read_text()), md.read_text()
+
+
+def test_a_precision_the_runner_falls_back_from_is_skipped_not_measured_under_its_name(tmp_path, capsys):
+    """No variant card beside the weights: int8 would run float32. No row may carry it, and the
+    reason is in the JSON, the Markdown and the console."""
+    pytest.importorskip("onnxruntime")
+    doc, md = _bench_main(tmp_path, "--stages", "runners", "--precisions", "int8")
+    assert doc["rows"] == [] and doc["analysis"] == []
+    (skip,) = doc["skipped"]
+    assert skip["runner"] == "onnxruntime" and skip["precision"] == "int8" and skip["batches"] == []
+    assert skip["stages"] == ["preprocess", "decode", "write", "network", "network_decode", "end_to_end"]
+    assert skip["reason"].startswith("onnxruntime fell back to fp32: --precision int8: no validated variants")
+    line = f"- {', '.join(skip['stages'])} (onnxruntime int8): skipped: {skip['reason']}"
+    assert line in md.splitlines() and "| int8 |" not in md
+    assert f"Skipped: {line[2:]}" in capsys.readouterr().out
+
+
+def test_device_rows_skipped_on_a_cpu_are_recorded_and_repeats_run_once(tmp_path):
+    """--stages device on a CPU runner: the device rows' reason in the JSON and the Markdown, no
+    bound named for end_to_end (not measured), and --precisions/--batch-sizes given twice
+    measure each row once."""
+    pytest.importorskip("onnxruntime")
+    doc, md = _bench_main(tmp_path, "--stages", "device", "--precisions", "fp32", "fp32", "--batch-sizes", "1", "1")
+    assert [(r["stage"], r["precision"], r["batch"]) for r in doc["rows"]] == [
+        ("preprocess", "fp32", 1), ("write", "fp32", 1), ("network", "fp32", 1)]
+    assert doc["skipped"] == [{"stages": ["device_preprocess", "cpu_input", "device_input"], "runner": "onnxruntime",
+                               "precision": "fp32", "reason": "the runner does not run on a CUDA device",
+                               "batches": [1]}]
+    assert ("- device_preprocess, cpu_input, device_input (onnxruntime fp32, batch 1): skipped: the runner does not "
+            "run on a CUDA device") in md.splitlines()
+    (a,) = doc["analysis"]
+    assert "end_to_end_bound_by" not in a and "bound by" not in md and "end_to_end" not in md
+
+
 def _bench_network():
     import importlib.util
 
@@ -176,6 +265,23 @@ def _bench_network():
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+def test_bench_network_append_names_each_weights_once(tmp_path):
+    """A weights description holds "; " itself: merged runs must not split and repeat it."""
+    bn = _bench_network()
+    a = "SYNTHETIC weights (built-in, seed 0): coefficients are meaningless; run `convert` on the caffemodel"
+    b = "SYNTHETIC weights (built-in, seed 1): coefficients are meaningless"
+    row = lambda model, batch: {"model": model, "runner": "onnxruntime", "config": "c", "batch": batch,  # noqa: E731
+                                "device": "cpu"}
+    old = {"meta": {"weights": a, "notes": ["kept"]}, "rows": [row("m0", 1), row("m0", 8)]}
+    meta = {"weights": b}
+    rows = bn.merge_appended(old, [row("m1", 1), row("m0", 8)], meta)
+    assert meta["weights"] == [a, b] and meta["notes"] == ["kept"] and len(rows) == 3
+    again = {"weights": a}
+    bn.merge_appended({"meta": meta, "rows": rows}, [row("m0", 1)], again)
+    assert again["weights"] == [a, b]
+    assert bn.weights_of(again) == [a, b] and bn.weights_of({"weights": a}) == [a]
 
 
 def test_bench_network_states_the_variant_target():

@@ -107,10 +107,37 @@ def test_cpp_reports_bad_coefficients_and_unwritable_output(prepared, tmp_path):
     np.save(tmp_path / "narrow.npy", np.zeros((2, 100), np.float32))
     proc = run("--model", work / "model.e3dmm", "--out", tmp_path, tmp_path / "narrow.npy")
     assert proc.returncode == 1 and "198" in proc.stderr, proc.stderr
+    np.save(tmp_path / "rank3.npy", np.zeros((1, 2, 198), np.float32))
+    proc = run("--model", work / "model.e3dmm", "--out", tmp_path, tmp_path / "rank3.npy")
+    assert proc.returncode == 1 and "expected float32 [B >= 1, C] or [C] with 198 <= C" in proc.stderr
+    assert "found rank 3 [1, 2, 198]" in proc.stderr, proc.stderr
+    a_file = tmp_path / "a_file"
+    a_file.write_bytes(b"")
+    proc = run("--model", work / "model.e3dmm", "--out", a_file, work / "b.npy")
+    assert proc.returncode == 1 and f"--out {a_file}: expected a folder, found a file" in proc.stderr, proc.stderr
+
+
+def test_cpp_creates_the_out_folder_as_the_cli_does_and_only_when_it_writes(prepared, tmp_path):
+    _, work, _ = prepared
     missing = tmp_path / "no" / "such" / "folder"
     proc = run("--model", work / "model.e3dmm", "--out", missing, work / "b.npy")
-    assert proc.returncode == 1 and str(missing) in proc.stderr and "folder" in proc.stderr, proc.stderr
-    assert not missing.exists()
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in missing.iterdir()) == ["b_0000.ply"]
+    never = tmp_path / "never"
+    proc = run("--model", work / "model.e3dmm", "--out", never, tmp_path / "absent.npy")
+    assert proc.returncode == 1 and not never.exists()  # failed before writing: nothing created
+
+
+def test_cpp_takes_the_engines_per_face_files_of_rank_one(prepared, tmp_path):
+    """The engine writes one face's coefficients as NAME_face0.npy, float32 [198]: a batch of one."""
+    model, work, coeffs = prepared
+    np.save(tmp_path / "photo_face0.npy", coeffs["b"][0])
+    out = tmp_path / "out"
+    proc = run("--model", work / "model.e3dmm", "--out", out, tmp_path / "photo_face0.npy")
+    assert proc.returncode == 0, proc.stderr
+    want = python_ply(model, coeffs["b"], True, ["WARNING synthetic morphable model: not the Basel Face Model"], tmp_path)
+    assert [p.name for p in out.iterdir()] == ["photo_face0_0000.ply"]
+    assert (out / "photo_face0_0000.ply").read_bytes() == want[0]
 
 
 def test_hybrid_script_end_to_end(tmp_path):

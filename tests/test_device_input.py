@@ -19,6 +19,8 @@ The `cuda` tests at the end run the real nvJPEG and CUDA kernel path on a GPU.
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import io
 import logging
 from pathlib import Path
@@ -30,6 +32,7 @@ from PIL import Image, ImageOps
 from engine.errors import InputError, UnavailableError
 from engine.pipeline import Reconstructor
 from engine.pipeline.device_input import (
+    BLANK,
     DeviceInput,
     HostBackend,
     View,
@@ -93,7 +96,7 @@ def photos(tmp_path_factory):
         "coffee_cmyk.jpg": (cmyk.getvalue(), [(200.0, 50.0, 400.0, 250.0)]),
         "astronaut_rgb.jpg": (_encode(ast, "JPEG", quality=90, keep_rgb=True), ASTRONAUT_BOXES[:1]),
         "truncated.jpg": (jpeg[:len(jpeg) // 2], ASTRONAUT_BOXES[:1]),
-        "no_tables.jpg": (_without(jpeg, 0xDB), ASTRONAUT_BOXES[:1]),  # passes the screen, fails to decode
+        "no_tables.jpg": (_without(jpeg, 0xDB), ASTRONAUT_BOXES[:1]),  # the CPU path fails it
     }
     for o in range(1, 9):
         files[f"chelsea_exif{o}.jpg"] = (_exif_jpeg(cat, o), [ROTATED_BOX])
@@ -114,7 +117,20 @@ EXPECTED_FALLBACKS = {  # why each file takes the CPU path (None: the device dec
     "coffee_cmyk.jpg": "a CMYK JPEG",
     "astronaut_rgb.jpg": "an RGB-coded JPEG (not YCbCr)",
     "truncated.jpg": "no end-of-image marker (a truncated file?)",
+    # nvJPEG's hardware path may decode it without a word, where libjpeg fails it
+    "no_tables.jpg": "a quantisation table the frame uses is not defined (a damaged header)",
 }
+
+
+def _bogus_huffman(jpeg: bytes) -> bytes:
+    """`jpeg` with its first Huffman table made impossible (3 codes of length 1; the segment's
+    size unchanged): its header passes the screen, and libjpeg fails it at the first scan."""
+    i = jpeg.index(b"\xff\xc4")
+    out = bytearray(jpeg)
+    k = next(x for x in range(1, 16) if out[i + 5 + x] >= 3)
+    out[i + 5] += 3
+    out[i + 5 + k] -= 3
+    return bytes(out)
 
 
 def _run(runner, model, inputs, boxes, device_input, batch_size=4, **kw):
@@ -145,8 +161,6 @@ def test_the_screen_sends_plain_jpegs_to_the_device_and_everything_else_to_the_c
             assert got == EXPECTED_FALLBACKS[name], name
         else:
             assert not isinstance(got, str), (name, got)
-            if name == "no_tables.jpg":  # its header is fine; Pillow cannot decode it (see below)
-                continue
             with Image.open(path) as im:  # the size the CPU path sees: after the EXIF orientation
                 want = ImageOps.exif_transpose(im).size
             assert (got.width, got.height) == want, name
@@ -172,6 +186,19 @@ def test_the_marker_scan_refuses_what_nvjpeg_would_read_differently():
     assert scan_jpeg(jpeg[:sof + 5]) == "the header ends inside a segment"
     assert scan_jpeg(jpeg[:-2]) == "no end-of-image marker (a truncated file?)"
     assert scan_jpeg(jpeg[:2] + b"\x00" + jpeg[2:]) == "bytes between header segments (a damaged header)"
+    # tables the decoders would have to guess: libjpeg fails a missing quantisation table and
+    # supplies standard Huffman tables; nvJPEG may decode either without a word
+    assert scan_jpeg(_without(jpeg, 0xDB)) == "a quantisation table the frame uses is not defined (a damaged header)"
+    assert scan_jpeg(_without(jpeg, 0xC4)) == "a Huffman table the first scan uses is not defined before it"
+    dqt = jpeg.index(b"\xff\xdb")
+    assert scan_jpeg(with_byte(dqt + 4, 0x24)) == "a damaged quantisation table segment"  # precision 2
+    dht = jpeg.index(b"\xff\xc4")
+    assert scan_jpeg(with_byte(dht + 4, 0x25)) == "a damaged Huffman table segment"  # class 2
+    sos = jpeg.index(b"\xff\xda")
+    assert scan_jpeg(with_byte(sos + 5, 9)) == "a scan of a component the frame does not have (a damaged header)"
+    assert not isinstance(scan_jpeg(_bogus_huffman(jpeg)), str)  # code lengths are the decoder's to check
+    progressive = _encode(skdata.astronaut(), "JPEG", quality=85, progressive=True)
+    assert scan_jpeg(progressive).kind == "progressive"  # its AC tables come after the first scan
     assert not isinstance(scan_jpeg(jpeg + b"trailing bytes"), str)  # Pillow decodes those too
 
 
@@ -204,6 +231,52 @@ def test_orientation_views_keep_every_address_inside_the_image():
         v = oriented(View(None, 0, h, w, w, 1, h * w), o)
         corners = [v.offset + y * v.stride_y + x * v.stride_x for y in (0, v.height - 1) for x in (0, v.width - 1)]
         assert sorted(corners) == [0, w - 1, (h - 1) * w, h * w - 1], o
+
+
+def test_kernel_sources_read_non_contiguous_tensors_where_they_lie():
+    """The addresses and strides the CUDA launch gets (CudaBackend.view + view_sources) from
+    torch tensors that are not contiguous CHW (an HWC tensor permuted to CHW, a region of it with
+    a storage offset), under every orientation: read back through those numbers alone, they give
+    Pillow's turned photo. (CPU tensors: the arithmetic is the same as for CUDA ones.)"""
+    torch = pytest.importorskip("torch")
+    from engine.pipeline.device_input import CudaBackend, view_sources
+
+    region = (slice(30, 250), slice(40, 400))
+    for o in range(1, 9):
+        with Image.open(io.BytesIO(_exif_jpeg(skdata.chelsea(), o))) as im:
+            im.load()
+            stored = np.asarray(im)
+            turned = np.asarray(ImageOps.exif_transpose(im))
+        hwc = torch.from_numpy(np.array(stored))  # a writable copy
+        memory = hwc.numpy().reshape(-1)
+        part = np.ascontiguousarray(stored[region].transpose(2, 0, 1))
+        cases = ((hwc.permute(2, 0, 1), turned),
+                 (hwc[region].permute(2, 0, 1), HostBackend.array(oriented(HostBackend.view(part), o)).transpose(1, 2, 0)))
+        for img, want in cases:
+            assert not img.is_contiguous()
+            (ptr, h, w, sy, sx, sc), = view_sources([oriented(CudaBackend.view(img), o)])
+            got = np.lib.stride_tricks.as_strided(memory[ptr - hwc.data_ptr():], shape=(3, h, w), strides=(sc, sy, sx))
+            np.testing.assert_array_equal(got.transpose(1, 2, 0), want)
+
+
+def test_views_reaching_outside_their_image_are_refused_before_any_launch():
+    """An address outside its image would be an illegal access on the GPU (the whole CUDA context
+    lost, not an exception): view_sources, which both backends call first, refuses it."""
+    from engine.pipeline.device_input import view_sources
+
+    chw = np.zeros((3, 4, 5), np.uint8)
+    v = HostBackend.view(chw)
+    assert view_sources([v, oriented(v, 7)])[1][0] == chw.ctypes.data + 3 * 5 + 4  # last row, last column
+    for bad in (dataclasses.replace(v, height=5), dataclasses.replace(v, offset=1),
+                dataclasses.replace(v, stride_x=-1), dataclasses.replace(v, base=chw.astype(np.float32))):
+        with pytest.raises(InputError, match=r"views\[1\]"):
+            view_sources([v, bad])
+    with pytest.raises(InputError, match=r"views\[0\]: .* reaches elements"):
+        HostBackend().crop([dataclasses.replace(v, width=6)], np.array([[0, 0, 5, 4]], np.int64),
+                           np.zeros((1, 3, 224, 224), np.float32), 0)
+    # a non-contiguous base is read where it lies (HostBackend.array), not through a copy
+    hwc = np.arange(4 * 5 * 3, dtype=np.uint8).reshape(4, 5, 3)
+    np.testing.assert_array_equal(HostBackend.array(HostBackend.view(hwc.transpose(2, 0, 1))), hwc.transpose(2, 0, 1))
 
 
 # --------------------------------------------------------------------------- the pipeline, CPU stand-in
@@ -249,8 +322,7 @@ def test_fallbacks_and_errors_keep_the_order_and_say_what_the_cpu_path_says(runn
     assert "truncated" in errors["truncated.jpg"] and "broken data stream" in errors["no_tables.jpg"]
     want = {reason: list(EXPECTED_FALLBACKS.values()).count(reason) for reason in EXPECTED_FALLBACKS.values()}
     want.update({"not a file or encoded bytes (an array, or an input that already failed)": 2,  # array, missing
-                 "no known boxes (detection runs on the CPU)": 1,
-                 "refused by the device decoder": 1})  # no_tables.jpg: then the CPU path fails it
+                 "no known boxes (detection runs on the CPU)": 1})
     assert dict(di.fallbacks) == want
 
 
@@ -268,15 +340,76 @@ def test_an_input_the_device_decoder_refuses_is_decoded_by_the_cpu_path(runner, 
     assert "chelsea444.jpg: the device decoder refused it" in caplog.text
 
 
-def test_a_failing_input_whose_faces_span_two_batches_fails_once(runner, model, photos):
-    path, _ = photos["no_tables.jpg"]
+def test_a_failing_input_whose_faces_span_two_batches_fails_once(runner, model, photos, tmp_path):
     good, good_boxes = photos["astronaut.jpg"]
+    path = str(tmp_path / "bogus_huffman.jpg")  # passes the screen; the decoder, then the CPU path, fail it
+    Path(path).write_bytes(_bogus_huffman(Path(good).read_bytes()))
     inputs = [good, path, good]
     boxes = {good: good_boxes[:1], path: ASTRONAUT_BOXES[:3]}
-    dev = _run(runner, model, inputs, boxes, DeviceInput(HostBackend()), batch_size=2)
+    di = DeviceInput(HostBackend())
+    dev = _run(runner, model, inputs, boxes, di, batch_size=2)
     cpu = _run(runner, model, inputs, boxes, False, batch_size=2)
     _assert_same(dev, cpu)
     assert [r.face_index for r in dev] == [0, -1, 0]
+    assert "broken data stream" in dev[1].error
+    # refused once: the CPU path's failure is kept for its faces in the next batch
+    assert di.fallbacks["refused by the device decoder"] == 1
+
+
+def _sha(path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def test_an_input_whose_faces_span_batches_is_decoded_once(runner, model, photos):
+    """batch_size 2: the astronaut's 4 faces run over three batches (rows 1 | 0, 1 | 0), the
+    progressive photo's 2 over two; each input is decoded once (the backend counts its decodes)
+    and its image kept until its last face is cropped. The results are the CPU path's."""
+    names = ["chelsea444.jpg", "astronaut.jpg", "progressive.jpg", "coffee422.jpg"]
+    inputs = [photos[n][0] for n in names]
+    boxes = {photos[n][0]: photos[n][1] for n in names}
+    backend = HostBackend()
+    di = DeviceInput(backend)
+    dev = _run(runner, model, inputs, boxes, di, batch_size=2)
+    _assert_same(dev, _run(runner, model, inputs, boxes, False, batch_size=2))
+    assert [r.face_index for r in dev] == [0, 0, 1, 2, 3, 0, 1, 0]
+    assert {_sha(p): 1 for p in inputs} == dict(backend.decodes) and di.decoded == 4
+    # an input the device refuses takes the CPU path once, whatever batches its faces span
+    refused = Path(photos["astronaut.jpg"][0]).read_bytes()
+    di = DeviceInput(HostBackend(refuse=lambda data: data == refused))
+    dev = _run(runner, model, inputs, boxes, di, batch_size=2)
+    _assert_same(dev, _run(runner, model, inputs, boxes, False, batch_size=2))
+    assert di.fallbacks == {"refused by the device decoder": 1} and di.decoded == 3
+
+
+def test_an_image_the_device_decoder_returns_all_zero_takes_the_cpu_path(runner, model, photos, tmp_path, caplog):
+    """nvJPEG's batched hardware decoder can report success for an image it skipped (all zero):
+    the stand-in does that to one photo; that photo alone is decoded by the CPU path, in its
+    place, and one line says how many. A JPEG that really is black takes the CPU path too, and
+    comes out as the CPU path makes it."""
+    black = str(tmp_path / "black.jpg")
+    Path(black).write_bytes(_encode(np.zeros((300, 400, 3), np.uint8), "JPEG", quality=90))
+    names = ["astronaut.jpg", "chelsea444.jpg", "coffee422.jpg", "chelsea_exif6.jpg"]
+    inputs = [photos[n][0] for n in names]
+    inputs.insert(2, black)
+    boxes = {photos[n][0]: photos[n][1] for n in names}
+    boxes[black] = [(100.0, 50.0, 250.0, 200.0)]
+    skipped = Path(photos["chelsea444.jpg"][0]).read_bytes()
+    backend = HostBackend(blank=lambda data: data == skipped)
+    di = DeviceInput(backend)
+    with caplog.at_level(logging.INFO, logger="engine.pipeline"):
+        dev = _run(runner, model, inputs, boxes, di, batch_size=16)
+    cpu = _run(runner, model, inputs, boxes, False, batch_size=16)
+    _assert_same(dev, cpu)  # the skipped photo's crops are its own, not zeros
+    assert [r.source for r in dev] == [s for s in inputs for _ in boxes[s]]
+    assert all(r.error is None for r in dev)
+    assert next(r for r in dev if r.source == photos["chelsea444.jpg"][0]).crop.any()
+    assert di.fallbacks == {BLANK: 2} and di.decoded == 3
+    assert sum(backend.decodes.values()) == 5  # one batch decode; the CPU path decoded the two again
+    lines = [r.getMessage() for r in caplog.records if "entirely zero" in r.getMessage()]
+    want = (f"2 of 5 images the device decoder returned entirely zero (black); decoding them on the "
+            f"CPU (first: {photos['chelsea444.jpg'][0]})")
+    assert lines == [want]
+    assert not next(r for r in dev if r.source == black).crop.any()  # black, as the CPU path makes it
 
 
 def test_bytes_inputs_cropped_mode_and_small_decode_chunks(runner, model, photos):
@@ -303,7 +436,7 @@ def test_the_pixel_limit_gives_the_cpu_paths_error(runner, model, photos):
 
 
 def test_the_device_input_option(runner, model):
-    with pytest.raises(InputError, match="device_input: expected 'auto', True, False or a DeviceInput, found 'yes'"):
+    with pytest.raises(InputError, match="device_input: expected 'auto', 'on', 'off', True, False or a DeviceInput, found 'yes'"):
         Reconstructor(runner=runner, model=model, device_input="yes")
     with pytest.raises(UnavailableError, match="device_input=True: the onnxruntime runner runs on the cpu: the device input needs a CUDA runner"):
         Reconstructor(runner=runner, model=model, device_input=True)
@@ -350,6 +483,28 @@ def test_cuda_kernel_on_strided_views_equals_the_cpu_body(photos):
 
 
 @pytest.mark.cuda
+def test_cuda_all_zero_finds_the_images_that_are_all_zero(photos):
+    """CudaBackend.all_zero, the device side of the check for images nvJPEG left black: on
+    nvJPEG's own output, with one image zeroed on the decode stream."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("torchvision")
+    if not _cuda_ready():
+        pytest.skip("needs the CUDA build of engine._C")
+    from engine.pipeline.device_input import CudaBackend
+    from engine.runners import create_runner
+
+    with create_runner("torch-cuda", max_batch=8) as r:
+        dev = CudaBackend(r)
+        names = ["astronaut.jpg", "chelsea444.jpg", "camera_grey.jpg", "progressive.jpg"]
+        images = dev.decode([bytearray(Path(photos[n][0]).read_bytes()) for n in names])
+        assert dev.all_zero(images).tolist() == [False] * 4
+        with torch.cuda.stream(dev.decode_stream):
+            images[2].zero_()
+        assert dev.all_zero(images).tolist() == [False, False, True, False]
+        assert dev.all_zero([]).shape == (0,)
+
+
+@pytest.mark.cuda
 def test_cuda_device_input_matches_the_cpu_path(model, photos):
     """nvJPEG + the CUDA kernel through the Reconstructor (torch-cuda): the same results in the
     same order as the CPU path, the same fallbacks as the CPU stand-in, and crops that differ
@@ -371,9 +526,9 @@ def test_cuda_device_input_matches_the_cpu_path(model, photos):
             cpu = list(rec.reconstruct(inputs, boxes=boxes, keep_crops=True))
     assert _summary(dev) == _summary(cpu)
     want = {reason: list(EXPECTED_FALLBACKS.values()).count(reason) for reason in EXPECTED_FALLBACKS.values()}
-    # nvJPEG refuses only the file without quantisation tables (the CPU path then fails it too): a
-    # kind it refused beside it would be decoded on the network thread, and belongs in the screen
-    assert dict(di.fallbacks) == {**want, "refused by the device decoder": 1}
+    # nvJPEG refuses nothing the screen let through: a kind it refused would be decoded on the
+    # network thread (and belongs in the screen)
+    assert dict(di.fallbacks) == want
     diffs = np.concatenate([np.abs(a.crop - b.crop).ravel() for a, b in zip(dev, cpu) if a.error is None])
     assert diffs.mean() < 1.0, f"crops: mean {diffs.mean():.3f}, max {diffs.max():.0f} grey levels"
     for a in dev:

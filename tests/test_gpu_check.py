@@ -30,14 +30,17 @@ def test_dry_run_prints_the_plan_and_writes_a_summary(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["meta"]["dry_run"] is True
     names = [s["name"] for s in summary["steps"]]
-    assert names == ["build", "pytest_cuda", "bench_decode", "bench_crop", "bench_network", "bench_compiled",
-                     "engine_bench", "pytest_rest"]
+    # in order of value: the build, the never-run GPU code's tests, then the tables
+    assert names == ["build", "pytest_cuda", "bench_crop", "engine_bench", "bench_network", "bench_decode",
+                     "bench_compiled", "pytest_rest"]
     assert all(s["status"].startswith("would ") for s in summary["steps"])
     gpu = summary["meta"]["gpu"]
     build = summary["steps"][0]
     if gpu is None:  # this machine: every GPU step names the GPU as what is missing
         assert all("gpu" in s["status"] for s in summary["steps"][:7])
-    assert build["env"]["ENGINE_WITH_CUDA"] == "ON"
+    assert build["env"]["ENGINE_WITH_CUDA"] == "ON" and "-DENGINE_WITH_CUDA=ON" in build["detail"]
+    # the steps expected to fit the default budget are the ones before pytest_rest
+    assert sum(s["estimate"] for s in summary["steps"][:-1]) <= summary["meta"]["budget_s"]
     # the table is printed last, and the output folder stays within what a device tool brings back
     assert proc.stdout.rstrip().splitlines()[-1].startswith("| pytest_rest |")
     assert len(list(out.iterdir())) <= 8
@@ -84,3 +87,163 @@ def test_step_runner_keeps_output_and_stops_at_the_limit(tmp_path):
     assert bad.status == "failed (exit 4)" and "boom" in bad.detail
     text = log_path.read_text()
     assert "===== slow" in text and "started" in text
+
+
+def test_every_step_parses_with_the_script_it_runs(tmp_path, monkeypatch):
+    """The plan's command lines against the real argument parsers of the scripts they run (a
+    wrong flag would only show on the GPU machine, where every second counts): each parser gets
+    the planned argv and is stopped right after parsing."""
+    import argparse
+    import runpy
+
+    mod = _module()
+    gpu = {"name": "H200", "compute_cap": "9.0", "driver": "x", "memory": "x"}
+    steps = mod.plan(tmp_path, gpu, {n: True for n in mod.PACKAGES}, sys.executable)
+
+    class Parsed(Exception):
+        pass
+
+    original = argparse.ArgumentParser.parse_args
+
+    def parse_then_stop(self, args=None, namespace=None):
+        ns = original(self, args, namespace)
+        raise Parsed(ns)
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", parse_then_stop)
+    checked = []
+    for step in steps:
+        argv = step.argv[1:]
+        if step.name == "build":
+            assert step.argv[:2] == ["bash", "-c"] and "ENGINE_CUDA_ARCHITECTURES=90-real" in step.argv[2]
+            continue
+        if argv[:2] == ["-m", "pytest"]:
+            import pytest as _pytest
+            with _pytest.MonkeyPatch.context() as m:
+                m.setattr(argparse.ArgumentParser, "parse_args", original)
+                # the marker expression and -o options, as pytest reads them (collection only)
+                proc = subprocess.run([sys.executable, *argv, "--collect-only", "-q", "tests/test_gpu_check.py"],
+                                      cwd=REPO, capture_output=True, text=True, timeout=300)
+            assert proc.returncode in (0, 5), proc.stdout[-2000:] + proc.stderr[-2000:]  # 5: none selected
+            checked.append(step.name)
+            continue
+        if argv[:2] == ["-m", "engine.bench"]:
+            from engine.bench.cli import main as run
+            with pytest.raises(Parsed):
+                run(argv[2:])
+        else:
+            monkeypatch.setattr(sys, "argv", [argv[0], *argv[1:]])
+            monkeypatch.syspath_prepend(str(REPO / "bench"))  # as `python bench/x.py` has it
+            with pytest.raises(Parsed):
+                runpy.run_path(str(REPO / argv[0]), run_name="__main__")
+        checked.append(step.name)
+    assert checked == [s.name for s in steps if s.name != "build"]
+
+
+def test_a_step_at_its_limit_takes_its_children_along(tmp_path):
+    """A step's grandchildren (pytest's subprocesses, Inductor's compile workers, nvcc) must not
+    outlive its limit: holding the output pipe, or the GPU, they would stall every later step."""
+    import os
+    import time
+
+    mod = _module()
+    pid_file = tmp_path / "child.pid"
+    child = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(60)"
+    parent = (f"import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', {child!r}]); "
+              f"print('started', flush=True); time.sleep(60)")
+    step = mod.Step("spawner", [sys.executable, "-c", parent], timeout=60, estimate=1)
+    t0 = time.monotonic()
+    with open(tmp_path / "log.txt", "w") as log:
+        mod.run_step(step, log, remaining=3)
+    assert step.status == "timed out after 3 s" and time.monotonic() - t0 < 30
+    pid = int(pid_file.read_text())
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail(f"the step's grandchild {pid} outlived the step")
+    assert "started" in (tmp_path / "log.txt").read_text()
+
+
+def test_the_summary_keeps_the_folded_tables_across_rewrites(tmp_path):
+    """summary.md is rewritten after every step: a table folded in (and its file removed) the
+    first time must still be there the next time."""
+    mod = _module()
+    (tmp_path / "crop_gpu.md").write_text("| crop table |")
+    meta = {"machine": "m", "gpu": None, "python": "3", "missing_packages": [], "date": "d", "budget_s": 1,
+            "dry_run": False}
+    steps = [mod.Step("bench_crop", ["x"], timeout=1, estimate=1)]
+    folded = {}
+    first = mod.summary_markdown(meta, steps, tmp_path, folded)
+    second = mod.summary_markdown(meta, steps, tmp_path, folded)
+    assert "| crop table |" in first and "| crop table |" in second
+    assert not (tmp_path / "crop_gpu.md").exists()
+
+
+def test_failed_tests_are_named_in_the_summary():
+    mod = _module()
+    text = "FAILED tests/a.py::test_x - assert 1 == 2\nERROR tests/b.py::test_y\n== 1 failed, 1 error in 3.0s =="
+    assert mod._pytest_failures(text) == ["FAILED tests/a.py::test_x", "ERROR tests/b.py::test_y"]
+
+
+def _gfm_cells(row: str) -> list[str]:
+    """A GitHub Markdown table row's cells as GFM reads them (spec, "Tables (extension)"): split at
+    the pipes no backslash escapes, then `\\|` is a `|` in the cell's text."""
+    import re
+
+    return [c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", row.strip())[1:-1]]
+
+
+def test_the_summary_keeps_a_command_with_pipes_copyable(tmp_path):
+    """The build step's command holds `||` (pip, else CMake): the summary table must give it back
+    whole, not with `/` for `|`."""
+    out = tmp_path / "plan"
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "gpu_check.py"), "--dry-run", "--out", str(out)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    build = json.loads((out / "summary.json").read_text())["steps"][0]
+    assert " || " in build["detail"]
+    (row,) = [ln for ln in (out / "summary.md").read_text().splitlines() if ln.startswith("| build |")]
+    cells = _gfm_cells(row)
+    assert len(cells) == 5 and cells[0] == "build" and cells[4] == build["detail"]
+    try:  # an independent reader where one is installed
+        from markdown_it import MarkdownIt
+    except ImportError:
+        return
+    html = MarkdownIt("gfm-like").render((out / "summary.md").read_text())
+    assert " || " in html
+
+
+@pytest.mark.parametrize("case", ["shared", "shared_new", "foreign"])
+def test_an_out_folder_that_is_not_for_gpu_check_is_refused(tmp_path, case):
+    """--out inside ../shared (the team's data) or a folder with files that are not gpu_check's:
+    exit 2 naming what was found, and nothing written there."""
+    mod = _module()
+    shared = (REPO.parent / "shared").resolve()
+    if case.startswith("shared"):
+        if not shared.is_dir():
+            pytest.skip("no ../shared folder beside this checkout")
+        out = shared / "cnn3dmm" / "x" if case == "shared" else shared / "no-such-dir-gpu-check" / "y"
+        before = {p.name for p in shared.iterdir()}
+    else:
+        out = tmp_path / "data"
+        out.mkdir()
+        (out / "mean.binaryproto").write_bytes(b"x")
+        (out / "summary.md").write_text("an earlier run's")  # gpu_check's own: not the reason
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "gpu_check.py"), "--dry-run", "--out", str(out)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert f"gpu_check: --out {out}: refused: " in proc.stderr
+    if case.startswith("shared"):
+        assert f"inside {shared}, the shared data folder" in proc.stderr
+        assert not out.exists() and {p.name for p in shared.iterdir()} == before
+    else:
+        assert "not gpu_check's own (mean.binaryproto)" in proc.stderr
+        assert sorted(p.name for p in out.iterdir()) == ["mean.binaryproto", "summary.md"]
+    # an earlier run's folder is reused (gpu_check --only on a second call)
+    again = tmp_path / "again"
+    assert mod.main(["--dry-run", "--out", str(again)]) == 0
+    assert mod.main(["--dry-run", "--out", str(again)]) == 0

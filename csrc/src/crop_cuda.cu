@@ -46,10 +46,10 @@ __global__ void __launch_bounds__(kThreads) crop_kernel(const CropFace* faces, i
   for (int c = 0; c < 3; ++c) store(o + (int64_t)c * plane, bgr[c]);
 }
 
-void check(cudaError_t err, const char* what) {
+void check(const CropParams& p, cudaError_t err, const char* what) {
   if (err != cudaSuccess) {
     cudaGetLastError();  // clear a non-sticky error so later calls start clean
-    throw BackendError(std::string("crop_cuda: ") + what + " failed: " + cudaGetErrorString(err));
+    throw BackendError(crop_function(p, "crop_cuda") + ": " + what + " failed: " + cudaGetErrorString(err));
   }
 }
 
@@ -61,41 +61,42 @@ std::string hex(const void* p) {
 
 // A clear error for a host (or foreign) pointer, instead of an illegal-address fault that would
 // poison the whole CUDA context.
-void expect_device_pointer(const void* ptr, const std::string& name) {
+void expect_device_pointer(const CropParams& p, const void* ptr, CropArg arg, int64_t face) {
+  const std::string at = crop_function(p, "crop_cuda") + ": " + crop_arg_name(p, arg, face) + ": expected ";
   cudaPointerAttributes a{};
   const cudaError_t err = cudaPointerGetAttributes(&a, ptr);
   if (err != cudaSuccess) {
     cudaGetLastError();
-    throw InvalidInput("crop_cuda: " + name + ": expected a CUDA device pointer, found " + hex(ptr) + " (" +
-                       cudaGetErrorString(err) + ")");
+    throw InvalidInput(at + "a CUDA device pointer, found " + hex(ptr) + " (" + cudaGetErrorString(err) + ")");
   }
   if (a.type != cudaMemoryTypeDevice && a.type != cudaMemoryTypeManaged)
-    throw InvalidInput("crop_cuda: " + name + ": expected a CUDA device pointer, found " +
+    throw InvalidInput(at + "a CUDA device pointer, found " +
                        (a.type == cudaMemoryTypeHost ? "pinned host memory " : "host memory ") + hex(ptr));
   int current = 0;
-  check(cudaGetDevice(&current), "cudaGetDevice");
+  check(p, cudaGetDevice(&current), "cudaGetDevice");
   if (a.type == cudaMemoryTypeDevice && a.device != current)
-    throw InvalidInput("crop_cuda: " + name + ": expected memory on the current device (" + std::to_string(current) +
-                       "), found memory of device " + std::to_string(a.device) + " at " + hex(ptr));
+    throw InvalidInput(at + "memory on the current device (" + std::to_string(current) + "), found memory of device " +
+                       std::to_string(a.device) + " at " + hex(ptr));
 }
 
 }  // namespace
 
 void crop_cuda(const CropParams& p, void* stream) {
   validate(p);  // first: argument errors are reported the same on every machine
-  if (cuda_device_count() == 0) throw Unavailable("crop_cuda: no CUDA device is available (driver or GPU missing)");
+  if (cuda_device_count() == 0)
+    throw Unavailable(crop_function(p, "crop_cuda") + ": no CUDA device is available (driver or GPU missing)");
   if (p.batch == 0) return;
-  expect_device_pointer(p.out, "out");
+  expect_device_pointer(p, p.out, CropArg::Out, -1);
   const uint8_t* last = nullptr;  // faces of one image share its pointer: check each image once
   for (int64_t b = 0; b < p.batch; ++b)
     if (p.faces[b].image != last) {
       last = p.faces[b].image;
-      expect_device_pointer(last, "faces[" + std::to_string(b) + "].image");
+      expect_device_pointer(p, last, CropArg::Image, b);
     }
   cudaStream_t s = static_cast<cudaStream_t>(stream);
   const size_t bytes = sizeof(CropFace) * (size_t)p.batch;
   void* d_faces = nullptr;
-  check(cudaMallocAsync(&d_faces, bytes, s), "cudaMallocAsync of the faces' parameters");
+  check(p, cudaMallocAsync(&d_faces, bytes, s), "cudaMallocAsync of the faces' parameters");
   cudaError_t err = cudaMemcpyAsync(d_faces, p.faces, bytes, cudaMemcpyHostToDevice, s);
   if (err == cudaSuccess) {
     const int64_t plane = (int64_t)p.size * p.size;
@@ -108,8 +109,8 @@ void crop_cuda(const CropParams& p, void* stream) {
     err = cudaGetLastError();
   }
   const cudaError_t freed = cudaFreeAsync(d_faces, s);  // in stream order: after the kernel has read it
-  check(err, "copying the faces' parameters or launching the kernel");
-  check(freed, "cudaFreeAsync of the faces' parameters");
+  check(p, err, "copying the faces' parameters or launching the kernel");
+  check(p, freed, "cudaFreeAsync of the faces' parameters");
 }
 
 }  // namespace e3dmm

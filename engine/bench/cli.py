@@ -36,15 +36,18 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--precisions", nargs="+", metavar="P", choices=("fp32", "fp16", "bf16", "int8"),
                    help="CPU runners: the precisions to measure (default: fp32 and every CPU variant validated for "
                         "the weights and usable here, engine3dmm validate; --quick: what auto picks); each row "
-                        "notes the variant's validated error")
+                        "notes the variant's validated error; one the runner would not run (no validated variant: "
+                        "it falls back to fp32) is skipped, with the reason in the tables")
     p.add_argument("--batch-sizes", nargs="+", type=int, metavar="B", help="batch sizes (default 1 8 32; GPU + 128)")
     p.add_argument("--compile", action="store_true",
                    help="the PyTorch runners compiled with torch.compile (Inductor; rows say 'compiled'): each batch "
                         "size compiles once, before its timed calls (default runners: the PyTorch ones available)")
     p.add_argument("--compile-mode", choices=("default", "max-autotune"),
                    help="with --compile: Inductor's mode (default: max-autotune on a GPU, default on the CPU)")
-    p.add_argument("--json", metavar="PATH", help="write the rows as JSON")
-    p.add_argument("--markdown", metavar="PATH", help="write a Markdown table with the machine and the targets")
+    p.add_argument("--json", metavar="PATH",
+                   help="write the rows as JSON, with the analysis and the rows asked for but skipped, each with why")
+    p.add_argument("--markdown", metavar="PATH",
+                   help="write a Markdown table with the machine, the skipped rows (and why) and the targets")
     p.add_argument("--network-dir", metavar="DIR", help="model card folder with the converted network weights (default: $ENGINE3DMM_MODEL_DIR, the checkout's models/cnn3dmm, or the per-user folder)")
     p.add_argument("--model", metavar="PATH", help="morphable model file (default: the built-in synthetic model)")
     p.add_argument("--workers", type=int, default=2, help="prep worker threads of end_to_end (default 2)")
@@ -70,10 +73,30 @@ def _log(msg: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def run(args) -> tuple[list[measure.Row], measure.Machine]:
+class _Said(logging.Handler):
+    """The warnings engine.runners logs while it is installed (why a runner fell back)."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+    def __enter__(self):
+        logging.getLogger("engine.runners").addHandler(self)
+        return self
+
+    def __exit__(self, *exc):
+        logging.getLogger("engine.runners").removeHandler(self)
+        return False
+
+
+def run(args) -> tuple[list[measure.Row], list[measure.Skip], measure.Machine]:
+    """The rows measured, the rows asked for and skipped (each with its reason), the machine."""
     from engine.morphable import load_model
     from engine.pipeline import Reconstructor
-    from engine.runners import available_runners, create_runner
+    from engine.runners import GPU_RUNNERS, available_runners, create_runner
 
     budget = measure.QUICK if args.quick else measure.FULL
     stages = args.stages or (("detect", "runners", "device") if args.quick else STAGE_GROUPS)
@@ -83,7 +106,7 @@ def run(args) -> tuple[list[measure.Row], measure.Machine]:
     names = args.runners or (available[:1] if args.quick else available)
     if args.compile or args.compile_mode:
         names = _compilable(args, names, available)
-    gpu_any = any(n in ("tensorrt", "torch-cuda") for n in names)
+    gpu_any = any(n in GPU_RUNNERS for n in names)
     batches = args.batch_sizes or (QUICK_BATCHES if args.quick else DEFAULT_BATCHES_GPU if gpu_any
                                    else DEFAULT_BATCHES_CPU)
     if any(b < 1 for b in batches):
@@ -91,26 +114,54 @@ def run(args) -> tuple[list[measure.Row], measure.Machine]:
     missing = [n for n in names if n not in available]
     if missing:
         raise EngineError(f"--runners: {missing} not available on this machine; available: {available}")
-    work = S.workload()
     rows: list[measure.Row] = []
+    skipped: list[measure.Skip] = []
+
+    def skip(stages_, runner, precision, reason, batch=None):
+        s = measure.add_skip(skipped, measure.Skip(tuple(stages_), runner, precision or "-", reason,
+                                                   () if batch is None else (batch,)))
+        _log(s.describe())
+
+    work = S.workload()
     has_dlib = importlib.util.find_spec("dlib") is not None
+    if "detect" in stages and not has_dlib:
+        skip(("detect",), "dlib", "-", "dlib is not installed (pip install dlib)")
     if "detect" in stages and has_dlib:
         row = S.detect(work, budget)
         rows.append(row)
         _log(f"detect: {row.latency_ms_p50:.1f} ms per image")
+    if "huge" in stages and any(m != 0 and m < 32 for m in args.huge_max_sides):
+        raise EngineError(f"--huge-max-sides: expected 0 or integers >= 32, found {args.huge_max_sides}")
+    if "huge" in stages and not has_dlib:
+        skip((f"detect_{huge_mp()}mp", f"reconstruct_{huge_mp()}mp"), "dlib", "-",
+             "dlib is not installed (pip install dlib): the photo's face is found by dlib")
     if "huge" in stages and has_dlib:
         from engine.bench import huge
 
-        if any(m != 0 and m < 32 for m in args.huge_max_sides):
-            raise EngineError(f"--huge-max-sides: expected 0 or integers >= 32, found {args.huge_max_sides}")
         rows += huge.rows(names[0], [m or None for m in args.huge_max_sides], log=_log)
     if not {"runners", "pose", "device"} & set(stages):
-        return rows, measure.machine(gpu_any)
+        return rows, skipped, measure.machine(gpu_any)
     model = load_model(args.model)
-    for name, precision in S.runner_configs(names, args.network_dir, args.precisions, args.quick):
+    single = {"preprocess": S.preprocess, "decode": S.decode, "write": S.write, "pose": S.pose}
+    compiled = " compiled" if args.compile else ""
+
+    def runner_skip(name, precision, reason):
+        skip(S.row_stages(stages, device_rows=name in GPU_RUNNERS), name + compiled, precision, reason)
+
+    for name, precision in S.runner_configs(names, args.network_dir, args.precisions, args.quick, skip=runner_skip):
         _log(f"runner {name} {precision or ''}: loading")
-        runner = create_runner(name, args.network_dir, max_batch=max(batches), precision=precision,
-                               compile=args.compile, compile_mode=args.compile_mode)
+        with _Said() as said:
+            runner = create_runner(name, args.network_dir, max_batch=max(batches), precision=precision,
+                                   compile=args.compile, compile_mode=args.compile_mode)
+        # A requested precision the runner does not run is not measured under its name.
+        wanted = [precision] if precision else list(args.precisions or [])
+        for p in (p for p in wanted if p != runner.precision):
+            runner_skip(name, p, (f"{name} fell back to {runner.precision}: " + "; ".join(said.messages))
+                        if precision else f"--precisions applies to the CPU runners; {name} runs its default, "
+                        f"{runner.precision}, measured as such")
+        if precision and runner.precision != precision:
+            runner.close()
+            continue
         label = S.model_label(runner.synthetic, model.metadata.get("name"), model.synthetic)
         try:
             for b in batches:
@@ -119,17 +170,15 @@ def run(args) -> tuple[list[measure.Row], measure.Machine]:
                 with Reconstructor(runner=runner, model=model, batch_size=b, detector=None, workers=args.workers,
                                    basis_dtype=args.basis_dtype, device_input=False) as rec:
                     ctx = S.Context(rec, b, work, budget, label)
-                    single = ((S.preprocess, S.decode, S.write) if "runners" in stages else
-                              (S.preprocess, S.write) if "device" in stages else ()) + \
-                        ((S.pose,) if "pose" in stages else ())
-                    for fn in single:
-                        rows.append(fn(ctx))
-                        _log(_short(rows[-1]))
+                    for stage in S.row_stages(stages):
+                        if stage in single:
+                            rows.append(single[stage](ctx))
+                            _log(_short(rows[-1]))
                     drec = None
                     if "device" in stages:
                         drec, why = S.device_reconstructor(ctx)
                         if drec is None:
-                            _log(f"device_input {name} batch {b}: skipped: {why}")
+                            skip(S.DEVICE_STAGES, ctx.runner_name, ctx.precision, why, b)
                     try:
                         if drec is not None:
                             rows.append(S.device_preprocess(ctx, drec))
@@ -141,7 +190,13 @@ def run(args) -> tuple[list[measure.Row], measure.Machine]:
                             drec.close()
         finally:
             runner.close()
-    return rows, measure.machine(gpu_any)
+    return rows, skipped, measure.machine(gpu_any)
+
+
+def huge_mp() -> int:
+    from engine.bench.huge import SIDE
+
+    return round(SIDE * SIDE / 1e6)
 
 
 def _compilable(args, names: list[str], available: list[str]) -> list[str]:
@@ -217,10 +272,13 @@ def _short(r: measure.Row) -> str:
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
+    for key in ("runners", "precisions", "batch_sizes", "stages", "huge_max_sides"):
+        if getattr(args, key):  # each asked once is measured once, in the order asked
+            setattr(args, key, list(dict.fromkeys(getattr(args, key))))
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     t0 = time.perf_counter()
     try:
-        rows, mach = run(args)
+        rows, skipped, mach = run(args)
     except EngineError as e:
         print(f"engine.bench: error: {e}", file=sys.stderr)
         return 2
@@ -232,13 +290,15 @@ def main(argv=None) -> int:
     print()
     for line in report.verdicts(rows):
         print(line)
+    for s in skipped:
+        print(f"Skipped: {s.describe()}")
     print(f"\n({time.perf_counter() - t0:.0f} s)")
     command = shlex.join(["python", "-m", "engine.bench", *(argv if argv is not None else sys.argv[1:])])
     notes = [*args.note, "Pipelined stages: latency = interval between consecutive batch completions "
              "(the pipeline's period per batch); throughput = steady state, first completion to last.",
              "Single stages: latency per batch call; throughput = faces / total time of the timed calls."]
     if args.json:
-        report.write_json(args.json, rows, mach)
+        report.write_json(args.json, rows, mach, skipped)
     if args.markdown:
-        report.write_markdown(args.markdown, rows, mach, command, notes)
+        report.write_markdown(args.markdown, rows, mach, command, notes, skipped)
     return 0

@@ -23,22 +23,31 @@ import sys
 import tempfile
 import time
 
-from engine.bench.measure import Row, proc_status_mib
+from engine.bench.measure import PeakMemory, Row, proc_status_mib
 
 SIDE = 9000
 FACE_SCALE = 6
 
 
-def build_photo(path: str, side: int = SIDE) -> None:
-    """The test photo (see the module docstring), `side` x `side` pixels."""
+def build_photo(path: str, side: int = SIDE, height: int | None = None, orientation: int = 1) -> None:
+    """The test photo (see the module docstring), `side` x `side` pixels (`side` x `height` when
+    given). `orientation` 6: stored turned a quarter left, with the EXIF tag that shows it upright
+    (as phones save portraits), so the decoder must turn it back."""
     from PIL import Image
     from skimage import data
 
-    canvas = Image.fromarray(data.coffee()).resize((side, side), Image.BILINEAR)
-    n = min(512 * FACE_SCALE, side // 2)
+    height = side if height is None else height
+    canvas = Image.fromarray(data.coffee()).resize((side, height), Image.BILINEAR)
+    n = min(512 * FACE_SCALE, side // 2, height // 2)
     face = Image.fromarray(data.astronaut()).resize((n, n), Image.BILINEAR)
-    canvas.paste(face, (side // 3, side // 4))
-    canvas.save(path, "JPEG", quality=90)
+    canvas.paste(face, (side // 3, height // 4))
+    if orientation not in (1, 6):
+        raise ValueError(f"orientation: expected 1 or 6, found {orientation}")
+    exif = Image.Exif()
+    if orientation == 6:
+        canvas = canvas.transpose(Image.Transpose.ROTATE_90)
+        exif[0x0112] = 6
+    canvas.save(path, "JPEG", quality=90, exif=exif)
 
 
 def _peak_mib() -> float:
@@ -87,12 +96,17 @@ def child_reconstruct(path: str, runner: str, max_side: int | None, repeats: int
         (warm,) = list(rec.reconstruct([("astronaut.jpg", buf.getvalue())]))
         if warm.error:
             raise RuntimeError(warm.error)
-        rss_ready = _rss_mib()
+        # Resetting the peak for each photo also resets the process's: keep the one before the photo.
+        peaks = [proc_status_mib("VmHWM") or _peak_mib()]
         runs, faces = [], []
         for _ in range(repeats):
+            before = _rss_mib()
             t0 = time.perf_counter()
-            res = list(rec.reconstruct([path]))
-            runs.append({"total": time.perf_counter() - t0})
+            with PeakMemory() as peak:  # this photo's peak, the process's resident memory included
+                res = list(rec.reconstruct([path]))
+            runs.append({"total": time.perf_counter() - t0, "rss_before_mib": before,
+                         "photo_peak_mib": peak.rss_mib if peak.per_stage else None})
+            peaks.append(peak.rss_mib if peak.per_stage else _peak_mib())
             bad = [r.error for r in res if r.error]
             if bad:
                 raise RuntimeError(bad[0])
@@ -101,7 +115,8 @@ def child_reconstruct(path: str, runner: str, max_side: int | None, repeats: int
         pv = rec.provenance
         label = model_label(pv["network_synthetic"], pv["morphable_model"], pv["morphable_synthetic"])
         return {"runs": runs, "faces": faces, "runner": rec.runner.name, "precision": rec.runner.precision,
-                "label": label, "rss_ready_mib": rss_ready, "peak_rss_mib": _peak_mib()}
+                "label": label, "rss_ready_mib": runs[0]["rss_before_mib"],
+                "peak_rss_mib": max(peaks)}
 
 
 def _child(args: list[str], timeout: float) -> dict:
@@ -162,14 +177,17 @@ def main(argv=None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("what", choices=("build", "detect", "reconstruct"))
     p.add_argument("photo")
-    p.add_argument("--side", type=int, default=SIDE, help="build: the photo's side in pixels")
+    p.add_argument("--side", type=int, default=SIDE, help="build: the photo's side (width) in pixels")
+    p.add_argument("--height", type=int, default=None, help="build: its height (default: --side)")
+    p.add_argument("--orientation", type=int, default=1, choices=(1, 6),
+                   help="build: 6 stores it turned, with the EXIF tag that shows it upright")
     p.add_argument("--max-side", type=int, default=2048, help="the detector's max side (0: full resolution)")
     p.add_argument("--runner", default="auto")
     p.add_argument("--repeats", type=int, default=2)
     a = p.parse_args(argv)
     ms = a.max_side or None
     if a.what == "build":
-        build_photo(a.photo, a.side)
+        build_photo(a.photo, a.side, a.height, a.orientation)
         return 0
     res = child_detect(a.photo, ms, a.repeats) if a.what == "detect" else \
         child_reconstruct(a.photo, a.runner, ms, a.repeats)

@@ -35,6 +35,42 @@ class Row:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class Skip:
+    """Rows a run was asked for and did not measure, and why: logged, and kept in the JSON
+    ("skipped") and the Markdown beside the rows that were measured, so a table never reads as
+    if they had been. `batches` empty: every batch size."""
+
+    stages: tuple[str, ...]
+    runner: str
+    precision: str
+    reason: str
+    batches: tuple[int, ...] = ()
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "stages": list(self.stages), "batches": list(self.batches)}
+
+    def describe(self) -> str:
+        who = " ".join(x for x in (self.runner, self.precision) if x and x != "-")
+        at = f", batch {', '.join(map(str, self.batches))}" if self.batches else ""
+        return f"{', '.join(self.stages)} ({who}{at}): skipped: {self.reason}"
+
+
+def add_skip(skipped: list[Skip], skip: Skip) -> Skip:
+    """Append `skip` to `skipped`, or widen the entry that differs only in its batch sizes (one
+    line for a reason that holds at every batch size); returns the entry."""
+    for i, s in enumerate(skipped):
+        if (s.stages, s.runner, s.precision, s.reason) == (skip.stages, skip.runner, skip.precision, skip.reason):
+            if s.batches and skip.batches:
+                skipped[i] = Skip(s.stages, s.runner, s.precision, s.reason,
+                                  tuple(dict.fromkeys(s.batches + skip.batches)))
+                return skipped[i]
+            if not s.batches and not skip.batches:
+                return s
+    skipped.append(skip)
+    return skip
+
+
 @dataclass
 class Budget:
     """How long each stage is measured: at least `min_iters` timed calls, more until

@@ -6,7 +6,7 @@ import json
 import os
 import re
 
-from engine.bench.measure import ROW_KEYS, Machine, Row
+from engine.bench.measure import ROW_KEYS, Machine, Row, Skip
 from engine.fileio import atomic_write
 
 # Targets (issue 4, same runner and batch): pipelined stages against the network alone. Issue 11:
@@ -65,7 +65,9 @@ def analysis(rows: list[Row]) -> list[dict]:
     core) and cpu_input_cores (cores the CPU input path needs to keep up with the network at its
     measured throughput: network faces/s x CPU input seconds per face); on a GPU
     cpu_cores_to_keep_gpu_busy (preprocess + write per face x network faces/s). A key is absent
-    when its rows were not measured."""
+    when its rows were not measured: ms_per_face and end_to_end_bound_by need the end_to_end row
+    and each stage it chains; device_ms_per_face and device_input_bound_by the device_input row
+    and each of its stages."""
     out = []
     for (runner, batch), st in _groups(rows).items():
         net = st.get("network")
@@ -79,11 +81,14 @@ def analysis(rows: list[Row]) -> list[dict]:
                 a["targets"][stage] = {"ratio": ratio, "target": target, "pass": ratio >= target}
         if "pose" in st:
             a["pose_ms_per_face"] = 1e3 / st["pose"].throughput_per_s
-        for key, names in (("", _PER_FACE_STAGES), ("device_", _DEVICE_PER_FACE_STAGES)):
-            per_face = {s: 1e3 / st[s].throughput_per_s for s in names if s in st}
-            if per_face and (not key or "device_preprocess" in per_face):
+        for key, chain, names in (("", "end_to_end", _PER_FACE_STAGES),
+                                  ("device_", "device_input", _DEVICE_PER_FACE_STAGES)):
+            # Only of a chain that was measured, from all of its stages measured alone: a bound
+            # named from some of them, or for a run that never ran, would be a guess.
+            if chain in st and all(s in st for s in names):
+                per_face = {s: 1e3 / st[s].throughput_per_s for s in names}
                 a[f"{key}ms_per_face"] = per_face
-                a["device_input_bound_by" if key else "end_to_end_bound_by"] = max(per_face, key=per_face.get)
+                a[f"{chain}_bound_by"] = max(per_face, key=per_face.get)
         if "preprocess" in st:
             a["cpu_input_ms_per_face"] = 1e3 / st["preprocess"].throughput_per_s
             a["cpu_input_cores"] = net.throughput_per_s / st["preprocess"].throughput_per_s
@@ -136,15 +141,18 @@ def verdicts(rows: list[Row]) -> list[str]:
     return lines
 
 
-def write_json(path: str | os.PathLike, rows: list[Row], machine: Machine) -> None:
+def write_json(path: str | os.PathLike, rows: list[Row], machine: Machine, skipped: list[Skip] = ()) -> None:
+    """The rows, the analysis, and "skipped": the rows asked for and not measured, each
+    {stages, runner, precision, reason, batches} (batches [] : every batch size)."""
     doc = {"machine": machine.describe(), "date": _now(), "row_keys": list(ROW_KEYS),
-           "rows": [r.as_dict() for r in rows], "analysis": analysis(rows)}
+           "rows": [r.as_dict() for r in rows], "analysis": analysis(rows),
+           "skipped": [s.as_dict() for s in skipped]}
     with atomic_write(path, "w") as f:
         json.dump(doc, f, indent=1)
         f.write("\n")
 
 
-def markdown(rows: list[Row], machine: Machine, command: str, notes: list[str]) -> str:
+def markdown(rows: list[Row], machine: Machine, command: str, notes: list[str], skipped: list[Skip] = ()) -> str:
     out = ["# `python -m engine.bench` results", "",
            f"- Machine: {machine.describe()}", f"- Date: {_now()}", f"- Command: `{command}`",
            f"- Model: {next((r.model for r in rows if r.runner != 'dlib'), '-')}", *[f"- {n}" for n in notes], "",
@@ -155,13 +163,15 @@ def markdown(rows: list[Row], machine: Machine, command: str, notes: list[str]) 
                    f"{r.latency_ms_p99:.1f} | {r.throughput_per_s:.2f} | "
                    f"{'-' if r.peak_rss_mib is None else f'{r.peak_rss_mib:.0f}'} | "
                    f"{'-' if r.peak_gpu_mib is None else f'{r.peak_gpu_mib:.0f}'} | {r.note} |")
+    if skipped:
+        out += ["", "Not measured (asked for, skipped):", "", *[f"- {s.describe()}" for s in skipped]]
     out += ["", "## Targets", "", *[f"- {v}" for v in verdicts(rows)], ""]
     return "\n".join(out)
 
 
-def write_markdown(path, rows, machine, command, notes) -> None:
+def write_markdown(path, rows, machine, command, notes, skipped: list[Skip] = ()) -> None:
     with atomic_write(path, "w") as f:
-        f.write(markdown(rows, machine, command, notes))
+        f.write(markdown(rows, machine, command, notes, skipped))
 
 
 def _now() -> str:

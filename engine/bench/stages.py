@@ -28,13 +28,17 @@ def model_label(network_synthetic: bool, morphable_name, morphable_synthetic: bo
             f"{morphable_name}{' (SYNTHETIC)' if morphable_synthetic else ''}")
 
 
-def runner_configs(names, network_dir, precisions, quick: bool) -> list[tuple[str, str | None]]:
-    """(runner, precision) pairs to measure: GPU runners at their default; each CPU runner at
-    `precisions` (those it supports), else at fp32 plus every variant validated for the weights
-    and usable here (engine.network.variants); --quick: each runner as `auto` would pick."""
+def runner_configs(names, network_dir, precisions, quick: bool, skip=None) -> list[tuple[str, str | None]]:
+    """(runner, precision) pairs to measure, each once (in the order asked): GPU runners at their
+    default; each CPU runner at `precisions` (those it supports; each one it does not goes to
+    `skip(runner, precision, reason)`, never dropped in silence), else at fp32 plus every variant
+    validated for the weights and usable here (engine.network.variants); --quick: each runner as
+    `auto` would pick. EngineError when `precisions` leaves nothing to measure."""
+    from engine.errors import EngineError
     from engine.network import variants as V
     from engine.network.resolve import resolve_model
 
+    names, precisions = list(dict.fromkeys(names)), list(dict.fromkeys(precisions or []))
     out: list[tuple[str, str | None]] = []
     card = None
     for name in names:
@@ -42,16 +46,44 @@ def runner_configs(names, network_dir, precisions, quick: bool) -> list[tuple[st
             out.append((name, None))
             continue
         if precisions:
-            out += [(name, p) for p in precisions if p in V.PRECISIONS_OF[name]]
+            supported = V.PRECISIONS_OF[name]
+            out += [(name, p) for p in precisions if p in supported]
+            for p in precisions:
+                if p not in supported and skip is not None:
+                    skip(name, p, f"{name} runs {', '.join(supported)}"
+                         + (" (fp16 is the GPU runners' precision)" if p == "fp16" else ""))
             continue
         if card is None:
             card, _ = V.load_card(resolve_model(network_dir))
         out.append((name, "fp32"))
         for e in (card.entries() if card is not None else []):
             if (e.get("runner") == name and e.get("precision") in V.VARIANT_PRECISIONS
-                    and V.unusable_reason(card, e, list(names)) is None):
+                    and V.unusable_reason(card, e, list(names)) is None and (name, e["precision"]) not in out):
                 out.append((name, e["precision"]))
+    if not out:
+        raise EngineError(f"--precisions {' '.join(precisions)}: none of the runners {', '.join(names)} runs "
+                          f"{'it' if len(precisions) == 1 else 'them'} (CPU runners: "
+                          + "; ".join(f"{r} {', '.join(V.PRECISIONS_OF[r])}" for r in V.CPU_RUNNERS) + ")")
     return out
+
+
+def row_stages(groups, device_rows: bool = True) -> tuple[str, ...]:
+    """The stages of the rows one runner at one batch size gets for the stage `groups` (see
+    `python -m engine.bench --stages`), in the order they are measured; device_rows False: without
+    the rows only a GPU runner gets (device_preprocess, cpu_input, device_input)."""
+    g = set(groups)
+    single = (("preprocess", "decode", "write") if "runners" in g else ("preprocess", "write") if "device" in g
+              else ()) + (("pose",) if "pose" in g else ())
+    if not {"runners", "pose", "device"} & g:
+        return ()
+    return (*single, *(DEVICE_STAGES[:1] if "device" in g and device_rows else ()), "network",
+            *(("network_decode", "end_to_end") if "runners" in g else ()),
+            *(DEVICE_STAGES[1:] if "device" in g and device_rows else ()),
+            *(("end_to_end_pose",) if "pose" in g else ()))
+
+
+# The rows only a runner on a CUDA device with the device input gets (the `device` group).
+DEVICE_STAGES = ("device_preprocess", "cpu_input", "device_input")
 
 
 def validated_note(runner) -> str:

@@ -57,23 +57,68 @@ def _conflicting_options(args) -> str | None:
             return (f"{', '.join(wanted)}: need each face's 68 landmarks in its photo; --cropped inputs are "
                     "already-cropped faces, which have none (give the photos, with --boxes for your own boxes "
                     "or landmarks)")
-    return _compile_conflict(args)
+    return _compile_conflict(args) or _precision_conflict(args) or _device_input_conflict(args)
+
+
+CPU_RUNNERS = ("onnxruntime", "torch-cpu")  # engine.network.variants.CPU_RUNNERS
+GPU_RUNNERS = ("torch-cuda", "tensorrt")  # the runners --device-input on can feed
+
+
+def _or(items) -> str:
+    items = list(items)
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " or " + items[-1]
 
 
 def _compile_conflict(args) -> str | None:
-    """--compile needs a PyTorch runner (engine.runners.create_runner says the same to the API)."""
+    """--compile needs a PyTorch runner (engine.runners.create_runner says the same to the API);
+    --compile-mode applies with --compile only."""
     from engine.cli.parser import COMPILABLE_RUNNERS
 
     if getattr(args, "compile_mode", None) and not getattr(args, "compile", False):
-        return f"--compile-mode {args.compile_mode}: applies with --compile only"
+        return f"--compile-mode {args.compile_mode}: applies with --compile only (add --compile or drop --compile-mode)"
     if not getattr(args, "compile", False):
         return None
     runner = getattr(args, "runner", "auto")
     if runner not in ("auto",) + COMPILABLE_RUNNERS:
         return (f"--compile: torch.compile applies to the PyTorch runners ({', '.join(COMPILABLE_RUNNERS)}, or "
                 f"auto); --runner {runner} cannot compile: drop --compile or use --runner torch-cpu / torch-cuda")
-    if getattr(args, "ray", None) is not None:
-        return "--compile cannot be used with --ray yet: the Ray actors build their own runners; run without --ray"
+    if getattr(args, "precision", None) == "int8":
+        return ("--compile --precision int8: int8 is an ONNX Runtime graph (the onnxruntime runner), which "
+                "torch.compile cannot compile: use --precision fp32 or bf16 (torch-cpu) or drop --compile")
+    return None
+
+
+def _precision_conflict(args) -> str | None:
+    """A --precision the named --runner does not run (fp16 on a CPU runner, int8 off onnxruntime,
+    bf16 on onnxruntime or tensorrt): engine.network.variants.check_precision, the API's and the
+    service's own check, with its advice for these options (--compile included)."""
+    from engine.errors import InputError
+    from engine.network.variants import PRECISIONS_OF, check_precision
+
+    runner, precision = getattr(args, "runner", "auto"), getattr(args, "precision", None)
+    if runner == "auto" or precision in (None, "auto"):
+        return None  # which runner runs is this machine's to say: create_runner checks it
+    try:
+        check_precision(runner, True, precision, list(PRECISIONS_OF), compile=bool(getattr(args, "compile", False)))
+    except InputError as e:
+        return str(e)
+    return None
+
+
+def _device_input_conflict(args) -> str | None:
+    """--device-input on decodes and crops on the GPU, into a CUDA runner's input: a CPU runner
+    (named, or the one --precision int8 runs on) cannot take it."""
+    if getattr(args, "device_input", "auto") != "on":
+        return None
+    runner, precision = getattr(args, "runner", "auto"), getattr(args, "precision", None)
+    if runner in CPU_RUNNERS:
+        return (f"--device-input on: the device input decodes and crops on the GPU for a CUDA runner "
+                f"({', '.join(GPU_RUNNERS)}); --runner {runner} runs on the CPU: use --runner "
+                f"{_or(GPU_RUNNERS + ('auto',))}, or --device-input auto / off")
+    if runner == "auto" and precision == "int8":
+        return ("--device-input on: the device input decodes and crops on the GPU for a CUDA runner "
+                f"({', '.join(GPU_RUNNERS)}); --precision int8 runs on onnxruntime, on the CPU: use --precision "
+                "fp16, bf16 or fp32, or --device-input auto / off")
     return None
 
 

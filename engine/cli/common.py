@@ -367,14 +367,14 @@ def network_runner(args):
     --compile, the runner made here (engine.runners.create_runner chooses the variant) after
     printing what runs and its validated error. An automatic choice of a lower-precision variant
     is printed too."""
-    precision, max_error = getattr(args, "precision", None), getattr(args, "max_error", None)
-    compile_ = bool(getattr(args, "compile", False))
-    if precision in (None, "auto") and max_error is None and not compile_:
-        return args.runner
-    from engine.runners import create_runner
+    from engine.runners import runner_or_name
 
-    runner = create_runner(args.runner, args.network_dir, threads=args.threads, precision=precision,
-                           max_error=max_error, compile=compile_, compile_mode=getattr(args, "compile_mode", None))
+    runner = runner_or_name(args.runner, args.network_dir, threads=args.threads,
+                            precision=getattr(args, "precision", None), max_error=getattr(args, "max_error", None),
+                            compile=bool(getattr(args, "compile", False)),
+                            compile_mode=getattr(args, "compile_mode", None))
+    if isinstance(runner, str):
+        return runner
     _say_variant(args, runner)
     if runner.compiled and not getattr(args, "quiet", False):  # else a silent pause of seconds to minutes
         say(f"network: {runner.name} {runner.precision} compiled with torch.compile (Inductor, mode "

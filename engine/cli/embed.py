@@ -526,7 +526,8 @@ def _embedder(args):
             batch_size=C.batch_size(args), workers=args.workers, threads=args.threads, detector=C.detector_mode(args),
             det_threshold=getattr(args, "det_threshold", None),
             det_upsample=getattr(args, "det_upsample", DEFAULT_UPSAMPLE), det_max_side=None if side == 0 else side,
-            quiet=bool(getattr(args, "quiet", False)), device_input=C.device_input_choice(args), **options)
+            quiet=bool(getattr(args, "quiet", False)), device_input=C.device_input_choice(args),
+            compile=bool(getattr(args, "compile", False)), compile_mode=getattr(args, "compile_mode", None), **options)
     yield embed_fn
 
 

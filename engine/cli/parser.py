@@ -115,6 +115,18 @@ def _network_options(p: argparse.ArgumentParser) -> None:
                    help=f"CPU threads for the network, 1..{MAX_THREADS} (default: the runner's)")
     g.add_argument("--workers", type=_int_in(1, MAX_WORKERS), default=2, metavar="N",
                    help=f"threads decoding and cropping images, 1..{MAX_WORKERS}")
+    _runner_choice_options(g)
+    g.add_argument("--device-input", choices=("auto", "on", "off"), default="auto",
+                   help="decode JPEGs with nvJPEG and crop them on the GPU, straight into the network's input "
+                        "(engine.pipeline.device_input). auto (default): with a CUDA runner and torchvision, for "
+                        "JPEG files with known boxes (--boxes, --cropped); other inputs take the CPU path. on: "
+                        "fail when it cannot run. off: the CPU path for every input (libjpeg-turbo's pixels: "
+                        "nvJPEG's can differ by a grey level or two)")
+
+
+def _runner_choice_options(g) -> None:
+    """--precision, --max-error, --compile, --compile-mode: how a runner is chosen and built
+    (engine.runners.create_runner), for the commands that run a network and for serve."""
     g.add_argument("--precision", choices=PRECISIONS,
                    help="auto (default): on CPU the fastest variant that `convert`/`validate` measured within "
                         "--max-error on these weights, else fp32; on a GPU fp16. An explicit precision always wins "
@@ -130,12 +142,6 @@ def _network_options(p: argparse.ArgumentParser) -> None:
                         "Each batch size compiles once on first use: 10-30 s on a CPU (needs a C++ compiler), "
                         "minutes on a GPU under max-autotune; cached for the next run in "
                         "~/.cache/engine3dmm/torchinductor ($TORCHINDUCTOR_CACHE_DIR when set)")
-    g.add_argument("--device-input", choices=("auto", "on", "off"), default="auto",
-                   help="decode JPEGs with nvJPEG and crop them on the GPU, straight into the network's input "
-                        "(engine.pipeline.device_input). auto (default): with a CUDA runner and torchvision, for "
-                        "JPEG files with known boxes (--boxes, --cropped); other inputs take the CPU path. on: "
-                        "fail when it cannot run. off: the CPU path for every input (libjpeg-turbo's pixels: "
-                        "nvJPEG's can differ by a grey level or two)")
     g.add_argument("--compile-mode", choices=COMPILE_MODES,
                    help="with --compile: Inductor's mode (default: max-autotune on a GPU, which takes minutes per "
                         "batch size; default on the CPU)")
@@ -144,6 +150,14 @@ def _network_options(p: argparse.ArgumentParser) -> None:
 # engine.detect's defaults, repeated here so that --help needs no numpy (tests check they agree).
 DET_MAX_SIDE = 2048
 DET_MAX_UPSAMPLE = 4
+
+
+def _gpu_share(text: str) -> float:
+    """GPUs per Ray actor: a number in 0..64 (fractions share a GPU between actors)."""
+    v = _finite_float(text)
+    if not 0 <= v <= 64:
+        raise argparse.ArgumentTypeError(f"expected a number of GPUs in 0..64, found {text!r}")
+    return v
 
 
 def _finite_float(text: str) -> float:
@@ -537,6 +551,11 @@ Ctrl-C or SIGTERM stops the service, and the local Ray it started. Needs pip ins
                    help="CPU threads of each replica's network runner (default: the runner's)")
     p.add_argument("--workers", type=_int_in(1, MAX_WORKERS), default=2, metavar="N",
                    help="threads per replica detecting and cropping faces")
+    p.add_argument("--replica-gpus", type=_gpu_share, metavar="N",
+                   help="GPUs Ray reserves for each replica, 0..64 (a fraction such as 0.5 shares one; default: 1 "
+                        "when the runner can use a GPU and the cluster has one, else 0). Ray hides the GPUs from a "
+                        "replica that reserves none")
+    _runner_choice_options(p.add_argument_group("network variant (each replica builds its own runner)"))
     p.add_argument("--direct-ingress", action="store_true",
                    help="the replica itself listens on --port, skipping Ray's HTTP proxy hop (about 7 ms a request "
                         "on 2 cores). EXPERIMENTAL in Ray (RAY_SERVE_ENABLE_DIRECT_INGRESS). One replica on a local "

@@ -28,6 +28,10 @@ class _DropMainThreadWarning(logging.Filter):
         return not str(record.msg).startswith("SIGTERM handler is not set")
 
 
+START_TIMEOUT_S = 300.0  # replicas placed, built and answering /healthz
+COMPILE_START_TIMEOUT_S = 3600.0  # --compile: every batch bucket compiled first
+
+
 def run(args) -> int:
     from engine.cli.common import apply_max_pixels, check_network_dir
     from engine.cli import EXIT_USAGE
@@ -47,9 +51,14 @@ def run(args) -> int:
                                replica_cpus=args.replica_cpus, max_batch_size=args.max_batch_size,
                                batch_wait_ms=args.batch_wait_ms, max_body_mb=args.max_body_mb,
                                max_pixels=Image.MAX_IMAGE_PIXELS, threads=args.threads, workers=args.workers,
-                               direct_ingress=bool(getattr(args, "direct_ingress", False)))
+                               direct_ingress=bool(getattr(args, "direct_ingress", False)),
+                               replica_gpus=args.replica_gpus, precision=args.precision, max_error=args.max_error,
+                               compile=bool(args.compile), compile_mode=args.compile_mode)
+        # A compiling replica builds every batch bucket before it answers: minutes on a GPU under
+        # max-autotune, so the start may take far longer than the usual few seconds.
         service = Service(options, host=args.host, port=args.port, address=args.address, num_cpus=args.num_cpus,
-                          metrics_port=args.metrics_port, quiet=bool(getattr(args, "quiet", False)))
+                          metrics_port=args.metrics_port, quiet=bool(getattr(args, "quiet", False)),
+                          start_timeout_s=COMPILE_START_TIMEOUT_S if args.compile else START_TIMEOUT_S)
     except InputError as e:  # options that cannot work together: a usage error (exit 2), as argparse's
         print(f"engine3dmm serve: error: {e}", file=sys.stderr)
         return EXIT_USAGE
@@ -90,8 +99,11 @@ def run(args) -> int:
                 said = True
                 direct = (f"; direct ingress (experimental in Ray), Ray's proxy on {service.proxy_url}"
                           if options.direct_ingress else "")
+                o = service.options  # replica_gpus fixed for the cluster by start()
+                each = f"{o.replica_cpus:g} CPUs" + (f" and {o.replica_gpus:g} GPU(s)" if o.replica_gpus else "")
                 print(f"engine3dmm serve: listening on {service.url} (POST /v1/faces, POST /v1/mesh, GET /healthz"
-                      f"{direct}); Ctrl-C or SIGTERM stops it", file=sys.stderr, flush=True)
+                      f"{direct}); {o.replicas} replica(s) of {each}; Ctrl-C or SIGTERM stops it",
+                      file=sys.stderr, flush=True)
         if failure and isinstance(failure[0], StartInterrupted):
             print("engine3dmm serve: stopped before it was ready; everything it started is stopped",
                   file=sys.stderr, flush=True)

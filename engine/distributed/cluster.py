@@ -1,4 +1,5 @@
-"""Joining a Ray cluster: checks that fail in seconds, with a message, where Ray would wait.
+"""Joining a Ray cluster: checks that fail in seconds, with a message, where Ray would wait; and
+an actor's failure told in its own words (`actor_reason`, `raise_actor_failure`).
 
 `ray.init(address="HOST:PORT")` of an address where nothing answers retries until Ray's GCS
 connection timeout (minutes); `ray.init(address="auto")` without a running cluster already
@@ -11,7 +12,8 @@ from __future__ import annotations
 import re
 import socket
 
-from engine.errors import BackendError
+from engine import errors
+from engine.errors import BackendError, EngineError
 
 CONNECT_TIMEOUT_S = 3.0
 _HOST_PORT = re.compile(r"^(?:ray://)?(?P<host>\[[0-9a-fA-F:.]+\]|[^:/\[\]]+):(?P<port>\d{1,5})/?$")
@@ -52,4 +54,30 @@ def check_reachable(address: str | None, option: str, timeout_s: float = CONNECT
                        "the GCS port is 6379 by default, the Ray Client port 10001)")
 
 
-__all__ = ["CONNECT_TIMEOUT_S", "check_reachable", "host_port"]
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # Ray colours actor names in its messages
+_RAISED = re.compile(r"^(?P<cls>[A-Za-z_][\w.]*(?:Error|Exception|Unavailable)): (?P<msg>.*)$")
+
+
+def actor_reason(text) -> str:
+    """What failed on a Ray actor or replica, in its own words: the last line of `text` (a Ray
+    exception or its message), where Ray quotes the actor's traceback ("engine.errors.
+    ModelFileError: ...: not a safetensors file"), without Ray's colour codes or the module
+    path of an engine error; "" when `text` has no line."""
+    lines = [ln.strip() for ln in _ANSI.sub("", str(text or "")).splitlines() if ln.strip()]
+    return lines[-1].removeprefix("engine.errors.") if lines else ""
+
+
+def raise_actor_failure(exc: BaseException, what: str):
+    """Raise ONE engine error for `exc`, a failure Ray reports from an actor (its constructor
+    or a call), instead of Ray's wrapping with the actor's whole traceback: the engine error
+    class the actor raised (engine.errors: ModelFileError, InputError...), else BackendError,
+    with `what` and the actor's own last line (`actor_reason`)."""
+    reason = actor_reason(exc) or type(exc).__name__
+    m = _RAISED.match(reason)
+    cls = getattr(errors, m.group("cls"), None) if m else None
+    if isinstance(cls, type) and issubclass(cls, EngineError):
+        raise cls(f"{what}: {m.group('msg')}") from None
+    raise BackendError(f"{what}: {reason}") from None
+
+
+__all__ = ["CONNECT_TIMEOUT_S", "actor_reason", "check_reachable", "host_port", "raise_actor_failure"]

@@ -40,6 +40,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from engine.box_match import MatchedBoxes
+from engine.distributed.cluster import raise_actor_failure
 from engine.errors import BackendError, InputError, UnavailableError
 
 # The columns of a result row (the map_batches output); one row per face, failed input or frame.
@@ -123,17 +124,16 @@ class _EmbedActor:
     with boxes, each input's pickled match decision: column "boxes", b"" for none)."""
 
     def __init__(self, reconstructor: dict, precision=None, max_error=None, cropped=False,
-                 frame_step=1, max_frames=None, boxes_label: tuple | None = None):
+                 frame_step=1, max_frames=None, boxes_label: tuple | None = None, compile=False,
+                 compile_mode=None):
         from engine.pipeline import Reconstructor
+        from engine.runners import runner_or_name
 
         kwargs = dict(reconstructor)
-        if precision not in (None, "auto") or max_error is not None:
-            # the variant is chosen where it runs: the actor's own runner (engine.runners)
-            from engine.runners import create_runner
-
-            kwargs["runner"] = create_runner(kwargs.get("runner", "auto"), kwargs.get("network_dir"),
-                                             threads=kwargs.get("threads"), precision=precision,
-                                             max_error=max_error)
+        # the variant is chosen, and the network compiled, where it runs: the actor's own runner
+        kwargs["runner"] = runner_or_name(kwargs.get("runner", "auto"), kwargs.get("network_dir"),
+                                          threads=kwargs.get("threads"), precision=precision, max_error=max_error,
+                                          compile=compile, compile_mode=compile_mode)
         self.rec = Reconstructor(**kwargs)
         self.options = {"cropped": cropped, "frame_step": frame_step, "max_frames": max_frames}
         self.boxes_label = boxes_label  # (label, option, path) of the driver's boxes; None: no boxes
@@ -218,14 +218,16 @@ def _connect(ray, address: str | None, num_cpus: int | None, quiet: bool = False
     None (no dashboard); reuse one already initialised in this process. Returns whether this
     call started it (and so must shut it down). An address where nothing answers fails in
     seconds (engine.distributed.cluster.check_reachable), not after Ray's connection timeout.
-    quiet: Ray's own INFO lines and warnings, and its workers' log lines, off."""
+    quiet: Ray's own INFO lines and warnings off. The actors' and raylets' own log lines never
+    reach this terminal (log_to_driver=False: an actor's failure is raised here as one engine
+    error, `_run`; the lines stay in Ray's session logs, /tmp/ray/session_latest/logs)."""
     if ray.is_initialized():
         return False
     import logging
 
     from engine.distributed.cluster import check_reachable
 
-    logs = {"logging_level": logging.ERROR, "log_to_driver": False} if quiet else {}
+    logs = {"log_to_driver": False, **({"logging_level": logging.ERROR} if quiet else {})}
     if address in (None, "local"):
         ray.init(num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False, configure_logging=quiet, **logs)
     else:
@@ -237,19 +239,97 @@ def _connect(ray, address: str | None, num_cpus: int | None, quiet: bool = False
     return True
 
 
-def _pool(ray, actors: int | None, threads: int | None, gpus: bool | None) -> tuple[dict, int]:
+class _QuietFailures(logging.Filter):
+    """On Ray Data's console handlers during a job: its error records (a failed actor's whole
+    traceback, "Full stack trace: ...") stay in its log file only; the failure reaches the
+    caller as one engine error (raise_actor_failure)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno < logging.ERROR
+
+
+def _pool(ray, actors: int | None, threads: int | None, gpus: bool | None, runner: str = "auto",
+          device_input="auto") -> tuple[dict, int]:
     """The actors' resources and their number: one per GPU when the cluster has GPUs (unless
-    gpus=False), else CPU actors of `threads` cores each, as many as the cluster's CPUs hold."""
+    gpus=False), else CPU actors of `threads` cores each, as many as the cluster's CPUs hold.
+    UnavailableError, before any actor starts, when the actors would get no GPU but `runner` or
+    device_input=True needs one (Ray hides every GPU from an actor that reserves none)."""
     total = ray.cluster_resources()
     n_gpus = int(total.get("GPU", 0))
-    if gpus is None:
-        gpus = n_gpus > 0
-    if gpus:
-        if n_gpus < 1:
-            raise BackendError("distributed embed: gpus=True, but the Ray cluster has no GPU")
+    if _gpu_actors(n_gpus, gpus, runner, device_input, "the Ray cluster"):
         return {"num_gpus": 1}, actors or n_gpus
     per = threads or 1
     return {"num_cpus": per}, actors or max(1, int(total.get("CPU", 1)) // per)
+
+
+def _gpu_actors(n_gpus: int, gpus: bool | None, runner: str, device_input, cluster: str) -> bool:
+    """Whether the actors are GPU actors on `cluster` of `n_gpus` GPUs (gpus=None: when it has
+    any); BackendError / UnavailableError when gpus=True, `runner` or device_input=True needs a
+    GPU it does not give them."""
+    if gpus is None:
+        gpus = n_gpus > 0
+    if gpus and n_gpus < 1:
+        raise BackendError(f"distributed embed: gpus=True, but {cluster} has no GPU")
+    if not gpus:
+        _check_gpu_need(runner, device_input, f"{cluster} has no GPU, so the actors run on CPUs" if n_gpus < 1
+                        else "gpus=False gives the actors none")
+    return gpus
+
+
+def _local_gpus(ray) -> int | None:
+    """The GPUs a local Ray started here would have (Ray's own count: CUDA_VISIBLE_DEVICES, the
+    NVIDIA driver), or None when Ray's private API for it is not there (then the cluster's
+    count, once started, is checked)."""
+    try:
+        from ray._private.accelerators import get_accelerator_manager_for_resource
+
+        return int(get_accelerator_manager_for_resource("GPU").get_current_node_num_accelerators())
+    except Exception:  # noqa: BLE001 - a private API of Ray's: any change of it only defers the check
+        return None
+
+
+def _check_gpu_need(runner: str, device_input, why: str) -> None:
+    """UnavailableError when `runner` or device_input=True needs a GPU the actors will not have (`why`)."""
+    from engine.runners import GPU_RUNNERS
+
+    if runner in GPU_RUNNERS:
+        raise UnavailableError(f"distributed embed: runner {runner} (--runner) needs a GPU in each actor; {why}")
+    if device_input is True:
+        raise UnavailableError(f"distributed embed: device_input=True (--device-input on) needs a GPU in each "
+                               f"actor, and a CUDA runner (torch-cuda, tensorrt); {why}")
+
+
+def check_options(runner: str, precision, max_error, compile, compile_mode, device_input, gpus) -> None:
+    """What the driver can refuse before Ray starts, as each actor would refuse it after loading:
+    an unknown runner or precision, a precision the runner cannot run, a bad max_error, a runner
+    that cannot compile, and a GPU need the actors can never meet (device_input=True with a CPU
+    runner; a GPU runner or device_input=True with gpus=False). InputError / UnavailableError."""
+    from engine.network.variants import check_max_error, check_precision
+    from engine.runners import PRECISIONS, RUNNER_NAMES, check_compile
+
+    if not (device_input is True or device_input is False or device_input == "auto"):
+        raise InputError(f"distributed embed: device_input: expected 'auto', 'on', 'off', True or False, found "
+                         f"{device_input!r}")
+    if runner not in ("auto",) + RUNNER_NAMES:
+        raise InputError(f"distributed embed: runner: expected one of {['auto', *RUNNER_NAMES]}, found {runner!r}")
+    if precision not in (None, "auto") and precision not in PRECISIONS:
+        raise InputError(f"distributed embed: precision: expected one of {list(PRECISIONS)}, found {precision!r}")
+    if max_error is not None:
+        check_max_error(max_error)
+    check_compile(runner, compile, compile_mode)
+    if runner != "auto":  # auto is resolved on each actor's machine
+        check_precision(runner, True, precision, list(RUNNER_NAMES))
+    from engine.pipeline.device_input import unavailable_reason
+    from engine.runners import GPU_RUNNERS
+
+    if device_input is True and runner not in ("auto",) + GPU_RUNNERS:
+        # the reason Reconstructor(device_input=True) gives for this runner, before any actor loads it
+        from types import SimpleNamespace
+
+        reason = unavailable_reason(SimpleNamespace(name=runner, device="cpu"), False)
+        raise UnavailableError(f"distributed embed: device_input=True (--device-input on): {reason}")
+    if gpus is False:
+        _check_gpu_need(runner, device_input, "gpus=False gives the actors none")
 
 
 def embed(inputs, *, address: str | None = None, network_dir=None, runner: str = "auto", precision=None,
@@ -257,7 +337,8 @@ def embed(inputs, *, address: str | None = None, network_dir=None, runner: str =
           detector="auto", det_threshold=None, det_upsample: int = 1, det_max_side: int | None = 2048,
           cropped: bool = False, frame_step: int = 1, max_frames: int | None = None, boxes=None,
           actors: int | None = None, gpus: bool | None = None, num_cpus: int | None = None,
-          quiet: bool = False, device_input="auto") -> Iterator:
+          quiet: bool = False, device_input="auto", compile: bool = False,
+          compile_mode: str | None = None) -> Iterator:
     """Embed `inputs` (file paths: images and videos, already expanded) on a Ray cluster.
 
     Yields engine.pipeline.FaceResult, as `Reconstructor.embed` does: the results of one input
@@ -281,18 +362,27 @@ def embed(inputs, *, address: str | None = None, network_dir=None, runner: str =
         it to its actor; an input without an entry goes to the detector (with detector=None it
         fails), a bad or out-of-image box fails its input alone. A sidecar that cannot be read
         raises InputError at the first `next()`, before Ray is started or joined.
+    compile, compile_mode: each actor compiles its network with torch.compile (a PyTorch runner;
+        engine.runners.torch_compile); actors on one machine share the compile cache, so the
+        first one pays the compile time and the others mostly read it back.
     The other options are Reconstructor's and `Reconstructor.embed`'s (runner, network_dir,
-    precision and max_error as engine.runners.create_runner takes them). Every node must read
+    precision, max_error and compile as engine.runners.create_runner takes them). Every node must read
     `inputs` and the model card (`network_dir`, or $ENGINE3DMM_MODEL_DIR) at the same paths.
 
-    Errors: UnavailableError without Ray; BackendError when a cluster cannot be joined (nothing
-    answering at `address` fails within seconds), or an
-    actor dies beyond Ray's retries (the results before it have been yielded).
+    Errors: UnavailableError without Ray; InputError / UnavailableError at the first `next()`,
+    before Ray starts, for options no actor could run (`check_options`), and once the cluster
+    is known, before any actor starts, for a GPU need its actors cannot meet; BackendError when
+    a cluster cannot be joined (nothing answering at `address` fails within seconds). An actor
+    that fails (its constructor: a corrupt weights file, a missing package; or a call) fails the
+    job with ONE engine error in the actor's own words (the class it raised, e.g.
+    ModelFileError, else BackendError; engine.distributed.cluster.raise_actor_failure); the
+    results before it have been yielded.
     """
     # Actors get absolute paths (a worker's working folder is not the driver's); results come
     # back under the names the caller gave, as Reconstructor.embed names them.
-    if not (device_input is True or device_input is False or device_input == "auto"):
-        raise InputError(f"distributed embed: device_input: expected 'auto', True or False, found {device_input!r}")
+    if isinstance(device_input, str):  # the CLI's words, as Reconstructor takes them
+        device_input = {"on": True, "off": False}.get(device_input, device_input)
+    check_options(runner, precision, max_error, compile, compile_mode, device_input, gpus)  # before Ray starts
     given = {os.path.abspath(os.fspath(p)): os.fspath(p) for p in inputs}
     paths = list(given)
     if not paths:
@@ -300,6 +390,10 @@ def embed(inputs, *, address: str | None = None, network_dir=None, runner: str =
     matched = _match_boxes(boxes, given)  # a bad sidecar fails here, before Ray starts
     shipped = _shipped(matched, given)
     ray = require_ray()
+    if address in (None, "local") and not ray.is_initialized():  # the local Ray's GPUs are this machine's
+        n_local = _local_gpus(ray)
+        if n_local is not None:
+            _gpu_actors(n_local, gpus, runner, device_input, "this machine (the local Ray)")
     started = _connect(ray, address, num_cpus, quiet)
     from ray.data import DataContext
 
@@ -312,7 +406,7 @@ def embed(inputs, *, address: str | None = None, network_dir=None, runner: str =
     try:
         ctx.execution_options.preserve_order = True  # the same order, so the same files, as one process
         ctx.enable_progress_bars = False  # the caller shows its own
-        resources, n = _pool(ray, actors, threads, gpus)
+        resources, n = _pool(ray, actors, threads, gpus, runner, device_input)
         n = min(n, len(paths))  # an actor without an input would only load a network for nothing
         per_batch = max(1, min(batch_size, math.ceil(len(paths) / n)))
         rec_kwargs = dict(runner=runner, network_dir=None if network_dir is None else os.fspath(network_dir),
@@ -328,14 +422,28 @@ def embed(inputs, *, address: str | None = None, network_dir=None, runner: str =
                             fn_constructor_kwargs=dict(reconstructor=rec_kwargs, precision=precision,
                                                        max_error=max_error, cropped=cropped,
                                                        frame_step=frame_step, max_frames=max_frames,
+                                                       compile=bool(compile), compile_mode=compile_mode,
                                                        boxes_label=None if matched is None else
                                                        (matched.label, matched.option, matched.path)),
                             **resources)
+        console = _QuietFailures()
+        handlers = [h for h in data_log.handlers if not isinstance(h, logging.FileHandler)]
+        for h in handlers:
+            h.addFilter(console)
         try:
-            for block in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1):
+            blocks = iter(ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1))
+            while True:
+                try:
+                    block = next(blocks)
+                except StopIteration:
+                    break
+                except (ray.exceptions.RayError, ray.data.exceptions.ExecutionTimeoutError) as e:
+                    # Ray's wrapping of an actor's failure (its constructor, a call): ONE line, the actor's own
+                    raise_actor_failure(e, "distributed embed: a Ray actor failed")
                 yield from _results(block, given)
-        except ray.exceptions.RayError as e:
-            raise BackendError(f"distributed embed: the Ray job failed: {e}") from None
+        finally:
+            for h in handlers:
+                h.removeFilter(console)
     finally:
         ctx.execution_options.preserve_order, ctx.enable_progress_bars = saved
         data_log.setLevel(saved_level)

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.errors import InputError, ModelFileError
-from engine.fileio import atomic_write
+from engine.fileio import atomic_write, json_depth
 from engine.morphable.model import MAX_COMPONENTS, MAX_FACES, MAX_VERTICES, MorphableModel, validate_arrays
 
 MAGIC = b"E3DMMBIN"
@@ -110,27 +110,6 @@ def _check_groups(present) -> None:
                    f"{', '.join(EXPRESSION)})", f"arrays {sorted(present)}")
 
 
-def _json_depth(raw: bytes) -> int:
-    """The deepest nesting of arrays and objects in `raw` (brackets inside strings do not count),
-    found without recursion: json.loads itself recurses and would raise RecursionError on a
-    hostile file before any limit of ours could apply. For any text json.loads reaches a depth
-    in, this finds at least that depth (string boundaries agree on every valid prefix)."""
-    b = np.frombuffer(raw, np.uint8)
-    if b.size == 0:
-        return 0
-    idx = np.arange(b.size)
-    backslash = b == 0x5C
-    last_other = np.maximum.accumulate(np.where(backslash, -1, idx))
-    run_before = np.zeros(b.size, np.int64)  # backslashes right before each byte
-    run_before[1:] = idx[:-1] - last_other[:-1]
-    quote = (b == 0x22) & (run_before % 2 == 0)  # an unescaped '"' opens or closes a string
-    inside = (np.cumsum(quote) - quote) % 2 == 1
-    step = np.zeros(256, np.int64)
-    step[[0x5B, 0x7B]] = 1
-    step[[0x5D, 0x7D]] = -1
-    return int(np.cumsum(np.where(inside | quote, 0, step[b])).max(initial=0))
-
-
 def _no_duplicates(pairs):
     keys = [k for k, _ in pairs]
     if len(set(keys)) != len(keys):
@@ -179,7 +158,7 @@ def parse_metadata(raw: bytes) -> dict:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         raise _Bad("metadata", "UTF-8 text", f"an invalid byte sequence at byte {e.start}") from None
-    depth = _json_depth(raw)
+    depth = json_depth(raw)  # json.loads recurses: a hostile depth is refused before it
     if depth > MAX_JSON_DEPTH:
         raise _Bad("metadata", f"JSON with a nesting depth of at most {MAX_JSON_DEPTH}", f"depth {depth}")
     try:

@@ -14,10 +14,11 @@ weights change.
 """
 from __future__ import annotations
 
-import functools
 import hashlib
 import logging
 import os
+import threading
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -93,8 +94,31 @@ def synthetic_cache_dir() -> Path:
     return Path(root) / "engine3dmm"
 
 
-@functools.lru_cache(maxsize=2)
-def _synthetic(seed: int):
+class _WeightSet(dict):
+    """A synthetic set's weights {name: array}, with its mean image, metadata and fingerprint:
+    a dict that can be weakly referenced, so the cache below never keeps it alive by itself."""
+
+    __slots__ = ("__weakref__", "fingerprint", "mean", "meta")
+
+
+# seed -> the synthetic set while anything (a ResolvedModel, a runner being built) still holds it.
+# Held weakly: once a runner has its own copy (ONNX Runtime's session, a PyTorch module) nothing
+# needs the 170 MB of arrays, and a strong cache kept them resident for the whole process
+# (bench/results/engine_bench_cpu.md, reconstruct_81mp). A later call reloads them from the disk
+# cache (about 0.2 s).
+_SYNTHETIC_SETS: weakref.WeakValueDictionary[int, _WeightSet] = weakref.WeakValueDictionary()
+_SYNTHETIC_LOCK = threading.Lock()
+
+
+def _synthetic(seed: int) -> _WeightSet:
+    with _SYNTHETIC_LOCK:
+        found = _SYNTHETIC_SETS.get(seed)
+        if found is None:
+            found = _SYNTHETIC_SETS[seed] = _load_synthetic(seed)
+        return found
+
+
+def _load_synthetic(seed: int) -> _WeightSet:
     from engine.network.synthetic import RECIPE, make_synthetic, synthetic_metadata
 
     # Building the set runs a calibration forward pass (seconds); every later process
@@ -114,7 +138,9 @@ def _synthetic(seed: int):
             log.info("not caching synthetic weights at %s: %s", path, e)
     for a in (*w.values(), mean):
         a.setflags(write=False)  # shared between callers through the cache
-    return w, mean, meta, weights_fingerprint(w, mean)
+    out = _WeightSet(w)
+    out.mean, out.meta, out.fingerprint = mean, meta, weights_fingerprint(w, mean)
+    return out
 
 
 MEAN_IMAGE, CHANNEL_MEAN = "image", "per-channel"
@@ -222,6 +248,7 @@ def resolve_model(model_dir=None, *, synthetic_seed: int = 0, allow_synthetic: b
     if not allow_synthetic:
         raise ModelFileError(f"{path}: converted weights not found; run convert_caffe (CLI: convert) "
                              "on the release's deploy_network.prototxt, caffemodel and mean.binaryproto")
-    w, mean, meta, fp = _synthetic(synthetic_seed)
+    found = _synthetic(synthetic_seed)
     log.warning("no converted weights at %s: using the built-in SYNTHETIC weights (seed %d)", path, synthetic_seed)
-    return ResolvedModel(model_dir, True, w, mean, dict(meta), fp, None)
+    # `weights` is the cached set itself: it stays shared while this model lives, and no longer.
+    return ResolvedModel(model_dir, True, found, found.mean, dict(found.meta), found.fingerprint, None)

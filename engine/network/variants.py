@@ -308,27 +308,17 @@ def _fp32_runner(runner: str, explicit_runner: bool, available: list[str]) -> st
 
 
 def choose(model, runner: str, *, explicit_runner: bool, precision: str | None, max_error=None,
-           available: list[str]) -> Choice:
+           available: list[str], compile: bool = False) -> Choice:
     """The (runner, precision) a run uses: see the module docstring. `runner` is the name
     already resolved from "auto" (`explicit_runner` says whether the user named it);
     `available`: engine.runners.available_runners(). InputError for a precision the named
     runner cannot run."""
     budget = check_max_error(max_error)
-    if precision == "fp16" and runner in CPU_RUNNERS:
-        raise InputError(
-            f"precision fp16: the CPU runners do not run float16 (the {runner} runner supports "
-            f"{list(PRECISIONS_OF[runner])}): fp16 is the GPU runners' precision (tensorrt, torch-cuda"
-            + ("" if any(r not in CPU_RUNNERS for r in available) else "; this machine has none")
-            + "). On the CPU use --precision int8 (onnxruntime) or bf16 (torch-cpu), the variants `engine3dmm "
-            "validate` measures against float32 on these weights, or fp32")
+    check_precision(runner, explicit_runner, precision, available, compile=compile)
     if precision in (None, "auto"):
         if runner not in CPU_RUNNERS:
             return Choice(runner, None)  # GPU runners: their own default (fp16)
         return _auto(model, runner, explicit_runner, budget, available)
-    if explicit_runner and precision not in PRECISIONS_OF.get(runner, ()):
-        raise InputError(f"precision: the {runner} runner supports {list(PRECISIONS_OF.get(runner, ()))}, "
-                         f"found {precision!r}" + (f" (use --runner {RUNNER_OF[precision]} or auto)"
-                                                   if precision in RUNNER_OF else ""))
     if precision not in VARIANT_PRECISIONS:  # fp32 anywhere, fp16 on a GPU runner
         return Choice(runner, precision)
     if not explicit_runner:
@@ -337,6 +327,34 @@ def choose(model, runner: str, *, explicit_runner: bool, precision: str | None, 
         if gpu_bf16:
             return Choice(runner, precision)
     return _explicit(model, runner, explicit_runner, precision, budget, available)
+
+
+def check_precision(runner: str, explicit_runner: bool, precision: str | None, available: list[str], *,
+                    compile: bool = False) -> None:
+    """InputError for a precision the runner cannot run: fp16 on a CPU runner, or a precision the
+    runner the user named does not support (before any model is loaded; `choose` checks it too).
+    With `compile` (torch.compile) the advice names only what a PyTorch runner runs: int8 is an
+    ONNX Runtime graph, which torch.compile cannot compile."""
+    if precision == "fp16" and runner in CPU_RUNNERS:
+        cpu = ("bf16 or fp32 (torch-cpu, compiled)" if compile else
+               "int8 (onnxruntime) or bf16 (torch-cpu), the variants `engine3dmm validate` measures against "
+               "float32 on these weights, or fp32")
+        raise InputError(
+            f"precision fp16: the CPU runners do not run float16 (the {runner} runner supports "
+            f"{list(PRECISIONS_OF[runner])}): fp16 is the GPU runners' precision ("
+            + ("torch-cuda" if compile else "tensorrt, torch-cuda")
+            + ("" if any(r not in CPU_RUNNERS for r in available) else "; this machine has none")
+            + f"). On the CPU use --precision {cpu}")
+    if precision not in (None, "auto") and explicit_runner and precision not in PRECISIONS_OF.get(runner, ()):
+        if compile and precision == "int8":
+            advice = " (int8 is an ONNX Runtime graph, which torch.compile cannot compile: use --precision fp32 " \
+                     "or bf16 (torch-cpu) or drop --compile)"
+        elif precision in RUNNER_OF:
+            advice = f" (use --runner {RUNNER_OF[precision]} or auto)"
+        else:
+            advice = ""
+        raise InputError(f"precision: the {runner} runner supports {list(PRECISIONS_OF.get(runner, ()))}, "
+                         f"found {precision!r}{advice}")
 
 
 def _explicit(model, runner, explicit_runner, precision, budget, available) -> Choice:

@@ -189,11 +189,11 @@ def iter_items(inputs: Iterable[Input], span: VideoSpan = VideoSpan(), *, max_pi
             yield _image_item(inp.name, inp.data, max_pixels)
 
 
-def as_face_box(b, where: str, forms: str = "a FaceBox or (x0, y0, x1, y1)") -> FaceBox:
+def as_face_box(b, where: str) -> FaceBox:
     """A FaceBox from a caller's face: a FaceBox, an (x0, y0, x1, y1[, score]) sequence, 68
     landmarks (an array [68, 2]: the box is their tight box, cropped as dlib's landmark box), or a
-    mapping {"landmarks": [[x, y] x 68], "box": (x0, y0, x1, y1) (optional), "score": s (optional)}.
-    `forms` is what a refusal says was expected, in the caller's words (the service's are JSON)."""
+    mapping {"landmarks": [[x, y] x 68], "box": (x0, y0, x1, y1) (optional), "score": s (optional)}."""
+    forms = "a FaceBox or (x0, y0, x1, y1)"
     if isinstance(b, FaceBox):
         return b
     if isinstance(b, Mapping):
@@ -240,22 +240,45 @@ def prepare(item: Item, *, boxes: MatchedBoxes | None, cropped: bool, detect: Ca
             detector_name: str) -> Prepared:
     """Decode `item`, find its faces and crop them. Per-input problems (InputError) come
     back as `Prepared.error`; anything else (a missing detector, a bug) propagates."""
-    from engine.crop import crop_faces, prepare_cropped
-
     try:
         image = item.load()
-        if cropped:
-            return Prepared(item, [None], prepare_cropped(image)[None])
-        found = given_boxes(boxes, item)
-        if found is None:
-            if detect is None:
-                raise InputError(boxes.missing(item.source) if boxes is not None
-                                 else missing_box_message(item.source))
-            found = detect(image)
-            if not found:
-                raise InputError(f"{item.source}: no face found ({detector_name})")
-        elif not found:
-            raise InputError(f"{item.source}: the boxes given for this input are empty: no face to process")
-        return Prepared(item, found, crop_faces(image, found))
     except InputError as e:
         return Prepared(item, [], None, error=str(e))
+    pixels = image.shape[0] * image.shape[1]
+    try:
+        return _prepare_image(item, image, boxes, cropped, detect, detector_name)
+    except InputError as e:
+        return Prepared(item, [], None, error=str(e))
+    finally:
+        del image
+        if pixels >= TRIM_AFTER_PIXELS:
+            from engine.runners.heap import release_free_heap
+
+            release_free_heap()
+
+
+# A photo this large leaves its decoder's buffers (Pillow's image, 4 bytes a pixel, in blocks of
+# 16 MB) freed but resident in the C heap of the worker thread that decoded it; a later photo
+# does not reuse them (another thread, other sizes), so they only add to the process's peak:
+# 360 MB after an 81-megapixel photo, measured (bench/results/engine_bench_cpu.md,
+# reconstruct_81mp). Giving them back costs about a millisecond, nothing beside such a decode.
+TRIM_AFTER_PIXELS = 1 << 23
+
+
+def _prepare_image(item: Item, image: np.ndarray, boxes: MatchedBoxes | None, cropped: bool,
+                   detect: Callable | None, detector_name: str) -> Prepared:
+    from engine.crop import crop_faces, prepare_cropped
+
+    if cropped:
+        return Prepared(item, [None], prepare_cropped(image)[None])
+    found = given_boxes(boxes, item)
+    if found is None:
+        if detect is None:
+            raise InputError(boxes.missing(item.source) if boxes is not None
+                             else missing_box_message(item.source))
+        found = detect(image)
+        if not found:
+            raise InputError(f"{item.source}: no face found ({detector_name})")
+    elif not found:
+        raise InputError(f"{item.source}: the boxes given for this input are empty: no face to process")
+    return Prepared(item, found, crop_faces(image, found))

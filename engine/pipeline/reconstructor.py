@@ -94,8 +94,8 @@ class Reconstructor:
     max_pixels: the largest image (width x height) decoded; larger ones fail with "WxH = P
         pixels, limit is L (raise max_pixels=)". DEFAULT: Pillow's Image.MAX_IMAGE_PIXELS
         (about 89 million, read at each image); None: no limit. See engine.images.load_image.
-    device_input: "auto" (default: on with a CUDA runner when torchvision is installed), True
-        (UnavailableError when it cannot run), False, or a DeviceInput object: JPEG files and
+    device_input: "auto" (default: on with a CUDA runner when torchvision is installed), True or
+        "on" (UnavailableError when it cannot run), False or "off", or a DeviceInput object: JPEG files and
         bytes with known boxes (or cropped=True) are decoded by nvJPEG and cropped on the GPU,
         straight into the network's input; every other input takes the CPU path, in its place.
         `device_input` is then the DeviceInput in use (None: the CPU path for every input).
@@ -119,7 +119,7 @@ class Reconstructor:
         pixel_limit(max_pixels)  # checked now, not at the first image
         from engine.pipeline.device_input import check_choice
 
-        check_choice(device_input)
+        device_input = check_choice(device_input)  # "on"/"off" -> True/False
         self.max_pixels = max_pixels
         self.det_options = dict(zip(("threshold", "upsample", "max_side"), check_detector_options(
             det_threshold, det_upsample, det_max_side, prefix="Reconstructor: det_")))

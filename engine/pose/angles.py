@@ -99,18 +99,25 @@ def rotation_vector(rotation) -> np.ndarray:
 
 
 def rotation_from_vector(vec) -> np.ndarray:
-    """Rotation matrices [..., 3, 3] of axis-angle vectors [..., 3] (radians), Rodrigues' formula."""
+    """Rotation matrices [..., 3, 3] of axis-angle vectors [..., 3] (radians), Rodrigues' formula
+    R = cos I + sin [k]x + (1 - cos) k k' (k the unit axis; written with few numpy calls, as
+    the pose fit's every Levenberg-Marquardt step makes one)."""
     v = np.asarray(vec, np.float64)
-    theta = np.linalg.norm(v, axis=-1)
+    theta = np.sqrt(np.einsum("...i,...i->...", v, v))
     k = v / np.where(theta > 1e-12, theta, 1.0)[..., None]
-    kx = skew(k)
     s, c = np.sin(theta)[..., None, None], np.cos(theta)[..., None, None]
-    return np.eye(3) + s * kx + (1.0 - c) * (kx @ kx)
+    return c * np.eye(3) + s * skew(k) + (1.0 - c) * (k[..., :, None] * k[..., None, :])
+
+
+_SKEW_ROWS = np.array([0, 0, 1, 1, 2, 2])  # [v]x's off-diagonal entries: row, column, v index, sign
+_SKEW_COLS = np.array([1, 2, 0, 2, 0, 1])
+_SKEW_FROM = np.array([2, 1, 2, 0, 1, 0])
+_SKEW_SIGN = np.array([-1.0, 1.0, 1.0, -1.0, -1.0, 1.0])
 
 
 def skew(v) -> np.ndarray:
     """[v]x [..., 3, 3] of vectors [..., 3]: skew(v) @ u = cross(v, u)."""
     v = np.asarray(v)
-    z = np.zeros(v.shape[:-1])
-    return np.stack([np.stack([z, -v[..., 2], v[..., 1]], -1), np.stack([v[..., 2], z, -v[..., 0]], -1),
-                     np.stack([-v[..., 1], v[..., 0], z], -1)], -2)
+    out = np.zeros(v.shape[:-1] + (3, 3), np.result_type(v.dtype, np.float64))
+    out[..., _SKEW_ROWS, _SKEW_COLS] = v[..., _SKEW_FROM] * _SKEW_SIGN
+    return out

@@ -85,6 +85,14 @@ class LandmarkModel:
     expr_basis: np.ndarray | None = None
     name: str = "model"
 
+    def __post_init__(self):
+        # C-contiguous float64 once, so that points_from_alpha's reshape is a view: a strided
+        # basis was copied at every call (80 us of a single face's fit).
+        for name in ("shape_mean", "shape_basis", "expr_mean", "expr_basis"):
+            a = getattr(self, name)
+            if a is not None:
+                object.__setattr__(self, name, np.ascontiguousarray(a, np.float64))
+
     @classmethod
     def from_model(cls, model) -> "LandmarkModel":
         """InputError when the model has no 68 landmark vertices (a model converted without the
@@ -186,11 +194,18 @@ def _inner_weight(release_yaw):
     near-frontal fits bistable (the side switches with the sign of the yaw, and each choice
     moves the fitted yaw to its own side: on the release's demo photo Noah_Wyle_0003 the
     photo and its mirror image came out 6 degrees apart)."""
-    i = np.arange(NUM_LANDMARKS)
-    y = release_yaw[:, None]
-    ramp = _smoothstep(np.abs(y) / INNER_RAMP) * (np.abs(y) < INNER_SIDE_MAX)
-    far = ((y > 0) & (i < 8)) | ((y < 0) & (i > 8) & (i < 17))
-    return np.where(far, ramp, 0.0)
+    return _jaw_weights(release_yaw)[0]
+
+
+_LEFT_JAW = np.arange(NUM_LANDMARKS) < 8  # points 0..7
+_RIGHT_JAW = (np.arange(NUM_LANDMARKS) > 8) & (np.arange(NUM_LANDMARKS) < 17)  # points 9..16
+_POSE_POINTS = (np.arange(NUM_LANDMARKS) < POSE_POINTS).astype(np.float64)
+
+
+def _turning_away(y):
+    """bool [B, 68]: the jaw side turning away for release yaws y [B, 1]: 0..7 for a positive
+    yaw, 9..16 for a negative one."""
+    return np.where(y > 0, _LEFT_JAW, np.where(y < 0, _RIGHT_JAW, False))
 
 
 def _smoothstep(x):
@@ -207,11 +222,19 @@ def _visible(release_yaw):
     degrees instead (VISIBLE_FADE), so that a face near 18 degrees does not jump between two
     fits (on the release's demo photo Vitali_Klitschko_0004 at 16 degrees of yaw, turning the
     photo by 15 degrees moved the fitted roll by 18.6 with the jump, 15.x without)."""
-    i = np.arange(NUM_LANDMARKS)
+    return _jaw_weights(release_yaw)[1]
+
+
+def _jaw_weights(release_yaw):
+    """(_inner_weight, _visible) of release yaws [B]: both jaw rules in one pass, [B, 68] each (the
+    fit reads them at every evaluation of its cost, so they are computed together, with few
+    numpy calls)."""
     y = release_yaw[:, None]
-    fade = _smoothstep((VISIBLE_SIDE_FROM - np.abs(y)) / VISIBLE_FADE + 0.5)
-    hidden_side = ((y > 0) & (i < 8)) | ((y < 0) & (i > 8) & (i < 17))
-    return np.where(hidden_side, fade, 1.0) * (i < POSE_POINTS)
+    ay = np.abs(y)
+    ramp_fade = _smoothstep(np.concatenate([ay / INNER_RAMP, (VISIBLE_SIDE_FROM - ay) / VISIBLE_FADE + 0.5], 1))
+    away = _turning_away(y)
+    return (np.where(away, ramp_fade[:, :1] * (ay < INNER_SIDE_MAX), 0.0),
+            np.where(away, ramp_fade[:, 1:], 1.0) * _POSE_POINTS)
 
 
 def _release_yaw(r_cv):
@@ -314,28 +337,29 @@ def _fit_poses(landmarks, inner, outer, camera, focal_px, principal_point, expr_
     w1[:, :POSE_POINTS] = 1.0
     r, t, s = _initial(p_out, uv, w1, cams, weak)
     # Steps 2-3: the jaw selected by that yaw, the pose estimated again.
-    ry = _release_yaw(r)
-    lam, w_pose = _inner_weight(ry), _visible(ry)
+    lam, w_pose = _jaw_weights(_release_yaw(r))
     r, t, s = _initial(p_out + lam[..., None] * (p_in - p_out), uv, w_pose, cams, weak)
     eb = None if expr_basis is None else np.asarray(expr_basis, np.float64)
 
     last = {}
+    mouth = np.zeros(NUM_LANDMARKS)
+    mouth[INNER_MOUTH] = 1.0
 
     def select(r_, rows):
         """The points, jaw weights and point weights of the rotations r_ of the faces `rows` (the
         release's rule, read at every evaluation of the cost, as its step 4 does): step 4 adds the
         inner mouth. The same tuple again while no face's selection moved (most evaluations:
         solvers.refine then prepares nothing)."""
-        y = _release_yaw(r_)
-        lam_, w_ = _inner_weight(y), _visible(y)
+        lam_, w_ = _jaw_weights(_release_yaw(r_))
         if last.get("rows") is rows and np.array_equal(lam_, last["lam"]) and np.array_equal(w_, last["w"]):
             return last["sel"]
         w_used = w_
         if eb is not None:
-            w_used = w_.copy()
-            w_used[:, INNER_MOUTH] = 1.0
-        sel = (p_out[rows] + lam_[..., None] * (p_in[rows] - p_out[rows]), lam_, w_used)
-        last.update(rows=rows, lam=lam_, w=w_, sel=sel)
+            w_used = w_ + mouth  # the inner mouth's weights are 0 in w_
+        if rows is not last.get("rows"):
+            last.update(rows=rows, p_out=p_out[rows], d=p_in[rows] - p_out[rows])
+        sel = (last["p_out"] + lam_[..., None] * last["d"], lam_, w_used)
+        last.update(lam=lam_, w=w_, sel=sel)
         return sel
 
     # Step 4 (or, without an expression basis, the pose's refinement).

@@ -19,6 +19,11 @@ import numpy as np
 from engine.pose.angles import rotation_from_vector
 
 _PAIRS = ((0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3))
+_PAIR_I, _PAIR_J = (np.array(x) for x in zip(*_PAIRS))
+# compute_L_6x10's columns: the kernel vectors' dot products (k, l) and their factor (2 off the diagonal)
+_L_ROW = np.array([0, 0, 1, 0, 1, 2, 0, 1, 2, 3])
+_L_COL = np.array([0, 1, 1, 2, 2, 2, 3, 3, 3, 3])
+_L_FACTOR = np.array([1.0, 2.0, 1.0, 2.0, 2.0, 1.0, 2.0, 2.0, 2.0, 1.0])
 TINY_STEP = 1e-4  # radians (0.006 degrees): a smaller rotation step changes no reported angle
 TINY_WEIGHT = 1e-3  # standard deviations: a smaller expression step is as good as none
 CONVERGED = 1e-5  # refine stops early once no face's cost falls by more than this fraction
@@ -26,11 +31,6 @@ CONVERGED = 1e-5  # refine stops early once no face's cost falls by more than th
 
 def _weighted_mean(x, w):
     return (w[..., None] * x).sum(-2) / np.maximum(w.sum(-1), 1e-12)[..., None]
-
-
-def _lstsq(a, y):
-    """Least-squares x [B,k] of a [B,6,k] x = y [B,6] (pinv: rank-deficient systems stay finite)."""
-    return np.matmul(np.linalg.pinv(a), y[..., None])[..., 0]
 
 
 def kabsch(src, dst, w):
@@ -84,33 +84,35 @@ def epnp(points, uv, w, cam):
     v = kernel[:, :, :4].transpose(0, 2, 1).reshape(b, 4, 4, 3)  # [B, k, control point, xyz]
     # rho: squared distances between the world control points; L [B,6,10] (betas10 order
     # B11 B12 B22 B13 B23 B33 B14 B24 B34 B44), as epnp.cpp's compute_L_6x10.
-    rho = np.stack([((ctrl[:, i] - ctrl[:, j]) ** 2).sum(-1) for i, j in _PAIRS], -1)
-    dv = np.stack([v[:, :, i] - v[:, :, j] for i, j in _PAIRS], 1)  # [B, 6, k, 3]
-    dot = np.einsum("bpkx,bplx->bpkl", dv, dv)
-    cols = [(0, 0, 1), (0, 1, 2), (1, 1, 1), (0, 2, 2), (1, 2, 2), (2, 2, 1), (0, 3, 2), (1, 3, 2), (2, 3, 2),
-            (3, 3, 1)]
-    lmat = np.stack([dot[:, :, i, j] * f for i, j, f in cols], -1)
-    candidates = []
-    # N = 4 linearised (B11 B12 B13 B14), N = 2 (B11 B12 B22), N = 3 (B11 B12 B22 B13 B23).
-    b4 = _lstsq(lmat[:, :, [0, 1, 3, 6]], rho)
+    dc = ctrl[:, _PAIR_I] - ctrl[:, _PAIR_J]
+    rho = np.einsum("bpx,bpx->bp", dc, dc)
+    dv = v[:, :, _PAIR_I] - v[:, :, _PAIR_J]  # [B, k, 6, 3]
+    dot = np.einsum("bkpx,blpx->bpkl", dv, dv)
+    lmat = dot[:, :, _L_ROW, _L_COL] * _L_FACTOR
+    # N = 4 linearised (B11 B12 B13 B14), N = 2 (B11 B12 B22), N = 3 (B11 B12 B22 B13 B23): the
+    # three least-squares problems as one pinv of [3B, 6, 5], each padded with zero columns
+    # (whose coefficients come out 0; the others are those of the unpadded problem).
+    sub = np.zeros((3, b, 6, 5))
+    sub[0, ..., :4] = lmat[..., [0, 1, 3, 6]]
+    sub[1, ..., :3] = lmat[..., :3]
+    sub[2] = lmat[..., :5]
+    sol = np.matmul(np.linalg.pinv(sub), rho[None, ..., None])[..., 0]  # [3, B, 5]
+    b4, _, b5 = sol
     s4 = np.sign(b4[:, 0])
-    beta0 = np.sqrt(np.abs(b4[:, 0]))
-    safe = np.where(beta0 > 1e-12, beta0, 1.0)
-    candidates.append(np.stack([beta0, s4 * b4[:, 1] / safe, s4 * b4[:, 2] / safe, s4 * b4[:, 3] / safe], -1))
-    b3 = _lstsq(lmat[:, :, :3], rho)
-    beta0 = np.sqrt(np.abs(b3[:, 0]))
-    beta1 = np.where(np.sign(b3[:, 2]) == np.sign(b3[:, 0]), np.sqrt(np.abs(b3[:, 2])), 0.0)
-    beta0 = np.where(b3[:, 1] < 0, -beta0, beta0)
-    candidates.append(np.stack([beta0, beta1, np.zeros(b), np.zeros(b)], -1))
-    b5 = _lstsq(lmat[:, :, :5], rho)
-    beta0 = np.sqrt(np.abs(b5[:, 0]))
-    beta1 = np.where(np.sign(b5[:, 2]) == np.sign(b5[:, 0]), np.sqrt(np.abs(b5[:, 2])), 0.0)
-    beta0 = np.where(b5[:, 1] < 0, -beta0, beta0)
-    safe = np.where(np.abs(beta0) > 1e-12, beta0, 1.0)
-    candidates.append(np.stack([beta0, beta1, b5[:, 3] / safe, np.zeros(b)], -1))
+    beta0 = np.sqrt(np.abs(sol[:, :, 0]))  # [3, B]
+    safe = np.where(beta0[0] > 1e-12, beta0[0], 1.0)
+    betas = np.zeros((3, b, 4))
+    betas[0, :, 0] = beta0[0]
+    betas[0, :, 1:] = (s4 / safe)[:, None] * b4[:, 1:4]
+    beta1 = np.where(np.sign(sol[1:, :, 2]) == np.sign(sol[1:, :, 0]), np.sqrt(np.abs(sol[1:, :, 2])), 0.0)
+    b0 = np.where(sol[1:, :, 1] < 0, -beta0[1:], beta0[1:])
+    betas[1:, :, 0] = b0
+    betas[1:, :, 1] = beta1
+    safe = np.where(np.abs(b0[1]) > 1e-12, b0[1], 1.0)
+    betas[2, :, 2] = b5[:, 3] / safe
 
     # The three candidates of every face in one batch of 3B: [candidate, face] order.
-    betas = np.concatenate(candidates)  # [3B, 4]
+    betas = betas.reshape(3 * b, 4)
     v3 = np.concatenate([v] * 3).reshape(3 * b, 4, 12)
     ccs = np.matmul(betas[:, None, :], v3)[:, 0].reshape(3 * b, 4, 3)  # camera control points
     alpha3 = np.concatenate([alpha] * 3)
@@ -144,6 +146,103 @@ def _rotate(r, p):
 
 
 FIRST_PASS = 3  # refine's iterations over the whole batch; the faces not yet converged go on alone
+MU_START = 1e-3  # Levenberg-Marquardt's damping at the start (relative to the normal matrix's diagonal)
+
+
+class _Basis:
+    """The shared expression basis (base, delta) [Ke, n, 3], laid out once per `refine` call as
+    [n, 3, Ke] (a point's 3 x Ke block, what the Jacobian multiplies)."""
+
+    def __init__(self, expr):
+        base, delta = (np.asarray(x, np.float64) for x in expr)
+        self.ke = base.shape[0]
+        self.base_t = np.ascontiguousarray(base.transpose(1, 2, 0))
+        self.delta_t = np.ascontiguousarray(delta.transpose(1, 2, 0))
+
+    def of_faces(self, lam):
+        """[b, n, 3, Ke] each face's basis E_i = base_i + lam_i delta_i for jaw weights lam [b, n]."""
+        return self.base_t + lam[..., None, None] * self.delta_t
+
+
+class _Faces:
+    """What refine's cost needs of the faces it is fitting now (all of them, or after FIRST_PASS
+    the subset still converging): observations, cameras, and the Jacobian's buffers."""
+
+    def __init__(self, uv, sigma, cam, npar):
+        self.uv, self.sigma, self.cam = uv, sigma, cam
+        self.b, self.n = uv.shape[:2]
+        self.inv_sigma = (1.0 / sigma)[:, None]
+        if cam is not None:
+            self.f = cam[:, None, :1]  # [b, 1, 1]
+            self.c = cam[:, None, 1:]  # [b, 1, 2]
+        self.jbuf = np.empty((self.b, self.n, 2, npar))
+        # jx [b,n,2,3]: d residual / d camera-frame point (the weights in); g [b,n,3,P]: d point /
+        # d parameters. The Jacobian is jx @ g, one product per point; their constant entries
+        # (zeros, the translation's identity) are written here once.
+        self.jx = np.zeros((self.b, self.n, 2, 3))
+        self.g = np.zeros((self.b, self.n, 3, npar))
+        if cam is not None:
+            self.g[..., 3:6] = np.eye(3)
+
+    def subset(self, a, npar):
+        return _Faces(self.uv[a], self.sigma[a], None if self.cam is None else self.cam[a], npar)
+
+
+def _prepare(p, lam, wt, fc, basis):
+    """The state the cost needs of one set of points: (points, lam, residual weights [b,n,1], w,
+    the faces' expression bases [b,n,3,Ke] or None)."""
+    lam = np.zeros((fc.b, fc.n)) if lam is None else lam
+    return p, lam, (wt * fc.inv_sigma)[..., None], wt, None if basis is None else basis.of_faces(lam)
+
+
+def _residual(st, r, t, logs, e, fc, prior):
+    """(q [b,n,3] rotated points, weighted residuals [b,n,2], cost [b]) of one parameter set."""
+    pts, wr, eb = st[0], st[2], st[4]
+    if eb is not None:
+        pts = pts + np.matmul(eb, e[:, None, :, None])[..., 0]
+    q = _rotate(r, pts)
+    if fc.cam is None:
+        proj = np.exp(logs)[:, None, None] * q[..., :2] + t[:, None]
+    else:
+        xc = q + t[:, None]
+        z = xc[..., 2:]
+        z = np.where(z > 1e-9, z, 1e-9)
+        proj = fc.f * xc[..., :2] / z + fc.c
+    res = (proj - fc.uv) * wr
+    cost = np.einsum("bij,bij->b", res, res)
+    if eb is not None:
+        cost = cost + prior * np.einsum("bk,bk->b", e, e)
+    return q, res, cost
+
+
+_QX_ROWS = np.array([0, 0, 1, 1, 2, 2])  # -[q]x's off-diagonal entries: row, column, q index, sign
+_QX_COLS = np.array([1, 2, 0, 2, 0, 1])
+_QX_FROM = np.array([2, 1, 2, 0, 1, 0])
+_QX_SIGN = np.array([1.0, -1.0, -1.0, 1.0, 1.0, -1.0])
+
+
+def _jacobian(q, r, t, logs, st, fc):
+    """The weighted Jacobian [b, 2n, P] of the residuals (parameter order: rotation (a
+    left-multiplied update omega), translation or log scale + 2D translation, expression), as
+    fc.jx @ fc.g per point, into fc.jbuf."""
+    wr, eb = st[2][..., 0], st[4]
+    jx, g = fc.jx, fc.g
+    if fc.cam is None:
+        s = np.exp(logs)[:, None]
+        jx[..., 0, 0] = jx[..., 1, 1] = s * wr
+        g[..., 3] = q  # d proj / d log s = s q_xy
+        g[..., 0, 4] = g[..., 1, 5] = 1.0 / s  # d proj / d t2 = I (jx carries s)
+    else:
+        xc = q + t[:, None]
+        inv_z = 1.0 / xc[..., 2]
+        fz = fc.f[..., 0] * inv_z * wr
+        jx[..., 0, 0] = jx[..., 1, 1] = fz
+        jx[..., 2] = -(fz * inv_z)[..., None] * xc[..., :2]
+    g[..., _QX_ROWS, _QX_COLS] = q[..., _QX_FROM] * _QX_SIGN  # d q / d omega = -[q]x
+    if eb is not None:
+        np.matmul(r[:, None], eb, out=g[..., 6:])  # d q / d e = R E_i
+    np.matmul(jx, g, out=fc.jbuf)
+    return fc.jbuf.reshape(fc.b, 2 * fc.n, -1)
 
 
 def refine(points, uv, w, sigma, *, cam=None, r, t, scale=None, expr=None, lam=None, e=None, prior: float = 1.0,
@@ -164,113 +263,69 @@ def refine(points, uv, w, sigma, *, cam=None, r, t, scale=None, expr=None, lam=N
     rotation it evaluates (the Jacobian treats them as fixed); `points`, `lam` and `w` are then
     ignored. It may return the very tuple it returned before when nothing changed.
     After FIRST_PASS iterations the faces that have not converged continue on their own (a batch
-    otherwise runs as long as its slowest face), with the points `select` gave them last.
+    otherwise runs as long as its slowest face), with the points `select` gave them last and the
+    damping started afresh; the result's points are then read once more for the final poses.
+    One loop for any batch size, each step a fixed number of numpy calls over the whole batch
+    (a single face costs the calls' overhead, so the calls are few and fused).
     Returns (r, t, scale, e, rms [B] reprojection error in px over the weighted points, cost [B]:
     the minimised objective, w [B,n]: the point weights of the result)."""
-    b, n = uv.shape[:2]
-    rows = np.arange(b) if rows is None else rows
+    b = uv.shape[0]
+    all_rows = np.arange(b) if rows is None else rows
     weak = cam is None
-    f = None if weak else cam[:, None, 0]
-    ke = 0 if expr is None else expr[0].shape[0]
-    if ke:  # the shared basis, laid out once: [Ke, 3n] for e @ E, [n, 3, Ke] for the Jacobian
-        base, delta = (np.asarray(x, np.float64) for x in expr)
-        base_flat, delta_flat = base.reshape(ke, n * 3), delta.reshape(ke, n * 3)
-        base_t = np.ascontiguousarray(base.transpose(1, 2, 0))
-        jaw = np.flatnonzero(np.abs(delta).sum((0, 2)) > 0)  # the points whose basis moves with lam
-        delta_t = np.ascontiguousarray(delta[:, jaw].transpose(1, 2, 0))
-
-    def prepare(p, lam_, wt):
-        """What the cost needs of one set of points: (points, lam, residual weights [B,n,1], w)."""
-        return p, (np.zeros((b, n)) if lam_ is None else lam_), (wt / sigma[:, None])[..., None], wt
-
-    fixed = None if select is not None else prepare(points, lam, w)
+    basis = None if expr is None else _Basis(expr)
+    ke = 0 if basis is None else basis.ke
+    npar = 6 + ke  # rotation 3, translation 3 (weak perspective: log scale 1 + 2D translation 2)
+    fc = full = _Faces(uv, sigma, cam, npar)
+    fixed = None if select is not None else _prepare(points, lam, w, fc, basis)
     cache = [None, None]  # the last tuple `select` gave, and its prepared state
 
     def state_of(r_):
         if fixed is not None:
             return fixed
-        sel = select(r_, rows)
+        sel = select(r_, all_rows)
         if sel is not cache[0]:
-            cache[0], cache[1] = sel, prepare(*sel)
+            cache[0], cache[1] = sel, _prepare(*sel, full, basis)
         return cache[1]
 
-    if e is None:
-        e = np.zeros((b, ke))
+    e = np.zeros((b, ke)) if e is None else e
     logs = np.log(scale) if weak else None
-
-    def residual(r_, t_, logs_, e_):
-        st = state_of(r_)
-        pts, lam_, wr, _ = st
-        if ke:
-            pts = pts + (e_ @ base_flat).reshape(b, n, 3) + lam_[..., None] * (e_ @ delta_flat).reshape(b, n, 3)
-        q = _rotate(r_, pts)
-        if weak:
-            proj = np.exp(logs_)[:, None, None] * q[..., :2] + t_[:, None]
-        else:
-            xc = q + t_[:, None]
-            z = np.where(xc[..., 2] > 1e-9, xc[..., 2], 1e-9)
-            proj = f[..., None] * xc[..., :2] / z[..., None] + cam[:, None, 1:]
-        res = (proj - uv) * wr
-        cost = (res ** 2).sum((-1, -2))
-        if ke:
-            cost = cost + prior * (e_ ** 2).sum(-1)
-        return q, res, cost, st
-
-    npar = 6 + ke  # rotation 3, translation 3 (weak perspective: log scale 1 + 2D translation 2)
-    jbuf = np.empty((b, n, 2, npar))
-
-    def jacobian(q, r_, t_, logs_, st):
-        """The weighted Jacobian [B, 2n, P], written into one buffer (parameter order: rotation,
-        translation or log scale + 2D translation, expression)."""
-        lam_, wr = st[1], st[2]
-        # jx: d proj / d (camera-frame point) [B,n,2,3], the residual weights already in.
-        jx = np.zeros((b, n, 2, 3))
-        if weak:
-            s = np.exp(logs_)[:, None] * wr[..., 0]
-            jx[..., 0, 0] = s
-            jx[..., 1, 1] = s
-            jbuf[..., 3] = s[..., None] * q[..., :2]  # d proj / d log s
-            jbuf[..., 4:6] = 0.0
-            jbuf[..., 0, 4] = wr[..., 0]
-            jbuf[..., 1, 5] = wr[..., 0]
-        else:
-            xc = q + t_[:, None]
-            inv_z = 1.0 / xc[..., 2]
-            fz = f * inv_z * wr[..., 0]
-            jx[..., 0, 0] = jx[..., 1, 1] = fz
-            jx[..., 0, 2] = -fz * xc[..., 0] * inv_z
-            jx[..., 1, 2] = -fz * xc[..., 1] * inv_z
-            jbuf[..., 3:6] = jx  # d xc / d t = I
-        # Left-multiplied rotation update: d q / d omega = -[q]x, so jx @ -[q]x, written out.
-        qx, qy, qz = q[..., 0, None], q[..., 1, None], q[..., 2, None]
-        jbuf[..., 0] = jx[..., 2] * qy - jx[..., 1] * qz
-        jbuf[..., 1] = jx[..., 0] * qz - jx[..., 2] * qx
-        jbuf[..., 2] = jx[..., 1] * qx - jx[..., 0] * qy
-        if ke:  # d proj / d e = jx @ R @ (base + lam * delta) (matmuls: the fastest numpy form here)
-            a = np.matmul(jx, r_[:, None])
-            jbuf[..., 6:] = np.matmul(a, base_t)
-            if jaw.size:
-                jbuf[:, jaw, :, 6:] += lam_[:, jaw, None, None] * np.matmul(a[:, jaw], delta_t)
-        return jbuf.reshape(b, 2 * n, npar)
-
-    mu = np.full(b, 1e-3)
-    q, res, cost, st = residual(r, t, logs, e)
-    eye = np.eye(npar)
+    st = state_of(r)
+    q, res, cost = _residual(st, r, t, logs, e, fc, prior)
+    mu = np.full(b, MU_START)
     reg = np.zeros(npar)
     reg[6:] = prior
+    reg = np.diag(reg)
+    a = None  # after FIRST_PASS: the indices of the faces going on alone (None: all of them)
+    whole = (r, t, logs, e)  # the whole batch's parameters while a subset goes on
+    alone = False  # whether some faces went on alone after FIRST_PASS
     unconverged = np.ones(b, bool)  # faces whose last step still lowered their cost by more than CONVERGED
-    done_iterations = 0
-    for _ in range(min(iterations, FIRST_PASS)):
-        done_iterations += 1
-        j = jacobian(q, r, t, logs, st)
+    for it in range(iterations):
+        if it == FIRST_PASS:
+            if not unconverged.any():
+                break
+            # The faces still converging go on alone, with their points as selected now (read
+            # again at every step, they would keep shifting under a Jacobian that ignores them,
+            # and a face near a threshold would crawl).
+            alone = True
+            if not unconverged.all():
+                a = np.flatnonzero(unconverged)
+                whole = (r, t, logs, e)
+                fc = fc.subset(a, npar)
+                st = tuple(None if x is None else x[a] for x in st)
+                r, t, e, q, res, cost = r[a], t[a], e[a], q[a], res[a], cost[a]
+                logs = logs[a] if weak else None
+            fixed = st
+            mu = np.full(fc.b, MU_START)
+        j = _jacobian(q, r, t, logs, st, fc)
         jt = j.transpose(0, 2, 1)
         jtj = np.matmul(jt, j)
-        g = np.matmul(jt, res.reshape(b, -1, 1))[..., 0]
+        g = np.matmul(jt, res.reshape(fc.b, -1, 1))
         if ke:
-            jtj += np.diag(reg)
-            g[:, 6:] += prior * e
-        diag = np.maximum(np.diagonal(jtj, axis1=1, axis2=2), 1e-9)
-        step = -np.linalg.solve(jtj + mu[:, None, None] * (eye * diag[:, None, :]), g[..., None])[..., 0]
+            jtj += reg
+            g[:, 6:, 0] += prior * e
+        diag = jtj.reshape(fc.b, -1)[:, ::npar + 1]  # a writable view of the diagonals
+        diag += mu[:, None] * np.maximum(diag, 1e-9)  # Marquardt's damping, scaled per parameter
+        step = -np.linalg.solve(jtj, g)[..., 0]
         r_n = np.matmul(rotation_from_vector(step[:, :3]), r)
         if weak:
             logs_n = logs + step[:, 3]
@@ -279,7 +334,8 @@ def refine(points, uv, w, sigma, *, cam=None, r, t, scale=None, expr=None, lam=N
             logs_n = None
             t_n = t + step[:, 3:6]
         e_n = e + step[:, 6:] if ke else e
-        q_n, res_n, cost_n, st_n = residual(r_n, t_n, logs_n, e_n)
+        st_n = state_of(r_n)
+        q_n, res_n, cost_n = _residual(st_n, r_n, t_n, logs_n, e_n, fc, prior)
         ok = np.isfinite(cost_n) & (cost_n < cost)
         mu = np.where(ok, mu / 3.0, mu * 4.0)
         # Converged: the step (taken or not) no longer moves the rotation by TINY_STEP nor an
@@ -306,22 +362,22 @@ def refine(points, uv, w, sigma, *, cam=None, r, t, scale=None, expr=None, lam=N
             res = np.where(ok[:, None, None], res_n, res)
             cost = np.where(ok, cost_n, cost)
         else:  # the points depend on the pose: evaluate the merged state again
-            q, res, cost, st = residual(r, t, logs, e)
-    left = iterations - done_iterations
-    if left > 0 and unconverged.any():  # the faces still converging go on alone
-        a = np.flatnonzero(unconverged)
-        # With their points as selected now (read again at every step, they would keep shifting
-        # under a Jacobian that ignores it, and a face near a threshold would crawl).
-        out = refine(st[0][a], uv[a], st[3][a], sigma[a], cam=None if weak else cam[a], r=r[a], t=t[a],
-                     scale=np.exp(logs[a]) if weak else None, expr=expr, lam=st[1][a], e=e[a], prior=prior,
-                     iterations=left, rows=rows[a])
-        r, t, e = r.copy(), t.copy(), e.copy()
-        r[a], t[a], e[a] = out[0], out[1], out[3]
+            st = state_of(r)
+            q, res, cost = _residual(st, r, t, logs, e, fc, prior)
+    if a is not None:  # back into the whole batch
+        r0, t0, logs0, e0 = whole
+        r0, t0, e0 = r0.copy(), t0.copy(), e0.copy()
+        r0[a], t0[a], e0[a] = r, t, e
         if weak:
-            logs = logs.copy()
-            logs[a] = np.log(out[2])
-        q, res, cost, st = residual(r, t, logs, e)
+            logs0 = logs0.copy()
+            logs0[a] = logs
+        r, t, logs, e = r0, t0, logs0, e0
+    if alone and select is not None:
+        # The faces that went on alone: their points read again for the poses they reached.
+        fixed = None
+        st = state_of(r)
+        q, res, cost = _residual(st, r, t, logs, e, full, prior)
     w_out = st[3]
-    px = res * (sigma[:, None, None])  # back to pixels (the weights stay in)
-    rms = np.sqrt((px ** 2).sum((-1, -2)) / np.maximum((w_out ** 2).sum(-1), 1e-12))
+    px = res * sigma[:, None, None]  # back to pixels (the weights stay in)
+    rms = np.sqrt(np.einsum("bij,bij->b", px, px) / np.maximum(np.einsum("bn,bn->b", w_out, w_out), 1e-12))
     return r, t, (np.exp(logs) if weak else None), e, rms, cost, w_out

@@ -119,6 +119,7 @@ def create_runner(name: str = "auto", model_dir=None, *, max_batch: int | None =
     from engine.errors import BackendError, ModelFileError
     from engine.network import variants
     from engine.network.resolve import resolve_model
+    from engine.runners.heap import release_free_heap
 
     if name not in ("auto",) + RUNNER_NAMES:
         raise InputError(f"runner name: expected 'auto' or one of {list(RUNNER_NAMES)}, found {name!r}")
@@ -143,7 +144,7 @@ def create_runner(name: str = "auto", model_dir=None, *, max_batch: int | None =
                                + _install_hint(name))
     model = resolve_model(model_dir, synthetic_seed=synthetic_seed)
     choice = variants.choose(model, name, explicit_runner=explicit, precision=precision, max_error=max_error,
-                             available=available)
+                             available=available, compile=bool(compile))
     if choice.warning:
         log.warning("%s", choice.warning)
     try:
@@ -168,7 +169,26 @@ def create_runner(name: str = "auto", model_dir=None, *, max_batch: int | None =
              f", torch.compile mode {runner.compile_mode}" if runner.compiled else "", model.describe())
     if choice.note:
         log.info("%s", choice.note)
+    # The runner holds its own copy of the weights: give the pages of ours (and of whatever the
+    # build parsed and freed) back, so that they do not raise every later peak (engine.runners.heap).
+    del model
+    release_free_heap()
     return runner
+
+
+GPU_RUNNERS = ("tensorrt", "torch-cuda")
+
+
+def runner_or_name(name: str = "auto", model_dir=None, *, threads: int | None = None, precision: str | None = None,
+                   max_error: float | None = None, compile: bool = False, compile_mode: str | None = None):
+    """What `Reconstructor(runner=...)` takes for these settings, in the process that will run it
+    (a Ray actor or replica chooses its variant on its own machine): the name itself when only the
+    name is set (the Reconstructor then makes and owns the runner), else the runner create_runner
+    makes for `precision` / `max_error` / `compile` (same arguments, same errors)."""
+    if precision in (None, "auto") and max_error is None and not compile:
+        return name
+    return create_runner(name, model_dir, threads=threads, precision=precision, max_error=max_error,
+                         compile=bool(compile), compile_mode=compile_mode)
 
 
 def check_compile(name: str, compile, compile_mode) -> None:

@@ -14,6 +14,7 @@ from engine.errors import (NO_SUCH_PATH, BackendError, InputError, ModelFileErro
                            said_once)
 from engine.network.onnx_export import INPUT_NAME, OUTPUT_NAME
 from engine.runners.base import Runner
+from engine.runners.heap import release_free_heap
 
 
 PRECISIONS = ("fp32", "int8")  # engine.network.variants.PRECISIONS_OF["onnxruntime"]
@@ -74,6 +75,7 @@ class OrtRunner(Runner):
         except Exception as e:
             raise BackendError(f"{self.onnx_path}: ONNX Runtime could not load the graph: {e}") from e
         self.threads = opts.intra_op_num_threads
+        release_free_heap()  # the parse of the graph file, freed by now
 
     def _run_chunk(self, crops: np.ndarray) -> np.ndarray:
         try:

@@ -188,7 +188,11 @@ class TorchCudaRunner(Runner):
                     self._forward(static_in)
             self.stream.synchronize()
             graph = torch.cuda.CUDAGraph()
-            with torch.inference_mode(), torch.cuda.graph(graph, stream=self.stream):
+            # thread_local: the pipeline's other threads (prep workers pinning host buffers, the
+            # device input's decode stream) keep working during a capture; the default global
+            # mode would fail their allocations, or the capture, for work that is not in it.
+            with torch.inference_mode(), torch.cuda.graph(graph, stream=self.stream,
+                                                          capture_error_mode="thread_local"):
                 static_out = self._forward(static_in)
             self._graphs[batch] = (graph, static_in, static_out)
         return self._graphs[batch]

@@ -42,6 +42,7 @@ from engine.serve.requests import (
     decode_body,
     parse_request,
     run_batch,
+    warm_up_batches,
 )
 
 log = logging.getLogger("engine.serve")
@@ -106,17 +107,25 @@ class FaceService:
     def __init__(self, options: ServeOptions):
         from engine import images
         from engine.pipeline import Reconstructor
+        from engine.runners import runner_or_name
 
         self.options = options
         # The pixel-limit message names the service's option, not the API's parameter.
         images.set_limit_hint("the service's --max-pixels")
-        self.rec = Reconstructor(runner=options.runner, network_dir=options.network_dir,
+        # The variant is chosen, and the network compiled, here on the replica's machine.
+        runner = runner_or_name(options.runner, options.network_dir, threads=options.threads,
+                                precision=options.precision, max_error=options.max_error, compile=options.compile,
+                                compile_mode=options.compile_mode)
+        self.rec = Reconstructor(runner=runner, network_dir=options.network_dir,
                                  batch_size=options.max_batch_size, threads=options.threads,
                                  workers=options.workers,
                                  max_pixels=images.DEFAULT if options.max_pixels is None else options.max_pixels)
         # Warm up now, not on the first caller's time: the runner's first batch and the face
         # detector (dlib and its landmark model load on first use; a blank image has no face).
-        self.rec.reconstruct_crops(np.zeros((1, 3, 224, 224), np.float32), decode=False)
+        # A compiled network compiles once per batch bucket (powers of two): every bucket a
+        # batch of this service can fall in, or a caller would wait for Inductor (seconds to minutes).
+        for b in warm_up_batches(options.max_batch_size, self.rec.runner):
+            self.rec.reconstruct_crops(np.zeros((b, 3, 224, 224), np.float32), decode=False)
         try:
             list(self.rec.reconstruct(np.zeros((64, 64, 3), np.uint8)))
         except EngineError as e:  # e.g. no dlib: requests with boxes or crops still work; others get 503
@@ -217,7 +226,7 @@ def build_app(options: ServeOptions, draining: bool = False):
     application with its replicas refusing new requests (503), deployed by Service.stop."""
     return FaceService.options(
         num_replicas=options.replicas,
-        ray_actor_options={"num_cpus": options.replica_cpus},
+        ray_actor_options=options.actor_options(),
         # Enough requests in a replica at once to fill a batch while the previous one runs.
         max_ongoing_requests=max(2 * options.max_batch_size, 8),
         # Stopping: a replica answers the requests it holds (queued and running) before it goes,

@@ -18,7 +18,6 @@ HTTP status of an answer (every request gets exactly one):
 from __future__ import annotations
 
 import base64
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -30,9 +29,12 @@ from engine.errors import EngineError, InputError
 
 log = logging.getLogger("engine.serve")
 
-TRUE_WORDS, FALSE_WORDS = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+TRUE_WORDS, FALSE_WORDS = ("1", "true", "yes", "on"), ("0", "false", "no", "off")  # any case
+POSE_WORDS = ("perspective", "weak_perspective", "weak-perspective")  # any case; true means perspective
 PARTS = ("all", "alpha", "beta")  # engine.descriptors.PARTS
 MAX_BOXES = 256  # faces one request may name: beyond it a request is a batch job (`embed`), not a call
+# The boxes field's JSON, in UTF-8 bytes: MAX_BOXES faces of 68 landmarks each, written out in full.
+MAX_BOXES_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,14 @@ class ServeOptions:
         direct ingress), so a request skips the HTTP proxy's hop to the replica (measured: about
         7 ms of a request's p50 on 2 cores; bench/results/serve_cpu.md). One replica on a local
         Ray only: see engine.serve.service.Service for what changes with it.
+    replica_gpus: GPUs Ray reserves for each replica (fractions share one). None: 1 when the
+        runner can use a GPU (auto, torch-cuda, tensorrt) and the cluster has one, else 0. Ray
+        hides the GPUs from an actor that reserves none (CUDA_VISIBLE_DEVICES=""), so without
+        them a replica on a GPU machine would run its network on the CPU.
+    precision, max_error, compile, compile_mode: the replica's runner, as
+        engine.runners.create_runner takes them (the variant is chosen, and the network compiled,
+        on the replica's machine). With compile, the replica compiles every batch size it can be
+        sent (powers of two up to max_batch_size) while it starts, not on a caller's time.
     """
 
     runner: str = "auto"
@@ -64,6 +74,11 @@ class ServeOptions:
     workers: int = 2
     drain_timeout_s: float = 30.0
     direct_ingress: bool = False
+    replica_gpus: float | None = None
+    precision: str | None = None
+    max_error: float | None = None
+    compile: bool = False
+    compile_mode: str | None = None
 
     def __post_init__(self):
         def check(name, ok, expected):
@@ -82,6 +97,26 @@ class ServeOptions:
         check("drain_timeout_s", _is_num(self.drain_timeout_s) and 0 <= self.drain_timeout_s <= 3600,
               "seconds in 0..3600")
         check("direct_ingress", isinstance(self.direct_ingress, bool), "True or False")
+        check("replica_gpus", self.replica_gpus is None or (_is_num(self.replica_gpus) and 0 <= self.replica_gpus
+                                                            <= 64), "a number in 0..64 or None (auto)")
+        from engine.runners import GPU_RUNNERS, PRECISIONS, RUNNER_NAMES, check_compile
+
+        check("runner", self.runner in ("auto",) + RUNNER_NAMES, f"one of {['auto', *RUNNER_NAMES]}")
+        check("precision", self.precision is None or self.precision in PRECISIONS, f"one of {list(PRECISIONS)}")
+        if self.max_error is not None:
+            from engine.network.variants import check_max_error
+
+            check_max_error(self.max_error)
+        check_compile(self.runner, self.compile, self.compile_mode)
+        if self.runner != "auto":  # auto is resolved on the replica's machine, which may differ
+            from engine.network.variants import check_precision
+
+            check_precision(self.runner, True, self.precision, list(RUNNER_NAMES))
+        if self.replica_gpus and self.runner not in ("auto",) + GPU_RUNNERS:
+            raise InputError(f"serve: replica_gpus: the {self.runner} runner runs on the CPU, found "
+                             f"{self.replica_gpus:g} GPU(s) per replica; drop --replica-gpus or use --runner "
+                             f"{' / '.join(GPU_RUNNERS)}")
+
         if self.direct_ingress and self.replicas != 1:
             # Ray gives each replica of a node its own port: a second one here could not take the
             # service's port, and nothing would spread the requests over them.
@@ -89,9 +124,33 @@ class ServeOptions:
                              f"itself listens on the service's port), found {self.replicas}; use the "
                              "default ingress (through Ray's HTTP proxy) for more replicas")
 
+    def actor_options(self) -> dict:
+        """Ray resources of each replica: its CPUs and its GPUs (replica_gpus, fixed by
+        Service.start for the cluster; Ray hides every GPU from an actor that reserves none)."""
+        return {"num_cpus": self.replica_cpus, "num_gpus": float(self.replica_gpus or 0)}
+
+    def gpus_per_replica(self, cluster_gpus: float) -> float:
+        """The GPUs each replica reserves on a cluster of `cluster_gpus` (replica_gpus, or its auto rule)."""
+        from engine.runners import GPU_RUNNERS
+
+        if self.replica_gpus is not None:
+            return float(self.replica_gpus)
+        return 1.0 if cluster_gpus >= 1 and self.runner in ("auto",) + GPU_RUNNERS else 0.0
+
     @property
     def max_body_bytes(self) -> int:
         return int(self.max_body_mb * (1 << 20))
+
+
+def warm_up_batches(max_batch: int, runner) -> list[int]:
+    """Batch sizes a replica runs before it answers: 1, and with a compiled network every bucket
+    (engine.runners.torch_compile.bucket) a batch of 1..`max_batch` crops runs at, in chunks of at
+    most the runner's own max_batch; each compiles once, so no caller waits for Inductor."""
+    if not getattr(runner, "compiled", False):
+        return [1]
+    from engine.runners.torch_compile import bucket
+
+    return sorted({bucket(min(n, runner.max_batch), runner.max_batch) for n in range(1, max_batch + 1)})
 
 
 def _is_int(v) -> bool:
@@ -134,26 +193,47 @@ def _flag(params, name: str) -> bool:
     v = params.get(name)
     if v is None:
         return False
-    s = str(v).strip().lower()
+    s = _ascii_lower(v)
     if s in TRUE_WORDS:
         return True
     if s in FALSE_WORDS:
         return False
-    raise RequestError(400, f"query field {name}: expected {EXPECTED[name]}, found {v!r}")
+    raise _refuse(name, v)
 
 
-# A box in the query's JSON (engine.pipeline.inputs.as_face_box's refusals say this, not "FaceBox").
-BOX_FORMS = "[x0, y0, x1, y1], [x0, y0, x1, y1, score] or {\"landmarks\": [[x, y] x 68]}"
+def _ascii_lower(v: str) -> str | None:
+    """`v` in lower case when it is ASCII ("any case" means A-Z: str.lower would also map the
+    Kelvin sign to k), else None."""
+    return v.lower() if v.isascii() else None
 
-# What each query field takes: the words of every message that refuses one.
+
+def _refuse(name: str, value: str) -> RequestError:
+    """400 for a field's bad value: what the field takes, and what was found (cut short: a
+    value may be as long as the query)."""
+    found = repr(value) if len(value) <= 80 else f"{value[:60]!r}... ({len(value)} characters)"
+    return RequestError(400, f"query field {name}: expected {EXPECTED[name]}, found {found}")
+
+
+_FLAG = "true or false (or 1/0, yes/no, on/off; any case)"
+
+# What each query field takes, exactly: the words of every message that refuses one (the parse
+# below accepts these and nothing else: no surrounding spaces, no digits but 0-9).
 EXPECTED = {
-    "boxes": "a JSON list of boxes [[x0, y0, x1, y1], ...]",
-    "cropped": "true or false (1/0, yes/no, on/off)",
-    "pose": "true, false, perspective or weak_perspective",
-    "mesh": "true or false (1/0, yes/no, on/off)",
+    "boxes": f"a JSON list of 1..{MAX_BOXES} boxes [[x0, y0, x1, y1], ...] (each [x0, y0, x1, y1], "
+             "[x0, y0, x1, y1, score] or {\"landmarks\": [[x, y] x 68]} with an optional \"box\" and \"score\")",
+    "cropped": _FLAG,
+    "pose": "perspective, weak_perspective (or weak-perspective), true (meaning perspective) or false "
+            "(or 1/0, yes/no, on/off; any case)",
+    "mesh": _FLAG,
     "part": f"one of {', '.join(PARTS)}",
-    "face": f"a face index 0..{MAX_BOXES}",
+    "face": f"a face index 0..{MAX_BOXES} (digits 0-9)",
 }
+
+
+# Each endpoint's fields. /v1/mesh answers one face's PLY: pose, part and mesh would change
+# nothing in it, so they are refused there rather than silently ignored.
+FACES_FIELDS = frozenset({"boxes", "cropped", "pose", "mesh", "part"})
+MESH_FIELDS = frozenset({"boxes", "cropped", "face"})
 
 
 def query_fields(items, *, mesh_endpoint: bool = False) -> dict[str, str]:
@@ -162,21 +242,21 @@ def query_fields(items, *, mesh_endpoint: bool = False) -> dict[str, str]:
     RequestError(400) names the field, what it takes and what was found: a field that is not
     one of this endpoint's, given more than once (which one would count?), or given empty
     (`?pose=` is a mistake, not a choice)."""
-    known = {"boxes", "cropped", "pose", "mesh", "part"} | ({"face"} if mesh_endpoint else set())
+    known = MESH_FIELDS if mesh_endpoint else FACES_FIELDS
     pairs = list(items.items()) if hasattr(items, "items") else list(items)
     fields: dict[str, list[str]] = {}
     for name, value in pairs:
         fields.setdefault(name, []).append(value)
     for name, values in fields.items():
         if name not in known:
-            raise RequestError(400, f"query field {name}: not a field of this endpoint "
+            raise RequestError(400, f"query field {name[:40]}: not a field of this endpoint "
                                     f"(expected {', '.join(sorted(known))})")
         if len(values) > 1:
             raise RequestError(400, f"query field {name}: expected it once, found it {len(values)} times "
                                     f"({', '.join(repr(v[:40]) for v in values[:4])})")
         if not str(values[0]).strip():
             raise RequestError(400, f"query field {name}: expected {EXPECTED[name]}, found an empty value")
-    return {name: values[0] for name, values in fields.items()}
+    return {name: str(values[0]) for name, values in fields.items()}
 
 
 def parse_request(params, *, mesh_endpoint: bool = False) -> FaceRequest:
@@ -185,42 +265,48 @@ def parse_request(params, *, mesh_endpoint: bool = False) -> FaceRequest:
     {"landmarks": [[x, y] x 68], "box": ..., "score": ...}), cropped, pose (true/false, or
     perspective / weak_perspective), mesh, part (all/alpha/beta), and on /v1/mesh face (an
     index, default 0). RequestError(400) names the field, what it takes and what was found."""
-    from engine.pipeline.inputs import as_face_box
-
     params = query_fields(params, mesh_endpoint=mesh_endpoint)
     req = FaceRequest(cropped=_flag(params, "cropped"), mesh=mesh_endpoint or _flag(params, "mesh"))
     pose = params.get("pose")
-    if pose is not None and str(pose).strip().lower() in ("perspective", "weak_perspective", "weak-perspective"):
-        req.pose = str(pose).strip().lower().replace("-", "_")
+    if pose is not None and _ascii_lower(pose) in POSE_WORDS:
+        req.pose = pose.lower().replace("-", "_")
     elif _flag(params, "pose"):
         req.pose = "perspective"
     req.part = params.get("part", "all")
     if req.part not in PARTS:
-        raise RequestError(400, f"query field part: expected {EXPECTED['part']}, found {req.part!r}")
+        raise _refuse("part", req.part)
     if mesh_endpoint:
         text = params.get("face", "0")
-        if not str(text).isdigit() or int(text) > MAX_BOXES:
-            raise RequestError(400, f"query field face: expected {EXPECTED['face']}, found {text!r}")
+        # ASCII digits only (str.isdigit takes '²' and '١', int() takes '١' and '１'), at most 3 of them.
+        if not (text.isascii() and text.isdigit() and len(text) <= 3) or int(text) > MAX_BOXES:
+            raise _refuse("face", text)
         req.mesh_face = int(text)
     if params.get("boxes") is not None:
         if req.cropped:
             raise RequestError(400, "query fields boxes and cropped: give one (cropped means the body is a face "
                                     "crop already)")
-        try:
-            boxes = json.loads(params["boxes"])
-        except ValueError as e:
-            raise RequestError(400, f"query field boxes: expected JSON, found {params['boxes'][:80]!r} ({e})") from None
-        if not isinstance(boxes, list) or not 1 <= len(boxes) <= MAX_BOXES:
-            raise RequestError(400, f"query field boxes: expected a JSON list of 1..{MAX_BOXES} boxes, found "
-                                    f"{type(boxes).__name__}" + (f" of {len(boxes)}" if isinstance(boxes, list) else ""))
-        try:
-            req.boxes = [as_face_box(b, f"query field boxes[{i}]", BOX_FORMS) for i, b in enumerate(boxes)]
-        except InputError as e:
-            raise RequestError(400, str(e)) from None
+        req.boxes = _boxes(params["boxes"])
     if req.pose is not None and req.cropped:
         raise RequestError(400, "query fields pose and cropped: the pose needs the face's 68 landmarks in its "
                                 "photo; a cropped body has none")
     return req
+
+
+def _boxes(text: str) -> list:
+    """The boxes field's FaceBoxes, by the engine's own boxes JSON reader (engine.detect's, as
+    for --boxes files: size and nesting bounded before parsing, every value's type checked);
+    RequestError(400) naming the field, and the box and its field where one is bad."""
+    from engine.detect import json_face_box, json_type, loads_boxes_json
+
+    try:
+        boxes = loads_boxes_json(text, "query field boxes", max_bytes=MAX_BOXES_BYTES, nesting="boxes nest 2 "
+                                 "levels ([[x0, y0, x1, y1], ...]), 4 with landmarks")
+        if type(boxes) is not list or not 1 <= len(boxes) <= MAX_BOXES:  # noqa: E721 (an object is a list too)
+            found = f"an array of {len(boxes)}" if type(boxes) is list else json_type(boxes)  # noqa: E721
+            raise InputError(f"query field boxes: expected {EXPECTED['boxes']}, found {found}")
+        return [json_face_box(b, "given", f"query field boxes[{i}]") for i, b in enumerate(boxes)]
+    except InputError as e:
+        raise RequestError(400, str(e)) from None
 
 
 def decode_body(data: bytes, max_pixels: int | None) -> np.ndarray:

@@ -1,6 +1,8 @@
 """`Service`: start the face service (a local Ray, or join a cluster), and stop it with what it started."""
 from __future__ import annotations
 
+import dataclasses
+
 import errno
 import importlib.util
 import json
@@ -99,6 +101,17 @@ def check_port_free(host: str, port: int, reuse_addr: bool = True) -> None:
                                     "over") + "); expected a free port: choose another with --port") from None
             raise InputError(f"serve: host {host!r}: cannot listen there ({e.strerror or e}); expected an address "
                              "of this machine (127.0.0.1, 0.0.0.0 for every interface, or one of its own)") from None
+
+
+def deploy_failure(app) -> str:
+    """Why an application failed to deploy, in the replicas' own words: the last line of each
+    deployment's status message, where Ray Serve quotes the traceback of the replica's
+    constructor (e.g. "ModelFileError: ...: not a safetensors file"); the application's own
+    message ("Failed to update the deployments [...]") only when there is none."""
+    from engine.distributed.cluster import actor_reason
+
+    reasons = [actor_reason(d.message) for d in app.deployments.values()]
+    return "; ".join(dict.fromkeys(r for r in reasons if r)) or str(app.message)
 
 
 class Service:
@@ -235,7 +248,8 @@ class Service:
             self._check_stop(stop)
             if self._started_ray:  # Ray's own count (cgroup limits, --num-cpus) is the one that counts
                 self._check_fits(ray.cluster_resources().get("CPU", 0), "the local Ray's", "--num-cpus")
-            else:
+            self._resolve_gpus(ray)
+            if not self._started_ray:
                 self._say_if_short(ray)
             serve.start(http_options={"host": self.host, "port": self.proxy_port,
                                       "request_timeout_s": self.request_timeout_s})
@@ -258,17 +272,43 @@ class Service:
         if stop.is_set():
             raise StartInterrupted("serve: stopped before the service was ready")
 
+    def _resolve_gpus(self, ray) -> None:
+        """Fix options.replica_gpus for this cluster (ServeOptions.gpus_per_replica): InputError
+        when a GPU runner would get no GPU, or the local Ray has too few for the replicas."""
+        from engine.runners import GPU_RUNNERS
+
+        total = ray.cluster_resources().get("GPU", 0)
+        g = self.options.gpus_per_replica(total)
+        n = self.options.replicas
+        if g == 0 and self.options.runner in GPU_RUNNERS:
+            raise InputError(f"serve: --runner {self.options.runner} needs a GPU in each replica; the Ray cluster "
+                             f"has {total:g} GPUs" + ("" if self.options.replica_gpus is None else
+                                                      " and --replica-gpus is 0"))
+        if g > 0 and self._started_ray and n * g > total:
+            raise InputError(f"serve: replicas: {n} replicas of {g:g} GPU(s) each need {n * g:g} GPUs; they do not "
+                             f"fit in the local Ray's {total:g} GPUs (fewer --replicas, or a fraction such as "
+                             "--replica-gpus 0.5 to share a GPU)")
+        if g != self.options.replica_gpus:
+            self.options = dataclasses.replace(self.options, replica_gpus=g)
+
     def _need(self) -> str:
-        return (f"{self.options.replicas} replica(s) of {self.options.replica_cpus:g} CPUs need "
-                f"{self.options.replicas * self.options.replica_cpus:g} CPUs")
+        g = self.options.replica_gpus or 0
+        return (f"{self.options.replicas} replica(s) of {self.options.replica_cpus:g} CPUs"
+                + (f" and {g:g} GPU(s)" if g else "") + f" need {self.options.replicas * self.options.replica_cpus:g} "
+                "CPUs" + (f" and {self.options.replicas * g:g} GPUs" if g else ""))
 
     def _say_if_short(self, ray) -> None:
         """On a joined cluster: say at once when the replicas do not fit in its free CPUs now (an
         autoscaler may add nodes, so start goes on waiting, up to start_timeout_s)."""
-        free = ray.available_resources().get("CPU", 0)
-        if self.options.replicas * self.options.replica_cpus > free:
-            log.warning("serve: %s; the cluster has %g free (%g in all): waiting up to %g s for more",
-                        self._need(), free, ray.cluster_resources().get("CPU", 0), self.start_timeout_s)
+        free = ray.available_resources()
+        total = ray.cluster_resources()
+        g = self.options.replica_gpus or 0
+        if self.options.replicas * self.options.replica_cpus > free.get("CPU", 0) or \
+                self.options.replicas * g > free.get("GPU", 0):
+            log.warning("serve: %s; the cluster has %g CPUs free (%g in all)%s: waiting up to %g s for more",
+                        self._need(), free.get("CPU", 0), total.get("CPU", 0),
+                        f", {free.get('GPU', 0):g} GPUs free ({total.get('GPU', 0):g} in all)" if g else "",
+                        self.start_timeout_s)
 
     def _wait_running(self, serve, stop: threading.Event, deadline: float) -> None:
         """Until the application is RUNNING (its replicas placed and built); BackendError when
@@ -283,7 +323,7 @@ class Service:
             if status == ApplicationStatus.RUNNING:
                 return
             if status == ApplicationStatus.DEPLOY_FAILED:
-                raise BackendError(f"serve: the application failed to deploy: {app.message}")
+                raise BackendError(f"serve: the replicas failed to start: {deploy_failure(app)}")
             if time.monotonic() > deadline:
                 break
             time.sleep(0.25)
@@ -295,8 +335,10 @@ class Service:
                 states.update({str(k): v for k, v in d.replica_states.items()})
         raise UnavailableError(
             f"serve: the replicas were not ready within {self.start_timeout_s:g} s (replica states: {states or 'none'}); "
-            f"{self._need()}, the cluster has {ray.available_resources().get('CPU', 0):g} free of "
-            f"{ray.cluster_resources().get('CPU', 0):g}")
+            f"{self._need()}, the cluster has {ray.available_resources().get('CPU', 0):g} CPUs free of "
+            f"{ray.cluster_resources().get('CPU', 0):g}"
+            + (f" and {ray.available_resources().get('GPU', 0):g} GPUs free of "
+               f"{ray.cluster_resources().get('GPU', 0):g}" if self.options.replica_gpus else ""))
 
     def _wait_healthy(self, stop: threading.Event, deadline: float) -> dict:
         last = None

@@ -1,5 +1,6 @@
 // e3dmm_decode: the C++ half of the hybrid pattern (see examples/hybrid.py).
-// Python prepares the model cache (.e3dmm) and coefficient files (.npy float32 [B, 198]);
+// Python prepares the model cache (.e3dmm) and coefficient files (.npy float32 [B, 198], or one
+// face's [198] as the engine writes NAME_face0.npy);
 // this program decodes every row and writes one PLY per row, byte-identical to
 // engine.mesh_io.write_ply for the same coefficients. Where the library was built with
 // TensorRT it can also run a serialized engine on raw crops and decode on the GPU.
@@ -9,10 +10,13 @@
 #include <clocale>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
+#include <system_error>
 #include <memory>
 #include <new>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "e3dmm/e3dmm.h"
@@ -79,15 +83,34 @@ std::vector<std::string> read_list(const std::string& list) {
   return out;
 }
 
-// Checks a coefficient array against the model: [B, C] with Ks + Kt <= C <= kMaxCoeffStride
-// (sizes in int64: Ks + Kt and C are never summed or narrowed in int before the check).
-void check_coeffs(const std::string& path, const npy::Array& a, const e3dmm::MorphableModel& m) {
+// Checks a coefficient array against the model: [B, C], or [C] (one face, as the engine writes
+// NAME_face0.npy: a batch of one), with Ks + Kt <= C <= kMaxCoeffStride (sizes in int64: Ks + Kt
+// and C are never summed or narrowed in int before the check). Returns {B, C}.
+std::pair<int64_t, int64_t> check_coeffs(const std::string& path, const npy::Array& a,
+                                         const e3dmm::MorphableModel& m) {
   const int64_t need = (int64_t)m.shape_components() + m.tex_components();
-  if (a.shape.size() != 2 || a.dim(0) < 1 || a.dim(1) < need || a.dim(1) > e3dmm::kMaxCoeffStride)
-    throw e3dmm::InvalidInput(path + ": shape: expected float32 [B >= 1, C] with " + std::to_string(need) +
+  const size_t rank = a.shape.size();
+  const int64_t batch = rank == 1 ? 1 : rank == 2 ? a.dim(0) : 0;
+  const int64_t width = rank == 1 ? a.dim(0) : rank == 2 ? a.dim(1) : 0;
+  if (batch < 1 || width < need || width > e3dmm::kMaxCoeffStride) {
+    std::string dims;
+    for (size_t i = 0; i < rank; ++i) dims += (i ? ", " : "") + std::to_string(a.dim(i));
+    throw e3dmm::InvalidInput(path + ": shape: expected float32 [B >= 1, C] or [C] with " + std::to_string(need) +
                               " <= C <= " + std::to_string(e3dmm::kMaxCoeffStride) + ", found rank " +
-                              std::to_string(a.shape.size()) + " [" + (a.shape.empty() ? "" : std::to_string(a.dim(0))) +
-                              (a.shape.size() > 1 ? ", " + std::to_string(a.dim(1)) : "") + "]");
+                              std::to_string(rank) + " [" + dims + "]");
+  }
+  return {batch, width};
+}
+
+// --out DIR is created (with its parents) before the first PLY is written, as the Python CLI
+// creates its output folder; a run that fails before writing anything creates nothing.
+void make_out_dir(const std::string& out) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(out, ec)) return;
+  if (std::filesystem::exists(out, ec))
+    throw e3dmm::InvalidInput("--out " + out + ": expected a folder, found a file");
+  std::filesystem::create_directories(out, ec);
+  if (ec) throw e3dmm::InvalidInput("--out " + out + ": cannot create the folder: " + ec.message());
 }
 
 // Rows decoded per call: the record buffer is bounded (kChunkRows * N * 15 bytes, 45 MB for the
@@ -166,6 +189,7 @@ int run(const Options& o) {
     std::printf("%s: network + decode of %lld crops in %.2f ms\n", o.crops.c_str(), (long long)batch, ms_since(t0));
     cudaFree(d_in);
     cudaStreamDestroy(stream);
+    make_out_dir(o.out);
     for (int64_t b = 0; b < batch; ++b, ++written)
       dec.write_ply(row_path(o, o.crops, b), rec.data() + b * n * e3dmm::kRecordBytes, fmt, comments);
 #else
@@ -178,10 +202,9 @@ int run(const Options& o) {
     for (const std::string& p : read_list(o.list)) inputs.push_back(p);
   for (const std::string& path : inputs) {
     const npy::Array coeffs = npy::load_float32(path);
-    check_coeffs(path, coeffs, m);
-    const int64_t batch = coeffs.dim(0);
+    const auto [batch, width] = check_coeffs(path, coeffs, m);
     e3dmm::CoeffLayout layout = m.default_layout();
-    layout.stride = (int)coeffs.dim(1);
+    layout.stride = (int)width;
     double decode_ms = 0, write_ms = 0;
 #if defined(E3DMM_WITH_CUDA)
     std::unique_ptr<e3dmm::CudaDecoder> gpu;
@@ -209,6 +232,7 @@ int run(const Options& o) {
       }
       decode_ms += ms_since(t0);
       t0 = std::chrono::steady_clock::now();
+      make_out_dir(o.out);
       for (int64_t r = 0; r < rows; ++r, ++written)
         dec.write_ply(row_path(o, path, b0 + r), rec.data() + r * n * e3dmm::kRecordBytes, fmt, comments);
       write_ms += ms_since(t0);

@@ -50,7 +50,7 @@ def test_compile_reaches_the_runner(tmp_path):
     (["reconstruct", "x.jpg", "--compile", "--runner", "onnxruntime"], "--runner onnxruntime cannot compile"),
     (["verify", "a.jpg", "b.jpg", "--compile", "--runner", "tensorrt"], "--runner tensorrt cannot compile"),
     (["embed", "x.jpg", "--compile-mode", "default"], "--compile-mode default: applies with --compile only"),
-    (["embed", "x.jpg", "--compile", "--ray"], "--compile cannot be used with --ray"),
+    (["embed", "x.jpg", "--compile", "--ray", "--runner", "onnxruntime"], "--runner onnxruntime cannot compile"),
 ])
 def test_combinations_that_cannot_compile_are_usage_errors(cli, tmp_path, argv, words):
     run = cli(*argv, "-o", tmp_path / "out") if argv[0] != "verify" else cli(*argv)

@@ -58,5 +58,25 @@ def test_embed_ray_takes_device_input_to_its_actors():
     from engine.errors import InputError
 
     assert inspect.signature(embed).parameters["device_input"].default == "auto"
-    with pytest.raises(InputError, match="device_input: expected 'auto', True or False, found 'on'"):
-        next(iter(embed(["x.jpg"], device_input="on")))
+    with pytest.raises(InputError, match="device_input: expected 'auto', 'on', 'off', True or False, found 'yes'"):
+        next(iter(embed(["x.jpg"], device_input="yes")))
+
+
+@pytest.mark.parametrize("word,same", [("on", True), ("off", False)])
+def test_the_api_takes_the_cli_words_on_and_off(runner, model, word, same):
+    """Reconstructor(device_input="on"/"off") means True/False, as --device-input on/off does."""
+    from engine.errors import InputError, UnavailableError
+    from engine.pipeline import Reconstructor
+
+    if same:  # a CPU runner: "on" is refused exactly as True is
+        with pytest.raises(UnavailableError) as on:
+            Reconstructor(runner=runner, model=model, device_input=word)
+        with pytest.raises(UnavailableError) as true:
+            Reconstructor(runner=runner, model=model, device_input=True)
+        assert str(on.value) == str(true.value) and "device_input=True:" in str(on.value)
+    else:
+        with Reconstructor(runner=runner, model=model, device_input=word) as rec:
+            assert rec.device_input is None
+    with pytest.raises(InputError, match=r"device_input: expected 'auto', 'on', 'off', True, False or a "
+                                         r"DeviceInput, found 'ON'"):
+        Reconstructor(runner=runner, model=model, device_input="ON")

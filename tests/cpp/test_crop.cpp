@@ -251,15 +251,60 @@ TEST(Crop, ValidateNamesFieldExpectedAndFound) {
   expect_invalid(params(), "crop: faces[0].bottom (bb): expected a crop bound");
   faces[0] = good;
   faces[0].right = faces[0].left;
-  expect_invalid(params(), "crop: faces[0].right (br): expected > left (bl) = 0 (a crop at least 1 px wide), found 0");
+  expect_invalid(params(), "crop: faces[0].right (br): expected > faces[0].left (bl) = 0 (a crop at least 1 px wide), found 0");
   faces[0] = good;
   faces[0].top = 5;
   faces[0].bottom = 4;
-  expect_invalid(params(), "crop: faces[0].bottom (bb): expected > top (bt) = 5 (a crop at least 1 px high), found 4");
+  expect_invalid(params(), "crop: faces[0].bottom (bb): expected > faces[0].top (bt) = 5 (a crop at least 1 px high), found 4");
   // An empty batch does nothing, with or without pointers.
   e3dmm::CropParams empty;
   empty.batch = 0;
   EXPECT_NO_THROW(e3dmm::crop_cpu(empty));
+}
+
+// A caller's CropNaming names its own arguments in every message, the function first.
+TEST(Crop, MessagesUseTheCallersNames) {
+  const Image im = random_image(10, 12, 1);
+  std::vector<float> out(3 * 8 * 8);
+  std::vector<e3dmm::CropFace> faces = {hwc_face(im, 0, 0, 12, 10), hwc_face(im, 0, 0, 12, 10)};
+  e3dmm::CropNaming naming;
+  naming.function = "caller";
+  naming.name = [](e3dmm::CropArg arg, int64_t b) {
+    return "arg" + std::to_string((int)arg) + "@" + std::to_string(b);
+  };
+  e3dmm::CropParams p;
+  p.faces = faces.data();
+  p.batch = 2;
+  p.size = 8;
+  p.out = out.data();
+  p.naming = &naming;
+  faces[1].right = -3;
+  expect_invalid(p, "caller: arg" + std::to_string((int)e3dmm::CropArg::Right) + "@1: expected > arg" +
+                        std::to_string((int)e3dmm::CropArg::Left) + "@1 = 0 (a crop at least 1 px wide), found -3");
+  faces[1] = faces[0];
+  faces[1].height = 0;
+  expect_invalid(p, "caller: arg" + std::to_string((int)e3dmm::CropArg::Height) + "@1: expected in [1, 2147483647], found 0");
+  p.size = 5000;
+  expect_invalid(p, "caller: arg" + std::to_string((int)e3dmm::CropArg::Size) + "@-1: expected in [1, 4096], found 5000");
+  p.size = 8;
+  faces[1] = faces[0];
+  p.out_type = e3dmm::CropOutType::Float16;
+  expect_invalid(p, "caller: arg" + std::to_string((int)e3dmm::CropArg::OutType) + "@-1: expected 1 (float32: crop_cpu");
+  // A naming without a name function keeps the field names, with its function.
+  e3dmm::CropNaming only_function;
+  only_function.function = "caller";
+  p.naming = &only_function;
+  p.out_type = e3dmm::CropOutType::Float32;
+  faces[0].left = 20;
+  expect_invalid(p, "caller: faces[0].right (br): expected > faces[0].left (bl) = 20");
+  if (e3dmm::cuda_device_count() > 0) return;  // the Python cuda tests cover crop_cuda's messages on a GPU
+  faces[0] = faces[1];
+  try {
+    e3dmm::crop_cuda(p, nullptr);
+    FAIL() << "expected Unavailable";
+  } catch (const e3dmm::Unavailable& e) {
+    EXPECT_EQ(std::string(e.what()).rfind("caller: ", 0), 0u) << e.what();
+  }
 }
 
 TEST(Crop, CudaChecksArgumentsFirstThenSaysUnavailable) {

@@ -13,6 +13,8 @@ what only a GPU can (the launch, strides of device tensors, float16 output, stre
 """
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -217,106 +219,183 @@ def test_an_empty_batch():
     assert got.shape == (0, 3, 8, 8) and got.dtype == np.float32
 
 
-# ---- bad arguments: InputError naming the argument, the expected and the found ----
+# ---- bad arguments: InputError naming the function, the argument, the expected and the found ----
 
 IMG = PHOTOS["astronaut"]
 GOOD = np.array([[10, 10, 100, 100]], dtype=np.int64)
+TWO = np.array([[10, 10, 100, 100], [20, 30, 40, 50]], dtype=np.int64)
+# "<function>: <argument>: expected <what>, found <what>": one line, short, no array's elements
+MESSAGE = re.compile(r"(?P<fn>crop_batch_c(?:pu|uda)): (?P<arg>[^:]+): expected (?P<expected>.+), found (?P<found>.+)")
 
 
-@pytest.mark.parametrize("kwargs,pattern", [
-    (dict(images=IMG), r"images: expected a list of B uint8 RGB arrays, found ndarray"),
-    (dict(images={"a": IMG}), r"images: expected a list .* found dict"),
-    (dict(images=[IMG.tolist()]), r"images\[0\]: expected a numpy array uint8 \[H, W, 3\] RGB .* found list"),
-    (dict(images=[IMG.astype(np.float32)]), r"images\[0\]: expected a non-empty uint8 \[H, W, 3\].*found float32\[512, 512, 3\]"),
-    (dict(images=[IMG[:, :, 0]]), r"images\[0\]: expected .*found uint8\[512, 512\]"),
-    (dict(images=[np.zeros((4, 4, 4), np.uint8)]), r"images\[0\]: expected .*\[H, W, 3\].*found uint8\[4, 4, 4\]"),
-    (dict(images=[np.zeros((0, 4, 3), np.uint8)]), r"images\[0\]: expected a non-empty .*found uint8\[0, 4, 3\]"),
-    (dict(images=[IMG], layout="chw"), r"images\[0\]: expected a non-empty uint8 \[3, H, W\].*found uint8\[512, 512, 3\]"),
-    (dict(images=[IMG], layout="rgb"), r"layout: expected one of \['hwc', 'chw'\], found 'rgb'"),
-    (dict(bounds=GOOD.astype(np.float64)), r"bounds: expected integers \[1, 4\].*found float64\[1, 4\]"),
-    (dict(bounds=GOOD[:, :3]), r"bounds: expected integers \[1, 4\].*found int64\[1, 3\]"),
-    (dict(bounds=np.repeat(GOOD, 2, 0)), r"bounds: expected integers \[1, 4\].*found int64\[2, 4\]"),
-    (dict(bounds=[[10, 10, 100, 2**70]]), r"bounds: expected integers \[1, 4\].*found .*too large"),
-    (dict(bounds=np.array([[10, 10, 100, 2**64 - 1]], dtype=np.uint64)), r"bounds: expected .* within int64"),
-    (dict(bounds=[[10, 10, 100, 2**33 + 1]]), r"faces\[0\]\.bottom \(bb\): expected a crop bound in \[-8589934592, 8589934592\].*found 8589934593"),
-    (dict(bounds=[[-2**33 - 1, 10, 100, 100]]), r"faces\[0\]\.left \(bl\): expected a crop bound .*found -8589934593"),
-    (dict(bounds=[[100, 10, 100, 100]]), r"faces\[0\]\.right \(br\): expected > left \(bl\) = 100 .*found 100"),
-    (dict(bounds=[[10, 100, 100, 99]]), r"faces\[0\]\.bottom \(bb\): expected > top \(bt\) = 100 .*found 99"),
-    (dict(size=0), r"size: expected an integer >= 1, found 0"),
-    (dict(size=4097), r"size: expected an integer in \[1, 4096\], found 4097"),
-    (dict(size=2.5), r"size: expected an integer >= 1, found 2.5"),
-    (dict(size=True), r"size: expected an integer >= 1, found True"),
-    (dict(num_threads=-1), r"num_threads: expected an integer >= 0, found -1"),
-    (dict(out=np.zeros((1, 3, 224, 224), np.float64)), r"out: expected float32\[1, 3, 224, 224\].*found float64\[1, 3, 224, 224\]"),
-    (dict(out=np.zeros((2, 3, 224, 224), np.float32)), r"out: expected float32\[1, 3, 224, 224\].*found float32\[2, 3, 224, 224\]"),
-    (dict(out=np.zeros((1, 224, 224, 3), np.float32).transpose(0, 3, 1, 2)), r"out: expected .*C-contiguous.*\(not C-contiguous\)"),
-    (dict(out=[0.0]), r"out: expected a float32 numpy array \[1, 3, 224, 224\], found list"),
+def refusal(call, **args) -> re.Match:
+    """The InputError message of call(**args), checked for the common form."""
+    with pytest.raises(InputError) as e:
+        call(**args)
+    msg = str(e.value)
+    m = MESSAGE.fullmatch(msg)
+    assert m and m["fn"] == call.__name__, msg
+    assert len(msg) <= 300 and "array(" not in msg and "tensor(" not in msg and "[[" not in msg, msg
+    return m
+
+
+def tall(h: int, layout: str = "hwc") -> np.ndarray:
+    """A uint8 image h pixels high that takes no memory (zero strides)."""
+    shape = (h, 1, 3) if layout == "hwc" else (3, h, 1)
+    return np.broadcast_to(np.zeros((1, 1, 1), np.uint8), shape)
+
+
+def strided(strides) -> np.ndarray:
+    """A 3 x 3 x 3 uint8 view with any strides (refused before anything reads it)."""
+    return np.lib.stride_tricks.as_strided(np.zeros(1, np.uint8), shape=(3, 3, 3), strides=strides)
+
+
+@pytest.mark.parametrize("kwargs,arg,pattern", [
+    # images: the list, each array's type, dtype, shape and layout, its size and strides
+    (dict(images=None), "images", r"a list of B uint8 RGB arrays, found None"),
+    (dict(images=IMG), "images", r"a list .*, found ndarray uint8\[512, 512, 3\]"),
+    (dict(images={"a": IMG}), "images", r"a list .*, found dict"),
+    (dict(images=[IMG.tolist()]), "images[0]", r"a numpy array uint8 \[H, W, 3\] RGB .*, found list"),
+    (dict(images=[None]), "images[0]", r"a numpy array uint8 \[H, W, 3\] RGB .*, found NoneType"),
+    (dict(images=[IMG.astype(np.float32)]), "images[0]", r"a non-empty uint8 \[H, W, 3\].*, found float32\[512, 512, 3\]"),
+    (dict(images=[IMG[:, :, 0]]), "images[0]", r".*, found uint8\[512, 512\]"),
+    (dict(images=[np.zeros((4, 4, 4), np.uint8)]), "images[0]", r".*\[H, W, 3\].*, found uint8\[4, 4, 4\]"),
+    (dict(images=[np.zeros((0, 4, 3), np.uint8)]), "images[0]", r"a non-empty .*, found uint8\[0, 4, 3\]"),
+    (dict(images=[IMG], layout="chw"), "images[0]", r"a non-empty uint8 \[3, H, W\].*, found uint8\[512, 512, 3\]"),
+    (dict(images=[tall(2**31)]), "images[0].shape[0] (height)", r"in \[1, 2147483647\], found 2147483648"),
+    (dict(images=[tall(2**31, "chw")], layout="chw"), "images[0].shape[1] (height)", r"in \[1, 2147483647\], found 2147483648"),
+    (dict(images=[strided((2**62 + 1, 1, 1))]), "images[0].strides[0] (stride_y)", r"elements in \[-4611686018427387904, 4611686018427387904\], found 4611686018427387905"),
+    (dict(images=[strided((3, 1, -(2**62) - 1))]), "images[0].strides[2] (stride_c)", r"elements in .*, found -4611686018427387905"),
+    (dict(images=[strided((2**61, 2**61, 1))]), "images[0].strides", r"strides whose extent over the 3 x 3 x 3 image is at most 2\^62 elements, found stride_y=2305843009213693952 stride_x=2305843009213693952 stride_c=1"),
+    (dict(images=[IMG] * 65536, bounds=np.repeat(GOOD, 65536, 0)), "images (B)", r"a number of faces in \[0, 65535\], found 65536"),
+    # layout
+    (dict(images=[IMG], layout="rgb"), "layout", r"one of \['hwc', 'chw'\], found 'rgb'"),
+    (dict(images=[IMG], layout=np.array(["hwc"])), "layout", r"one of .*, found ndarray <U3\[1\]"),
+    (dict(images=[IMG], layout=None), "layout", r"one of .*, found None"),
+    # bounds: type, dtype, shape, length against images, range of each bound, empty crops
+    (dict(bounds=None), "bounds", r"integers \[1, 4\].*, found None"),
+    (dict(bounds=GOOD.astype(np.float64)), "bounds", r"integers \[1, 4\].*, found float64\[1, 4\]"),
+    (dict(bounds=GOOD[:, :3]), "bounds", r"integers \[1, 4\].*, found int64\[1, 3\]"),
+    (dict(bounds=TWO), "bounds", r"integers \[1, 4\].*, found int64\[2, 4\]"),
+    (dict(images=[IMG, IMG], bounds=GOOD), "bounds", r"integers \[2, 4\].*, found int64\[1, 4\]"),
+    (dict(images=[IMG, IMG], bounds=[[10, 10, 100, 100], [10, 10]]), "bounds", r"integers \[2, 4\].*, found a list of 2 items that is not a table \(rows of different lengths\?\)"),
+    (dict(bounds=[[10, 10, 100, 2**70]]), "bounds", r"integers \[1, 4\].*, found numbers too large for int64 or not numbers"),
+    (dict(bounds=np.array([[10, 10, 100, 2**64 - 1]], dtype=np.uint64)), "bounds", r".* within int64, found 18446744073709551615"),
+    (dict(bounds=[[10, 10, 100, 2**33 + 1]]), "bounds[0][3] (bb)", r"a crop bound in \[-8589934592, 8589934592\] \(engine.crop's box rule\), found 8589934593"),
+    (dict(bounds=[[-2**33 - 1, 10, 100, 100]]), "bounds[0][0] (bl)", r"a crop bound .*, found -8589934593"),
+    (dict(images=[IMG, IMG], bounds=[[10, 10, 100, 100], [10, -2**40, 100, 100]]), "bounds[1][1] (bt)", r"a crop bound .*, found -1099511627776"),
+    (dict(images=[IMG, IMG], bounds=[[10, 10, 100, 100], [10, 10, 2**34, 100]]), "bounds[1][2] (br)", r"a crop bound .*, found 17179869184"),
+    (dict(bounds=[[100, 10, 100, 100]]), "bounds[0][2] (br)", r"> bounds\[0\]\[0\] \(bl\) = 100 \(a crop at least 1 px wide\), found 100"),
+    (dict(images=[IMG, IMG], bounds=[[10, 10, 100, 100], [10, 100, 100, 99]]), "bounds[1][3] (bb)", r"> bounds\[1\]\[1\] \(bt\) = 100 \(a crop at least 1 px high\), found 99"),
+    # size, num_threads: integers in range
+    (dict(size=0), "size", r"an integer >= 1, found 0"),
+    (dict(size=-5), "size", r"an integer >= 1, found -5"),
+    (dict(size=4097), "size", r"an integer in \[1, 4096\], found 4097"),
+    (dict(size=2**70), "size", r"an integer in \[1, 9223372036854775807\], found 1180591620717411303424"),
+    (dict(size=2.5), "size", r"an integer >= 1, found 2.5"),
+    (dict(size=True), "size", r"an integer >= 1, found True"),
+    (dict(size=np.array([224])), "size", r"an integer >= 1, found ndarray int64\[1\]"),
+    (dict(num_threads=-1), "num_threads", r"an integer >= 0, found -1"),
+    (dict(num_threads=2**20), "num_threads", r"an integer in \[0, 65536\], found 1048576"),
+    # out: type, dtype, shape, layout, writability
+    (dict(out=np.zeros((1, 3, 224, 224), np.float64)), "out", r"float32\[1, 3, 224, 224\].*, found float64\[1, 3, 224, 224\]"),
+    (dict(out=np.zeros((2, 3, 224, 224), np.float32)), "out", r"float32\[1, 3, 224, 224\].*, found float32\[2, 3, 224, 224\]"),
+    (dict(out=np.zeros((1, 224, 224, 3), np.float32).transpose(0, 3, 1, 2)), "out", r".*C-contiguous, found .*\(not C-contiguous\)"),
+    (dict(out=[0.0]), "out", r"a float32 numpy array \[1, 3, 224, 224\], found a list of 1 items"),
 ])
-def test_bad_arguments_cpu(kwargs, pattern):
+def test_bad_arguments_cpu(kwargs, arg, pattern):
     args = dict(images=[IMG], bounds=GOOD)
     args.update(kwargs)
-    with pytest.raises(InputError, match=r"crop_batch_cpu: |crop: ") as e:
-        _core.crop_batch_cpu(**args)
-    import re
-
-    assert re.search(pattern, str(e.value)), str(e.value)
+    m = refusal(_core.crop_batch_cpu, **args)
+    assert m["arg"] == arg, m.string
+    assert re.fullmatch(pattern, m.string.split(": expected ", 1)[1]), m.string
 
 
 def test_a_read_only_out_is_refused():
     out = np.zeros((1, 3, 224, 224), np.float32)
     out.flags.writeable = False
-    with pytest.raises(InputError, match="out: expected a writable array"):
-        _core.crop_batch_cpu([IMG], GOOD, out=out)
+    m = refusal(_core.crop_batch_cpu, images=[IMG], bounds=GOOD, out=out)
+    assert m["arg"] == "out" and m["expected"] == "a writable array" and m["found"] == "a read-only one"
 
 
 # ---- the CUDA entry point: argument errors on every machine, then UnavailableError without a GPU ----
 
 SRC = (1 << 20, 512, 512, 1536, 3, 1)  # a plausible device address and an HWC 512 x 512 image
+SOURCES = "a tuple \\(device_ptr, height, width, stride_y, stride_x, stride_c\\)"
 
 
-@pytest.mark.parametrize("kwargs,pattern", [
-    (dict(sources=SRC), r"sources\[0\]: expected a tuple \(device_ptr, .*found 1048576"),
-    (dict(sources="x"), r"sources: expected a list of B tuples .*found str"),
-    (dict(sources=[SRC[:5]]), r"sources\[0\]: expected a tuple \(device_ptr, height, width, stride_y, stride_x, stride_c\)"),
-    (dict(sources=[(0,) + SRC[1:]]), r"sources\[0\]\.device_ptr: expected an integer in \[1, 9223372036854775807\], found 0"),
-    (dict(sources=[(1.5,) + SRC[1:]]), r"sources\[0\]\.device_ptr: expected an integer .*found 1.5"),
-    (dict(sources=[SRC[:1] + (0,) + SRC[2:]]), r"faces\[0\]\.height: expected in \[1, 2147483647\], found 0"),
-    (dict(sources=[SRC[:2] + (-4,) + SRC[3:]]), r"faces\[0\]\.width: expected in \[1, 2147483647\], found -4"),
-    (dict(sources=[SRC[:3] + (2**62,) + SRC[4:]]), r"faces\[0\]\.stride_y/stride_x/stride_c: expected strides whose extent"),
-    (dict(sources=[SRC[:3] + (2**63 - 1,) + SRC[4:]]), r"faces\[0\]\.stride_y: expected elements in"),
-    (dict(bounds=[[10, 10, 5, 100]]), r"faces\[0\]\.right \(br\): expected > left \(bl\) = 10"),
-    (dict(bounds=[[10, 10, 100]]), r"bounds: expected integers \[1, 4\]"),
-    (dict(out_ptr=-1), r"out_ptr: expected the device address \(an integer\) of a contiguous float32\[1, 3, 224, 224\]"),
-    (dict(out_ptr=1.0), r"out_ptr: expected the device address"),
-    (dict(out_ptr=0), r"crop: out: expected a pointer to the \[B, 3, size, size\] buffer, found null"),
-    (dict(out_dtype="bfloat16"), r"out_dtype: expected one of \['float32', 'float16'\], found 'bfloat16'"),
-    (dict(size=0), r"size: expected an integer >= 1, found 0"),
-    (dict(size=5000), r"size: expected an integer in \[1, 4096\], found 5000"),
-    (dict(stream=-3), r"stream: expected a cudaStream_t as an integer"),
-    (dict(stream="default"), r"stream: expected a cudaStream_t"),
+@pytest.mark.parametrize("kwargs,arg,pattern", [
+    # sources: the list, each tuple, each field's type and range, the size and strides they give
+    (dict(sources=SRC), "sources[0]", SOURCES + r", found 1048576"),
+    (dict(sources="x"), "sources", r"a list of B tuples .*, found 'x'"),
+    (dict(sources=None), "sources", r"a list of B tuples .*, found None"),
+    (dict(sources=np.array([SRC])), "sources", r"a list of B tuples .*, found ndarray int64\[1, 6\]"),
+    (dict(sources=[np.array(SRC)]), "sources[0]", SOURCES + r", found ndarray int64\[6\]"),
+    (dict(sources=[SRC[:5]]), "sources[0]", SOURCES + r", found a tuple of 5 items"),
+    (dict(sources=[SRC + (1,)]), "sources[0]", SOURCES + r", found a tuple of 7 items"),
+    (dict(sources=[(0,) + SRC[1:]]), "sources[0].device_ptr", r"an integer >= 1, found 0"),
+    (dict(sources=[(-8,) + SRC[1:]]), "sources[0].device_ptr", r"an integer >= 1, found -8"),
+    (dict(sources=[(2**63,) + SRC[1:]]), "sources[0].device_ptr", r"an integer in \[1, 9223372036854775807\], found 9223372036854775808"),
+    (dict(sources=[(1.5,) + SRC[1:]]), "sources[0].device_ptr", r"an integer .*, found 1.5"),
+    (dict(sources=[(np.float64(2.0),) + SRC[1:]]), "sources[0].device_ptr", r"an integer .*, found 2.0"),
+    (dict(sources=[(None,) + SRC[1:]]), "sources[0].device_ptr", r"an integer .*, found None"),
+    (dict(sources=[SRC[:1] + (0,) + SRC[2:]]), "sources[0].height", r"in \[1, 2147483647\], found 0"),
+    (dict(sources=[SRC[:2] + (-4,) + SRC[3:]]), "sources[0].width", r"in \[1, 2147483647\], found -4"),
+    (dict(sources=[SRC, SRC[:2] + (2**31,) + SRC[3:]], bounds=TWO), "sources[1].width", r"in \[1, 2147483647\], found 2147483648"),
+    (dict(sources=[SRC[:2] + (True,) + SRC[3:]]), "sources[0].width", r"an integer .*, found True"),
+    (dict(sources=[SRC[:3] + (2**62,) + SRC[4:]]), "sources[0] strides (stride_y, stride_x, stride_c)", r"strides whose extent over the 512 x 512 x 3 image is at most 2\^62 elements, found stride_y=4611686018427387904 stride_x=3 stride_c=1"),
+    (dict(sources=[SRC[:3] + (2**63 - 1,) + SRC[4:]]), "sources[0].stride_y", r"elements in \[-4611686018427387904, 4611686018427387904\], found 9223372036854775807"),
+    (dict(sources=[SRC[:4] + (-(2**62) - 1,) + SRC[5:]]), "sources[0].stride_x", r"elements in .*, found -4611686018427387905"),
+    (dict(sources=[SRC[:5] + (2**63,)]), "sources[0].stride_c", r"an integer in \[-9223372036854775808, 9223372036854775807\], found 9223372036854775808"),
+    (dict(sources=[SRC] * 65536, bounds=np.repeat(GOOD, 65536, 0)), "sources (B)", r"a number of faces in \[0, 65535\], found 65536"),
+    # bounds: as for crop_batch_cpu, named by face
+    (dict(bounds=[[10, 10, 5, 100]]), "bounds[0][2] (br)", r"> bounds\[0\]\[0\] \(bl\) = 10 \(a crop at least 1 px wide\), found 5"),
+    (dict(sources=[SRC, SRC], bounds=[[10, 10, 100, 100], [2**33 + 1, 10, 100, 100]]), "bounds[1][0] (bl)", r"a crop bound .*, found 8589934593"),
+    (dict(bounds=[[10, 10, 100]]), "bounds", r"integers \[1, 4\].*, found int64\[1, 3\]"),
+    (dict(bounds=None), "bounds", r"integers \[1, 4\].*, found None"),
+    (dict(sources=[SRC, SRC]), "bounds", r"integers \[2, 4\].*, found int64\[1, 4\]"),
+    # out_ptr: an address in [1, 2^64) (or a tensor: test_a_cpu_tensor_as_the_cuda_output_is_refused)
+    (dict(out_ptr=-1), "out_ptr", r"the device address \(an integer in \[0, 2\^64\)\) of a contiguous float32\[1, 3, 224, 224\] buffer, found -1"),
+    (dict(out_ptr=2**64), "out_ptr", r"the device address .*, found 18446744073709551616"),
+    (dict(out_ptr=1.0), "out_ptr", r"the device address .*, found 1.0"),
+    (dict(out_ptr=np.zeros((1, 3, 224, 224), np.float32)), "out_ptr", r"the device address .*, found ndarray float32\[1, 3, 224, 224\]"),
+    (dict(out_ptr=0), "out_ptr", r"a pointer to the \[B, 3, size, size\] buffer, found null"),
+    # out_dtype, size, stream
+    (dict(out_dtype="bfloat16"), "out_dtype", r"one of \['float32', 'float16'\], found 'bfloat16'"),
+    (dict(out_dtype=np.float32), "out_dtype", r"one of .*, found the type float32"),
+    (dict(out_dtype=["float32"]), "out_dtype", r"one of .*, found a list of 1 items"),
+    (dict(size=0), "size", r"an integer >= 1, found 0"),
+    (dict(size=5000), "size", r"an integer in \[1, 4096\], found 5000"),
+    (dict(size=2**64), "size", r"an integer in \[1, 9223372036854775807\], found 18446744073709551616"),
+    (dict(stream=-3), "stream", r"a cudaStream_t as an integer in \[0, 2\^64\) .*, found -3"),
+    (dict(stream=2**64), "stream", r"a cudaStream_t .*, found 18446744073709551616"),
+    (dict(stream="default"), "stream", r"a cudaStream_t .*, found 'default'"),
+    (dict(stream=True), "stream", r"a cudaStream_t .*, found True"),
+    (dict(stream=np.array([0, 1])), "stream", r"a cudaStream_t .*, found ndarray int64\[2\]"),
 ])
-def test_bad_arguments_cuda(kwargs, pattern):
+def test_bad_arguments_cuda(kwargs, arg, pattern):
+    """Every refusal that needs no GPU, on every machine: the arguments are checked before the
+    device is looked for."""
     args = dict(sources=[SRC], bounds=GOOD, out_ptr=1 << 21)
     args.update(kwargs)
-    with pytest.raises(InputError) as e:
-        _core.crop_batch_cuda(**args)
-    import re
-
-    assert re.search(pattern, str(e.value)), str(e.value)
-    assert "crop_batch_cuda: " in str(e.value) or "crop: " in str(e.value)
+    m = refusal(_core.crop_batch_cuda, **args)
+    assert m["arg"] == arg, m.string
+    assert re.fullmatch(pattern, m.string.split(": expected ", 1)[1]), m.string
 
 
 def test_a_cpu_tensor_as_the_cuda_output_is_refused():
     torch = pytest.importorskip("torch")
-    with pytest.raises(InputError, match=r"out_ptr: expected a contiguous CUDA tensor float16\[1, 3, 224, 224\], "
-                                         r"found torch.float32\[1, 3, 224, 224\] on cpu"):
-        _core.crop_batch_cuda([SRC], GOOD, torch.zeros(1, 3, 224, 224), out_dtype="float16")
+    m = refusal(_core.crop_batch_cuda, sources=[SRC], bounds=GOOD, out_ptr=torch.zeros(1, 3, 224, 224),
+                out_dtype="float16")
+    assert m["arg"] == "out_ptr"
+    assert m["expected"] == "a contiguous CUDA tensor float16[1, 3, 224, 224]"
+    assert m["found"] == "torch.float32[1, 3, 224, 224] on cpu"
 
 
 @pytest.mark.skipif(_core.has_cuda(), reason="this machine has a GPU: the cuda tests below run instead")
 def test_cuda_crop_is_unavailable_without_a_gpu():
     assert not _core.has_cuda_crop()
-    with pytest.raises(UnavailableError, match="crop_cuda: (no CUDA device|this build has no CUDA kernel)"):
+    with pytest.raises(UnavailableError, match="^crop_batch_cuda: (no CUDA device|this build has no CUDA kernel)"):
         _core.crop_batch_cuda([SRC], GOOD, 1 << 21)
 
 
@@ -387,11 +466,12 @@ def test_cuda_refuses_host_memory_with_a_clear_error():
     img = np.ascontiguousarray(PHOTOS["camera"])
     out = torch.empty((1, 3, 224, 224), dtype=torch.float32, device="cuda")
     host = (img.ctypes.data, img.shape[0], img.shape[1], img.strides[0], img.strides[1], img.strides[2])
-    with pytest.raises(InputError, match=r"faces\[0\]\.image: expected a CUDA device pointer, found host memory"):
+    with pytest.raises(InputError, match=r"^crop_batch_cuda: sources\[0\]\.device_ptr: expected a CUDA device pointer, "
+                                         r"found host memory 0x"):
         _core.crop_batch_cuda([host], GOOD, out.data_ptr())
     t = torch.from_numpy(img).cuda()
     host_out = np.zeros((1, 3, 224, 224), np.float32)
-    with pytest.raises(InputError, match=r"out: expected a CUDA device pointer"):
+    with pytest.raises(InputError, match=r"^crop_batch_cuda: out_ptr: expected a CUDA device pointer"):
         _core.crop_batch_cuda([_source(t, "hwc")], GOOD, host_out.ctypes.data)
     # The context is still usable afterwards.
     _core.crop_batch_cuda([_source(t, "hwc")], GOOD, out.data_ptr())

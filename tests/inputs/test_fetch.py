@@ -13,6 +13,7 @@ import threading
 import time
 import zipfile
 from pathlib import Path
+from urllib.parse import urlparse
 
 import pytest
 
@@ -365,3 +366,45 @@ def test_extract_zip_advice_is_only_about_the_archive(tmp_path):
     z = _zip(tmp_path / "big.zip", {"a.bin": b"\0" * 10_000})
     with pytest.raises(InputError, match="limit is 100; get a new one$"):
         extract_zip(z, tmp_path / "t", max_total_bytes=100, bad_archive_advice="get a new one")
+
+
+def _closed_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # nothing listens there now: connection refused
+    return port
+
+
+@pytest.mark.parametrize("how", ["offline", "HTTP 404", "truncated empty body"])
+def test_a_failed_fetch_leaves_no_folder_or_file_it_created(server, tmp_path, how):
+    """A fetch that fails before any byte arrives leaves nothing it created, folders included
+    (the CLI's models/cnn3dmm/downloads/ was left behind empty)."""
+    base = f"http://127.0.0.1:{_closed_port()}" if how == "offline" else server.base  # 404: no files served
+    if how == "truncated empty body":
+        server.files[urlparse(ASSETS["topology"].url()).path] = payload()
+        server.truncate_at = 0  # promises the whole file, sends nothing, hangs up
+    (tmp_path / "kept").mkdir()  # a folder that was there before stays
+    dest = tmp_path / "kept" / "models" / "cnn3dmm" / "downloads"
+    with pytest.raises(BackendError):
+        fetch(["topology"], dest, base_url=base, timeout=5)
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["kept"]
+
+
+def test_the_cli_fetch_offline_leaves_no_downloads_folder(tmp_path, capsys):
+    from engine.cli import main
+
+    card = tmp_path / "models" / "cnn3dmm"
+    code = main(["fetch", "--network-dir", str(card), "--base-url", f"http://127.0.0.1:{_closed_port()}",
+                 "--timeout", "5"])
+    assert code == 1, capsys.readouterr().err
+    assert not (tmp_path / "models").exists()
+
+
+def test_a_partial_download_keeps_its_folder_to_resume(server, tmp_path):
+    server.files[urlparse(ASSETS["topology"].url()).path] = payload()
+    server.truncate_at = 1000
+    dest = tmp_path / "new" / "downloads"
+    with pytest.raises(BackendError, match="partial file kept"):
+        fetch(["topology"], dest, base_url=server.base, timeout=5)
+    assert (dest / (ASSETS["topology"].filename + ".partial")).stat().st_size == 1000

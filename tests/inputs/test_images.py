@@ -447,3 +447,155 @@ def test_declared_bytes_missing_reads_each_container(tmp_path):
     other = tmp_path / "notes.txt"
     other.write_bytes(b"not a video at all")
     assert declared_bytes_missing(other) == 0  # a format we cannot read tells nothing
+
+
+# --- Integer, float and colour-space modes: the white level comes from what the file declares ---
+
+try:
+    import tifffile  # optional: the files Pillow cannot save (its cases skip without it)
+except ImportError:
+    tifffile = None
+_GREY = np.array([[0, 1, 100, 128, 200, 254, 255]])  # 0..255 values, as 8-bit data holds them
+
+
+def _tiff(arr, **kw) -> bytes | None:
+    if tifffile is None:
+        return None
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, arr, **kw)  # tifffile: a writer we did not write, for files Pillow cannot save
+    return buf.getvalue()
+
+
+def _pillow(arr, fmt, mode=None) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr, mode).save(buf, fmt) if mode else Image.fromarray(arr).save(buf, fmt)
+    return buf.getvalue()
+
+
+def _scaled16(v) -> np.ndarray:
+    return ((np.asarray(v, np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+
+
+_V16 = np.array([[0, 1000, 257 * 128, 40000, 65535]])
+_WHITE_LEVEL_CASES = {
+    # 32-bit and signed integer TIFFs declare no white level: 0..255 values are 8-bit data, as
+    # Pillow's convert("L") shows them (the tester's int32.tif decoded to 0..1 before).
+    "int32 tiff (I;32S)": (_tiff(_GREY.astype("<i4")), "I", _GREY),
+    "int32 big-endian tiff": (_tiff(_GREY.astype(">i4")), "I", _GREY),
+    "uint32 tiff (I;32N)": (_tiff(_GREY.astype("<u4")), "I", _GREY),
+    "int32 tiff from Pillow": (_pillow(_GREY.astype(np.int32), "TIFF", "I"), "I", _GREY),
+    "int32 zlib tiff (libtiff)": (_tiff(_GREY.astype("<i4"), compression="zlib"), "I", _GREY),
+    "int16 tiff (I;16S)": (_tiff(_GREY.astype("<i2")), "I", _GREY),
+    "int16 big-endian tiff": (_tiff(_GREY.astype(">i2")), "I", _GREY),
+    # 16 bits per sample, unsigned: white is 65535.
+    "uint16 png (I;16)": (_pillow(_V16.astype(np.uint16), "PNG"), "I;16", _scaled16(_V16)),
+    "uint16 tiff (I;16)": (_tiff(_V16.astype("<u2")), "I;16", _scaled16(_V16)),
+    "uint16 big-endian tiff (I;16B)": (_tiff(_V16.astype(">u2")), "I;16B", _scaled16(_V16)),
+    "uint16 zlib tiff (libtiff)": (_tiff(_V16.astype("<u2"), compression="zlib"), "I;16", _scaled16(_V16)),
+    "16-bit pgm (I)": (b"P5 5 1 65535\n" + _V16.astype(">u2").tobytes(), "I", _scaled16(_V16)),
+    # MinIsWhite: Pillow leaves 16-bit samples as stored; 0 is white.
+    "uint16 MinIsWhite tiff": (_tiff(_V16.astype("<u2"), photometric="miniswhite"), "I;16",
+                               _scaled16(65535 - _V16)),
+    "uint8 MinIsWhite tiff": (_tiff(_GREY.astype(np.uint8), photometric="miniswhite"), "L", 255 - _GREY),
+}
+
+
+@pytest.mark.parametrize("case", list(_WHITE_LEVEL_CASES))
+def test_integer_grey_white_level_follows_what_the_file_declares(case):
+    data, mode, want = _WHITE_LEVEL_CASES[case]
+    if data is None:
+        pytest.skip("tifffile is not installed")
+    with Image.open(io.BytesIO(data)) as im:
+        assert im.mode == mode  # the Pillow mode this case stands for
+    out = decode_image(data, case)
+    np.testing.assert_array_equal(out, np.repeat(np.asarray(want, np.uint8)[:, :, None], 3, axis=2))
+
+
+def test_a_32_bit_photo_holding_8_bit_values_decodes_like_the_8_bit_photo(tmp_path):
+    g = pattern(24, 31)[:, :, 1]
+    (tmp_path / "int32.tif").write_bytes(_pillow(g.astype(np.int32), "TIFF", "I"))
+    Image.fromarray(g).save(tmp_path / "grey.png")
+    np.testing.assert_array_equal(load_image(tmp_path / "int32.tif"), load_image(tmp_path / "grey.png"))
+    with Image.open(tmp_path / "int32.tif") as im:  # what Pillow's own conversion shows
+        np.testing.assert_array_equal(load_image(tmp_path / "int32.tif"), np.asarray(im.convert("RGB")))
+
+
+_A16 = np.zeros((3, 2, 4), np.uint16)
+_A16[0], _A16[1], _A16[2] = 1000, 30000, 65535
+_REFUSED_CASES = {
+    "int32 tiff holding 16-bit values": (_tiff(_V16.astype("<i4")),
+                                         r"32-bit signed integer image \(Pillow mode I\) with values 0..65535: its "
+                                         r"white level is not declared"),
+    "uint32 tiff holding large values": (_tiff(np.array([[0, 70000]], "<u4")),
+                                         r"32-bit unsigned integer image \(Pillow mode I\) with values 0..70000"),
+    "int16 tiff with negative values": (_tiff(np.array([[-5, 100]], "<i2")),
+                                        r"16-bit signed integer image \(Pillow mode I\) with values -5..100"),
+    "float32 tiff in 0..1": (_tiff(np.array([[0.0, 0.5, 1.0]], np.float32)),
+                             r"32-bit float image \(Pillow mode F\): its white level \(1.0 or 255\) is not declared"),
+    "float32 pfm": (_pillow(np.array([[0.0, 0.5, 1.0]], np.float32), "PPM"), r"32-bit float image \(Pillow mode F\)"),
+    # Pillow reads each plane of this file one byte a sample: bytes as pixels.
+    "uncompressed planar 16-bit tiff": (_tiff(_A16, photometric="rgb", planarconfig="separate"),
+                                        r"uncompressed TIFF with 16-bit samples in separate planes"),
+}
+
+
+@pytest.mark.parametrize("case", list(_REFUSED_CASES))
+def test_integer_and_float_data_without_a_white_level_is_refused_by_name(case):
+    data, msg = _REFUSED_CASES[case]
+    if data is None:
+        pytest.skip("tifffile is not installed")
+    with pytest.raises(InputError, match=f"^{case}: {msg}"):
+        decode_image(data, case)
+
+
+def test_planar_16_bit_tiff_that_pillow_reads_right_is_taken():
+    if tifffile is None:
+        pytest.skip("tifffile is not installed")
+    out = decode_image(_tiff(_A16, photometric="rgb", planarconfig="separate", compression="zlib"))
+    # Pillow keeps the high byte of 16-bit RGB (see the module's conventions); tifffile's values.
+    np.testing.assert_array_equal(out, np.broadcast_to((_A16 >> 8).transpose(1, 2, 0), (2, 4, 3)))
+
+
+def _colour_files():
+    rgb = Image.fromarray(pattern(9, 11))
+    rgba = Image.fromarray(np.dstack([pattern(9, 11), pattern(9, 11)[:, :, 2]]), "RGBA")
+    return {
+        "1": (rgb.convert("1"), "PNG"), "L": (rgb.convert("L"), "PNG"), "LA": (rgba.convert("LA"), "PNG"),
+        "P": (rgb.quantize(40), "PNG"), "PA": (rgba.convert("PA"), "TIFF"), "RGB": (rgb, "TIFF"),
+        "RGBA": (rgba, "TIFF"), "CMYK": (rgb.convert("CMYK"), "TIFF"), "YCbCr": (rgb.convert("YCbCr"), "TIFF"),
+        "LAB": (rgb.convert("LAB"), "TIFF"),
+    }
+
+
+@pytest.mark.parametrize("mode", list(_colour_files()))
+def test_eight_bit_modes_from_files_equal_pillows_convert(mode):
+    pil, fmt = _colour_files()[mode]
+    buf = io.BytesIO()
+    pil.save(buf, fmt)
+    with Image.open(io.BytesIO(buf.getvalue())) as im:
+        assert im.mode == mode
+        want = np.asarray(im.convert("RGB"))
+    np.testing.assert_array_equal(decode_image(buf.getvalue()), want)
+
+
+def test_lab_and_hsv_are_converted_as_colours_not_copied_as_channels():
+    from PIL import ImageCms
+
+    from engine.images import _rgb_array
+
+    lab = Image.new("LAB", (1, 1), (100, 200, 50))
+    # ImageCms (LittleCMS): the independent LAB -> sRGB reference.
+    srgb = ImageCms.applyTransform(lab, ImageCms.buildTransform(ImageCms.createProfile("LAB"),
+                                                                ImageCms.createProfile("sRGB"), "LAB", "RGB"))
+    np.testing.assert_array_equal(_rgb_array(lab, "lab")[0, 0], srgb.getpixel((0, 0)))
+    # HSV has no file format; in memory: hue 85/255 of the circle at full saturation is pure green.
+    np.testing.assert_array_equal(_rgb_array(Image.new("HSV", (1, 1), (85, 255, 255)), "hsv")[0, 0], (0, 255, 0))
+
+
+@pytest.mark.parametrize("mode", ["I;16", "I;16L", "I;16B", "I;16N"])
+def test_in_memory_sixteen_bit_modes_are_scaled(mode):
+    from engine.images import _rgb_array
+
+    im = Image.new(mode, (len(_V16[0]), 1))
+    im.putdata([int(v) for v in _V16[0]])
+    np.testing.assert_array_equal(_rgb_array(im, mode)[:, :, 0], _scaled16(_V16))

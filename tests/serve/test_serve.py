@@ -48,8 +48,9 @@ def _encode(rgb: np.ndarray, fmt: str, **kw) -> bytes:
 
 @pytest.fixture(scope="module")
 def service():
+    # precision given: the replica builds its runner itself (engine.runners.runner_or_name)
     svc = Service(ServeOptions(max_batch_size=8, batch_wait_ms=20, max_body_mb=MAX_BODY_MB, max_pixels=MAX_PIXELS,
-                               workers=1, threads=1),
+                               workers=1, threads=1, precision="fp32"),
                   port=_free_port(), num_cpus=2, start_timeout_s=180, metrics_port=_free_port())
     svc.start()
     try:
@@ -167,6 +168,8 @@ def test_healthz(service):
     assert h["status"] == "ok"
     assert isinstance(h["provenance"]["network_synthetic"], bool)
     assert h["max_batch_size"] == 8
+    assert h["provenance"]["precision"] == "fp32" and h["provenance"]["device"] == "cpu"
+    assert service.options.replica_gpus == 0  # no GPU in this Ray: CPU replicas (ServeOptions.gpus_per_replica)
 
 
 @pytest.mark.parametrize("fmt", ["png", "jpeg"])
@@ -255,7 +258,7 @@ def test_body_over_limit_is_413(service):
 
 
 @pytest.mark.parametrize("query,words", [
-    ("?boxes=[[1,2,3", "query field boxes: expected JSON"),
+    ("?boxes=[[1,2,3", "query field boxes line 1: invalid JSON"),
     ("?boxes=[[1,2,3]]", "query field boxes[0]"),
     ("?boxes=[]", "a JSON list of 1..256 boxes"),
     ("?cropped=maybe", "query field cropped"),
@@ -264,13 +267,31 @@ def test_body_over_limit_is_413(service):
     ("?part=nose", "query field part"),
     ("?pose=true&pose=false", "query field pose: expected it once, found it 2 times"),
     ("?boxes=[[1,2,30,40]]&boxes=[[1,2,30,40]]", "query field boxes: expected it once, found it 2 times"),
-    ("?pose=", "query field pose: expected true, false, perspective or weak_perspective, found an empty value"),
+    ("?pose=", "query field pose: expected perspective, weak_perspective (or weak-perspective), true (meaning "
+               "perspective) or false (or 1/0, yes/no, on/off; any case), found an empty value"),
     ("?cropped=", "query field cropped: expected true or false"),
-    ("?boxes=", "query field boxes: expected a JSON list of boxes"),
+    ("?boxes=", "query field boxes: expected a JSON list of 1..256 boxes"),
     ("?part=", "query field part: expected one of all, alpha, beta, found an empty value"),
+    # Text the parse once let through to a 500 (or read as another number): each a 400 naming its field.
+    ("/v1/mesh?face=%C2%B2", "query field face: expected a face index 0..256 (digits 0-9), found '\u00b2'"),
+    ("/v1/mesh?face=%E2%91%A0", "query field face: expected a face index"),
+    ("/v1/mesh?face=%D9%A0", "query field face: expected a face index"),  # '٠', once read as 0
+    ("/v1/mesh?face=%EF%BC%91", "query field face: expected a face index"),  # '１', once read as 1
+    ("/v1/mesh?face=" + "9" * 5000, "(5000 characters)"),
+    ("?boxes=" + "%5B" * 1000 + "%5D" * 1000, "query field boxes: JSON nested too deeply (1000 levels, at most 8)"),
+    ("?boxes=%5B%5B1e400,1,20,30%5D%5D", "query field boxes[0], field x0: expected a finite number, found '1e400'"),
+    ("?boxes=%5B%5BNaN,1,20,30%5D%5D", "query field boxes[0], field x0: expected a finite number, found nan"),
+    ("?boxes=%5B%5Btrue,1,20,30%5D%5D", "field x0: expected a number, found a boolean"),
+    ("?boxes=%5B%5B" + "9" * 5000 + ",1,20,30%5D%5D", "field x0: expected a finite number"),
+    ("?boxes=%7B%22a%22:%7B%22b%22:1%7D%7D", "found an object"),
+    ("?boxes=%FF%FE", "query field boxes line 1: invalid JSON"),  # not UTF-8
+    ("?pose=%FF", "query field pose: expected"),
+    ("?pose=" + "x" * 4000, "(4000 characters)"),
 ])
 def test_bad_query_fields(service, astronaut_jpeg, query, words):
-    status, answer = post_json(service, "/v1/faces", astronaut_jpeg, query)
+    path, _, fields = query.partition("?")  # "?..." is /v1/faces's; "/v1/mesh?..." names its endpoint
+    path, query = path or "/v1/faces", "?" + fields
+    status, answer = post_json(service, path, astronaut_jpeg, query)
     assert status == 400 and words in answer["error"], answer
 
 

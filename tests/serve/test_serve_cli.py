@@ -212,6 +212,23 @@ def test_serve_stopped_while_starting_leaves_no_process(tmp_path, moment):
         _kill_all(proc, mark)
 
 
+def test_a_replica_that_cannot_start_is_named_with_its_own_error(tmp_path):
+    """Weights only the replica reads are corrupt: the command ends (exit 1) with the replica's
+    own error, not Ray's "Failed to update the deployments", and leaves no process behind."""
+    card = tmp_path / "card"
+    card.mkdir()
+    (card / "cnn3dmm.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{\"a\":1}garbage")
+    proc, mark, log_path = _start_serve(tmp_path, _free_port(), "--network-dir", str(card))
+    try:
+        assert proc.wait(timeout=240) == 1, log_path.read_text()[-3000:]
+        last = log_path.read_text().strip().splitlines()[-1]
+        assert last.startswith("engine3dmm: error: serve: the replicas failed to start: ModelFileError: "), last
+        assert "not a readable safetensors" in last and "Traceback" not in log_path.read_text()
+        _assert_all_gone(mark, log_path)
+    finally:
+        _kill_all(proc, mark)
+
+
 def test_serve_refuses_a_port_in_use_at_once(capsys):
     """Another program listens on the port: a one-line error and exit 1, before Ray starts."""
     from engine.cli import main
@@ -234,6 +251,11 @@ def test_serve_refuses_a_port_in_use_at_once(capsys):
     (["--replicas", str((os.cpu_count() or 1) + 1)], f"they do not fit in the local Ray's {os.cpu_count() or 1} CPUs"),
     (["--replicas", "2", "--replica-cpus", "1.5", "--num-cpus", "2"], "need 3 CPUs"),
     (["--batch-wait-ms", "-1"], "batch_wait_ms: expected milliseconds in 0..10000"),
+    (["--compile", "--runner", "onnxruntime"], "onnxruntime cannot compile"),
+    (["--compile-mode", "default"], "--compile-mode default: applies with --compile only"),
+    (["--replica-gpus", "1", "--runner", "torch-cpu"], "the torch-cpu runner runs on the CPU, found 1 GPU(s)"),
+    (["--precision", "fp16", "--runner", "onnxruntime"], "precision fp16: the CPU runners do not run float16"),
+    (["--precision", "int8", "--runner", "torch-cpu"], "the torch-cpu runner supports ['fp32', 'bf16'], found 'int8'"),
 ])
 def test_serve_command_refuses_bad_options_before_starting(capsys, argv, words):
     import signal as _signal

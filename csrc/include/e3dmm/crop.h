@@ -16,6 +16,8 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <string>
 
 namespace e3dmm {
 
@@ -52,6 +54,24 @@ enum class CropOutType : int {
   Float16 = 2,  ///< IEEE binary16 (crop_cuda only)
 };
 
+/// The arguments of a crop call, as its messages name them (CropNaming).
+enum class CropArg {
+  Batch, Size, OutType, Faces, Out,                   // the call's
+  Image, Height, Width, StrideY, StrideX, StrideC,    // face b's image
+  Strides,                                            // face b's three strides together (their extent)
+  Left, Top, Right, Bottom,                           // face b's bounds
+};
+
+/// How a call's messages name it and its arguments. Every message of validate(), crop_cpu() and
+/// crop_cuda() starts with "<function>: "; an InvalidInput goes on "<argument>: expected <what>,
+/// found <value>". The defaults name CropParams' fields ("crop: faces[3].right (br): ...";
+/// "crop_cuda: ..." for what only crop_cuda checks); a binding passes its own, so that its
+/// caller reads the names of what it passed ("crop_batch_cpu: bounds[3][2] (br): ...").
+struct CropNaming {
+  std::string function;                                       ///< the message's first word
+  std::function<std::string(CropArg arg, int64_t face)> name;  ///< an argument's name (face: -1 for the call's)
+};
+
 /// Everything one crop call reads and writes.
 struct CropParams {
   const CropFace* faces = nullptr;  ///< [batch] faces, in HOST memory for both crop_cpu() and crop_cuda()
@@ -59,7 +79,14 @@ struct CropParams {
   int size = 224;                   ///< output side in [1, kMaxCropSize]
   void* out = nullptr;              ///< out [B, 3, size, size] C-contiguous, planar BGR 0..255, of out_type
   CropOutType out_type = CropOutType::Float32;  ///< float32 (CPU and GPU) or float16 (GPU)
+  const CropNaming* naming = nullptr;           ///< how messages name things (null: the field names)
 };
+
+/// The name of `arg` (of face `face`; -1 for the call's own) in p's messages: p.naming's, else
+/// CropParams' field name ("faces[3].right (br)").
+std::string crop_arg_name(const CropParams& p, CropArg arg, int64_t face = -1);
+/// The first word of p's messages: p.naming's function, else `fallback`.
+std::string crop_function(const CropParams& p, const char* fallback);
 
 /// Checks every field (sizes, strides, bounds within kMaxCropBound and right > left, bottom >
 /// top, non-null pointers, the extent of each image's strides within int64) and throws
