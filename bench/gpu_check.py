@@ -1,6 +1,9 @@
 """Everything GPU in one call: build, CUDA tests, GPU benchmark rows, one summary.
 
-    bash bench/gpu_check.sh [--out DIR] [--budget-s 480] [--dry-run]
+    bash bench/gpu_check.sh [--out DIR] [--budget-s 480] [--dry-run] [--only STEP ...] [--rebuild]
+
+bench/README.md says what the machine needs, how to bring missing packages as wheels, and how
+to run the second call.
 
 Meant for a lent GPU machine with a short lease (an H100/H200 with PyTorch, torchvision, nvcc,
 CMake, ninja, pybind11, onnx, onnxruntime, scikit-image and OpenCV; no TensorRT, dlib, trimesh
@@ -11,7 +14,11 @@ one wall-clock budget (default 480 s), with the time each is expected to take on
 1. build          ~90 s  engine._C with ENGINE_WITH_CUDA=ON for the present GPU's architecture only
                          (e.g. 90-real on an H100/H200: one nvcc pass instead of three); pip's
                          editable install, and if pip cannot build (no setuptools/wheel, an old
-                         pip), CMake directly into engine/ (what setup.py runs)
+                         pip), CMake directly into engine/ (what setup.py runs). Skipped as
+                         "already built" when this checkout's engine/_C*.so (as a child Python
+                         imports it) has the CUDA kernels, machine code for this GPU, and is newer
+                         than every file under csrc/ and python/ and CMakeLists.txt; --rebuild
+                         builds anyway
 2. pytest_cuda    ~60 s  `pytest -m "cuda or tensorrt"`: the CUDA kernels, the crop kernel's launch,
                          nvJPEG + crop through the Reconstructor, the compiled torch-cuda runner
 3. bench_crop     ~20 s  GPU rows of bench/bench_crop.py (our crop kernel vs the OpenCV crop, batch 128)
@@ -20,8 +27,11 @@ one wall-clock budget (default 480 s), with the time each is expected to take on
 5. bench_network  ~60 s  GPU rows of bench/bench_network.py (torch-cuda eager/graphs, TensorRT where importable)
 6. bench_decode   ~30 s  GPU rows of bench/bench_decode.py (our CUDA kernel vs torch addmm)
 7. bench_compiled ~120 s the torch.compile rows (compiled, compiled + graphs; mode "default"), appended
-8. pytest_rest    ~240 s the rest of the suite; tests whose packages are missing skip themselves
-                         (usually out of budget: run it with --only pytest_rest on a second call)
+8. pytest_rest    ~240 s the rest of the suite; tests whose packages are missing skip themselves.
+                         Steps 1-7 take the whole default budget (470 of 480 s), so pytest_rest is
+                         skipped "out of budget" on the first call: run it on a second call,
+                         `bash bench/gpu_check.sh --only pytest_rest --out DIR2` (the build is then
+                         "already built", so the default budget fits it)
 
 Every step runs in its own process group, killed whole at its limit (a pytest's children, Inductor's
 compile workers and nvcc do not outlive it). summary.md and summary.json are rewritten after every
@@ -39,9 +49,27 @@ An --out inside the repository's ../shared folder, or one holding files that are
 own, is refused (exit 2, naming what was found): a mistyped path must not scatter tables into a
 data folder. summary.md escapes `|` in its table as `\\|`, which GitHub shows as `|`.
 
+Default output folder: bench/results/gpu-check-DATE for a real run (git-ignored: the raw run is
+read, then its tables are curated into bench/results/gpu_<machine>.md and *_gpu_<machine>.json
+and those are committed), a new temporary folder for a dry run (printed; a dry run writes
+nothing into the checkout). A second call on the same lease should get its own --out:
+summary.md is rewritten by each call (log.txt is appended to, so a reused folder keeps both).
+
 `--dry-run` checks the script's own logic on any machine: it detects the GPU and packages,
 prints the plan (commands, output paths, skip reasons) and writes summary.json with
 "dry_run": true, running nothing. CI runs it (tests/test_gpu_check.py).
+
+Exit status (the last line printed says which and why; summary.json's meta.verdict keeps it):
+  0  every planned step that could run on this machine ran ok. Allowed, and named in the last
+     line: steps skipped "out of budget" (run them with --only on a second call), a step skipped
+     because an optional package is missing, the build skipped as "already built".
+     A --dry-run whose plan was made exits 0.
+  1  a step failed, crashed or timed out, or gpu_check was stopped (SIGTERM, SIGINT).
+  2  usage: a bad option, a refused --out, or no NVIDIA GPU on this machine (nothing was run).
+  3  there is a GPU, but the GPU part did not run: engine._C with CUDA is not there (the build was
+     skipped for a missing tool, failed, or timed out) or the `cuda` tests (pytest_cuda, when
+     planned) did not run; the last line starts "gpu_check: NOTHING GPU RAN" or
+     "gpu_check: THE CUDA TESTS DID NOT RUN" and says why.
 """
 from __future__ import annotations
 
@@ -64,7 +92,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 # Optional packages and what their absence skips (the device image has no TensorRT, dlib,
-# trimesh or plyfile; bench/README.md says how to carry wheels).
+# trimesh or plyfile; bench/README.md says how to bring wheels to an offline machine).
 PACKAGES = {
     "torch": "the torch-cuda runner, the CUDA decode tests that use torch tensors, bench_network",
     "torchvision": "the device input (nvJPEG): its cuda tests and engine_bench's device rows",
@@ -153,6 +181,57 @@ def build_command(py: str, arch: str, jobs: str, ninja: bool) -> list[str]:
     return ["bash", "-c", script]
 
 
+# What engine._C is built from: a .so older than any of these may not hold their code.
+BUILD_SOURCES = ("csrc", "python", "CMakeLists.txt")
+
+_BUILT_PROBE = ("import json\n"
+                "from engine import _core\n"
+                "c = _core.core()\n"
+                "print(json.dumps({'file': c.__file__, 'cuda': bool(c.cuda_compiled()),\n"
+                "                  'archs': json.loads(c.build_info_json()).get('cuda_architectures') or ''}))\n")
+
+
+def _covers(archs: str, compute_cap: str) -> bool:
+    """Whether CMake's CUDA architecture list ("80-real,90") holds machine code for `compute_cap`
+    ("9.0" needs 90, 90-real, 90a or 90a-real; PTX alone would cost a JIT compile on first use)."""
+    want = "".join(compute_cap.split("."))
+    return any(re.fullmatch(rf"{want}[af]?(-real)?", a.strip()) for a in archs.split(","))
+
+
+def already_built(py: str, gpu: dict | None, repo: Path = REPO) -> tuple[bool, str]:
+    """(True, what was found) when `repo`'s engine._C, as `py` imports it with the checkout first on
+    its path, has the CUDA kernels with machine code for `gpu` and is newer than every build source
+    (BUILD_SOURCES); else (False, why not). Its own child process: importing engine._C here would
+    keep the old .so loaded in this process."""
+    if gpu is None:
+        return False, "no GPU to build for"
+    try:
+        out = subprocess.run([py, "-c", _BUILT_PROBE], cwd=repo, capture_output=True, text=True, timeout=120,
+                             check=False,
+                             env={**os.environ, "PYTHONPATH": str(repo)})
+        found = json.loads(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 and out.stdout.strip() else None
+    except (OSError, subprocess.SubprocessError, ValueError) as e:
+        return False, f"engine._C could not be probed ({type(e).__name__}: {e})"
+    if not isinstance(found, dict):
+        last = (out.stderr.strip().splitlines() or ["no output"])[-1]
+        return False, f"engine._C is not importable with {py} ({last[-200:]})"
+    so = Path(found["file"]).resolve()
+    if so.parent != (repo / "engine").resolve():
+        return False, f"the engine._C that {py} imports is not this checkout's ({so})"
+    if not found["cuda"]:
+        return False, f"{so.name} was built without CUDA"
+    if not _covers(found["archs"], gpu["compute_cap"]):
+        return False, (f"{so.name} has CUDA code for {found['archs'] or 'no architecture'}, "
+                       f"not for this GPU ({cuda_architecture(gpu['compute_cap'])})")
+    sources = [p for name in BUILD_SOURCES for p in ([repo / name] if (repo / name).is_file()
+                                                     else (repo / name).rglob("*")) if p.is_file()]
+    newest = max(sources, key=lambda p: p.stat().st_mtime, default=None)
+    if newest is not None and newest.stat().st_mtime >= so.stat().st_mtime:
+        return False, f"{newest.relative_to(repo)} is newer than {so.name}"
+    return True, (f"engine/{so.name}: CUDA {found['archs']}, newer than every file under "
+                  f"{', '.join(BUILD_SOURCES)}")
+
+
 def plan(out: Path, gpu: dict | None, pkgs: dict[str, bool], py: str, ninja: bool = True) -> list[Step]:
     arch = cuda_architecture(gpu["compute_cap"]) if gpu else "native"
     jobs = str(os.cpu_count() or 2)
@@ -190,7 +269,7 @@ def plan(out: Path, gpu: dict | None, pkgs: dict[str, bool], py: str, ninja: boo
 
 
 def _missing(step: Step, have: dict[str, bool]) -> list[str]:
-    return [n for n in step.needs if not have.get(n, False)]
+    return [{"built": "built engine._C with CUDA"}.get(n, n) for n in step.needs if not have.get(n, False)]
 
 
 def _pytest_counts(text: str) -> str:
@@ -300,7 +379,10 @@ def summary_markdown(meta: dict, steps: list[Step], out: Path, folded: dict[str,
              f"- GPU: {meta['gpu'] or 'none found'}",
              f"- python {meta['python']}; missing packages: {', '.join(meta['missing_packages']) or 'none'}",
              f"- date: {meta['date']}; budget {meta['budget_s']} s; {'DRY RUN' if meta['dry_run'] else 'ran'}"
-             + (f"; {meta['seconds']} s so far" if "seconds" in meta else ""), "",
+             + (f"; {meta['seconds']} s so far" if "seconds" in meta else ""),
+             *([f"- **exit {meta['verdict']['exit']}**: {_cell(meta['verdict']['line'])}"]
+               if "verdict" in meta else []),
+             "",
              "| step | status | seconds | estimate | detail |", "|---|---|---:|---:|---|"]
     for s in steps:
         lines.append(f"| {_cell(s.name)} | {_cell(s.status)} | {s.seconds:.0f} | {s.estimate} | {_cell(s.detail)} |")
@@ -312,6 +394,48 @@ def summary_markdown(meta: dict, steps: list[Step], out: Path, folded: dict[str,
         if name in folded:
             lines += ["", folded[name]]
     return "\n".join(lines) + "\n"
+
+
+def _ran(step: Step) -> bool:
+    """Whether the step was started and came to an end of its own (ok, failed, timed out)."""
+    return step.status == "ok" or step.status.startswith(("failed", "timed out", "crashed"))
+
+
+def verdict(steps: list[Step], gpu: dict | None, dry_run: bool, stopped: str | None, out: Path) -> tuple[int, str]:
+    """The exit status and the last line printed (the rule is the module docstring's "Exit status")."""
+    if dry_run:
+        return 0, f"gpu_check: dry run: nothing ran; the plan is in {out / 'summary.md'}"
+    if gpu is None:
+        return 2, ("gpu_check: no NVIDIA GPU found (nvidia-smi missing or silent, torch sees none): "
+                   "nothing was run")
+    if stopped:
+        return 1, f"gpu_check: STOPPED ({stopped}): the steps not finished are marked in {out / 'summary.md'}"
+    by_name = {s.name: s for s in steps}
+    build = by_name["build"]
+    if not (build.status == "ok" or build.status.startswith("skipped: already built")):
+        why = build.status + (f": {build.detail}" if build.detail and _ran(build) else "")
+        return 3, (f"gpu_check: NOTHING GPU RAN: engine._C with CUDA is not there (build {why[:300]}); "
+                   f"every later step was skipped (log: {out / 'log.txt'})")
+    cuda = by_name.get("pytest_cuda")
+    if cuda is not None and not _ran(cuda):
+        return 3, f"gpu_check: THE CUDA TESTS DID NOT RUN: pytest_cuda {cuda.status}"
+    bad = [s for s in steps if s.status != "ok" and not s.status.startswith("skipped")]
+    if bad:
+        return 1, "gpu_check: FAILED: " + "; ".join(f"{s.name} {s.status}" for s in bad) + \
+            f" (summary: {out / 'summary.md'}, log: {out / 'log.txt'})"
+    ran = [s.name for s in steps if s.status == "ok"]
+    notes = [f"{len(ran)} step(s) ran ok ({', '.join(ran) or 'none'})"]
+    if build.status.startswith("skipped: already built"):
+        notes.append("build skipped: already built")
+    budget = [s.name for s in steps if s.status.startswith("skipped: out of budget")]
+    if budget:
+        notes.append(f"SKIPPED FOR BUDGET: {', '.join(budget)} (run on a second call: "
+                     f"bash bench/gpu_check.sh --only {' '.join(budget)} --out NEW_DIR)")
+    missing = [f"{s.name} ({s.status[len('skipped: '):]})" for s in steps
+               if s.status.startswith("skipped: missing")]
+    if missing:
+        notes.append(f"skipped, not possible on this machine: {', '.join(missing)}")
+    return 0, "gpu_check: ok: " + "; ".join(notes)
 
 
 class _Stopped(Exception):
@@ -331,12 +455,25 @@ def main(argv=None) -> int:
     ap.add_argument("--dry-run", action="store_true", help="print the plan and skip reasons; run nothing")
     ap.add_argument("--python", default=sys.executable, help="the Python that holds PyTorch (default: this one)")
     ap.add_argument("--only", nargs="+", metavar="STEP", default=None,
-                    help="run only these steps (build is always kept: the others need it), e.g. "
-                         "--only pytest_cuda engine_bench to recheck a fix on a short lease")
+                    help="run only these steps (build is always kept: the others need it; it is skipped "
+                         "when engine._C is already built for this GPU), e.g. --only pytest_rest on a "
+                         "second call, or --only pytest_cuda engine_bench to recheck a fix on a short lease")
+    ap.add_argument("--rebuild", action="store_true",
+                    help="build engine._C even when it is already built for this GPU and newer than its sources")
     args = ap.parse_args(argv)
     if args.budget_s < 1:
         ap.error(f"--budget-s: expected a positive number of seconds, found {args.budget_s}")
-    out = args.out or REPO / "bench" / "results" / f"gpu-check-{time.strftime('%Y%m%d-%H%M%S')}"
+    names = [s.name for s in plan(Path("."), None, {n: False for n in PACKAGES}, args.python)]
+    unknown = sorted(set(args.only or ()) - set(names))
+    if unknown:  # before any folder is made
+        ap.error(f"--only: unknown step(s) {unknown}, expected some of {names}")
+    if args.out is not None:
+        out = args.out
+    elif args.dry_run:  # a dry run writes nothing into the checkout
+        out = Path(tempfile.mkdtemp(prefix="gpu-check-dry-run-"))
+        print(f"gpu_check: dry run: writing the plan to {out}", file=sys.stderr, flush=True)
+    else:  # git-ignored (.gitignore): the raw run is curated before anything is committed
+        out = REPO / "bench" / "results" / f"gpu-check-{time.strftime('%Y%m%d-%H%M%S')}"
     pkgs = present_packages()
     tools = {t: shutil.which(t) is not None for t in ("nvcc", "cmake", "ninja")}
     why = check_out(out, own_files(plan(out, None, pkgs, args.python)))
@@ -353,9 +490,6 @@ def main(argv=None) -> int:
     have = {**pkgs, **tools, "gpu": gpu is not None, "built": False}
     steps = plan(out, gpu, pkgs, args.python, ninja=tools["ninja"])
     if args.only:
-        unknown = sorted(set(args.only) - {s.name for s in steps})
-        if unknown:
-            ap.error(f"--only: unknown step(s) {unknown}, expected some of {[s.name for s in steps]}")
         steps = [s for s in steps if s.name == "build" or s.name in args.only]
     meta = {"machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, {platform.system()} "
                        f"{platform.release()}",
@@ -363,6 +497,7 @@ def main(argv=None) -> int:
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "packages": pkgs, "tools": tools,
             "missing_packages": [f"{n} ({why})" for n, why in PACKAGES.items() if not pkgs[n]]}
     folded: dict[str, str] = {}
+    stopped: str | None = None
 
     def write_summary() -> str:
         meta["seconds"] = round(time.monotonic() - start, 1)
@@ -376,8 +511,16 @@ def main(argv=None) -> int:
 
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        with open(out / "log.txt", "w") as log:
+        with open(out / "log.txt", "a") as log:  # appended: a reused folder keeps the earlier call's log
             for step in steps:
+                if step.name == "build" and have["gpu"] and not args.rebuild:
+                    built, why = already_built(args.python, gpu)
+                    log.write(f"\n===== build: {'already built: ' if built else 'to build: '}{why}\n")
+                    if built:
+                        have["built"] = True
+                        step.status, step.detail = ("would skip: already built" if args.dry_run
+                                                    else "skipped: already built"), why
+                        continue
                 missing = _missing(step, {**have, "built": have["built"] or args.dry_run and have["gpu"]})
                 if args.dry_run:
                     step.status = f"would skip: missing {', '.join(missing)}" if missing else "would run"
@@ -396,28 +539,31 @@ def main(argv=None) -> int:
                 except Exception as e:  # our own fault: this step's, not the run's
                     step.status, step.detail = "crashed", f"gpu_check: {type(e).__name__}: {e}"
                 if step.name == "build" and step.status == "ok":
-                    check = subprocess.run([args.python, "-c", "from engine import _core; import sys; "
-                                            "sys.exit(0 if _core.has_cuda() else 3)"], cwd=REPO, capture_output=True,
-                                           env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120)
-                    have["built"] = check.returncode == 0
+                    try:
+                        check = subprocess.run([args.python, "-c", "from engine import _core; import sys; "
+                                                "sys.exit(0 if _core.has_cuda() else 3)"], cwd=REPO,
+                                               capture_output=True, env={**os.environ, "PYTHONPATH": str(REPO)},
+                                               timeout=120, check=False)
+                        have["built"] = check.returncode == 0
+                    except (OSError, subprocess.SubprocessError) as e:  # a hung import must not end the run
+                        have["built"], step.detail = False, f"{type(e).__name__}: {e}"
                     if not have["built"]:
                         step.status = "failed (engine._C built but has_cuda() is false)"
                 write_summary()
     except (_Stopped, KeyboardInterrupt) as e:
+        stopped = str(e) or "interrupt"
         for step in steps:
             if step.status in ("planned", "running"):
-                step.status = f"not run: gpu_check was stopped ({e or 'interrupt'})"
+                step.status = f"not run: gpu_check was stopped ({stopped})"
     finally:
         signal.signal(signal.SIGTERM, previous)
+        code, line = verdict(steps, gpu, args.dry_run, stopped, out)
+        meta["verdict"] = {"exit": code, "line": line}
         text = write_summary()
         print(text, flush=True)
-    if args.dry_run:
-        return 0
-    if gpu is None:
-        print("gpu_check: no NVIDIA GPU found (nvidia-smi missing or silent, torch sees none): nothing was run",
-              file=sys.stderr)
-        return 2
-    return 0 if all(s.status == "ok" or s.status.startswith("skipped") for s in steps) else 1
+        # the last line of the output, whatever the tail a device tool keeps
+        print(line, file=sys.stdout if code == 0 else sys.stderr, flush=True)
+    return code
 
 
 if __name__ == "__main__":

@@ -12,8 +12,11 @@ Public API
 - ``fetch(names=("network", "topology"), dest_dir=".", *, base_url=None, timeout=30.0,
   progress=None) -> dict[str, FetchResult]``
 - ``sha256_file(path) -> str``
-- ``bfm_instructions(dest_dir=None, *, options="") -> str``  where to put the Basel Face Model and
-  how to convert it (the commands carry `options`, the user's folder options)
+- ``is_fetched(name, dest_dir) -> bool``  the asset is in `dest_dir` under its name (and verified)
+- ``bfm_source() -> str``  where the Basel Face Model comes from (it cannot be fetched), one line
+- ``bfm_instructions(dest_dir=None, *, options="", done=()) -> str``  where to put the Basel Face
+  Model and how to convert it (the commands carry `options`, the user's folder options; the
+  steps in `done`, "bfm" and "topology", are left out)
 
 Errors
 ------
@@ -371,16 +374,28 @@ def _remove_empty(folders: list[Path]) -> None:
             pass
 
 
+def _present(asset: Asset, dest: Path) -> tuple[str | None, bool]:
+    """(sha256 of the file at `dest` or None, whether it counts as fetched). A file under its
+    final name is complete (download renames only at the end); with a known checksum it must
+    also match it (else it is fetched again)."""
+    present = sha256_file(dest) if dest.is_file() else None
+    return present, present is not None and (asset.sha256 is None or present == asset.sha256)
+
+
+def is_fetched(name: str, dest_dir: str | os.PathLike) -> bool:
+    """Whether asset `name` is in `dest_dir` as `fetch` leaves it (so fetching it is done):
+    under its file name and, where its sha256 is pinned, matching it."""
+    asset = ASSETS[name]
+    return _present(asset, Path(dest_dir) / asset.filename)[1]
+
+
 def _fetch_into(names: list, dest_dir: Path, base_url, timeout, progress) -> dict[str, FetchResult]:
     results = {}
     for name in names:
         asset = ASSETS[name]
         dest = dest_dir / asset.filename
         url = asset.url(base_url)
-        # A file under its final name is complete (download renames only at the end);
-        # with a known checksum we also verify it, and fetch again on mismatch.
-        present = sha256_file(dest) if dest.is_file() else None
-        skipped = present is not None and (asset.sha256 is None or present == asset.sha256)
+        present, skipped = _present(asset, dest)
         by_hand = (f"download {asset.url()} elsewhere and save it as {dest.resolve()}; running fetch again then "
                    "uses that file" + (" (and checks its sha256)" if asset.sha256 else " (and extracts it)"
                                        if asset.extract else ""))
@@ -398,27 +413,51 @@ def _fetch_into(names: list, dest_dir: Path, base_url, timeout, progress) -> dic
     return results
 
 
-def bfm_instructions(dest_dir: str | os.PathLike | None = None, *, options: str = "") -> str:
+BFM_FILE = "01_MorphableModel.mat"
+BFM_URL = "https://faces.dmi.unibas.ch/bfm/"
+# Where the Basel Face Model comes from: the one text `fetch`'s guidance and `convert`'s
+# messages share (bfm_source, bfm_instructions).
+BFM_NOT_DOWNLOADABLE = ("the Basel Face Model 2009 cannot be downloaded automatically: its owners (University of "
+                        "Basel) require each user to register and accept their licence")
+BFM_DOWNLOAD = f'register and download {BFM_FILE} at {BFM_URL} ("Basel Face Model 2009", about 230 MB, MATLAB v5 format)'
+BFM_STEPS = ("bfm", "topology")  # the steps bfm_instructions can leave out as done
+
+
+def bfm_source() -> str:
+    """Where the Basel Face Model comes from, in one line (for an error message): it cannot
+    be fetched, and how a user gets it. bfm_instructions says the same."""
+    return f"{BFM_NOT_DOWNLOADABLE}; {BFM_DOWNLOAD}"
+
+
+def _sentence(text: str) -> str:
+    return text[0].upper() + text[1:] + "."
+
+
+def bfm_instructions(dest_dir: str | os.PathLike | None = None, *, options: str = "", done=()) -> str:
     """How to obtain the Basel Face Model, where to put it (`dest_dir`, default: the default
     model card's downloads folder) and the commands that follow, with `options` (the user's
-    folder options, e.g. "--network-dir card") repeated in each so they act on the same folders."""
+    folder options, e.g. "--network-dir card") repeated in each so they act on the same folders.
+    `done`: the steps already done, left out ("bfm": 01_MorphableModel.mat is in `dest_dir`;
+    "topology": mod_struct_expr.mat is fetched); the conversion is always left to do (once it is
+    done the caller prints no instructions). The steps are numbered as they are shown."""
+    done = set(done)
+    if done - set(BFM_STEPS):
+        raise ValueError(f"done: expected steps among {BFM_STEPS}, found {sorted(done - set(BFM_STEPS))}")
     if dest_dir is None:
         from engine.network.resolve import default_model_dir
 
         dest_dir = default_model_dir() / "downloads"
     opts = f" {options}" if options else ""
-    return f"""\
-The Basel Face Model 2009 cannot be downloaded automatically: its owners (University of
-Basel) require each user to register and accept their licence.
-
-1. Register and download at https://faces.dmi.unibas.ch/bfm/ ("Basel Face Model 2009",
-   the file 01_MorphableModel.mat, about 230 MB, MATLAB v5 format).
-2. Put 01_MorphableModel.mat in {dest_dir}.
-3. Download the release's topology file (public): engine3dmm fetch topology{opts}
-   (mod_struct_expr.mat, sha256 {ASSETS['topology'].sha256}).
-4. Convert: engine3dmm convert{opts} (reads 01_MorphableModel.mat and mod_struct_expr.mat;
-   keeps the release's 46,990 vertices and first 99 shape/texture components, shape in
-   millimetres, as the original trimBaselFace.py did).
-
-The engine never redistributes the Basel Face Model; keep your copy private.
-"""
+    steps = []
+    if "bfm" not in done:
+        steps += [_sentence(BFM_DOWNLOAD), f"Put {BFM_FILE} in {dest_dir}."]
+    if "topology" not in done:
+        steps.append(f"Download the release's topology file (public): engine3dmm fetch topology{opts}\n"
+                     f"   ({ASSETS['topology'].filename}, sha256 {ASSETS['topology'].sha256}).")
+    steps.append(f"Convert: engine3dmm convert{opts} (reads {BFM_FILE} and {ASSETS['topology'].filename};\n"
+                 "   keeps the release's 46,990 vertices and first 99 shape/texture components, shape in\n"
+                 "   millimetres, as the original trimBaselFace.py did).")
+    head = (_sentence(BFM_NOT_DOWNLOADABLE) if "bfm" not in done
+            else f"The Basel Face Model ({BFM_FILE} under {dest_dir}) is there, not converted yet:")
+    numbered = "\n".join(f"{i}. {step}" for i, step in enumerate(steps, 1))
+    return f"{head}\n\n{numbered}\n\nThe engine never redistributes the Basel Face Model; keep your copy private.\n"

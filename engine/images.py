@@ -461,12 +461,52 @@ class Expanded(NamedTuple):
         folder); None for a file named directly. Box sidecars match keys below it.
     unsearched: sub-folders of a folder argument that hold images or videos and were not
         searched (recursive=False); `unsearched_exact` is False when counting them stopped at
-        _UNSEARCHED_SCAN_LIMIT entries (then there are at least that many)."""
+        _UNSEARCHED_SCAN_LIMIT entries (then there are at least that many).
+    skipped: (path, why) of each entry below a folder argument that should have been searched
+        but could not be: an image or video name that is a dangling (or looping) symbolic link,
+        a sub-folder that cannot be read. Callers report each as that entry's failure."""
 
     files: list
     root: Path | None
     unsearched: list
     unsearched_exact: bool = True
+    skipped: tuple = ()
+
+
+def _entries(folder: Path, recursive: bool, skipped: list) -> Iterator[Path]:
+    """The entries of `folder` (with `recursive`, of its sub-folders too, symbolic links to folders
+    not followed, as Path.rglob does); a sub-folder that cannot be read goes into `skipped`. The
+    folder itself unreadable is an InputError."""
+    if not recursive:
+        try:
+            yield from list(folder.iterdir())
+        except OSError as e:
+            raise InputError(f"{folder}: cannot read the folder: {e.strerror or e}") from None
+        return
+
+    def unreadable(e: OSError) -> None:
+        if Path(e.filename) == folder:
+            raise InputError(f"{folder}: cannot read the folder: {e.strerror or e}")
+        why = f"{e.filename}: cannot read this sub-folder ({e.strerror or e}); its images and videos were skipped"
+        skipped.append((Path(e.filename), why))
+
+    for top, dirs, files in os.walk(folder, onerror=unreadable):
+        base = Path(top)
+        yield from (base / n for n in dirs + files)
+
+
+def _broken_link(q: Path) -> str | None:
+    """Why the image or video name `q` cannot be read, when it is a symbolic link that leads
+    nowhere (a missing target, a loop), else None."""
+    if not (is_media_path(q) and q.is_symlink()) or q.exists():
+        return None
+    try:
+        target = os.readlink(q)
+    except OSError:
+        target = "?"
+    return f"{q}: a symbolic link to {target}, which " + (
+        "does not exist" if not os.path.lexists(os.path.join(q.parent, target)) or target == "?"
+        else "cannot be followed (a loop of links?)") + "; skipped"
 
 
 def _sort_paths(paths) -> list[Path]:
@@ -515,14 +555,18 @@ def expand_input(item: str | os.PathLike, *, recursive: bool = False) -> Expande
     if p.is_file():
         return Expanded([p], None, [])
     if p.is_dir():
-        found, subdirs = [], []
-        for q in (p.rglob("*") if recursive else p.iterdir()):
+        found, subdirs, skipped = [], [], []
+        for q in _entries(p, recursive, skipped):
             try:
                 if q.is_file() and is_media_path(q):
                     found.append(q)
                 elif not recursive and q.is_dir() and not q.is_symlink():
                     subdirs.append(q)
-            except OSError:  # an entry that vanished or cannot be looked at: not an input
+                elif _broken_link(q):  # named as an input: it must not vanish without a word
+                    skipped.append((q, _broken_link(q)))
+            except OSError as e:  # an entry that vanished or cannot be looked at
+                if is_media_path(q):
+                    skipped.append((q, f"{q}: cannot be looked at ({e.strerror or e}); skipped"))
                 continue
         budget = [_UNSEARCHED_SCAN_LIMIT]
         unsearched, exact = [], True
@@ -533,14 +577,15 @@ def expand_input(item: str | os.PathLike, *, recursive: bool = False) -> Expande
                 break
             if held:
                 unsearched.append(d)
-        if not found:
+        skipped.sort(key=lambda e: e[0].as_posix())
+        if not found and not skipped:
             more = ""
             if unsearched:
                 more = (f"; {len(unsearched)}{'' if exact else ' or more'} of its sub-folders hold some "
                         f"(e.g. {unsearched[0].name}/): {_recursive_hint} searches them")
             raise InputError(f"{s}: folder holds no image or video files (extensions "
                              f"{', '.join(sorted(IMAGE_EXTENSIONS | VIDEO_EXTENSIONS))}){more}")
-        return Expanded(_sort_paths(found), p, unsearched, exact)
+        return Expanded(_sort_paths(found), p, unsearched, exact, tuple(skipped))
     if _GLOB_CHARS & set(s):
         found = [q for q in _sort_paths(Path(m) for m in glob.glob(s, recursive=True))
                  if q.is_file() and is_media_path(q)]

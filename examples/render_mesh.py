@@ -1,15 +1,22 @@
-"""Render a reconstructed face to a PNG (the README's docs/mesh.png), no display needed.
+"""Render a reconstructed face to a PNG, no display needed.
 
-    python examples/render_mesh.py                 # -> docs/mesh.png
-    python examples/render_mesh.py --output me.png --image me.jpg
+    python examples/render_mesh.py                           # -> ./mesh.png (the astronaut)
+    python examples/render_mesh.py --image me.jpg --output me.png
+    python examples/render_mesh.py --output docs/mesh.png    # the README's picture (from the checkout)
 
-Reconstructs skimage.data.astronaut() (or --image) with the engine's default models,
-which are SYNTHETIC until you convert the official network and Basel Face Model; the
-caption says which were used. Panels: the input with its face box, the textured mesh
-from the front and turned 35 degrees, the bare geometry, and the morphable model's mean
-face (all coefficients 0) for reference. Synthetic network weights are not trained: their
-coefficients are of the right size (the caption prints the largest) but say nothing about
-the person, so the synthetic reconstruction is a plausible face that is not hers.
+Writes into the current folder unless --output says otherwise: never into the repository
+unless asked. Reconstructs skimage.data.astronaut() (or --image) with the default model card
+(engine.network.resolve.default_model_dir): its converted network weights and Basel Face
+Model, each SYNTHETIC until you convert the official files; the caption names the image and
+says which were used. Panels: the input with its face box, the textured mesh from the front
+and turned 35 degrees, the bare geometry, and the morphable model's mean face (all
+coefficients 0) for reference. Synthetic network weights are not trained: their coefficients
+are of the right size (the caption prints the largest) but say nothing about the person, so
+the reconstruction is a plausible face that is not theirs; a synthetic morphable model
+decodes even trained coefficients into a placeholder face.
+
+Face box: dlib's detector when installed, else --box X0,Y0,X1,Y1 (the astronaut's own box
+is built in).
 
 The rasteriser is deliberately small: orthographic projection, painter's algorithm
 (triangles sorted far to near and filled by Pillow), each triangle coloured by the mean of
@@ -18,6 +25,7 @@ its vertex colours times Lambert shading, drawn at 2x and downsampled for anti-a
 from __future__ import annotations
 
 import argparse
+import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -67,13 +75,23 @@ def photo_panel(image: np.ndarray, box, size: int = PANEL) -> Image.Image:
     return im.resize((size, size), Image.LANCZOS)
 
 
-def reconstruct(image: np.ndarray, name: str):
-    """The first face of `image` with the default models (dlib detector if present)."""
-    import importlib.util
+def card_morphable() -> str | None:
+    """The Basel Face Model `convert --bfm` wrote into the default model card, or None (the
+    built-in synthetic model): what the CLI decodes with (engine.cli.common.default_morphable)."""
+    from engine.network.resolve import MORPHABLE_CACHE_FILE, default_model_dir
 
+    path = default_model_dir() / MORPHABLE_CACHE_FILE
+    return str(path) if path.is_file() else None
+
+
+def reconstruct(image: np.ndarray, name: str, box, model: str | None):
+    """The first face of `image` with the default card's models: in `box` when given, else
+    dlib's detector (SystemExit when neither is available)."""
     has_dlib = importlib.util.find_spec("dlib") is not None
-    boxes = None if has_dlib else {name: [ASTRONAUT_BOX]}
-    with engine.Reconstructor(detector="dlib" if has_dlib else None) as rec:
+    if box is None and not has_dlib:
+        raise SystemExit(f"{name}: dlib is not installed, so no face can be found: pass --box X0,Y0,X1,Y1")
+    boxes = None if box is None else {name: [box]}
+    with engine.Reconstructor(detector="dlib" if box is None else None, model=model) as rec:
         for r in rec.reconstruct([(name, image)], boxes=boxes):
             if r.error:
                 raise SystemExit(f"{name}: {r.error}")
@@ -84,29 +102,52 @@ def reconstruct(image: np.ndarray, name: str):
 
 
 def caption(provenance: dict, coeffs_max: float, name: str) -> list[str]:
-    net = "SYNTHETIC network weights" if provenance["network_synthetic"] else "the trained 3DMM-CNN network"
-    mm = "the synthetic morphable model" if provenance["morphable_synthetic"] else "the Basel Face Model"
+    """What the picture shows, true for any image: `name` is the input's, and what the models
+    are comes from the run's provenance."""
+    net = "SYNTHETIC network weights" if provenance["network_synthetic"] else "the converted 3DMM-CNN network"
+    mm = "the SYNTHETIC morphable model" if provenance["morphable_synthetic"] else "the Basel Face Model"
     lines = [f"{name} reconstructed by engine3dmm with {net} and {mm} (runner {provenance['runner']}); "
              f"largest |coefficient| {coeffs_max:.1f} sd."]
-    if provenance["network_synthetic"] or provenance["morphable_synthetic"]:
-        lines.append("Synthetic models are placeholders: the coefficients are of the right size but untrained, "
-                     "so this is not her face. Right: the model's mean face.")
+    if provenance["network_synthetic"]:
+        lines.append(f"The network weights are untrained placeholders: the coefficients are of the right size but "
+                     f"say nothing about the person in {name}, so this is not their face.")
+    elif provenance["morphable_synthetic"]:
+        lines.append(f"The morphable model is a placeholder: it decodes the coefficients of the person in {name} "
+                     "into a face that is not theirs.")
+    lines.append("Right: the morphable model's mean face (all coefficients 0).")
     return lines
+
+
+def parse_box(text: str):
+    try:
+        box = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        box = ()
+    if len(box) != 4 or not (box[2] > box[0] and box[3] > box[1]):
+        raise argparse.ArgumentTypeError(f"expected X0,Y0,X1,Y1 with X1 > X0 and Y1 > Y0, found {text!r}")
+    return box
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--output", default=str(Path(__file__).resolve().parents[1] / "docs" / "mesh.png"))
+    ap.add_argument("--output", default="mesh.png",
+                    help="the PNG to write (default: mesh.png in the current folder; the README's picture is "
+                         "docs/mesh.png)")
     ap.add_argument("--image", help="a photo instead of skimage.data.astronaut()")
+    ap.add_argument("--box", type=parse_box, metavar="X0,Y0,X1,Y1",
+                    help="the face's box in pixels (default: dlib's detector; without dlib, required with --image)")
     args = ap.parse_args(argv)
     if args.image:
-        image, name = np.asarray(Image.open(args.image).convert("RGB")), Path(args.image).stem
+        image, name = np.asarray(Image.open(args.image).convert("RGB")), Path(args.image).name
+        box = args.box
     else:
         from skimage import data
 
-        image, name = data.astronaut(), "astronaut"
-    box, coeffs, vertices, colors, faces, prov = reconstruct(image, name)
-    model = engine.load_model()  # the default (synthetic) morphable model: its mean face
+        image, name = data.astronaut(), "skimage.data.astronaut()"
+        box = args.box or (None if importlib.util.find_spec("dlib") else ASTRONAUT_BOX)
+    morphable = card_morphable()
+    box, coeffs, vertices, colors, faces, prov = reconstruct(image, name, box, morphable)
+    model = engine.load_model(morphable)  # the model the mesh was decoded with: its mean face
     mean_v = model.shape_mean.reshape(-1, 3)
     mean_c = np.clip(model.tex_mean.reshape(-1, 3), 0, 255).astype(np.uint8)
     b = box.as_tuple() if hasattr(box, "as_tuple") else box
@@ -115,7 +156,7 @@ def main(argv=None) -> None:
               (render(vertices, colors, faces, yaw_deg=35), "turned 35 degrees"),
               (render(vertices, colors, faces, yaw_deg=35, textured=False), "geometry"),
               (render(mean_v, mean_c, model.faces, yaw_deg=20), "mean face (coefficients 0)")]
-    lines = caption(prov, float(np.abs(coeffs).max()), "skimage.data.astronaut()" if not args.image else name)
+    lines = caption(prov, float(np.abs(coeffs).max()), name)
     try:
         font = ImageFont.load_default(size=13)
     except TypeError:  # Pillow < 10.1: fixed-size bitmap font

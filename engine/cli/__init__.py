@@ -3,8 +3,10 @@
 `main(argv)` parses, runs one subcommand and returns the exit code:
 0 every input succeeded, 1 something failed (per-input failures, or an engine error
 such as a corrupt model file, or the machine running out of memory: one line, never a
-traceback), 2 usage error (argparse), 130 interrupted (Ctrl-C). A run stopped by an error
-before it wrote anything leaves no output folder behind.
+traceback), 2 usage error (argparse), 130 interrupted by Ctrl-C (SIGINT), 143 stopped by SIGTERM
+(what `timeout`, `docker stop`, Slurm and Kubernetes send): both stop the run the same way
+(engine.cli.common.StopSignals), keeping what is finished. A run stopped by an error before it
+wrote anything leaves no output folder behind.
 
 Only argparse and the engine's error classes are imported here, so `--help` is fast;
 each subcommand imports what it needs (numpy, the pipeline, PyTorch...) when it runs.
@@ -21,7 +23,7 @@ from engine.cli.parser import build_parser
 from engine.errors import EngineError
 
 PROG = "engine3dmm"
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2  # interrupted: 128 + the signal (130 SIGINT, 143 SIGTERM; common.StopSignals)
 
 
 def _setup_logging(quiet: bool, verbose: bool):
@@ -153,33 +155,33 @@ def main(argv: list[str] | None = None) -> int:
     hints = (images.set_limit_hint(f"--max-pixels / ${common.ENV_MAX_PIXELS}"),
              images.set_recursive_hint("--recursive"))
     finished = False
+    stops = common.StopSignals()
+
+    def interrupted(e: BaseException) -> int:
+        # Every file is written to a temporary name and renamed when complete, and the
+        # temporary is removed when an exception (this one too) passes through, so what
+        # is on disk now is only finished files.
+        _, words, code = common.interruption(e)
+        print(f"{PROG}: interrupted ({words}); finished outputs were kept, no partial files were left",
+              file=sys.stderr)
+        return code
+
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), stops:
             # Pillow warns below its hard limit; our own limit has refused such an image with a
             # message of its own (engine.images), so its warning would only say it twice.
             warnings.filterwarnings("ignore", message=r"Image size \(\d+ pixels\) exceeds limit")
             code = int(getattr(importlib.import_module(module), func)(args))
         finished = True
+        if stops.received is not None and code != EXIT_OK:  # the signal came out as an input's failure
+            return interrupted(common.Interrupted(stops.received))
         return code
-    except KeyboardInterrupt:
-        # Every file is written to a temporary name and renamed when complete, and the
-        # temporary is removed when an exception (this one too) passes through, so what
-        # is on disk now is only finished files.
-        print(f"{PROG}: interrupted (Ctrl-C); finished outputs were kept, no partial files were left",
-              file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except EngineError as e:
-        if verbose:
-            traceback.print_exc()
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return EXIT_FAILED
-    except MemoryError as e:  # one line, as every other error: a traceback helps no user here
-        if verbose:
-            traceback.print_exc()
-        detail = f" ({e})" if str(e) else ""
-        print(f"{PROG}: error: out of memory{detail}; finished outputs were kept. Try a smaller --batch-size, "
-              "fewer --workers, or smaller images (--max-pixels)", file=sys.stderr)
-        return EXIT_FAILED
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (common.Interrupted)
+        return interrupted(e)
+    except (EngineError, MemoryError) as e:
+        if getattr(stops, "received", None) is not None:  # the signal came out as another error (StopSignals)
+            return interrupted(common.Interrupted(stops.received))
+        return _failed(e, verbose)
     except BrokenPipeError:  # e.g. `engine3dmm info | head`: not an error of ours
         finished = True
         return EXIT_OK
@@ -192,3 +194,18 @@ def main(argv: list[str] | None = None) -> int:
         images.set_recursive_hint(hints[1])
         restore_logging()
         common.restore_max_pixels()
+
+
+def _failed(e: BaseException, verbose: bool) -> int:
+    """One line for an error that stopped the run (a traceback only with -v)."""
+    if isinstance(e, MemoryError):  # one line, as every other error: a traceback helps no user here
+        if verbose:
+            traceback.print_exc()
+        detail = f" ({e})" if str(e) else ""
+        print(f"{PROG}: error: out of memory{detail}; finished outputs were kept. Try a smaller --batch-size, "
+              "fewer --workers, or smaller images (--max-pixels)", file=sys.stderr)
+        return EXIT_FAILED
+    if verbose:
+        traceback.print_exc()
+    print(f"{PROG}: error: {e}", file=sys.stderr)
+    return EXIT_FAILED

@@ -40,20 +40,147 @@ def say(message: str) -> None:
     tqdm.write(message, file=sys.stderr)
 
 
+# The signals that stop a run the way Ctrl-C does: SIGINT (Ctrl-C) and SIGTERM (what `timeout`,
+# `docker stop`, Slurm and Kubernetes send before they kill). Exit code 128 + the signal's number.
+STOP_SIGNALS = ("SIGINT", "SIGTERM")
+_SIGNAL_WORDS = {"SIGINT": "Ctrl-C", "SIGTERM": "SIGTERM"}
+
+
+class Interrupted(KeyboardInterrupt):
+    """A stop signal (STOP_SIGNALS) arrived. A KeyboardInterrupt, so every path that already keeps
+    finished work on Ctrl-C (atomic writes removing their temporaries, the pipeline stopping its
+    threads, reconstruct's summary, embed's save and merge) does the same for SIGTERM."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = int(signum)
+
+
+def interruption(e: BaseException) -> tuple[str, str, int]:
+    """(signal name, words for messages, exit code) of a KeyboardInterrupt: an Interrupted names
+    its signal; a plain one (Python's own Ctrl-C handler) is SIGINT."""
+    import signal
+
+    signum = e.signum if isinstance(e, Interrupted) else int(signal.SIGINT)
+    name = signal.Signals(signum).name
+    return name, _SIGNAL_WORDS.get(name, name), 128 + signum
+
+
+class StopSignals:
+    """Within the block, each stop signal raises Interrupted(signum) in the main thread (where
+    Python runs signal handlers). A signal whose handler is not the default is left alone: a
+    program started with it ignored (`nohup`, `cmd &` in a script ignores SIGINT) keeps ignoring
+    it, and a host program's own handler stays. Handlers are put back when the block ends.
+
+    hold(): from then on a signal is only recorded, and raised when the block ends (for a pair of
+    renames that must both happen). Elsewhere than in the main thread this does nothing.
+
+    received: the first stop signal that arrived (None if none). The Interrupted a signal raises
+    can come out as another error: raised inside an extension module's import (pybind11 turns
+    it into an ImportError, e.g. onnxruntime's, which a runner reports as "needs ONNX
+    Runtime"), so main() asks this, not the error, whether the run was interrupted."""
+
+    def __enter__(self):
+        import signal
+        import threading
+
+        self.received: int | None = None
+        self.pending: int | None = None
+        self.holding = False
+        self.saved: dict = {}
+        if threading.current_thread() is not threading.main_thread():
+            return self
+        _ACTIVE.append(self)
+        for name in STOP_SIGNALS:
+            s = getattr(signal, name)
+            current = signal.getsignal(s)
+            if current in (signal.SIG_DFL, signal.default_int_handler) or isinstance(current, _Handler):
+                self.saved[s] = signal.signal(s, _Handler(self))
+        return self
+
+    def hold(self) -> None:
+        self.holding = True
+
+    def __exit__(self, kind, value, tb):
+        import signal
+
+        for s, h in self.saved.items():
+            signal.signal(s, h)
+        if _ACTIVE and _ACTIVE[-1] is self:
+            _ACTIVE.pop()
+        if self.pending is not None and kind is None:
+            raise Interrupted(self.pending)
+        return False
+
+
+_ACTIVE: list[StopSignals] = []  # the main thread's StopSignals blocks, innermost last
+
+
+def stop_received() -> int | None:
+    """The stop signal the innermost active StopSignals block received, or None: what an error
+    seen while it is active may really be (see StopSignals.received)."""
+    return next((b.received for b in reversed(_ACTIVE) if b.received is not None), None)
+
+
+def as_interruption(e: BaseException) -> BaseException:
+    """`e`, or the Interrupted it stands for when a stop signal arrived during the run."""
+    sig = stop_received()
+    return Interrupted(sig) if sig is not None and not isinstance(e, KeyboardInterrupt) else e
+
+
+class _Handler:
+    """StopSignals' handler (a class, so that a nested StopSignals knows it for ours)."""
+
+    def __init__(self, owner: StopSignals):
+        self.owner = owner
+
+    def __call__(self, signum, frame):
+        if self.owner.received is None:
+            self.owner.received = int(signum)
+        if self.owner.holding:
+            self.owner.pending = signum
+            return
+        raise Interrupted(signum)
+
+
 class Report:
     """Per-input failures: printed as they happen (which input, why) and kept for the
-    JSON summary and the exit code. A failure never stops the run."""
+    JSON summary and the exit code. A failure never stops the run.
+
+    A video's frames are one input: the failures of its frames are kept one by one (the summary
+    lists each frame), but the terminal says each distinct message once per input, with how many
+    frames had it, when the input's failures end (the next input's failure, or `flush()`, which
+    the commands call when an input ends and when the run ends)."""
 
     def __init__(self, prog: str = "engine3dmm"):
         self.prog = prog
         self.failures: list[dict] = []
+        self._source: str | None = None  # the input whose frame failures are held
+        self._frames: dict[str, list] = {}  # its messages -> the frames that had each, in order
 
     def fail(self, source, message: str, **extra) -> None:
         source = str(source)
         self.failures.append({"source": source, "error": message, **extra})
+        if source != self._source:
+            self.flush()
+        if extra.get("frame") is None:
+            self._say(source, message, "")
+            return
+        self._source = source
+        self._frames.setdefault(message, []).append(extra["frame"])
+
+    def flush(self) -> None:
+        """Say the held frame failures of the last input (once per message, with its frames)."""
+        for message, frames in self._frames.items():
+            shown = ", ".join(map(str, frames[:5])) + (", ..." if len(frames) > 5 else "")
+            self._say(self._source, message, f" (frame {shown})" if len(frames) == 1
+                      else f" ({len(frames)} frames: {shown})")
+        self._source, self._frames = None, {}
+
+    def _say(self, source: str, message: str, where: str) -> None:
         # Engine messages already start with the file name; do not repeat it.
         text = message if message.startswith(source) else f"{source}: {message}"
-        say(f"{self.prog}: failed: {text}")
+        say(f"{self.prog}: failed: {text}{where}")
 
     @property
     def exit_code(self) -> int:
@@ -149,8 +276,9 @@ def forget_output_dirs() -> None:
 def expand_each(inputs: Iterable[str], report: Report, *, recursive: bool,
                 roots: dict | None = None) -> list[Path]:
     """Files from every input argument: images and videos (engine.images.expand_input). A
-    missing file or an empty folder is reported as that input's failure; the others still
-    run. Sub-folders left out (without --recursive) are counted in one warning. `roots`, when
+    missing file or an empty folder is reported as that input's failure, and so is each entry of
+    a folder that could not be searched (a dangling link, an unreadable sub-folder); the others
+    still run. Sub-folders left out (without --recursive) are counted in one warning. `roots`, when
     given, receives {str(file): the folder argument it was found in (or None)}, for --boxes."""
     import logging
 
@@ -166,6 +294,8 @@ def expand_each(inputs: Iterable[str], report: Report, *, recursive: bool,
             report.fail(item, str(e))
             continue
         expansions.append(found)
+        for q, why in found.skipped:  # a dangling link, an unreadable sub-folder: a failure of its own
+            report.fail(q, why)
         for q in found.files:
             key = os.path.normpath(os.path.abspath(q))
             if key not in seen:
@@ -384,27 +514,15 @@ def network_runner(args):
 
 
 def check_network_dir(args) -> None:
-    """An explicit --network-dir must be a model card: a folder holding the converted network
-    weights or the converted Basel Face Model (or both). Silently falling back to the synthetic
-    set (what the engine does for the default folder) would hide a typo. A card with the
-    morphable model only runs the built-in SYNTHETIC network, and the run says so.
-    Errors: ModelFileError naming the folder and what it lacks."""
-    if not getattr(args, "network_dir", None):
-        return
-    from engine.errors import ModelFileError
-    from engine.network.resolve import MORPHABLE_CACHE_FILE, WEIGHTS_FILE
+    """The model card a command that reads one uses, checked before anything is created:
+    engine.network.resolve.check_model_card, one rule for --network-dir and for
+    $ENGINE3DMM_MODEL_DIR (its default): a folder the user named must be a model card, since
+    silently falling back to the synthetic set would hide a typo. A card with the morphable
+    model only runs the built-in SYNTHETIC network, and the run says so.
+    Errors: ModelFileError naming the option or variable, the folder and what it lacks."""
+    from engine.network.resolve import check_model_card
 
-    folder = Path(args.network_dir)
-    if not folder.is_dir():
-        what = "is not a folder" if folder.exists() else "does not exist"
-        raise ModelFileError(f"--network-dir {folder}: {what}; expected a model card folder made by `engine3dmm "
-                             f"convert --network-dir {folder}`")
-    if (folder / WEIGHTS_FILE).is_file() or (folder / MORPHABLE_CACHE_FILE).is_file():
-        return  # without the weights, engine.network.resolve warns that the network is SYNTHETIC
-    raise ModelFileError(f"--network-dir {folder}: not a model card: it holds neither converted network weights "
-                         f"({WEIGHTS_FILE}) nor a converted Basel Face Model ({MORPHABLE_CACHE_FILE}); run "
-                         f"`engine3dmm convert --network-dir {folder}`, or leave --network-dir out to use the "
-                         "default model card")
+    check_model_card(getattr(args, "network_dir", None))
 
 
 def default_morphable(args) -> str | None:

@@ -400,9 +400,9 @@ def merge(store: Store) -> tuple[Path, int]:
         keep[name] = np.array([r[1] in live.get(name, ()) for r in rows], dtype=bool)
     total = int(sum(int(k.sum()) for k in keep.values()))
     target = out / "descriptors.npy"
-    # Both files are written under temporary names and renamed together, with Ctrl-C held back
-    # between the two renames: an interruption never leaves a new table beside old metadata.
-    with _CtrlCHeld() as held, atomic_write(target) as f, atomic_write(out / "metadata.csv", "w") as meta_f:
+    # Both files are written under temporary names and renamed together, with Ctrl-C (and SIGTERM)
+    # held back between the two renames: an interruption never leaves a new table beside old metadata.
+    with C.StopSignals() as held, atomic_write(target) as f, atomic_write(out / "metadata.csv", "w") as meta_f:
         np.lib.format.write_array_header_1_0(f, {"descr": "<f4", "fortran_order": False, "shape": (total, dim)})
         for name in names:
             try:
@@ -423,38 +423,6 @@ def merge(store: Store) -> tuple[Path, int]:
                 row += 1
         held.hold()  # the renames run next, as the with statement closes
     return target, total
-
-
-class _CtrlCHeld:
-    """Within the block, Ctrl-C acts at once until hold() is called; from then on it is held
-    back and raised when the block ends (after the renames that close it). Only the main
-    thread receives signals: elsewhere this does nothing."""
-
-    def __enter__(self):
-        import signal
-        import threading
-
-        self.pending, self.holding, self.saved = False, False, None
-        if threading.current_thread() is threading.main_thread():
-            self.saved = signal.signal(signal.SIGINT, self._handler)
-        return self
-
-    def _handler(self, signum, frame):
-        if not self.holding:
-            raise KeyboardInterrupt
-        self.pending = True
-
-    def hold(self) -> None:
-        self.holding = True
-
-    def __exit__(self, kind, value, tb):
-        import signal
-
-        if self.saved is not None:
-            signal.signal(signal.SIGINT, self.saved)
-        if self.pending and kind is None:
-            raise KeyboardInterrupt
-        return False
 
 
 def _damaged(path: Path, what: str) -> ModelFileError:
@@ -601,7 +569,7 @@ def run(args) -> int:
         store.flush(rows, descs, finished)
         rows.clear(), descs.clear(), finished.clear()
 
-    interrupted = False
+    interrupted = None  # the KeyboardInterrupt (Ctrl-C, or SIGTERM: common.Interrupted) that stopped the run
     if todo:
         with _embedder(args) as embed_fn:
             bar = C.progress(len(todo), "img", "embed", args.quiet)
@@ -612,6 +580,7 @@ def run(args) -> int:
                     key = C.source_key(r.source)
                     if cur is None or cur[0] != key:
                         close_current()
+                        report.flush()  # the last input's failures, said once each
                         bar.update(1)
                         if len(finished) >= args.flush_every:
                             flush()
@@ -628,21 +597,23 @@ def run(args) -> int:
                                    "score": C.box_score(r.box)})
                     cur[3].append(descriptor(r.coeffs, args.part))
                 close_current()  # the stream ended: the last input is complete
-            except KeyboardInterrupt:
-                # Ctrl-C: the finished inputs are saved (below) and merged, then the interruption
-                # goes on to main (exit 130). The input whose results were still arriving (cur) is
-                # dropped and will be redone.
-                interrupted = True
+            except KeyboardInterrupt as e:
+                # Ctrl-C or SIGTERM: the finished inputs are saved (below) and merged, then the
+                # interruption goes on to main (exit 130 or 143). The input whose results were still
+                # arriving (cur) is dropped and will be redone.
+                interrupted = e
             finally:
                 results.close()
                 bar.close()
+                report.flush()
                 flush()  # every complete input, also on Ctrl-C or an error
     target, n = merge(store)
-    if interrupted:
+    if interrupted is not None:
         if not args.quiet:
-            C.say(f"engine3dmm: embed: interrupted: the {n} descriptor(s) of the inputs finished so far are in "
-                  f"{target}; run the same command again to do the rest")
-        raise KeyboardInterrupt
+            C.say(f"engine3dmm: embed: interrupted ({C.interruption(interrupted)[1]}): the {n} descriptor(s) of the "
+                  f"inputs finished so far are in {target}; run the same command again to do the rest (the "
+                  "finished inputs are skipped)")
+        raise interrupted
     if not args.quiet:
         failed = len({f["source"] for f in report.failures} - set(partial))
         videos = sum(partial.values())

@@ -47,13 +47,10 @@ def _network(args, problems):
     from engine.cli.common import check_network_dir
     from engine.network.resolve import WEIGHTS_FILE, locate_model_dir
 
-    if args.network_dir:
-        folder, origin = Path(args.network_dir), "--network-dir"
-    else:
-        folder, origin = locate_model_dir()
+    folder, origin = locate_model_dir(args.network_dir)
     weights = folder / WEIGHTS_FILE
     out = {"folder": str(folder), "folder_from": origin, "weights": str(weights) if weights.is_file() else None}
-    try:  # the rule every run applies to an explicit --network-dir: say here what a run would refuse
+    try:  # the rule every run applies to a folder the user named: say here what a run would refuse
         check_network_dir(args)
     except Exception as e:
         problems.append(f"network: {e}")

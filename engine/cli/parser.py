@@ -34,7 +34,8 @@ real results (the defaults are SYNTHETIC stand-ins until you convert the officia
   %(prog)s fetch                                  public network release + mesh topology
   %(prog)s convert                                Caffe files (and your Basel Face Model) -> model card
 
-exit codes: 0 every input succeeded, 1 some input or step failed, 2 usage error, 130 Ctrl-C.
+exit codes: 0 every input succeeded, 1 some input or step failed, 2 usage error, 130 Ctrl-C, 143 SIGTERM
+(either keeps finished files and writes no partial one).
 """
 
 

@@ -11,7 +11,11 @@ files apart whatever the input names (same names in different folders, names tha
 our suffixes, case-only differences). One summary.json per run lists the failures (which
 input, why), the provenance (runner, synthetic flags) and every face with its files (and, for
 small runs, its coefficients). Every file is written atomically (temporary name, then
-rename), so a failure or Ctrl-C never leaves a partial file.
+rename), so a failure, Ctrl-C or SIGTERM never leaves a partial file; an interrupted run's
+summary.json says so ("interrupted": true, "signal"). A run does not resume: run again, it
+redoes every input (`embed` resumes). An output folder that holds an earlier run's summary.json
+is said to at the start (with how many files it holds); that summary is kept as
+summary.previous.json, and summary.json describes this run only.
 
 What needs no model is checked before the output folder is created (the inputs listed, the
 --boxes sidecar read and matched, --model a model file): a usage mistake leaves nothing behind.
@@ -32,6 +36,8 @@ from engine.errors import EngineError, InputError
 
 MESH_SUFFIX = {"ply": ".ply", "ply-ascii": ".ply", "obj": ".obj"}
 SYNTHETIC_NOTE = "SYNTHETIC.txt"
+SUMMARY = "summary.json"
+PREVIOUS_SUMMARY = "summary.previous.json"  # an earlier run's summary.json, kept when a run reuses its folder
 POSED_DIR = "posed"
 # Per-face arrays summary.json drops past --summary-limit faces (the files keep them).
 _BULKY = ("coeffs", "landmarks")
@@ -164,12 +170,15 @@ def run(args) -> int:
     boxes = C.load_boxes_arg(args, [(str(p), roots.get(str(p))) for p in paths])
     C.check_model_arg(args, decode=decode)
     out = C.prepare_output_dir(args.output)
+    earlier = _keep_earlier_summary(out, args.quiet)
     camera = args.camera
     n_inputs = len(paths) + (camera is not None)
     layout = "release" if args.release_layout else "engine"
     summary = {"command": "reconstruct", "output": str(out), "inputs": n_inputs,
                "format": "ply-release" if args.release_layout else (args.format or "ply"), "layout": layout,
-               "provenance": None, "faces": [], "failures": report.failures, "interrupted": False}
+               "provenance": None, "faces": [], "failures": report.failures, "interrupted": False, "signal": None}
+    if earlier is not None:
+        summary["earlier_outputs"] = earlier
     if not n_inputs:
         _write_summary(out, summary, report)
         return 1
@@ -247,6 +256,8 @@ def _run(args, rec, out: Path, sources: list, names, boxes, summary: dict, faces
             item = (r.source, r.frame)
             if item != last:
                 bar.update(1)
+                if last is not None and r.source != last[0]:
+                    report.flush()  # the last input's failures, each message said once
                 last = item
             if r.error is not None:
                 report.fail(r.source, r.error, frame=r.frame)
@@ -282,8 +293,13 @@ def _run(args, rec, out: Path, sources: list, names, boxes, summary: dict, faces
             faces.add(face)
         if pictures is not None:
             pictures.flush()  # the last input's picture
-    except KeyboardInterrupt:
-        summary["interrupted"] = True
+    except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM (common.Interrupted): main says it and exits 130 / 143
+        summary["interrupted"], summary["signal"] = True, C.interruption(e)[0]
+        if not args.quiet:
+            report.flush()
+            C.say(f"engine3dmm: reconstruct: interrupted ({C.interruption(e)[1]}): {len(faces)} face(s) written to "
+                  f"{out}, listed in its {SUMMARY}; reconstruct does not resume: running the same command again "
+                  "redoes every input (`embed` resumes)")
         raise
     except Exception as e:  # a fatal error stops the run: its summary must not read as a clean run's
         summary["stopped_by"] = str(e) if isinstance(e, EngineError) else f"{type(e).__name__}: {e}"
@@ -291,6 +307,7 @@ def _run(args, rec, out: Path, sources: list, names, boxes, summary: dict, faces
     finally:
         results.close()  # stop the pipeline's threads now, not at garbage collection
         bar.close()
+        report.flush()
         if pictures is not None:
             pictures.close()
             summary["renders"] = pictures.records
@@ -344,8 +361,38 @@ def _json_points(a):
     return [[float(v) if np.isfinite(v) else None for v in p] for p in np.asarray(a, np.float64)]
 
 
+def _keep_earlier_summary(out: Path, quiet: bool) -> dict | None:
+    """A folder with an earlier run's summary.json: its files stay, but this run's summary.json
+    will list this run's faces only, so the earlier one is copied to summary.previous.json (the
+    map of the earlier files; summary.json stays as it was until this run replaces it) and a
+    warning says how many files the folder holds. None for a folder without one."""
+    import logging
+    import os
+    import shutil
+
+    from engine.fileio import atomic_write
+
+    earlier = out / SUMMARY
+    if not earlier.is_file():
+        return None
+    n = sum(len([f for f in files if f not in (SUMMARY, PREVIOUS_SUMMARY)]) for _, _, files in os.walk(out))
+    kept = None
+    try:
+        with open(earlier, "rb") as src, atomic_write(out / PREVIOUS_SUMMARY) as dst:
+            shutil.copyfileobj(src, dst)
+        kept = PREVIOUS_SUMMARY
+        where = f"it is kept as {out / PREVIOUS_SUMMARY}"
+    except (EngineError, OSError) as e:
+        where = f"it could not be kept as {PREVIOUS_SUMMARY} ({getattr(e, 'strerror', None) or e})"
+    if not quiet:
+        logging.getLogger("engine.cli").warning(
+            f"{out} holds an earlier run's outputs ({n} file(s) besides its {SUMMARY}); they stay, and this run's "
+            f"{SUMMARY} will describe this run only; {where}")
+    return {"files": n, "summary": kept}
+
+
 def _write_summary(out: Path, summary: dict, report: C.Report) -> None:
     try:
-        C.write_json(out / "summary.json", summary)
+        C.write_json(out / SUMMARY, summary)
     except (EngineError, OSError) as e:  # the meshes are fine; say so and fail the exit code
         report.fail(out / "summary.json", f"cannot write the run summary: {getattr(e, 'strerror', None) or e}")

@@ -28,9 +28,12 @@ BFM_FILES = {"bfm": "01_MorphableModel.mat", "topology": "mod_struct_expr.mat"}
 
 
 def _model_dir(args) -> Path:
-    from engine.network.resolve import default_model_dir
+    """The model card folder: --network-dir, else the default (engine.network.resolve.locate_model_dir).
+    Not checked here: `convert` and `fetch` create it; `validate` and `build` check it first
+    (engine.cli.common.check_network_dir)."""
+    from engine.network.resolve import locate_model_dir
 
-    return Path(args.network_dir) if getattr(args, "network_dir", None) else default_model_dir()
+    return locate_model_dir(getattr(args, "network_dir", None))[0]
 
 
 def morphable_cache_path(model_dir: Path) -> Path:
@@ -111,7 +114,7 @@ def run_fetch(args) -> int:
         raise InputError(f"fetch: unknown asset {unknown[0]!r}, expected one of {', '.join(F.ASSETS)}")
     dest = Path(args.downloads) if args.downloads else _model_dir(args) / "downloads"
     report = Report()
-    fetched = set()
+    fetched = {}
     for name in names:
         asset = F.ASSETS[name]
         bar = progress(None, "B", name, args.quiet)
@@ -128,7 +131,7 @@ def run_fetch(args) -> int:
         except EngineError as e:  # one asset failing does not stop the others
             report.fail(asset.url(args.base_url), str(e))
             continue
-        fetched.add(name)
+        fetched[name] = res
         state = "already present" if res.skipped else "downloaded"
         pinned = "verified" if asset.sha256 else "no published checksum; pin this one"
         print(f"{name}: {state}: {res.path}\n  sha256 {res.sha256} ({pinned})")
@@ -139,20 +142,27 @@ def run_fetch(args) -> int:
     return report.exit_code
 
 
-def _next_steps(args, dest: Path, fetched: set[str]) -> None:
-    """What to do after `fetch`, with the user's folder options: convert the network once its
-    files are there, and the Basel Face Model steps while the model card has no converted BFM
-    (they do not depend on any download succeeding)."""
+def _next_steps(args, dest: Path, fetched: dict) -> None:
+    """What is left to do after `fetch` (`fetched`: {asset: FetchResult} of this run), with the
+    user's folder options; every step already done is left out. Convert the network when its
+    files are there and it is not converted yet (or was just downloaded anew); the Basel Face
+    Model steps while the model card has no converted BFM (they do not depend on any download
+    succeeding), without putting the BFM in place once it is there, nor fetching the topology
+    file once it is (verified)."""
     from engine import fetch as F
     from engine.network.resolve import WEIGHTS_FILE
 
     opts = _options(args, downloads=dest)
     card = _model_dir(args)
     steps = []
-    if _has_caffe_file(dest, "caffemodel") and ("network" in fetched or not (card / WEIGHTS_FILE).is_file()):
+    new_network = "network" in fetched and not fetched["network"].skipped
+    if _has_caffe_file(dest, "caffemodel") and (new_network or not (card / WEIGHTS_FILE).is_file()):
         steps.append(f"Convert the network: engine3dmm convert{' ' + opts if opts else ''}   (looks in {dest})")
     if not morphable_cache_path(card).is_file():
-        steps.append(F.bfm_instructions(dest, options=opts))
+        done = {step for step, is_done in (("bfm", _find(dest, BFM_FILES["bfm"]) is not None),
+                                           ("topology", "topology" in fetched or F.is_fetched("topology", dest)))
+                if is_done}
+        steps.append(F.bfm_instructions(dest, options=opts, done=done))
     if steps:
         print("\nNext:\n\n" + "\n\n".join(steps))
 
@@ -184,18 +194,31 @@ def _given(args, key: str) -> Path | None:
     return p
 
 
+def _how_to_get(args, what: str, downloads: Path) -> str:
+    """Where the missing `what` comes from, as a command with the user's folder options where
+    `fetch` can get it ("network", "topology"), and in the words `fetch` prints for the Basel
+    Face Model, which it cannot get ("bfm": engine.fetch.bfm_source)."""
+    from engine import fetch as F
+
+    if what == "bfm":
+        return f"{F.bfm_source()}; put it in {downloads}"
+    opts = _options(args, downloads=downloads)
+    return f"run `engine3dmm fetch {what}{' ' + opts if opts else ''}`"
+
+
 def _pick_bfm(args, key: str, downloads: Path) -> Path:
     found = _given(args, key) or _find(downloads, BFM_FILES[key])
     if found is None:
-        raise InputError(f"--{key}: not given and no {BFM_FILES[key]} under {downloads}; run `fetch` or pass --{key} FILE")
+        raise InputError(f"--{key}: not given and no {BFM_FILES[key]} under {downloads}: "
+                         f"{_how_to_get(args, key, downloads)}, or pass --{key} FILE")
     return found
 
 
 def _pick_caffe(args, role: str, downloads: Path, required: bool) -> Path | None:
     found = _given(args, role) or find_caffe_file(downloads, role)
     if found is None and required:
-        raise InputError(f"--{role}: not given and no *{CAFFE_ROLES[role]} file under {downloads}; run `fetch`, "
-                         f"or pass --{role} FILE")
+        raise InputError(f"--{role}: not given and no *{CAFFE_ROLES[role]} file under {downloads}: "
+                         f"{_how_to_get(args, 'network', downloads)}, or pass --{role} FILE")
     return found
 
 
@@ -224,8 +247,9 @@ def run_convert(args) -> int:
         caffe_asked = find_caffe_file(downloads, "caffemodel") is not None
         bfm_asked = _find(downloads, BFM_FILES["bfm"]) is not None
         if not (caffe_asked or bfm_asked):
-            raise InputError(f"convert: nothing to convert: no *.caffemodel or {BFM_FILES['bfm']} under {downloads}; "
-                             "run `fetch`, or pass --prototxt/--caffemodel/--mean or --bfm/--topology")
+            raise InputError(f"convert: nothing to convert: no *.caffemodel or {BFM_FILES['bfm']} under {downloads}: "
+                             f"for the network, {_how_to_get(args, 'network', downloads)}, or pass --prototxt/"
+                             f"--caffemodel/--mean; {_how_to_get(args, 'bfm', downloads)}, or pass --bfm/--topology")
     picked: dict[str, Path] = {}
     if caffe_asked:  # every file found (and the cheap ones checked) before anything is written
         picked["prototxt"] = proto = _pick_caffe(args, "prototxt", downloads, True)

@@ -170,7 +170,8 @@ def run_verify(args) -> int:
         if args.json and not isinstance(e, (SystemExit, GeneratorExit)):
             from engine.errors import EngineError
 
-            result["error"] = (str(e) if isinstance(e, EngineError) else "interrupted (Ctrl-C)"
+            e = C.as_interruption(e)  # a signal that came out as another error is still the signal
+            result["error"] = (str(e) if isinstance(e, EngineError) else f"interrupted ({C.interruption(e)[1]})"
                                if isinstance(e, KeyboardInterrupt) else f"{type(e).__name__}: {e}")
             result["failures"] = report.failures
             _print_json(result)

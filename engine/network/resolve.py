@@ -8,6 +8,11 @@ installed package never writes into site-packages) holds the model card and, onc
 the built-in synthetic weights are used, and everything says so: `ResolvedModel.synthetic`,
 `describe()`, the ONNX metadata, the runners' `synthetic` attribute and a log warning.
 
+A folder the user NAMED (the CLI's --network-dir, or $ENGINE3DMM_MODEL_DIR, which it defaults
+to) must be a model card for every command that reads one: check_model_card, one rule for both,
+so a typo is an error rather than a silent run on the synthetic weights. `fetch` and `convert`
+create the card and take a new or empty folder either way.
+
 ONNX files are derived artifacts: written next to the weights on first use (with a
 log message, never silently), tagged with the weights' sha256, and rebuilt when the
 weights change.
@@ -59,22 +64,79 @@ def user_model_dir() -> Path:
     return Path(root) / "engine3dmm" / CARD_NAME
 
 
-def locate_model_dir() -> tuple[Path, str]:
-    """(the default model card folder, why that one): $ENGINE3DMM_MODEL_DIR, else the
-    checkout's models/cnn3dmm when running from a source checkout, else the per-user folder
-    (user_model_dir). The folder need not exist yet: `fetch` and `convert` create it."""
+# Where the model card folder came from (locate_model_dir's second value, `info`'s "from ...").
+FROM_OPTION = "--network-dir"
+FROM_ENV = f"${ENV_MODEL_DIR}"
+FROM_CHECKOUT = "the source checkout"
+FROM_USER = "the per-user data folder"
+# The folders a user named: a typo there must be an error, never a silent run on synthetic weights.
+NAMED = (FROM_OPTION, FROM_ENV)
+VARIANTS_CARD_GLOB = "*.variants.json"  # engine.network.variants.card_path: what `validate` writes
+
+
+def locate_model_dir(network_dir=None) -> tuple[Path, str]:
+    """(the model card folder, why that one): `network_dir` (the CLI's --network-dir) when
+    given, else $ENGINE3DMM_MODEL_DIR, else the checkout's models/cnn3dmm when running from a
+    source checkout, else the per-user folder (user_model_dir). The folder need not exist
+    yet: `fetch` and `convert` create it. The reason is one of FROM_OPTION, FROM_ENV,
+    FROM_CHECKOUT, FROM_USER."""
+    if network_dir:
+        return Path(network_dir), FROM_OPTION
     env = os.environ.get(ENV_MODEL_DIR)
     if env:
-        return Path(env).expanduser(), f"${ENV_MODEL_DIR}"
+        return Path(env).expanduser(), FROM_ENV
     checkout = checkout_model_dir()
     if checkout is not None:
-        return checkout, "the source checkout"
-    return user_model_dir(), "the per-user data folder"
+        return checkout, FROM_CHECKOUT
+    return user_model_dir(), FROM_USER
 
 
 def default_model_dir() -> Path:
-    """The model card used when none is given: see locate_model_dir."""
+    """The model card used when none is given: see locate_model_dir. Not checked: a command
+    that reads the card checks it with check_model_card; `fetch` and `convert` create it."""
     return locate_model_dir()[0]
+
+
+def model_card_problem(folder: Path) -> str | None:
+    """Why `folder` is no model card, or None when it is one: a folder holding the converted
+    network weights (WEIGHTS_FILE), the converted Basel Face Model (MORPHABLE_CACHE_FILE, with
+    which runs use the SYNTHETIC network and say so) or validated variants (`validate`'s
+    *.variants.json), or any of them together."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return "is not a folder" if folder.exists() else "does not exist"
+    if ((folder / WEIGHTS_FILE).is_file() or (folder / MORPHABLE_CACHE_FILE).is_file()
+            or any(p.is_file() for p in folder.glob(VARIANTS_CARD_GLOB))):
+        return None
+    return (f"not a model card: it holds neither converted network weights ({WEIGHTS_FILE}) nor a converted Basel "
+            f"Face Model ({MORPHABLE_CACHE_FILE}) nor validated variants ({VARIANTS_CARD_GLOB})")
+
+
+def check_model_card(network_dir=None) -> Path:
+    """The model card folder a command that READS one uses (locate_model_dir), checked by one
+    rule whichever way the user named it (--network-dir, or $ENGINE3DMM_MODEL_DIR, which
+    --network-dir defaults to): a named folder must be a model card (model_card_problem).
+    Silently running the synthetic set there (what the engine does for the default folder of
+    a fresh install) would hide a typo. The unnamed defaults (checkout, per-user folder) are
+    not checked. Commands that CREATE a card (`convert`, `fetch`) do not call this.
+    Errors: ModelFileError naming the option or variable, the folder, what it lacks and the
+    command that makes a card there."""
+    import shlex
+
+    folder, origin = locate_model_dir(network_dir)
+    if origin not in NAMED:
+        return folder
+    problem = model_card_problem(folder)
+    if problem is None:
+        return folder
+    if origin == FROM_OPTION:
+        label, convert = f"--network-dir {folder}", f"engine3dmm convert --network-dir {shlex.quote(str(folder))}"
+        default = "leave --network-dir out"
+    else:  # `convert` writes where the variable points: no option to repeat
+        label, convert, default = f"{FROM_ENV}={folder}", "engine3dmm convert", f"unset {ENV_MODEL_DIR}"
+    if problem.startswith("not a model card"):
+        raise ModelFileError(f"{label}: {problem}; run `{convert}`, or {default} to use the default model card")
+    raise ModelFileError(f"{label}: {problem}; expected a model card folder made by `{convert}`")
 
 
 def weights_fingerprint(weights: dict[str, np.ndarray], mean: np.ndarray) -> str:

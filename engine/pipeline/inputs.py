@@ -126,6 +126,8 @@ def _path_inputs(s: str, recursive: bool) -> Iterator[Input]:
     if warning:
         log.warning(f"{s}: {warning}")
     root = None if found.root is None else str(found.root)
+    for q, why in found.skipped:  # a dangling link, an unreadable sub-folder: reported in its place
+        yield Input(str(q), "failed", error=why)
     for f in found.files:
         name = s if found.root is None else str(f)  # a file named directly keeps its name as given
         yield Input(name, "file", name, root)

@@ -65,6 +65,11 @@ std::string row_path(const Options& o, const std::string& input, int64_t row) {
   return o.out + "/" + stem_of(input) + suffix;
 }
 
+// "1 row", "2 rows": a count with its noun in the right number ("1 rows decoded" reads as a slip).
+std::string count(int64_t n, const char* noun, const char* plural = nullptr) {
+  return std::to_string(n) + " " + (n == 1 ? std::string(noun) : plural ? std::string(plural) : std::string(noun) + "s");
+}
+
 double ms_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
 }
@@ -158,8 +163,9 @@ int run(const Options& o) {
   auto t0 = std::chrono::steady_clock::now();
   e3dmm::Decoder dec = e3dmm::Decoder::load(o.model, e3dmm::BasisType::Float32, o.threads);
   const e3dmm::MorphableModel& m = dec.model();
-  std::printf("model: %s (%lld vertices, %lld faces, %d + %d components)%s, loaded in %.1f ms\n", m.name().c_str(),
-              (long long)m.num_vertices(), (long long)m.num_faces(), m.shape_components(), m.tex_components(),
+  std::printf("model: %s (%s, %s, %d + %d components)%s, loaded in %.1f ms\n", m.name().c_str(),
+              count(m.num_vertices(), "vertex", "vertices").c_str(), count(m.num_faces(), "face").c_str(), m.shape_components(),
+              m.tex_components(),
               m.synthetic() ? " [SYNTHETIC: not a real face model]" : "", ms_since(t0));
   const int64_t n = m.num_vertices();
   int64_t written = 0;
@@ -186,7 +192,8 @@ int run(const Options& o) {
     t0 = std::chrono::steady_clock::now();
     const float* d_coeffs = runner.run(d_in, batch, stream);
     decode_on_gpu(gpu, d_coeffs, batch, layout, &rec, stream);
-    std::printf("%s: network + decode of %lld crops in %.2f ms\n", o.crops.c_str(), (long long)batch, ms_since(t0));
+    std::printf("%s: network + decode of %s in %.2f ms\n", o.crops.c_str(), count(batch, "crop").c_str(),
+                ms_since(t0));
     cudaFree(d_in);
     cudaStreamDestroy(stream);
     make_out_dir(o.out);
@@ -238,10 +245,10 @@ int run(const Options& o) {
       write_ms += ms_since(t0);
     }
     // Human-readable timings: the only output that follows the locale (a decimal comma under de_DE).
-    std::printf("%s: %lld rows decoded (%s) in %.2f ms, PLY written in %.2f ms\n", path.c_str(), (long long)batch,
+    std::printf("%s: %s decoded (%s) in %.2f ms, PLY written in %.2f ms\n", path.c_str(), count(batch, "row").c_str(),
                 o.device.c_str(), decode_ms, write_ms);
   }
-  std::printf("wrote %lld PLY files to %s\n", (long long)written, o.out.c_str());
+  std::printf("wrote %s to %s\n", count(written, "PLY file").c_str(), o.out.c_str());
   return 0;
 }
 

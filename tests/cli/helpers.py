@@ -28,9 +28,9 @@ def engine_process(*argv, **kw) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 
 
-def interrupt_when(p: subprocess.Popen, ready, what: str) -> str:
-    """Ctrl-C (SIGINT) to process `p` once `ready()` is true (within 180 s, while `p` still
-    runs); returns its stderr. `what` names the awaited state in a failure."""
+def interrupt_when(p: subprocess.Popen, ready, what: str, sig=None) -> str:
+    """Ctrl-C (SIGINT, or the signal `sig`: SIGTERM) to process `p` once `ready()` is true (within
+    180 s, while `p` still runs); returns its stderr. `what` names the awaited state in a failure."""
     import signal
     import time
 
@@ -40,7 +40,7 @@ def interrupt_when(p: subprocess.Popen, ready, what: str) -> str:
             assert p.poll() is None, p.communicate()[1]
             assert time.monotonic() < deadline, f"{what} within 180 s"
             time.sleep(0.02)
-        p.send_signal(signal.SIGINT)
+        p.send_signal(signal.SIGINT if sig is None else sig)
         return p.communicate(timeout=120)[1]
     finally:
         if p.poll() is None:

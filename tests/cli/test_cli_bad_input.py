@@ -196,6 +196,7 @@ def test_ctrl_c_in_the_middle_of_a_run(photos, tmp_path):
         assert m.stat().st_size > 1_000_000 and m.with_suffix(".npy").is_file()
     summary = json.loads((out / "summary.json").read_text())
     assert summary["interrupted"] is True and summary["faces_written"] == len(meshes)
+    assert summary["signal"] == "SIGINT" and "redoes every input" in err
 
 
 def test_a_fatal_error_mid_run_is_in_the_summary(cli, photos, tmp_path, monkeypatch):

@@ -599,7 +599,7 @@ def test_ctrl_c_saves_and_merges_what_is_finished(cli, photos, tmp_path, fmt):
         assert load_npy(out / "descriptors.npy").shape == (len(done), 198)
     assert sorted(sources) == sorted(done)
     assert strict_json((out / "provenance.json").read_text())["faces"] == {"mode": "cropped"}
-    assert f"interrupted: the {len(done)} descriptor(s) of the inputs finished so far are in" in err
+    assert f"interrupted (Ctrl-C): the {len(done)} descriptor(s) of the inputs finished so far are in" in err
 
 
 def test_ctrl_c_while_the_merged_pair_is_renamed_waits_for_both(tmp_path):
@@ -609,7 +609,7 @@ def test_ctrl_c_while_the_merged_pair_is_renamed_waits_for_both(tmp_path):
     import os
     import signal
 
-    from engine.cli.embed import _CtrlCHeld
+    from engine.cli.common import StopSignals as _CtrlCHeld
     from engine.fileio import atomic_write
 
     a, b = tmp_path / "descriptors.npy", tmp_path / "metadata.csv"

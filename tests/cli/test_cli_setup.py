@@ -88,7 +88,7 @@ def test_fetch_unknown_asset(cli, tmp_path):
 def test_convert_nothing_to_convert(cli, tmp_path):
     r = cli("convert", "--network-dir", tmp_path / "card")
     assert r.rc == 1
-    assert "nothing to convert" in r.err and "run `fetch`" in r.err
+    assert "nothing to convert" in r.err and f"run `engine3dmm fetch network --network-dir {tmp_path / 'card'}`" in r.err
 
 
 def test_convert_corrupt_caffemodel_leaves_nothing(cli, tmp_path, shared_dir):
@@ -128,21 +128,50 @@ def test_build_says_what_is_missing(cli):
         "is built for one specific GPU, on that GPU"}
 
 
+def _fresh_install(monkeypatch, tmp_path) -> Path:
+    """The engine as an installed copy sees it before `fetch`/`convert`: no variable, no
+    checkout, a per-user card not made yet (tests/network/test_model_location.py runs a real
+    copy outside the checkout; this is the in-process stand-in, for speed). Returns that folder."""
+    from engine.network import resolve
+
+    monkeypatch.delenv("ENGINE3DMM_MODEL_DIR", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    monkeypatch.setattr(resolve, "checkout_model_dir", lambda: None)
+    return tmp_path / "data" / "engine3dmm" / "cnn3dmm"
+
+
+def _bfm_card(folder: Path) -> Path:
+    """A model card holding only a (tiny) converted Basel Face Model: runs use the SYNTHETIC network."""
+    from tests.cli.helpers import tiny_model
+
+    folder.mkdir(parents=True, exist_ok=True)
+    write_cache(tiny_model(), folder / "bfm2009_trimmed.e3dmm")
+    return folder
+
+
 def test_info_reports_runners_and_synthetic_models(cli, tmp_path, monkeypatch):
     from engine.runners import available_runners
 
-    monkeypatch.setenv("ENGINE3DMM_MODEL_DIR", str(tmp_path / "card"))  # the default card, not made yet
+    card = _fresh_install(monkeypatch, tmp_path)  # the default card, not made yet: synthetic, no error
     r = cli("info", "--json")
     report = json.loads(r.out)
     assert r.rc == 0, report["problems"]
     assert report["runners"] == available_runners() and report["auto_runner"] == available_runners()[0]
     assert report["network"]["status"] == "SYNTHETIC" and report["morphable_model"]["status"] == "SYNTHETIC"
-    assert report["network"]["folder"] == str(tmp_path / "card")
-    assert report["network"]["folder_from"] == "$ENGINE3DMM_MODEL_DIR"
+    assert report["network"]["folder"] == str(card)
+    assert report["network"]["folder_from"] == "the per-user data folder"
     assert "cpu_kernels" in report["compiled_core"]
     text = cli("doctor").out  # the alias, human-readable
     assert "network:         SYNTHETIC" in text and "runners:" in text
-    assert f"model card {tmp_path / 'card'} (from $ENGINE3DMM_MODEL_DIR)" in text
+    assert f"model card {card} (from the per-user data folder)" in text
+    assert not card.exists()  # info created nothing
+    # a card named by the variable is reported as coming from it
+    monkeypatch.setenv("ENGINE3DMM_MODEL_DIR", str(_bfm_card(tmp_path / "card")))
+    report = json.loads(cli("info", "--json").out)
+    assert report["problems"] == [] and report["network"]["status"] == "SYNTHETIC"
+    assert (report["network"]["folder"], report["network"]["folder_from"]) == (str(tmp_path / "card"),
+                                                                               "$ENGINE3DMM_MODEL_DIR")
+    assert f"model card {tmp_path / 'card'} (from $ENGINE3DMM_MODEL_DIR)" in cli("info").out
 
 
 def test_info_recognises_converted_weights(cli, tmp_path):
@@ -363,6 +392,82 @@ def test_fetch_then_convert_share_the_downloads_option(cli, server, tmp_path):
     assert r.rc == 1 and f"--mean: not given and no mean image (*.binaryproto) under {dl};" in r.err
 
 
+def _next(out: str) -> str:
+    """The "Next:" part of fetch's output ("" when nothing is left to do)."""
+    return out.split("\nNext:\n", 1)[1] if "\nNext:\n" in out else ""
+
+
+def test_fetch_next_steps_leave_out_what_is_done(cli, server, tmp_path, shared_dir):
+    """After each fetch, the steps listed are those still to do, numbered as shown: the topology
+    file once fetched (verified), putting the BFM in place once it is there, converting the
+    network once it is converted (and not downloaded anew), all the BFM steps once it is converted."""
+    base, www = server
+    publish(www, "topology", (shared_dir / "mod_struct_expr.mat").read_bytes())
+    publish(www, "network", release_zip(tmp_path))
+    card = tmp_path / "card"
+    dl = card / "downloads"
+    r = cli("fetch", "topology", "--base-url", base, "--network-dir", card)
+    assert r.rc == 0 and "topology: downloaded" in r.out
+    steps = _next(r.out)
+    assert "fetch topology" not in steps and "Convert the network" not in steps  # done; nothing fetched for it
+    assert "1. Register and download 01_MorphableModel.mat at https://faces.dmi.unibas.ch/bfm/" in steps
+    assert f"2. Put 01_MorphableModel.mat in {dl}.\n3. Convert: engine3dmm convert --network-dir {card} (reads" in steps
+    r = cli("fetch", "topology", "--base-url", base, "--network-dir", card)  # again: already there, verified
+    assert "topology: already present" in r.out and "(verified)" in r.out and _next(r.out) == steps
+    # a topology file that is not the release's is not done: its step stays (and fetch replaces the file)
+    (dl / "mod_struct_expr.mat").write_bytes(b"not the release's file")
+    r = cli("fetch", "network", "--base-url", base, "--network-dir", card)
+    assert r.rc == 0 and "3. Download the release's topology file (public): engine3dmm fetch topology" in _next(r.out)
+    assert f"Convert the network: engine3dmm convert --network-dir {card}" in _next(r.out)  # just downloaded
+    cli("fetch", "topology", "--base-url", base, "--network-dir", card)
+    # the user put the Basel Face Model in place (in a folder of its own: found anywhere below)
+    (dl / "bfm").mkdir()
+    (dl / "bfm" / "01_MorphableModel.mat").write_bytes(b"MATLAB 5.0 MAT-file")
+    (card / "cnn3dmm.safetensors").write_bytes(b"")  # as if the network were converted
+    r = cli("fetch", "network", "--base-url", base, "--network-dir", card)  # already present: nothing new
+    assert "network: already present" in r.out
+    steps = _next(r.out)
+    assert steps.startswith(f"\nThe Basel Face Model (01_MorphableModel.mat under {dl}) is there, not converted yet:"
+                            f"\n\n1. Convert: engine3dmm convert --network-dir {card} (reads"), steps
+    assert "Register" not in steps and "Put " not in steps and "2. " not in steps and "Convert the network" not in steps
+    # the card holds the converted BFM: nothing is left, and no "Next:" is printed
+    _bfm_card(card)
+    r = cli("fetch", "--base-url", base, "--network-dir", card)
+    assert r.rc == 0 and "Next:" not in r.out, r.out
+
+
+def test_setup_messages_say_where_each_missing_file_comes_from(cli, tmp_path, shared_dir):
+    """`fetch` cannot get the Basel Face Model: convert says where it comes from in the words
+    fetch prints (engine.fetch.bfm_source), and suggests `fetch` only for what fetch gets, with
+    the user's folder options."""
+    from engine.fetch import BFM_DOWNLOAD, BFM_NOT_DOWNLOADABLE, bfm_instructions, bfm_source
+
+    card = tmp_path / "card"
+    dl = card / "downloads"
+    r = cli("convert", "--topology", shared_dir / "mod_struct_expr.mat", "--network-dir", card)
+    assert r.rc == 1
+    assert r.err == (f"engine3dmm: error: --bfm: not given and no 01_MorphableModel.mat under {dl}: {bfm_source()}; "
+                     f"put it in {dl}, or pass --bfm FILE\n")
+    assert "fetch" not in r.err
+    # fetch prints the same text for it
+    guidance = bfm_instructions(dl).lower()
+    assert BFM_NOT_DOWNLOADABLE.lower() in guidance and BFM_DOWNLOAD.lower() in guidance
+    assert bfm_source() == f"{BFM_NOT_DOWNLOADABLE}; {BFM_DOWNLOAD}"
+    r = cli("convert", "--network-dir", card)  # nothing at all: both, each from where it comes
+    assert r.rc == 1 and f"run `engine3dmm fetch network --network-dir {card}`" in r.err
+    assert f"{bfm_source()}; put it in {dl}, or pass --bfm/--topology" in r.err
+    r = cli("convert", "--bfm", tmp_path / "x.mat", "--network-dir", card)  # --bfm checked as a file first
+    assert r.rc == 1 and "expected a file" in r.err
+    (tmp_path / "x.mat").write_bytes(b"MATLAB 5.0 MAT-file")
+    r = cli("convert", "--bfm", tmp_path / "x.mat", "--network-dir", card, "--downloads", tmp_path / "dl")
+    assert r.rc == 1 and r.err == (f"engine3dmm: error: --topology: not given and no mod_struct_expr.mat under "
+                                   f"{tmp_path / 'dl'}: run `engine3dmm fetch topology --network-dir {card} "
+                                   f"--downloads {tmp_path / 'dl'}`, or pass --topology FILE\n")
+    r = cli("convert", "--caffemodel", tmp_path / "x.mat", "--network-dir", card)
+    assert r.rc == 1 and r.err == (f"engine3dmm: error: --prototxt: not given and no *.prototxt file under {dl}: "
+                                   f"run `engine3dmm fetch network --network-dir {card}`, or pass --prototxt FILE\n")
+
+
 # --------------------------------------------------------------------------- what a model card is
 
 
@@ -385,24 +490,70 @@ def test_a_card_with_only_the_basel_face_model_is_a_model_card(cli, photos, tmp_
     assert report["morphable_model"]["file"] == str(card / "bfm2009_trimmed.e3dmm")
 
 
+def _name_the_folder(monkeypatch, how: str, folder: Path) -> tuple[list, str]:
+    """(the options that name `folder`, how messages name it): --network-dir, or the variable
+    --network-dir defaults to. Either way one rule applies."""
+    if how == "option":
+        monkeypatch.delenv("ENGINE3DMM_MODEL_DIR", raising=False)
+        return ["--network-dir", folder], f"--network-dir {folder}"
+    monkeypatch.setenv("ENGINE3DMM_MODEL_DIR", str(folder))
+    return [], f"$ENGINE3DMM_MODEL_DIR={folder}"
+
+
+@pytest.mark.parametrize("how", ["option", "variable"])
 @pytest.mark.parametrize("what", ["missing", "empty", "file"])
-def test_a_folder_that_is_no_model_card_is_an_error_everywhere(cli, photos, tmp_path, what):
+def test_a_folder_that_is_no_model_card_is_an_error_everywhere(cli, photos, tmp_path, monkeypatch, what, how):
     card = tmp_path / "card"
     if what == "empty":
         card.mkdir()
     elif what == "file":
         card.write_text("not a folder")
-    expected = {"missing": f"--network-dir {card}: does not exist",
-                "file": f"--network-dir {card}: is not a folder",
-                "empty": f"--network-dir {card}: not a model card: it holds neither converted network weights "
-                         "(cnn3dmm.safetensors) nor a converted Basel Face Model (bfm2009_trimmed.e3dmm)"}[what]
-    r = cli("reconstruct", photos / "astronaut.png", "--cropped", "--network-dir", card, "-o", tmp_path / "o")
-    assert r.rc == 1 and f"engine3dmm: error: {expected}" in r.err and "SYNTHETIC" not in r.err
-    r = cli("info", "--network-dir", card, "--json")
+    named, label = _name_the_folder(monkeypatch, how, card)
+    expected = {"missing": f"{label}: does not exist",
+                "file": f"{label}: is not a folder",
+                "empty": f"{label}: not a model card: it holds neither converted network weights "
+                         "(cnn3dmm.safetensors) nor a converted Basel Face Model (bfm2009_trimmed.e3dmm) nor "
+                         "validated variants (*.variants.json)"}[what]
+    remedy = {"option": f"`engine3dmm convert --network-dir {card}`", "variable": "`engine3dmm convert`"}[how]
+    before = sorted(tmp_path.iterdir())
+    for argv in (["reconstruct", photos / "astronaut.png", "--cropped", "-o", tmp_path / "o"],
+                 ["validate", "--variants", "int8"], ["build"]):
+        r = cli(*argv, *named)
+        assert r.rc == 1 and f"engine3dmm: error: {expected}" in r.err and "SYNTHETIC" not in r.err, (argv, r.err)
+        assert remedy in r.err and "Traceback" not in r.err
+    r = cli("info", "--json", *named)
     report = json.loads(r.out)
     assert r.rc == 1 and report["network"]["status"] == "NOT A MODEL CARD"
     assert any(p.startswith(f"network: {expected}") for p in report["problems"])
-    assert not (tmp_path / "card").is_dir() or what == "empty"  # info created nothing
+    assert sorted(tmp_path.iterdir()) == before  # nothing created: no output, no variants, no card
+    if what == "empty":
+        assert list(card.iterdir()) == []
+
+
+@pytest.mark.parametrize("how", ["option", "variable"])
+def test_the_commands_that_make_a_card_accept_a_new_or_empty_folder_either_way(cli, server, tmp_path, shared_dir,
+                                                                               monkeypatch, how):
+    """fetch and convert create the card: a new or empty folder is what they start from,
+    named by --network-dir or by the variable alike."""
+    base, www = server
+    publish(www, "topology", (shared_dir / "mod_struct_expr.mat").read_bytes())
+    for state in ("new", "empty"):
+        card = tmp_path / state
+        if state == "empty":
+            card.mkdir()
+        named, _ = _name_the_folder(monkeypatch, how, card)
+        r = cli("fetch", "topology", "--base-url", base, *named)
+        assert r.rc == 0, r.err
+        assert (card / "downloads" / "mod_struct_expr.mat").read_bytes() == (
+            shared_dir / "mod_struct_expr.mat").read_bytes()
+        # convert finds the files in the card's downloads folder and gets as far as reading them
+        # (this caffemodel is broken): the folder itself was accepted
+        folder, caffemodel = _downloads(card, shared_dir, AUTHORS, "release")
+        r = cli("convert", *named)
+        assert r.rc == 1 and f"reading {caffemodel}" in r.err and "not a model card" not in r.err, r.err
+    # ...while the commands that read a card refuse the folder that holds downloads only
+    r = cli("validate", *named)
+    assert r.rc == 1 and "not a model card" in r.err
 
 
 # --------------------------------------------------------------------------- convert: what it says it uses
@@ -529,8 +680,7 @@ def test_fp16_on_a_cpu_runner_is_refused_as_help_says(cli, photos, tmp_path, mon
 
     text = cli("reconstruct", "--help").out
     assert "fp16 on a GPU runner only (refused on the CPU runners: use int8 or bf16)" in " ".join(text.split())
-    monkeypatch.setenv("ENGINE3DMM_MODEL_DIR", str(tmp_path / "card"))
-    (tmp_path / "card").mkdir()
+    monkeypatch.setenv("ENGINE3DMM_MODEL_DIR", str(_bfm_card(tmp_path / "card")))
     runs = [(["--runner", "onnxruntime"], 2)]  # a CPU runner named: a usage error, before anything runs
     if all(r in ("onnxruntime", "torch-cpu") for r in available_runners()):
         runs.append(([], 1))  # a CPU machine: auto's runner is a CPU one (this machine's to say: exit 1)
@@ -538,7 +688,8 @@ def test_fp16_on_a_cpu_runner_is_refused_as_help_says(cli, photos, tmp_path, mon
         r = cli("reconstruct", photos / "astronaut.png", "-o", tmp_path / "out", "--precision", "fp16", *extra)
         assert r.rc == code and "precision fp16: the CPU runners do not run float16" in r.err, r.err
         assert "use --precision int8 (onnxruntime) or bf16 (torch-cpu)" in r.err
-    assert list((tmp_path / "card").iterdir()) == [] and not (tmp_path / "out").exists()
+    assert list((tmp_path / "card").iterdir()) == [tmp_path / "card" / "bfm2009_trimmed.e3dmm"]
+    assert not (tmp_path / "out").exists()
 
 
 def test_variant_options_are_checked_by_the_parser(cli):
@@ -556,7 +707,7 @@ def test_variant_options_are_checked_by_the_parser(cli):
 
 
 def test_info_says_when_no_variants_were_built(cli, tmp_path, monkeypatch):
-    monkeypatch.setenv("ENGINE3DMM_MODEL_DIR", str(tmp_path / "card"))
+    monkeypatch.setenv("ENGINE3DMM_MODEL_DIR", str(_bfm_card(tmp_path / "card")))
     r = cli("info")
     assert "CPU variants:    none: no variants built: `engine3dmm validate` builds and measures them" in r.out
     assert json.loads(cli("info", "--json").out)["network"]["variants"]["status"] == "none"
@@ -568,7 +719,7 @@ def test_validate_with_a_folder_without_a_face_builds_no_int8(cli, photos, tmp_p
     pytest.importorskip("dlib")
     import shutil
 
-    monkeypatch.setenv("ENGINE3DMM_MODEL_DIR", str(tmp_path / "card"))
+    monkeypatch.setenv("ENGINE3DMM_MODEL_DIR", str(_bfm_card(tmp_path / "card")))
     mine = tmp_path / "mine"
     mine.mkdir()
     shutil.copy(photos / "coffee.jpg", mine)  # no face

@@ -45,6 +45,47 @@ def test_the_per_user_folder_follows_xdg(monkeypatch, tmp_path):
     assert user_model_dir() == tmp_path / "home" / ".local" / "share" / "engine3dmm" / "cnn3dmm"
 
 
+def test_one_rule_for_a_folder_named_by_the_option_or_the_variable(monkeypatch, tmp_path):
+    """--network-dir defaults to $ENGINE3DMM_MODEL_DIR: a folder named either way must be a
+    model card (a typo is never run on synthetic weights); the unnamed defaults are not checked
+    (a fresh install runs the synthetic network and says so). Messages name the source."""
+    from engine.errors import ModelFileError
+    from engine.fileio import atomic_write
+    from engine.network.resolve import (MORPHABLE_CACHE_FILE, WEIGHTS_FILE, check_model_card, model_card_problem)
+
+    monkeypatch.delenv("ENGINE3DMM_MODEL_DIR", raising=False)
+    assert check_model_card(None) == REPO / "models" / "cnn3dmm"  # the checkout's, whatever it holds
+    folder = tmp_path / "card"
+    assert locate_model_dir(folder) == (folder, "--network-dir")
+    monkeypatch.setenv("ENGINE3DMM_MODEL_DIR", str(tmp_path / "other"))
+    assert locate_model_dir(folder) == (folder, "--network-dir")  # the option wins over the variable
+    for state, problem in (("missing", "does not exist"), ("file", "is not a folder"), ("empty", "not a model card")):
+        if state == "file":
+            folder.write_text("x")
+        elif state == "empty":
+            folder.unlink()
+            folder.mkdir()
+        assert model_card_problem(folder).startswith(problem)
+        monkeypatch.setenv("ENGINE3DMM_MODEL_DIR", str(folder))
+        messages = []
+        for named in (folder, None):  # --network-dir FOLDER, then $ENGINE3DMM_MODEL_DIR=FOLDER alone
+            with pytest.raises(ModelFileError) as e:
+                check_model_card(named)
+            messages.append(str(e.value))
+        assert messages[0].startswith(f"--network-dir {folder}: {problem}")
+        assert messages[1].startswith(f"$ENGINE3DMM_MODEL_DIR={folder}: {problem}")
+        # the same rule, only the source and the command to repeat differ
+        assert messages[0].split(": ", 1)[1].split(";")[0] == messages[1].split(": ", 1)[1].split(";")[0]
+        assert f"engine3dmm convert --network-dir {folder}`" in messages[0] and "engine3dmm convert`" in messages[1]
+    for name in (WEIGHTS_FILE, MORPHABLE_CACHE_FILE, "cnn3dmm.synthetic-seed0.variants.json"):
+        with atomic_write(folder / name) as f:
+            f.write(b"")
+        assert model_card_problem(folder) is None and check_model_card(None) == folder == check_model_card(folder)
+        (folder / name).unlink()
+    (folder / "downloads").mkdir()  # what `fetch` leaves: not a card yet
+    assert model_card_problem(folder).startswith("not a model card")
+
+
 @pytest.fixture
 def server(tmp_path):
     """Serves tmp_path/www on 127.0.0.1; yields the base URL."""
