@@ -453,7 +453,9 @@ def batch_size(args) -> int:
 
 def device_input_choice(args):
     """--device-input auto|on|off as Reconstructor(device_input=) takes it."""
-    return {"auto": "auto", "on": True, "off": False}[getattr(args, "device_input", "auto")]
+    from engine.pipeline.device_input import from_words
+
+    return from_words(getattr(args, "device_input", "auto"))
 
 
 def make_reconstructor(args, *, decode: bool):

@@ -2,7 +2,8 @@
 
 The input files become a Ray Dataset (`ray.data.from_items`, one row per file); `map_batches`
 runs them through a pool of actors (`_EmbedActor`), each holding one long-lived Reconstructor:
-one actor per GPU (`num_gpus=1`) when the cluster has GPUs, else CPU actors with `threads`
+one actor per GPU (`num_gpus=1`) when the cluster has GPUs and the runner can use one (auto,
+torch-cuda, tensorrt: engine.runners.can_use_gpu, the rule serve's replicas follow), else CPU actors with `threads`
 network threads each (`num_cpus=threads`). Each batch of files comes back as one block of
 rows: one per face (its coefficients, box and score) and one per failed input or frame (its
 error), never dropped. The driver turns the rows back into `FaceResult`s, in input order, so
@@ -266,8 +267,10 @@ def _gpu_actors(n_gpus: int, gpus: bool | None, runner: str, device_input, clust
     """Whether the actors are GPU actors on `cluster` of `n_gpus` GPUs (gpus=None: when it has
     any); BackendError / UnavailableError when gpus=True, `runner` or device_input=True needs a
     GPU it does not give them."""
-    if gpus is None:
-        gpus = n_gpus > 0
+    if gpus is None:  # a CPU runner named by the user holds no GPU: it would only keep it from others
+        from engine.runners import can_use_gpu
+
+        gpus = n_gpus > 0 and can_use_gpu(runner)
     if gpus and n_gpus < 1:
         raise BackendError(f"distributed embed: gpus=True, but {cluster} has no GPU")
     if not gpus:
@@ -320,9 +323,9 @@ def check_options(runner: str, precision, max_error, compile, compile_mode, devi
     if runner != "auto":  # auto is resolved on each actor's machine
         check_precision(runner, True, precision, list(RUNNER_NAMES))
     from engine.pipeline.device_input import unavailable_reason
-    from engine.runners import GPU_RUNNERS
+    from engine.runners import can_use_gpu
 
-    if device_input is True and runner not in ("auto",) + GPU_RUNNERS:
+    if device_input is True and not can_use_gpu(runner):
         # the reason Reconstructor(device_input=True) gives for this runner, before any actor loads it
         from types import SimpleNamespace
 
@@ -380,8 +383,9 @@ def embed(inputs, *, address: str | None = None, network_dir=None, runner: str =
     """
     # Actors get absolute paths (a worker's working folder is not the driver's); results come
     # back under the names the caller gave, as Reconstructor.embed names them.
-    if isinstance(device_input, str):  # the CLI's words, as Reconstructor takes them
-        device_input = {"on": True, "off": False}.get(device_input, device_input)
+    from engine.pipeline.device_input import from_words
+
+    device_input = from_words(device_input)  # the CLI's words, as Reconstructor takes them
     check_options(runner, precision, max_error, compile, compile_mode, device_input, gpus)  # before Ray starts
     given = {os.path.abspath(os.fspath(p)): os.fspath(p) for p in inputs}
     paths = list(given)

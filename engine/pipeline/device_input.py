@@ -88,6 +88,7 @@ __all__ = [
     "Screened",
     "View",
     "check_choice",
+    "from_words",
     "machine_reason",
     "oriented",
     "scan_jpeg",
@@ -377,9 +378,17 @@ def _cpu_prepare(plan: DevicePlan) -> Prepared:
                                                   f"or cropping this input: {type(e).__name__}: {e}")
 
 
+CHOICE_WORDS = {"on": True, "off": False}  # the CLI's --device-input words; "auto" is itself
+
+
+def from_words(value):
+    """"on"/"off" (the CLI's words) as True/False; any other value as it is."""
+    return CHOICE_WORDS.get(value, value) if isinstance(value, str) else value
+
+
 def check_choice(value):
     """`value` as Reconstructor(device_input=) takes it: "on"/"off" (the CLI's words) are True/False."""
-    value = {"on": True, "off": False}.get(value, value) if isinstance(value, str) else value
+    value = from_words(value)
     if not (value is True or value is False or value == "auto" or isinstance(value, DeviceInput)):
         raise InputError(f"Reconstructor: device_input: expected 'auto', 'on', 'off', True, False or a DeviceInput, "
                          f"found {value!r}")

@@ -179,6 +179,13 @@ def create_runner(name: str = "auto", model_dir=None, *, max_batch: int | None =
 GPU_RUNNERS = ("tensorrt", "torch-cuda")
 
 
+def can_use_gpu(name: str) -> bool:
+    """Whether runner `name` runs on a GPU when one is there ("auto" picks a GPU runner then):
+    the rule by which Ray actors and replicas reserve a GPU (Ray hides every GPU from an actor
+    that reserves none, and a CPU runner holding one would only keep it from others)."""
+    return name in ("auto",) + GPU_RUNNERS
+
+
 def runner_or_name(name: str = "auto", model_dir=None, *, threads: int | None = None, precision: str | None = None,
                    max_error: float | None = None, compile: bool = False, compile_mode: str | None = None):
     """What `Reconstructor(runner=...)` takes for these settings, in the process that will run it

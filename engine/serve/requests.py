@@ -99,7 +99,7 @@ class ServeOptions:
         check("direct_ingress", isinstance(self.direct_ingress, bool), "True or False")
         check("replica_gpus", self.replica_gpus is None or (_is_num(self.replica_gpus) and 0 <= self.replica_gpus
                                                             <= 64), "a number in 0..64 or None (auto)")
-        from engine.runners import GPU_RUNNERS, PRECISIONS, RUNNER_NAMES, check_compile
+        from engine.runners import PRECISIONS, RUNNER_NAMES, can_use_gpu, check_compile
 
         check("runner", self.runner in ("auto",) + RUNNER_NAMES, f"one of {['auto', *RUNNER_NAMES]}")
         check("precision", self.precision is None or self.precision in PRECISIONS, f"one of {list(PRECISIONS)}")
@@ -112,10 +112,10 @@ class ServeOptions:
             from engine.network.variants import check_precision
 
             check_precision(self.runner, True, self.precision, list(RUNNER_NAMES))
-        if self.replica_gpus and self.runner not in ("auto",) + GPU_RUNNERS:
+        if self.replica_gpus and not can_use_gpu(self.runner):
             raise InputError(f"serve: replica_gpus: the {self.runner} runner runs on the CPU, found "
                              f"{self.replica_gpus:g} GPU(s) per replica; drop --replica-gpus or use --runner "
-                             f"{' / '.join(GPU_RUNNERS)}")
+                             "torch-cuda / tensorrt")
 
         if self.direct_ingress and self.replicas != 1:
             # Ray gives each replica of a node its own port: a second one here could not take the
@@ -131,11 +131,11 @@ class ServeOptions:
 
     def gpus_per_replica(self, cluster_gpus: float) -> float:
         """The GPUs each replica reserves on a cluster of `cluster_gpus` (replica_gpus, or its auto rule)."""
-        from engine.runners import GPU_RUNNERS
+        from engine.runners import can_use_gpu
 
         if self.replica_gpus is not None:
             return float(self.replica_gpus)
-        return 1.0 if cluster_gpus >= 1 and self.runner in ("auto",) + GPU_RUNNERS else 0.0
+        return 1.0 if cluster_gpus >= 1 and can_use_gpu(self.runner) else 0.0
 
     @property
     def max_body_bytes(self) -> int:

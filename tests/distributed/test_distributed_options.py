@@ -242,3 +242,19 @@ def test_check_reachable_names_an_unknown_host():
 
     with pytest.raises(BackendError, match=r"--ray no-such-host\.invalid:6379: cannot reach a Ray cluster there"):
         check_reachable("no-such-host.invalid:6379", "--ray", timeout_s=2)
+
+
+@pytest.mark.parametrize("runner, n_gpus, gpus, expected", [
+    ("auto", 2, None, True), ("torch-cuda", 1, None, True), ("tensorrt", 4, None, True),
+    ("onnxruntime", 2, None, False), ("torch-cpu", 2, None, False),  # a CPU runner holds no GPU
+    ("auto", 0, None, False), ("auto", 2, False, False), ("onnxruntime", 2, True, True),
+])
+def test_actors_reserve_a_gpu_by_the_services_rule(runner, n_gpus, gpus, expected):
+    """embed --ray's actors and serve's replicas reserve GPUs by one rule (engine.runners.can_use_gpu)."""
+    pytest.importorskip("ray")
+    from engine.distributed.embed import _gpu_actors
+    from engine.serve.requests import ServeOptions
+
+    assert _gpu_actors(n_gpus, gpus, runner, "auto", "the Ray cluster") is expected
+    if gpus is None:
+        assert (ServeOptions(runner=runner).gpus_per_replica(n_gpus) > 0) is expected
